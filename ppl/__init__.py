@@ -1,0 +1,94 @@
+"""ppl: a probabilistic programming language for JAX.
+
+Write a model as a Python function that calls the primitives (:func:`sample`, :func:`param`,
+:func:`plate`, :func:`factor`, :func:`deterministic`); decorate it with :func:`model`; then use
+its operations (``simulate``, ``log_density``, ``generate``, ``update``, ``regenerate``), the
+handlers (``condition``, ``do``, ``substitute``, ...), the combinators (``scan``, ``cond``,
+``switch``) and the unconstrained view (:func:`unconstrained`).  Distributions are NumPyro's,
+re-exported as ``ppl.dist``.
+
+Example:
+    >>> import jax, jax.numpy as jnp, ppl
+    >>> from ppl import dist
+    >>> @ppl.model
+    ... def eight_schools(sigma, y=None):
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 5.0))
+    ...     tau = ppl.sample("tau", dist.HalfCauchy(5.0))
+    ...     with ppl.plate("school", sigma.shape[0]):
+    ...         theta = ppl.sample("theta", dist.Normal(mu, tau))
+    ...         ppl.sample("y", dist.Normal(theta, sigma), obs=y)
+    >>> tr = eight_schools.simulate(jax.random.key(0), jnp.ones(8))
+"""
+
+from __future__ import annotations
+
+from . import _cache
+
+_cache.configure()
+
+import numpyro.distributions as dist  # noqa: E402
+from numpyro.distributions import constraints  # noqa: E402
+
+from . import randomness  # noqa: E402
+from .combinators import cond, scan, switch  # noqa: E402
+from .core import deterministic, factor, param, plate, sample  # noqa: E402
+from .errors import (  # noqa: E402
+    AddressError,
+    ModelError,
+    NaNLogDensityError,
+    OutsideModelError,
+    PPLError,
+    SupportError,
+)
+from .handlers import block, condition, do, mask, replay, scale, scope, seed, substitute, trace  # noqa: E402
+from .model import Model, Selection, Trace, as_model, call, model, select  # noqa: E402
+from .predictive import predictive  # noqa: E402
+from .transforms import UnconstrainedView, unconstrained  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "dist",
+    "constraints",
+    "randomness",
+    # primitives
+    "sample",
+    "param",
+    "plate",
+    "factor",
+    "deterministic",
+    # models
+    "model",
+    "Model",
+    "Trace",
+    "call",
+    "as_model",
+    "select",
+    "Selection",
+    # combinators
+    "scan",
+    "cond",
+    "switch",
+    # handlers
+    "seed",
+    "trace",
+    "condition",
+    "substitute",
+    "replay",
+    "do",
+    "block",
+    "scale",
+    "mask",
+    "scope",
+    # views
+    "unconstrained",
+    "UnconstrainedView",
+    "predictive",
+    # errors
+    "PPLError",
+    "ModelError",
+    "AddressError",
+    "SupportError",
+    "NaNLogDensityError",
+    "OutsideModelError",
+]

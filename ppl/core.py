@@ -1,0 +1,423 @@
+"""The effect-handler core: a stack of handlers, messages, and the primitives.
+
+A model is a Python function that calls the primitives below.  Each primitive builds a *message*
+(a dict naming the site, its distribution and its value) and sends it through the handler stack:
+``process_message`` runs from the innermost handler outwards (a handler may rename the site, set
+its value, scale it...), then ``postprocess_message`` runs from the outermost handler that saw it
+back inwards (recorders such as ``trace`` record it there).  A handler whose ``blocks(msg)`` is
+true hides the site from the recorders outside it.  This is NumPyro's design, kept small; the one
+addition is the *emit* path that loop and branch combinators use to hand a stacked site to the
+recorders outside them.
+
+The stack is per thread and exists only while a model runs (at trace time); nothing of it is on
+the hot path of compiled code.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import ModelError, OutsideModelError, SupportError
+
+__all__ = [
+    "Messenger",
+    "apply_stack",
+    "emit",
+    "sample",
+    "param",
+    "factor",
+    "deterministic",
+    "plate",
+    "site_log_prob",
+    "is_concrete",
+]
+
+
+class _State(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[Messenger] = []
+        # incremented whenever a branch is taken eagerly (the address set then depends on data)
+        self.dynamic_structure: int = 0
+
+
+_STATE = _State()
+
+
+def _stack() -> list["Messenger"]:
+    return _STATE.stack
+
+
+def is_concrete(x: Any) -> bool:
+    """True when every leaf of `x` is a concrete value (not a tracer under jit/vmap/grad)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+class Messenger:
+    """Base class of effect handlers: a context manager, and a wrapper when given `fn`.
+
+    Subclasses override ``process_message`` (transform a site on its way out), and
+    ``postprocess_message`` (record it on its way back).  ``tables`` lists attributes holding
+    dicts keyed by address; loop combinators slice their entries step by step.
+    """
+
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, fn: Callable | None = None):
+        self.fn = fn
+
+    def __enter__(self) -> "Messenger":
+        _stack().append(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        stack = _stack()
+        if stack and stack[-1] is self:
+            stack.pop()
+        elif self in stack:  # pragma: no cover - exits out of order after an error
+            stack.remove(self)
+
+    def process_message(self, msg: dict) -> None:
+        pass
+
+    def postprocess_message(self, msg: dict) -> None:
+        pass
+
+    def blocks(self, msg: dict) -> bool:
+        return False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None:
+            raise TypeError(f"{type(self).__name__} was not given a function to wrap")
+        with self:
+            return self.fn(*args, **kwargs)
+
+
+def new_message(type_: str, name: str, **fields: Any) -> dict:
+    msg = {
+        "type": type_,
+        "name": name,
+        "fn": None,
+        "value": None,
+        "is_observed": False,
+        "intervened": False,
+        "supplied": False,  # value given from outside (obs, condition, substitute, ...)
+        "in_support": False,  # value is known to be in the support (unconstrained view)
+        "scale": None,
+        "mask": None,
+        "cond_indep_stack": [],
+        "infer": {},
+        "stop": False,
+        "_floor": None,
+        "log_prob": None,
+        "log_jac": None,
+        "active": None,
+        "fresh": None,
+        "u": None,
+    }
+    msg.update(fields)
+    return msg
+
+
+def apply_stack(msg: dict) -> dict:
+    """Send `msg` through the handler stack and fill in its value."""
+    stack = _stack()
+    if not stack:
+        raise OutsideModelError(
+            f"ppl.{msg['type']}({msg['name']!r}, ...) was called outside a model: run the model "
+            "through one of its operations, e.g. model.simulate(jax.random.key(0), *args), or "
+            "inside a handler such as ppl.seed(model, key)(*args)."
+        )
+    n = len(stack)
+    first = n
+    for i in range(n - 1, -1, -1):
+        handler = stack[i]
+        handler.process_message(msg)
+        if msg["_floor"] is None and handler.blocks(msg):
+            msg["_floor"] = i
+        first = i
+        if msg["stop"]:
+            break
+    _default_process(msg)
+    floor = max(first, msg["_floor"] or 0)
+    for i in range(floor, n):
+        stack[i].postprocess_message(msg)
+    return msg
+
+
+def emit(msg: dict) -> None:
+    """Hand an already-computed site (from a loop or branch combinator) to the recorders."""
+    stack = _stack()
+    floor = 0
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i].blocks(msg):
+            floor = i
+            break
+    for i in range(floor, len(stack)):
+        stack[i].postprocess_message(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# default processing and checks
+
+
+def _default_process(msg: dict) -> None:
+    t = msg["type"]
+    if msg["value"] is None:
+        if t == "sample":
+            raise ModelError(
+                f"site {msg['name']!r} needs a random key but none was given: use "
+                "model.simulate(key, ...), model.generate(key, ...), or ppl.seed(model, key)."
+            )
+        if t == "param":
+            init = msg["kwargs"]["init"]
+            if callable(init):
+                raise ModelError(
+                    f"param {msg['name']!r} has a callable initial value, which needs a random "
+                    "key: run the model under ppl.seed or model.simulate(key, ...)."
+                )
+            msg["value"] = jnp.asarray(init)
+        elif t == "subsample":
+            raise ModelError(
+                f"plate {msg['name']!r} subsamples, which needs a random key: run the model under "
+                "ppl.seed or model.simulate(key, ...)."
+            )
+    if t == "sample" and msg["supplied"] and not msg["intervened"]:
+        _check_supplied_value(msg)
+
+
+def _check_supplied_value(msg: dict) -> None:
+    name, fn = msg["name"], msg["fn"]
+    value = msg["value"]
+    shape = tuple(np.shape(value))
+    dshape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    ev = tuple(fn.event_shape)
+    try:
+        full = jnp.broadcast_shapes(shape, dshape)
+    except ValueError:
+        full = None
+    if full is None or (ev and tuple(full[len(full) - len(ev):]) != ev):
+        what = "observation" if msg["is_observed"] else "value"
+        raise ModelError(
+            f"{what} for site {name!r} has shape {shape}, which does not broadcast with the "
+            f"distribution's batch shape {tuple(fn.batch_shape)} and event shape {ev}; "
+            f"expected a shape broadcastable to {dshape}."
+        )
+    for frame in msg["cond_indep_stack"]:
+        axis = frame.dim - len(ev)
+        if len(shape) >= -axis and shape[axis] not in (1, frame.size):
+            raise ModelError(
+                f"plate {frame.name!r} has size {frame.size} but the value at site {name!r} "
+                f"(shape {shape}) has {shape[axis]} along the plate's dim {frame.dim}."
+            )
+    if is_concrete(value) and is_concrete(fn) and not msg["in_support"]:
+        support = fn.support
+        if support.__class__.__name__ not in ("_Real", "_RealVector"):
+            try:
+                ok = np.asarray(support(value))
+            except Exception:  # a support that cannot be evaluated here is not checked
+                return
+            if msg["mask"] is not None and is_concrete(msg["mask"]):
+                ok = ok | ~np.broadcast_to(np.asarray(msg["mask"], bool), ok.shape)
+            if not ok.all():
+                bad = np.asarray(value)
+                if bad.shape == ok.shape and bad.ndim > 0:
+                    bad = bad[~ok][:5]
+                raise SupportError(
+                    f"value for site {name!r} lies outside the support of "
+                    f"{type(fn).__name__} ({support}): got {bad!r}."
+                )
+
+
+def site_log_prob(msg: dict) -> jax.Array:
+    """The site's log density contribution: masked, scaled and summed to a scalar.
+
+    Sites handed out of a loop combinator carry a precomputed per-step vector instead.
+    """
+    if msg.get("log_prob") is not None:
+        return msg["log_prob"]
+    t = msg["type"]
+    if t == "factor":
+        lp = jnp.asarray(msg["value"])
+    elif t == "sample":
+        if msg["intervened"]:
+            return jnp.zeros(())
+        lp = msg["fn"].log_prob(msg["value"])
+    else:
+        return jnp.zeros(())
+    if msg["mask"] is not None:
+        lp = jnp.where(msg["mask"], lp, 0.0)
+    if msg["scale"] is not None:
+        lp = lp * msg["scale"]
+    return jnp.sum(lp)
+
+
+# ---------------------------------------------------------------------------------------------
+# primitives
+
+
+def sample(name: str, d: Any, obs: Any = None, *, infer: dict | None = None) -> Any:
+    """A random choice at address `name` from distribution `d` (any NumPyro distribution).
+
+    With `obs` the site is observed: its value is `obs` and its log density is part of the
+    likelihood.  Returns the value.
+
+    Example:
+        >>> @ppl.model
+        ... def coin(flips=None):
+        ...     p = ppl.sample("p", dist.Beta(1.0, 1.0))
+        ...     with ppl.plate("flip", 10):
+        ...         ppl.sample("x", dist.Bernoulli(probs=p), obs=flips)
+    """
+    if not isinstance(name, str):
+        raise ModelError(f"ppl.sample expects a string address as its first argument, got {name!r}")
+    if not hasattr(d, "log_prob") or not hasattr(d, "batch_shape"):
+        raise ModelError(
+            f"site {name!r}: ppl.sample expects a distribution (e.g. dist.Normal(0, 1)) as its "
+            f"second argument, got {type(d).__name__}."
+        )
+    msg = new_message("sample", name, fn=d, infer=dict(infer or {}))
+    if obs is not None:
+        msg["value"] = obs
+        msg["is_observed"] = True
+        msg["supplied"] = True
+    return apply_stack(msg)["value"]
+
+
+def param(name: str, init: Any = None, constraint: Any = None, **kwargs: Any) -> Any:
+    """A learnable parameter at address `name` with initial value `init` (in the constrained space).
+
+    `constraint` is a NumPyro constraint (default real); optimisers work on the unconstrained
+    value given by ``biject_to(constraint)``.  A callable `init` is called with a random key.
+    """
+    from numpyro.distributions import constraints as _c
+
+    msg = new_message(
+        "param",
+        name,
+        kwargs={"init": init, "constraint": constraint if constraint is not None else _c.real, **kwargs},
+    )
+    return apply_stack(msg)["value"]
+
+
+def factor(name: str, log_weight: Any) -> None:
+    """Add `log_weight` to the log density (a soft constraint or an unnormalised likelihood)."""
+    msg = new_message("factor", name, value=jnp.asarray(log_weight), is_observed=True)
+    apply_stack(msg)
+
+
+def deterministic(name: str, value: Any) -> Any:
+    """Record a value computed from other sites under `name`; returns the value.
+
+    Under ``ppl.do`` a deterministic site can itself be intervened on.
+    """
+    msg = new_message("deterministic", name, value=value)
+    return apply_stack(msg)["value"]
+
+
+# ---------------------------------------------------------------------------------------------
+# plates
+
+
+class CondIndepFrame:
+    __slots__ = ("name", "size", "dim", "full_size")
+
+    def __init__(self, name: str, size: int, dim: int, full_size: int):
+        self.name, self.size, self.dim, self.full_size = name, size, dim, full_size
+
+    def __repr__(self) -> str:
+        return f"plate({self.name!r}, size={self.size}, dim={self.dim})"
+
+
+class plate(Messenger):
+    """Conditionally independent replicates along one batch dimension.
+
+    Sites inside are broadcast to have `size` (or `subsample_size`) entries along `dim` (default:
+    the next free dimension counting from the right).  With `subsample_size`, a random subset of
+    indices is drawn and log densities are scaled by ``size / subsample_size`` (an unbiased
+    estimate of the full log likelihood).  Entering the plate returns the indices.
+
+    Example:
+        >>> with ppl.plate("data", 100) as idx:
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+    """
+
+    def __init__(self, name: str, size: int, dim: int | None = None, subsample_size: int | None = None):
+        super().__init__()
+        if not isinstance(name, str):
+            raise ModelError(f"ppl.plate expects a string name, got {name!r}")
+        try:
+            size = int(size)
+        except Exception:
+            raise ModelError(f"plate {name!r}: size must be a Python int, got {size!r}") from None
+        if size < 1:
+            raise ModelError(f"plate {name!r}: size must be at least 1, got {size}")
+        if subsample_size is not None:
+            subsample_size = int(subsample_size)
+            if not 1 <= subsample_size <= size:
+                raise ModelError(
+                    f"plate {name!r}: subsample_size must be between 1 and size={size}, "
+                    f"got {subsample_size}"
+                )
+        if dim is not None and dim >= 0:
+            raise ModelError(f"plate {name!r}: dim must be negative (counted from the right), got {dim}")
+        self.name = name
+        self.size = size
+        self.subsample_size = subsample_size if subsample_size is not None else size
+        self._dim = dim
+        self.dim: int | None = None
+        self.indices: Any = None
+
+    def __enter__(self) -> Any:  # type: ignore[override]
+        used = {h.dim: h.name for h in _stack() if isinstance(h, plate)}
+        if self._dim is None:
+            d = -1
+            while d in used:
+                d -= 1
+            self.dim = d
+        else:
+            if self._dim in used:
+                raise ModelError(
+                    f"plate {self.name!r} asks for dim {self._dim}, which plate "
+                    f"{used[self._dim]!r} already uses."
+                )
+            self.dim = self._dim
+        if self.subsample_size == self.size:
+            self.indices = jnp.arange(self.size)
+        else:
+            msg = new_message(
+                "subsample", self.name, kwargs={"size": self.size, "subsample_size": self.subsample_size}
+            )
+            self.indices = apply_stack(msg)["value"]
+        super().__enter__()
+        return self.indices
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] not in ("sample", "factor"):
+            return
+        frame = CondIndepFrame(self.name, self.subsample_size, self.dim, self.size)
+        msg["cond_indep_stack"] = list(msg["cond_indep_stack"]) + [frame]
+        if msg["type"] == "sample":
+            fn = msg["fn"]
+            batch = list(fn.batch_shape)
+            need = -self.dim
+            if len(batch) < need:
+                batch = [1] * (need - len(batch)) + batch
+            cur = batch[self.dim]
+            if cur == 1:
+                batch[self.dim] = self.subsample_size
+            elif cur != self.subsample_size:
+                raise ModelError(
+                    f"site {msg['name']!r} inside plate {self.name!r} (size {self.subsample_size}) "
+                    f"has a distribution with batch shape {tuple(fn.batch_shape)}, which has {cur} "
+                    f"along the plate's dim {self.dim}."
+                )
+            if tuple(batch) != tuple(fn.batch_shape):
+                msg["fn"] = fn.expand(tuple(batch))
+        if self.subsample_size != self.size:
+            s = self.size / self.subsample_size
+            msg["scale"] = s if msg["scale"] is None else msg["scale"] * s

@@ -1,0 +1,46 @@
+"""Errors raised by the language, each naming the site or argument at fault."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class PPLError(Exception):
+    """Base class of every error the library raises about a model or its input."""
+
+
+class ModelError(PPLError, ValueError):
+    """A model, or the data given to it, is malformed (raised at trace time)."""
+
+
+class AddressError(ModelError, KeyError):
+    """An address is unknown, missing or used twice."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
+class SupportError(ModelError):
+    """A value lies outside the support of its site's distribution."""
+
+
+class NaNLogDensityError(ModelError, FloatingPointError):
+    """A log density is NaN; the message names the first site where it appeared."""
+
+
+class OutsideModelError(PPLError, RuntimeError):
+    """A primitive (`sample`, `param`, ...) was called outside any model or handler."""
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' suffix naming the closest candidate, or ''."""
+    cands = sorted(set(candidates))
+    best = difflib.get_close_matches(name, cands, n=1, cutoff=0.5)
+    if best:
+        return f" (did you mean {best[0]!r}?)"
+    if cands:
+        shown = ", ".join(repr(c) for c in cands[:12])
+        more = ", ..." if len(cands) > 12 else ""
+        return f" (the model's addresses are: {shown}{more})"
+    return " (the model has no such sites)"

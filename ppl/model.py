@@ -1,0 +1,578 @@
+"""`Model` and `Trace`: the generative-function interface every inference block uses.
+
+A model denotes an unnormalised measure over traces: the product of the densities of its sample
+sites (w.r.t. their base measures), its observations and its factors.  The operations below are
+pure functions of their inputs (jit-able, vmap-able, differentiable) and each states which
+density or weight it computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import core
+from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, nearest
+from .handlers import _AddressData, check_key, scope, seed, trace
+
+__all__ = ["Model", "Trace", "model", "call", "as_model", "run", "select", "Selection"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trace
+
+
+class Trace(eqx.Module):
+    """One execution of a model: its choices, per-site log densities and return value.
+
+    A pytree (an ``equinox.Module``), so traces can be returned from ``jit``, stacked by ``vmap``
+    and carried in ``lax.scan``.
+
+    Attributes:
+        choices: address -> value of every sample site (latent and observed; not intervened).
+        log_probs: address -> that site's log density (summed over its batch; one entry per step
+            for sites inside ``ppl.scan``), for sample sites and factors.
+        deterministic: address -> value of deterministic sites and of intervened (``do``) sites.
+        params: address -> value of ``param`` sites.
+        active: address -> boolean, for sites inside ``ppl.cond``/``ppl.switch`` under ``jit``:
+            whether the site exists in this execution (its value is a placeholder otherwise).
+        retval: the model's return value.
+        args, kwargs: the arguments the model was run with.
+        observed: the addresses of observed sites and factors (static).
+
+    Example:
+        >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
+        >>> tr["theta"], tr.log_density, tr.log_likelihood
+    """
+
+    choices: dict
+    log_probs: dict
+    deterministic: dict
+    params: dict
+    active: dict
+    retval: Any
+    args: tuple
+    kwargs: dict
+    observed: tuple = eqx.field(static=True, default=())
+
+    @property
+    def log_density(self) -> jax.Array:
+        """Joint log density of the trace: every sample site, observation and factor."""
+        return _sum(self.log_probs.values())
+
+    @property
+    def log_likelihood(self) -> jax.Array:
+        """Log density of the observed sites and factors."""
+        return _sum(v for k, v in self.log_probs.items() if k in self.observed)
+
+    @property
+    def log_prior(self) -> jax.Array:
+        """Log density of the latent sample sites."""
+        return _sum(v for k, v in self.log_probs.items() if k not in self.observed)
+
+    @property
+    def latent(self) -> dict:
+        """address -> value of the latent (unobserved) sample sites."""
+        return {k: v for k, v in self.choices.items() if k not in self.observed}
+
+    def __getitem__(self, name: str) -> Any:
+        for table in (self.choices, self.deterministic, self.params):
+            if name in table:
+                return table[name]
+        raise AddressError(
+            f"the trace has no site {name!r}"
+            f"{nearest(name, list(self.choices) + list(self.deterministic) + list(self.params))}."
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.choices or name in self.deterministic or name in self.params
+
+    def is_active(self, name: str) -> Any:
+        """Whether site `name` exists in this execution (True unless it is in an untaken branch)."""
+        return self.active.get(name, True) if name in self else False
+
+    def active_choices(self) -> dict:
+        """The choices of the sites that exist in this execution (needs concrete values)."""
+        out = {}
+        for k, v in self.choices.items():
+            a = self.active.get(k)
+            if a is None:
+                out[k] = v
+            else:
+                a = np.asarray(a)
+                if a.ndim == 0:
+                    if bool(a):
+                        out[k] = v
+                else:
+                    raise ModelError(
+                        f"site {k!r} is active at some steps only; index the trace per step "
+                        "(trace.choices and trace.active) instead."
+                    )
+        return out
+
+    def nan_sites(self) -> list[str]:
+        """Addresses whose log density is NaN, in execution order (needs concrete values)."""
+        return [k for k, v in self.log_probs.items() if bool(jnp.any(jnp.isnan(v)))]
+
+    def __repr__(self) -> str:
+        def show(d: dict) -> str:
+            return "{" + ", ".join(f"{k!r}: {_shape_str(v)}" for k, v in d.items()) + "}"
+
+        lines = [f"Trace(choices={show(self.choices)}"]
+        if self.deterministic:
+            lines.append(f"      deterministic={show(self.deterministic)}")
+        if self.params:
+            lines.append(f"      params={show(self.params)}")
+        if self.observed:
+            lines.append(f"      observed={list(self.observed)}")
+        lines.append(f"      log_density={_shape_str(self.log_density, value=True)})")
+        return "\n".join(lines)
+
+
+def _shape_str(v: Any, value: bool = False) -> str:
+    try:
+        arr = jnp.asarray(v)
+    except Exception:
+        return type(v).__name__
+    if isinstance(v, jax.core.Tracer):
+        return f"{arr.dtype}{list(arr.shape)}"
+    if arr.ndim == 0 or value:
+        try:
+            return f"{float(arr):.6g}" if arr.ndim == 0 else f"{arr.dtype}{list(arr.shape)}"
+        except Exception:
+            pass
+    return f"{arr.dtype}{list(arr.shape)}"
+
+
+def _sum(values: Iterable[Any]) -> jax.Array:
+    total = None
+    for v in values:
+        v = jnp.sum(v)
+        total = v if total is None else total + v
+    return jnp.zeros(()) if total is None else total
+
+
+def make_trace(sites: Mapping[str, dict], retval: Any, args: tuple, kwargs: dict) -> Trace:
+    choices, log_probs, det, params, active, observed = {}, {}, {}, {}, {}, []
+    for name, s in sites.items():
+        t = s["type"]
+        if t == "sample":
+            if s["intervened"]:
+                det[name] = s["value"]
+                continue
+            choices[name] = s["value"]
+            log_probs[name] = s["log_prob"]
+            if s["is_observed"]:
+                observed.append(name)
+        elif t == "factor":
+            log_probs[name] = s["log_prob"]
+            observed.append(name)
+        elif t == "deterministic":
+            det[name] = s["value"]
+        elif t == "param":
+            params[name] = s["value"]
+        if s.get("active") is not None:
+            active[name] = s["active"]
+    return Trace(
+        choices=choices,
+        log_probs=log_probs,
+        deterministic=det,
+        params=params,
+        active=active,
+        retval=retval,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        observed=tuple(observed),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# selections
+
+
+class Selection:
+    """A set of addresses; an address also selects every address below it ("ts" selects "ts/x")."""
+
+    def __init__(self, *addresses: str):
+        flat: list[str] = []
+        for a in addresses:
+            if isinstance(a, str):
+                flat.append(a)
+            else:
+                flat.extend(a)
+        self.addresses = tuple(flat)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(name == a or name.startswith(a + "/") for a in self.addresses)
+
+    def __repr__(self) -> str:
+        return f"select{self.addresses}"
+
+
+def select(*addresses: str) -> Selection:
+    """A :class:`Selection` of addresses, for ``Model.regenerate``."""
+    return Selection(*addresses)
+
+
+# ---------------------------------------------------------------------------------------------
+# running a model
+
+
+def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> tuple[Any, "OrderedDict[str, dict]"]:
+    """Run `fn` under `handlers` (outermost first) and a recorder; return (retval, site records)."""
+    rec = trace()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rec)
+        for h in handlers:
+            stack.enter_context(h)
+        retval = fn(*args, **kwargs)
+    return retval, rec.sites
+
+
+def _first_nan(sites: Mapping[str, dict]) -> str | None:
+    for name, s in sites.items():
+        lp = s.get("log_prob")
+        if lp is not None and core.is_concrete(lp) and bool(jnp.any(jnp.isnan(lp))):
+            return name
+    return None
+
+
+class _LogDensityValues(_AddressData):
+    """Supply every latent value from `choices`; a missing latent is an error."""
+
+    verb = "log_density"
+
+    def process_message(self, msg: dict) -> None:
+        t = msg["type"]
+        if t not in ("sample", "param"):
+            return
+        found, value = self.lookup(msg)
+        if msg["intervened"]:
+            return
+        if found:
+            msg["value"] = value
+            msg["supplied"] = t == "sample"
+        elif t == "sample" and msg["value"] is None:
+            given = sorted(self.data)
+            raise AddressError(
+                f"log_density: the latent site {msg['name']!r} has no value in the given choices "
+                f"(given: {given}); pass every latent site's value."
+            )
+
+
+class _Constrain(_AddressData):
+    """Fix the constrained sites of `generate`; they are scored in the importance weight."""
+
+    verb = "generate"
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["intervened"]:
+            if msg["type"] == "deterministic":
+                self._names.add(msg["name"])
+            return
+        found, value = self.lookup(msg)
+        if found:
+            msg["value"] = value
+            msg["supplied"] = True
+            msg["constrained"] = True
+
+
+def _innermost_seed() -> seed | None:
+    for h in reversed(core._stack()):
+        if isinstance(h, seed):
+            return h
+    return None
+
+
+class _Update(_AddressData):
+    """Reuse the old trace's values, except constrained and selected sites (see Model.update)."""
+
+    verb = "update"
+    tables = ("data", "old_values", "old_active")
+
+    def __init__(self, fn, constraints, old: Trace, selection: Selection | None):
+        super().__init__(None, constraints)
+        self.old_values = {k: v for k, v in old.choices.items() if k not in old.observed}
+        self.old_active = dict(old.active)
+        self.selection = selection if selection is not None else Selection()
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["intervened"]:
+            if msg["type"] == "deterministic":
+                self._names.add(msg["name"])
+            return
+        name = msg["name"]
+        found, value = self.lookup(msg)
+        if msg["is_observed"]:
+            return
+        if found:
+            msg["value"] = value
+            msg["supplied"] = True
+            msg["constrained"] = True
+            msg["fresh"] = False
+            return
+        if name in self.old_values and name not in self.selection:
+            old = self.old_values[name]
+            if name in self.old_active:
+                s = _innermost_seed()
+                from .randomness import draw
+
+                new = draw(s.next_key(), msg["fn"], (), name)
+                act = self.old_active[name]
+                msg["value"] = jnp.where(_expand_mask(act, jnp.shape(new)), old, new)
+                msg["fresh"] = ~act
+            else:
+                msg["value"] = old
+                msg["fresh"] = False
+            msg["supplied"] = True
+            msg["in_support"] = True
+
+
+def _expand_mask(mask: Any, shape: tuple) -> jax.Array:
+    mask = jnp.asarray(mask)
+    return mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
+
+
+class Model:
+    """A probabilistic model: a Python function that calls ``ppl.sample`` and friends.
+
+    Create one with the :func:`model` decorator.  Calling it inside another model runs it there
+    (with ``name=`` its addresses are prefixed: ``"layer1/z"``); its operations
+    (:meth:`simulate`, :meth:`log_density`, :meth:`generate`, :meth:`update`,
+    :meth:`regenerate`) are pure, jit-able functions.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        if isinstance(fn, Model):
+            fn = fn.fn
+        if not callable(fn):
+            raise ModelError(f"ppl.model expects a function, got {type(fn).__name__}.")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "model")
+        self._base: Model | None = None
+        self._wrapper: tuple | None = None
+        functools.update_wrapper(self, fn, updated=())
+
+    def __repr__(self) -> str:
+        return f"<ppl.Model {self.name}>"
+
+    # -- calling ---------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+        if not core._stack():
+            raise OutsideModelError(
+                f"model {self.name!r} was called outside a model or handler. To draw from it use "
+                f"{self.name}.simulate(jax.random.key(0), ...); inside JAX code use "
+                f"ppl.seed({self.name}, key)(...); inside another model call it directly, "
+                f"optionally as {self.name}(..., name='sub') to prefix its addresses."
+            )
+        if name is None:
+            return self.fn(*args, **kwargs)
+        with scope(prefix=name):
+            return self.fn(*args, **kwargs)
+
+    # -- the generative-function interface -------------------------------------------------------
+
+    def simulate(self, key: Any, *args: Any, **kwargs: Any) -> Trace:
+        """Run the model forward: a draw from its prior (observed sites keep their values).
+
+        Returns a :class:`Trace`; ``trace.log_density`` is the joint log density of the draw.
+
+        Example:
+            >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
+        """
+        key = check_key(key, f"{self.name}.simulate")
+        retval, sites = run(self.fn, args, kwargs, seed(key=key))
+        return make_trace(sites, retval, args, kwargs)
+
+    def trace_sites(self, key: Any, *args: Any, **kwargs: Any) -> "OrderedDict[str, dict]":
+        """The raw site records of one forward run (for library code that needs distributions)."""
+        key = check_key(key, f"{self.name}.trace_sites")
+        return run(self.fn, args, kwargs, seed(key=key))[1]
+
+    def log_density(self, choices: Mapping[str, Any], *args: Any, **kwargs: Any) -> jax.Array:
+        """Joint log density log p(choices) of a complete set of choices.
+
+        Every latent sample site must have a value in `choices`; observed sites take their
+        observation unless `choices` gives them a value.  Intervened sites are not scored.  When
+        evaluated on concrete values, a NaN result raises an error naming the first site where it
+        appeared.
+
+        Example:
+            >>> eight_schools.log_density({"mu": 0.0, "tau": 1.0, "theta": th}, sigma, y=y)
+        """
+        if not isinstance(choices, Mapping):
+            if isinstance(choices, Trace):
+                choices = choices.choices
+            else:
+                raise ModelError(
+                    f"{self.name}.log_density: choices must be a mapping from addresses to values, "
+                    f"got {type(choices).__name__}."
+                )
+        _, sites = run(self.fn, args, kwargs, _LogDensityValues(None, choices))
+        total = _sum(s["log_prob"] for s in sites.values() if s["type"] in ("sample", "factor"))
+        if core.is_concrete(total) and bool(jnp.isnan(total)):
+            bad = _first_nan(sites)
+            raise NaNLogDensityError(
+                f"{self.name}.log_density is NaN; it first appears at site {bad!r}."
+            )
+        return total
+
+    def generate(
+        self, key: Any, constraints: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any
+    ) -> tuple[Trace, jax.Array]:
+        """Importance sampling with the prior as proposal.
+
+        Sites in `constraints` take those values; the other latent sites are drawn from the
+        prior.  Returns ``(trace, log_weight)`` with ``log_weight`` the log density of the
+        constrained and observed sites (and factors) given the rest: for every function f,
+        E[exp(log_weight) f(trace)] = ∫ f dμ, μ the model's measure restricted to the constraints.
+        With every site constrained the weight is the joint log density; with none (and no
+        observations) it is 0.
+
+        Example:
+            >>> tr, log_w = posterior.generate(jax.random.key(0), {"mu": 1.0}, sigma)
+        """
+        key = check_key(key, f"{self.name}.generate")
+        constraints = _as_choices(constraints, f"{self.name}.generate")
+        retval, sites = run(self.fn, args, kwargs, seed(key=key), _Constrain(None, constraints))
+        weight = _sum(
+            s["log_prob"]
+            for s in sites.values()
+            if s["type"] == "factor"
+            or (s["type"] == "sample" and (s["is_observed"] or s.get("constrained")))
+        )
+        return make_trace(sites, retval, args, kwargs), weight
+
+    def update(
+        self,
+        key: Any,
+        trace: Trace,
+        constraints: Mapping[str, Any] | None = None,
+        args: tuple | None = None,
+        kwargs: dict | None = None,
+    ) -> tuple[Trace, jax.Array, dict]:
+        """Move `trace` to new `constraints` (and/or new arguments); the MH building block.
+
+        Constrained sites take the given values, other latent sites keep their old values, and
+        sites that did not exist before are drawn from the prior.  Returns
+        ``(new_trace, log_weight, discard)`` with
+
+            log_weight = log p(t') - log p(t) - log q(fresh sites of t') + log q(dropped sites of t)
+
+        where q is the prior density of a site given its parents (fresh: drawn now; dropped:
+        latent sites of t that t' no longer has).  For an MH move whose proposal q_fwd proposes the
+        constraints, the acceptance ratio is exp(log_weight + log q_rev - log q_fwd).  `discard`
+        holds the old values of the constrained and of the removed addresses.
+        """
+        key = check_key(key, f"{self.name}.update")
+        constraints = _as_choices(constraints, f"{self.name}.update")
+        return self._update(key, trace, constraints, None, args, kwargs)
+
+    def regenerate(
+        self, key: Any, trace: Trace, selection: Any, args: tuple | None = None, kwargs: dict | None = None
+    ) -> tuple[Trace, jax.Array]:
+        """Redraw the selected latent sites from their prior (given the rest of the trace).
+
+        Returns ``(new_trace, log_weight)`` with log_weight = log p(t') - log p(t) minus the prior
+        densities of the redrawn/new sites in t' plus those of the redrawn/removed sites in t,
+        which is exactly the log acceptance ratio of this MH move.
+        """
+        key = check_key(key, f"{self.name}.regenerate")
+        if not isinstance(selection, Selection):
+            selection = Selection(*([selection] if isinstance(selection, str) else selection))
+        known = set(trace.choices) | set(trace.deterministic)
+        for a in selection.addresses:
+            if a not in known and not any(k.startswith(a + "/") for k in known):
+                raise AddressError(
+                    f"{self.name}.regenerate: selection names {a!r}, which the trace does not have"
+                    f"{nearest(a, known)}."
+                )
+        new, w, _ = self._update(key, trace, {}, selection, args, kwargs)
+        return new, w
+
+    def _update(self, key, old: Trace, constraints, selection, args, kwargs):
+        if not isinstance(old, Trace):
+            raise ModelError(f"{self.name}.update: expected a ppl.Trace, got {type(old).__name__}.")
+        args = old.args if args is None else tuple(args)
+        kwargs = old.kwargs if kwargs is None else dict(kwargs)
+        handler = _Update(None, constraints, old, selection)
+        retval, sites = run(self.fn, args, kwargs, seed(key=key), handler)
+        new = make_trace(sites, retval, args, kwargs)
+        sel = selection if selection is not None else Selection()
+        new_sum = []
+        for name, s in sites.items():
+            if s["type"] not in ("sample", "factor") or s["intervened"]:
+                continue
+            lp = s["log_prob"]
+            fresh = s.get("fresh")
+            if s["type"] == "sample" and not s["is_observed"] and fresh is not None:
+                lp = jnp.where(fresh, 0.0, lp)
+            new_sum.append(lp)
+        old_latent = set(old.choices) - set(old.observed)
+        old_sum = []
+        for name, lp in old.log_probs.items():
+            if name in old_latent and name not in constraints:
+                if name in sel or name not in new.choices:
+                    continue
+                if name in new.active:
+                    lp = jnp.where(new.active[name], lp, 0.0)
+            old_sum.append(lp)
+        weight = _sum(new_sum) - _sum(old_sum)
+        discard = {
+            k: v
+            for k, v in old.choices.items()
+            if k not in old.observed and (k in constraints or k not in new.choices)
+        }
+        return new, weight, discard
+
+
+def _as_choices(c: Any, who: str) -> dict:
+    if c is None:
+        return {}
+    if isinstance(c, Trace):
+        return dict(c.choices)
+    if not isinstance(c, Mapping):
+        raise ModelError(f"{who}: constraints must be a mapping from addresses to values, got {type(c).__name__}.")
+    return dict(c)
+
+
+def model(fn: Callable | None = None, *, name: str | None = None):
+    """Decorator turning a function that calls ``ppl.sample`` & co into a :class:`Model`.
+
+    Example:
+        >>> @ppl.model
+        ... def eight_schools(sigma, y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 5.0))
+        ...     tau = ppl.sample("tau", dist.HalfCauchy(5.0))
+        ...     with ppl.plate("school", sigma.shape[0]):
+        ...         theta = ppl.sample("theta", dist.Normal(mu, tau))
+        ...         ppl.sample("y", dist.Normal(theta, sigma), obs=y)
+    """
+    if fn is None:
+        return lambda f: Model(f, name=name)
+    return Model(fn, name=name)
+
+
+def as_model(fn: Any) -> Model:
+    """`fn` as a :class:`Model` (a Model is returned unchanged)."""
+    return fn if isinstance(fn, Model) else Model(fn)
+
+
+def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+    """Call a model (or plain function using primitives) inside a model, under address prefix `name`.
+
+    Example:
+        >>> z = ppl.call(layer, x, name="layer1")     # sites "layer1/..."
+    """
+    if name is None:
+        return fn(*args, **kwargs)
+    with scope(prefix=name):
+        return (fn.fn if isinstance(fn, Model) else fn)(*args, **kwargs)

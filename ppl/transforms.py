@@ -1,0 +1,222 @@
+"""The unconstrained view of a model, for gradient-based inference (HMC, NUTS, VI).
+
+Each continuous latent site x with support S is written x = T(u) with T = ``biject_to(S)``
+(NumPyro's bijectors) and u unconstrained; the view's density over the flat vector of all u is
+
+    log p(T(u)) + log |det J_T(u)|,
+
+the density of the pushforward, so that sampling u from it and mapping through T samples the
+model's posterior.  The transform of each site is taken from its distribution *at run time*, so
+bounds that depend on other parameters (``Uniform(0, a)`` with ``a`` latent) are handled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions.transforms import biject_to
+
+from .core import Messenger
+from .errors import AddressError, ModelError, nearest
+from .model import Model, _sum, as_model, run
+
+__all__ = ["unconstrained", "UnconstrainedView"]
+
+
+def _latent(msg: dict) -> bool:
+    return msg["type"] == "sample" and not msg["is_observed"] and not msg["intervened"] and msg["value"] is None
+
+
+class _Unconstrain(Messenger):
+    """Set each latent site to T(u[name]) and record log|det J| (see module docstring)."""
+
+    tables = ("data",)
+
+    def __init__(self, data: Mapping[str, Any]):
+        super().__init__()
+        self.data = dict(data)
+
+    def process_message(self, msg: dict) -> None:
+        if not _latent(msg):
+            return
+        name = msg["name"]
+        if name not in self.data:
+            raise AddressError(
+                f"the unconstrained view has no value for latent site {name!r}; the model's "
+                "structure changed since the view was built (a random set of addresses?)."
+            )
+        fn = msg["fn"]
+        t = biject_to(fn.support)
+        u = self.data[name]
+        v = t(u)
+        lj = jnp.sum(t.log_abs_det_jacobian(u, v))
+        if msg["scale"] is not None:
+            lj = lj * msg["scale"]
+        msg["value"] = v
+        msg["log_jac"] = lj
+        msg["in_support"] = True
+
+
+class _Prototype(Messenger):
+    """Give each latent site an in-support value T(0) and record its unconstrained step shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step_shapes: dict[str, tuple[tuple, tuple]] = {}
+
+    def process_message(self, msg: dict) -> None:
+        if not _latent(msg):
+            return
+        fn = msg["fn"]
+        name = msg["name"]
+        if fn.support.is_discrete:
+            raise ModelError(
+                f"site {name!r} is discrete ({type(fn).__name__}); the unconstrained view needs "
+                "continuous latent sites: observe, intervene on, or marginalise the discrete ones "
+                "(or sample them with a Gibbs block)."
+            )
+        t = biject_to(fn.support)
+        vshape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+        ushape = tuple(t.inverse_shape(vshape))
+        u = jnp.zeros(ushape)
+        msg["value"] = t(u)
+        msg["u"] = u
+        msg["in_support"] = True
+        self.step_shapes[name] = (vshape, ushape)
+
+
+class _Inverse(Messenger):
+    """Substitute constrained values and record their unconstrained images in msg['u']."""
+
+    tables = ("data",)
+
+    def __init__(self, data: Mapping[str, Any]):
+        super().__init__()
+        self.data = dict(data)
+
+    def process_message(self, msg: dict) -> None:
+        if not _latent(msg):
+            return
+        name = msg["name"]
+        if name not in self.data:
+            raise AddressError(
+                f"to_unconstrained: no value given for latent site {name!r}"
+                f"{nearest(name, self.data)}."
+            )
+        v = self.data[name]
+        msg["value"] = v
+        msg["u"] = biject_to(msg["fn"].support).inv(v)
+        msg["in_support"] = True
+
+
+class UnconstrainedView:
+    """A model's latent space as one flat unconstrained vector (see the module docstring).
+
+    Attributes:
+        dim: length of the flat vector.
+        sites: ordered mapping address -> unconstrained shape.
+        init: a default initial point (uniform in (-2, 2) on every coordinate, key 0).
+
+    Example:
+        >>> view = ppl.unconstrained(posterior, sigma)
+        >>> jax.grad(view.potential)(view.init)
+        >>> view.to_constrained(view.init)["tau"] > 0
+    """
+
+    def __init__(self, model: Any, args: tuple, kwargs: dict):
+        self.model: Model = as_model(model)
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+        proto = _Prototype()
+        _, sites = run(self.model.fn, self.args, self.kwargs, proto)
+        shapes: dict[str, tuple] = {}
+        for name, (vshape, ushape) in proto.step_shapes.items():
+            final = tuple(np.shape(sites[name]["value"])) if name in sites else vshape
+            lead = final[: len(final) - len(vshape)]
+            shapes[name] = lead + ushape
+        self.sites = shapes
+        self._sizes = [int(np.prod(s)) for s in shapes.values()]
+        self.dim = int(sum(self._sizes))
+        self.init = jax.random.uniform(jax.random.key(0), (self.dim,), minval=-2.0, maxval=2.0)
+
+    # -- flat <-> dict ----------------------------------------------------------------------------
+
+    def unravel(self, x: jax.Array) -> dict:
+        """The flat vector as address -> unconstrained array."""
+        x = jnp.asarray(x)
+        if x.shape[-1:] != (self.dim,):
+            raise ModelError(
+                f"expected a flat unconstrained vector of length {self.dim} for model "
+                f"{self.model.name!r}, got shape {x.shape}."
+            )
+        out, i = {}, 0
+        for (name, shape), size in zip(self.sites.items(), self._sizes):
+            out[name] = x[..., i : i + size].reshape(x.shape[:-1] + shape)
+            i += size
+        return out
+
+    def ravel(self, u: Mapping[str, Any]) -> jax.Array:
+        """address -> unconstrained array, as one flat vector."""
+        parts = []
+        for name, shape in self.sites.items():
+            if name not in u:
+                raise AddressError(f"ravel: no value for site {name!r}{nearest(name, u)}.")
+            parts.append(jnp.reshape(jnp.asarray(u[name]), (-1,)))
+        return jnp.concatenate(parts) if parts else jnp.zeros((0,))
+
+    # -- densities ----------------------------------------------------------------------------------
+
+    def _run(self, x: jax.Array):
+        return run(self.model.fn, self.args, self.kwargs, _Unconstrain(self.unravel(x)))
+
+    def log_density(self, x: jax.Array) -> jax.Array:
+        """log p(T(x)) + log|det J_T(x)|: the density of the model's measure in unconstrained space."""
+        _, sites = self._run(x)
+        return _sum(
+            [s["log_prob"] for s in sites.values() if s["type"] in ("sample", "factor")]
+            + [s["log_jac"] for s in sites.values() if s.get("log_jac") is not None]
+        )
+
+    def potential(self, x: jax.Array) -> jax.Array:
+        """The potential energy: ``-log_density(x)``."""
+        return -self.log_density(x)
+
+    def to_constrained(self, x: jax.Array) -> dict:
+        """address -> constrained value of each latent site (deterministic sites included)."""
+        _, sites = self._run(x)
+        return {
+            n: s["value"]
+            for n, s in sites.items()
+            if n in self.sites or s["type"] == "deterministic"
+        }
+
+    def to_unconstrained(self, values: Mapping[str, Any]) -> jax.Array:
+        """The flat vector whose image is the given constrained latent values."""
+        _, sites = run(self.model.fn, self.args, self.kwargs, _Inverse(values))
+        return self.ravel({n: sites[n]["u"] for n in self.sites})
+
+    def init_point(self, key: Any = None, strategy: str = "uniform", radius: float = 2.0) -> jax.Array:
+        """An initial point: ``"uniform"`` in (-radius, radius), ``"prior"`` (a prior draw), or
+        ``"zeros"`` (the transform of 0: e.g. 1 for positive sites)."""
+        if strategy == "zeros":
+            return jnp.zeros((self.dim,))
+        if key is None:
+            key = jax.random.key(0)
+        if strategy == "uniform":
+            return jax.random.uniform(key, (self.dim,), minval=-radius, maxval=radius)
+        if strategy == "prior":
+            tr = self.model.simulate(key, *self.args, **self.kwargs)
+            return self.to_unconstrained({n: tr.choices[n] for n in self.sites})
+        raise ModelError(f"init_point: unknown strategy {strategy!r}; use 'uniform', 'prior' or 'zeros'.")
+
+    def __repr__(self) -> str:
+        s = ", ".join(f"{k}: {v}" for k, v in self.sites.items())
+        return f"UnconstrainedView({self.model.name}, dim={self.dim}, sites={{{s}}})"
+
+
+def unconstrained(model: Any, *args: Any, **kwargs: Any) -> UnconstrainedView:
+    """The unconstrained view of ``model(*args, **kwargs)``'s latent sites (see module docstring)."""
+    return UnconstrainedView(model, args, kwargs)
