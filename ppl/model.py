@@ -228,11 +228,21 @@ def select(*addresses: str) -> Selection:
 def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> tuple[Any, "OrderedDict[str, dict]"]:
     """Run `fn` under `handlers` (outermost first) and a recorder; return (retval, site records)."""
     rec = trace()
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(rec)
-        for h in handlers:
-            stack.enter_context(h)
-        retval = fn(*args, **kwargs)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(rec)
+            for h in handlers:
+                stack.enter_context(h)
+            retval = fn(*args, **kwargs)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as e:
+        last = next(reversed(rec.sites), None)
+        where = f" after site {last!r}" if last else ""
+        raise ModelError(
+            f"model {getattr(fn, '__name__', 'model')!r} uses a traced value in Python control flow"
+            f"{where} (an `if`/`while`/`int()` on a random or jit-traced value). Under jit, vmap or "
+            "grad, branch with ppl.cond / ppl.switch and loop with ppl.scan; eager Python branches "
+            "work only without jit."
+        ) from None
     return retval, rec.sites
 
 

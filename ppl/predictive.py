@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import AddressError, ModelError, nearest
-from .handlers import check_key, condition, substitute
+from .handlers import check_key, condition, seed, substitute
 from .model import Model, as_model, run
-from .handlers import seed
 
 __all__ = ["predictive"]
 
@@ -72,9 +71,12 @@ def predictive(
     n = int(np.prod(lead))
     flat = {k: jnp.reshape(jnp.asarray(v), (n,) + tuple(np.shape(v))[len(lead):]) for k, v in samples.items()}
 
-    # check names once, eagerly, on the first draw (errors name the site)
+    seen: set[str] = set()
+
     def one(k, s):
-        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s))
+        # strict=False: draws may carry deterministic sites; unknown names are checked below
+        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s, strict=False))
+        seen.update(sites)
         out = {}
         for name, rec in sites.items():
             if rec["type"] not in ("sample", "deterministic") or name in s:
@@ -86,6 +88,12 @@ def predictive(
 
     keys = jax.random.split(key, n)
     draws = jax.vmap(one)(keys, flat)
+    unknown = [k for k in flat if k not in seen]
+    if unknown:
+        raise AddressError(
+            f"ppl.predictive: samples hold address {unknown[0]!r}, which the model does not have"
+            f"{nearest(unknown[0], seen)}."
+        )
     if return_sites is not None:
         missing = [r for r in return_sites if r not in draws]
         if missing:
