@@ -1,0 +1,46 @@
+"""Causal inference with string diagrams (Jacobs, Kissinger & Zanasi, "Causal Inference by String
+Diagram Surgery").
+
+A model is a string diagram (syntax: boxes = sites, wires = data dependencies, found by tracing
+the model) interpreted as stochastic matrices (semantics: an exact tensor for finite variables,
+the program otherwise).  An intervention is surgery on the diagram: the wires into the
+intervened box are cut and the box replaced by a point mass (hard) or a new mechanism (soft);
+interpreting the cut diagram gives the measure of ``ppl.do(model, ...)``.  Identification
+finds, from the diagram and the set of observed variables, a formula for an interventional
+distribution in terms of the observational one (back-door, front-door / comb disintegration,
+the general ID algorithm), which is then estimated from data (plug-in or Bayesian).
+
+Example:
+    >>> from inference import causal
+    >>> d = causal.diagram(smoking)
+    >>> print(d)
+    >>> causal.query(d, "cancer", do={"smoke": 1})
+    >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+    >>> causal.estimate(est, data)
+"""
+
+from .diagram import Box, Diagram, Mechanism, Wire, diagram, intervene, surgery
+from .identify import Estimand, NotIdentifiable, estimate, identify, observational
+from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, interpret, query
+
+__all__ = [
+    "Box",
+    "Wire",
+    "Diagram",
+    "Mechanism",
+    "diagram",
+    "surgery",
+    "intervene",
+    "Joint",
+    "Sampler",
+    "interpret",
+    "factors",
+    "query",
+    "enumerate_model",
+    "as_measure",
+    "identify",
+    "Estimand",
+    "NotIdentifiable",
+    "estimate",
+    "observational",
+]

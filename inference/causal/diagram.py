@@ -1,0 +1,590 @@
+"""The string diagram of a model: one box per site, one wire per data dependency.
+
+The dependencies are found by tracing the whole model to a jaxpr with every site's value as an
+input, and propagating "which inputs does this variable depend on" forwards through the
+equations (into ``pjit``/custom-derivative sub-jaxprs; through any other higher-order primitive
+every output is taken to depend on every input, a safe over-approximation).  A site's parents
+are the sites its distribution's parameters (or, for a deterministic site, its value; for a
+factor, its log weight) depend on.  Sites made inside ``ppl.scan``/``ppl.cond`` get every
+earlier site as a parent (an over-approximation, flagged on the box).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ppl
+from ppl import core
+from ppl.core import Messenger
+from ppl.errors import AddressError, ModelError, nearest
+from ppl.model import run
+
+__all__ = ["Box", "Wire", "Diagram", "Mechanism", "diagram", "surgery", "intervene"]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A soft intervention: a new mechanism for a site, as a function of chosen parent sites.
+
+    ``fn(*parent_values)`` returns the site's new distribution; `parents` names the sites whose
+    values it receives (default: the box's parents in the diagram, through deterministic boxes).
+    A mechanism with ``parents=()`` is a stochastic policy that ignores everything upstream.
+
+    Example:
+        >>> policy = causal.Mechanism(lambda: dist.Bernoulli(0.2), parents=())
+        >>> follow = causal.Mechanism(lambda h: dist.Bernoulli(0.1 + 0.8 * h), parents=("hidden",))
+        >>> causal.surgery(d, {"smoke": policy})
+    """
+
+    fn: Callable
+    parents: tuple | None = None
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__name__", "fn")
+        ps = "parents" if self.parents is None else ", ".join(self.parents)
+        return f"Mechanism({name}({ps}))"
+
+
+@dataclass(frozen=True)
+class Box:
+    """One site of the model.
+
+    Attributes:
+        name: the site's address.
+        kind: ``"sample"``, ``"deterministic"`` or ``"factor"``.
+        parents: the sites this one depends on (execution order).
+        observed: whether the site is observed (its value is data).
+        plates: the names of the plates the site is in (outermost first).
+        dist: the distribution's class name ('' for deterministic and factor sites).
+        support: the values of a finite, scalar site (None otherwise).
+        shape: the shape of the site's value.
+        intervention: None, a value (hard: a point mass) or a :class:`Mechanism` (soft).
+        approximate: True when the parents are an over-approximation (inside scan/cond).
+    """
+
+    name: str
+    kind: str
+    parents: tuple
+    observed: bool = False
+    plates: tuple = ()
+    dist: str = ""
+    support: tuple | None = None
+    shape: tuple = ()
+    intervention: Any = None
+    approximate: bool = False
+
+    @property
+    def is_hard(self) -> bool:
+        return self.intervention is not None and not isinstance(self.intervention, Mechanism)
+
+    @property
+    def is_soft(self) -> bool:
+        return isinstance(self.intervention, Mechanism)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A data dependency ``src -> dst``; `plates` names the plates it bundles (shared by both)."""
+
+    src: str
+    dst: str
+    plates: tuple = ()
+
+
+class Diagram:
+    """The string diagram of a model: boxes (sites) in execution order and the wires between them.
+
+    Build one with :func:`diagram`; cut it with :func:`surgery`; interpret it with
+    :func:`inference.causal.interpret`; draw it with :meth:`draw`.  ``print(d)`` shows it as
+    text.
+    """
+
+    def __init__(self, model: ppl.Model, args: tuple, kwargs: dict, boxes: "OrderedDict[str, Box]"):
+        self.model = model
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+        self.boxes = boxes
+
+    # -- structure ---------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Box:
+        try:
+            return self.boxes[name]
+        except KeyError:
+            raise AddressError(f"the diagram has no box {name!r}{nearest(name, self.boxes)}.") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.boxes
+
+    def __iter__(self):
+        return iter(self.boxes.values())
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def wires(self) -> list[Wire]:
+        """Every wire src -> dst, with the plates both ends share (a bundled wire)."""
+        out = []
+        for b in self.boxes.values():
+            for p in b.parents:
+                shared = tuple(pl for pl in self.boxes[p].plates if pl in b.plates)
+                out.append(Wire(p, b.name, shared))
+        return out
+
+    @property
+    def sample_sites(self) -> list[str]:
+        return [b.name for b in self.boxes.values() if b.kind == "sample"]
+
+    @property
+    def latent(self) -> list[str]:
+        """The latent sample sites that are not hard-intervened (the variables of the joint)."""
+        return [b.name for b in self.boxes.values() if b.kind == "sample" and not b.observed and not b.is_hard]
+
+    @property
+    def interventions(self) -> dict:
+        return {b.name: b.intervention for b in self.boxes.values() if b.intervention is not None}
+
+    def effective_parents(self, name: str) -> tuple:
+        """The sample sites a box depends on, looking through (non-intervened) deterministic boxes.
+
+        Hard-intervened boxes are constants and are not parents.
+        """
+        out: list[str] = []
+
+        def visit(p: str) -> None:
+            b = self.boxes[p]
+            if b.is_hard:
+                return
+            if b.kind == "deterministic":
+                for q in b.parents:
+                    visit(q)
+            elif p not in out:
+                out.append(p)
+
+        box = self.boxes[name]
+        if box.is_soft:
+            for p in _mechanism_parents(self, box):
+                visit(p)
+        else:
+            for p in box.parents:
+                visit(p)
+        order = list(self.boxes)
+        return tuple(sorted(out, key=order.index))
+
+    def ancestors(self, name: str) -> set:
+        out, todo = set(), list(self.boxes[name].parents)
+        while todo:
+            p = todo.pop()
+            if p not in out:
+                out.add(p)
+                todo.extend(self.boxes[p].parents)
+        return out
+
+    def descendants(self, name: str) -> set:
+        out, todo = set(), [name]
+        while todo:
+            v = todo.pop()
+            for b in self.boxes.values():
+                if v in b.parents and b.name not in out:
+                    out.add(b.name)
+                    todo.append(b.name)
+        return out
+
+    def replace(self, **boxes: Box) -> "Diagram":
+        new = OrderedDict(self.boxes)
+        new.update(boxes)
+        return Diagram(self.model, self.args, self.kwargs, new)
+
+    # -- the program it denotes ------------------------------------------------------------------
+    def to_model(self) -> ppl.Model:
+        """The program this diagram denotes: the model with its interventions applied.
+
+        Hard cuts become ``ppl.do``, soft ones :func:`intervene`; sampling from it is the
+        interpretation of a diagram whose variables are not all finite.
+        """
+        m = self.model
+        hard = {k: v for k, v in self.interventions.items() if not isinstance(v, Mechanism)}
+        soft = {k: v for k, v in self.interventions.items() if isinstance(v, Mechanism)}
+        if soft:
+            soft = {k: Mechanism(v.fn, _mechanism_parents(self, self.boxes[k])) for k, v in soft.items()}
+            m = intervene(m, soft)
+        if hard:
+            m = ppl.do(m, hard)
+        return m
+
+    # -- display -----------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        name = getattr(self.model, "name", "model")
+        lines = [f"Diagram of {name}: {len(self.boxes)} boxes, {len(self.wires)} wires"]
+        width = max((len(b.name) for b in self.boxes.values()), default=4)
+        for b in self.boxes.values():
+            what = b.dist if b.kind == "sample" else b.kind
+            if b.is_hard:
+                what = f"do({_fmt_value(b.intervention)})"
+            elif b.is_soft:
+                what = f"{b.intervention!r}"
+            flags = []
+            if b.observed:
+                flags.append("observed")
+            if b.plates:
+                flags.append("plates " + ",".join(b.plates))
+            if b.approximate:
+                flags.append("parents over-approximated")
+            if b.is_hard:
+                srcs = "(cut)"
+            elif b.is_soft:
+                srcs = ", ".join(_mechanism_parents(self, b)) or "(none)"
+            else:
+                srcs = ", ".join(b.parents) or "(none)"
+            flag = f"  [{'; '.join(flags)}]" if flags else ""
+            lines.append(f"  {b.name:<{width}} <- {srcs:<20} : {what}{flag}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def draw(self, ax: Any = None, figsize: tuple | None = None):
+        """A matplotlib figure of the diagram: boxes in layers by depth, wires as arrows.
+
+        Observed boxes are shaded, intervened ones drawn as points (hard) or dashed (soft);
+        wires bundled by plates are thick and labelled with the plate names.
+        """
+        from .draw import draw
+
+        return draw(self, ax=ax, figsize=figsize)
+
+    def to_svg(self, path: str) -> str:
+        """Write the drawing to an SVG file; returns the path."""
+        fig = self.draw()
+        fig.savefig(path, format="svg", bbox_inches="tight")
+        return path
+
+    def to_png(self, path: str, dpi: int = 120) -> str:
+        """Write the drawing to a PNG file; returns the path."""
+        fig = self.draw()
+        fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+        return path
+
+    def _repr_svg_(self) -> str:  # pragma: no cover - notebooks only
+        import io
+
+        buf = io.StringIO()
+        self.draw().savefig(buf, format="svg", bbox_inches="tight")
+        return buf.getvalue()
+
+
+def _fmt_value(v: Any) -> str:
+    a = np.asarray(v)
+    if a.ndim == 0:
+        x = a.item()
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+    return f"{a.dtype}{list(a.shape)}"
+
+
+def _mechanism_parents(d: Diagram, box: Box) -> tuple:
+    mech = box.intervention
+    return tuple(mech.parents) if mech.parents is not None else tuple(box.parents)
+
+
+# ---------------------------------------------------------------------------------------------
+# tracing the dependencies
+
+
+def _collector_active() -> bool:
+    from ppl.combinators import _Collector
+
+    return any(isinstance(h, _Collector) for h in core._stack())
+
+
+def _dist_leaves(d: Any) -> list:
+    try:
+        leaves = jax.tree_util.tree_leaves(d)
+    except Exception:  # a distribution that is not a pytree: look at its attributes
+        leaves = [v for v in vars(d).values()]
+    return [leaf for leaf in leaves if isinstance(leaf, (jax.Array, np.ndarray, float, int)) or hasattr(leaf, "aval")]
+
+
+class _Inputs(Messenger):
+    """Make every site's value an input (so dependencies can be traced) and record parameters."""
+
+    tables = ("values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        super().__init__()
+        self.values = dict(values)
+        self.outputs: "OrderedDict[str, list]" = OrderedDict()
+        self.inside: set[str] = set()
+
+    def process_message(self, msg: dict) -> None:
+        t, name = msg["type"], msg["name"]
+        if t not in ("sample", "deterministic", "factor"):
+            return
+        nested = _collector_active()
+        if nested:
+            self.inside.add(name)
+        elif t == "sample":
+            self.outputs[name] = [] if msg["intervened"] else _dist_leaves(msg["fn"])
+        else:
+            self.outputs[name] = [] if msg["intervened"] else [msg["value"]]
+        if t != "factor" and name in self.values:
+            msg["value"] = self.values[name]
+
+
+def _forward_deps(jaxpr: Any, in_deps: list) -> list:
+    """For each output of `jaxpr`, the union of the input labels it depends on."""
+    env: dict = {}
+
+    def read(a: Any) -> frozenset:
+        if type(a).__name__ == "Literal":
+            return frozenset()
+        return env.get(a, frozenset())
+
+    for v, d in zip(jaxpr.invars, in_deps):
+        env[v] = d
+    for eqn in jaxpr.eqns:
+        ins = [read(a) for a in eqn.invars]
+        sub = eqn.params.get("jaxpr", None)
+        if sub is None:
+            sub = eqn.params.get("call_jaxpr", None)
+        inner = getattr(sub, "jaxpr", sub)
+        if (
+            inner is not None
+            and hasattr(inner, "eqns")
+            and eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call")
+            and len(inner.invars) == len(ins)
+        ):
+            outs = _forward_deps(inner, ins)
+        else:  # any other primitive (scan, cond, while included): every output from every input
+            u = frozenset().union(*ins) if ins else frozenset()
+            outs = [u] * len(eqn.outvars)
+        for v, d in zip(eqn.outvars, outs):
+            env[v] = d
+    return [read(v) for v in jaxpr.outvars]
+
+
+def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
+    """The string diagram of `model` run on `args`: one box per sample/deterministic/factor site.
+
+    A wire ``a -> b`` means b's distribution (for a deterministic site: its value; for a
+    factor: its log weight) depends on the value of site a, as found by tracing the whole model
+    through its jaxpr, so dependencies through arithmetic, ``jnp`` functions, plates and nested
+    models are found.  Observed sites are marked; plates are recorded per box and wires between
+    boxes in a plate are bundled wires.  A model made with ``ppl.do`` gives a diagram whose
+    intervened boxes are already cut.
+
+    Example:
+        >>> @ppl.model
+        ... def smoking():
+        ...     h = ppl.sample("hidden", dist.Bernoulli(0.3))
+        ...     s = ppl.sample("smoke", dist.Bernoulli(0.2 + 0.6 * h))
+        ...     t = ppl.sample("tar", dist.Bernoulli(0.1 + 0.8 * s))
+        ...     ppl.sample("cancer", dist.Bernoulli(0.1 + 0.5 * t + 0.3 * h))
+        >>> d = causal.diagram(smoking)
+        >>> d["cancer"].parents
+        ('hidden', 'tar')
+    """
+    model = ppl.as_model(model)
+    sites = model.trace_sites(jax.random.key(0), *args, **kwargs)
+    values = OrderedDict(
+        (n, s["value"]) for n, s in sites.items() if s["type"] in ("sample", "deterministic")
+    )
+    names = list(values)
+    captured: dict = {}
+
+    def f(vals: dict):
+        h = _Inputs(vals)
+        run(model.fn, args, kwargs, h)
+        captured["outputs"] = list(h.outputs)
+        captured["inside"] = set(h.inside)
+        captured["sizes"] = [len(h.outputs[n]) for n in h.outputs]
+        return [[jnp.asarray(x) for x in h.outputs[n]] for n in h.outputs]
+
+    closed = jax.make_jaxpr(f)({n: jnp.asarray(v) for n, v in values.items()})
+    flat_in = jax.tree_util.tree_leaves({n: jnp.asarray(v) for n, v in values.items()})
+    in_names = sorted(names)  # dict pytrees flatten in sorted-key order
+    assert len(flat_in) == len(in_names) == len(closed.jaxpr.invars)
+    deps = _forward_deps(closed.jaxpr, [frozenset([n]) for n in in_names])
+    out_struct = captured["outputs"]
+    sizes = captured["sizes"]
+    parents_of: dict[str, set] = {}
+    i = 0
+    for n, k in zip(out_struct, sizes):
+        ds = set()
+        for d_ in deps[i : i + k]:
+            ds |= d_
+        parents_of[n] = ds
+        i += k
+    order = list(sites)
+    boxes: "OrderedDict[str, Box]" = OrderedDict()
+    for pos, (n, s) in enumerate(sites.items()):
+        t = s["type"]
+        if t not in ("sample", "deterministic", "factor"):
+            continue
+        approximate = n in captured["inside"] or n not in parents_of
+        if approximate:
+            ps = {m for m in order[:pos] if m in values}
+        else:
+            ps = parents_of[n] - {n}
+        if s.get("intervened"):
+            ps = set()
+        parents = tuple(sorted(ps, key=order.index))
+        fn = s.get("fn")
+        support = None
+        if t == "sample" and fn is not None and not s.get("intervened"):
+            support = _finite_support(fn)
+        intervention = None
+        if s.get("intervened"):
+            intervention = s["value"]
+        boxes[n] = Box(
+            name=n,
+            kind=t,
+            parents=parents,
+            observed=bool(s.get("is_observed")) and t == "sample",
+            plates=tuple(f.name for f in s.get("cond_indep_stack", [])),
+            dist=_dist_name(fn) if (t == "sample" and fn is not None) else "",
+            support=support,
+            shape=tuple(np.shape(s["value"])),
+            intervention=intervention,
+            approximate=approximate,
+        )
+    return Diagram(model, args, kwargs, boxes)
+
+
+def _dist_name(fn: Any) -> str:
+    name = type(fn).__name__
+    if name == "ExpandedDistribution":
+        name = type(fn.base_dist).__name__
+    for suffix in ("Probs", "Logits"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def _finite_support(fn: Any) -> tuple | None:
+    """The support of a scalar distribution with an enumerable support, else None."""
+    try:
+        if not fn.has_enumerate_support or tuple(fn.batch_shape) or tuple(fn.event_shape):
+            return None
+        vals = np.asarray(fn.enumerate_support(expand=False)).reshape(-1)
+        return tuple(v.item() for v in vals)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# surgery
+
+
+def surgery(d: Diagram, interventions: Mapping[str, Any]) -> Diagram:
+    """Cut the diagram: each named box gets a new mechanism and loses its input wires.
+
+    A value is a hard intervention: the box becomes a point mass at that value (its input wires
+    are cut; its output wires carry the value).  A :class:`Mechanism` is a soft intervention:
+    the box keeps its place but draws from ``mechanism.fn(*parents)``, with wires from the
+    mechanism's parents only.  Cuts compose: ``surgery(surgery(d, a), b)`` is ``surgery(d, a | b)``
+    for disjoint a and b, and the later cut wins on a shared box.  Interpreting the cut diagram
+    gives the measure of ``ppl.do(model, ...)`` (law ``surgery_commutes``).
+
+    Example:
+        >>> cut = causal.surgery(d, {"smoke": 1})
+        >>> cut["smoke"].parents
+        ()
+    """
+    if not isinstance(interventions, Mapping):
+        raise ModelError(f"causal.surgery expects a mapping from sites to values, got {type(interventions).__name__}.")
+    new = {}
+    for name, v in interventions.items():
+        box = d[name]
+        if box.kind == "factor":
+            raise ModelError(f"causal.surgery: {name!r} is a factor, which has no value to intervene on.")
+        if callable(v) and not isinstance(v, Mechanism) and not hasattr(v, "shape"):
+            v = Mechanism(v)
+        if isinstance(v, Mechanism):
+            if box.kind != "sample":
+                raise ModelError(f"causal.surgery: a mechanism replaces a sample site; {name!r} is {box.kind}.")
+            parents = tuple(v.parents) if v.parents is not None else tuple(box.parents)
+            for p in parents:
+                if p not in d.boxes or list(d.boxes).index(p) >= list(d.boxes).index(name):
+                    raise AddressError(
+                        f"causal.surgery: the mechanism for {name!r} names parent {p!r}, which is not a "
+                        f"site that runs before it{nearest(p, d.boxes)}."
+                    )
+            new[name] = dataclasses.replace(box, intervention=Mechanism(v.fn, parents), parents=parents)
+        else:
+            if box.support is not None and np.ndim(v) == 0:
+                if not any(np.asarray(v).item() == s for s in box.support):
+                    raise ModelError(
+                        f"causal.surgery: value {v!r} for {name!r} is outside its support {list(box.support)}."
+                    )
+            new[name] = dataclasses.replace(box, intervention=v, parents=(), observed=False)
+    return d.replace(**new)
+
+
+# ---------------------------------------------------------------------------------------------
+# the program-level soft intervention
+
+
+class _Soft(Messenger):
+    """Replace the distribution at some sites by a mechanism of earlier site values."""
+
+    def __init__(self, mechanisms: Mapping[str, Mechanism]):
+        super().__init__()
+        self.mechanisms = dict(mechanisms)
+        self.seen: dict = {}
+
+    def __enter__(self):
+        self.seen = {}
+        return super().__enter__()
+
+    def process_message(self, msg: dict) -> None:
+        name = msg["name"]
+        if msg["type"] == "sample" and name in self.mechanisms and not msg["intervened"]:
+            mech = self.mechanisms[name]
+            parents = mech.parents or ()
+            missing = [p for p in parents if p not in self.seen]
+            if missing:
+                raise ModelError(
+                    f"ppl intervene: the mechanism for {name!r} needs site {missing[0]!r}, which has "
+                    "not run before it."
+                )
+            msg["fn"] = mech.fn(*[self.seen[p] for p in parents])
+            msg["is_observed"] = False
+
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] in ("sample", "deterministic"):
+            self.seen[msg["name"]] = msg["value"]
+
+
+def intervene(model: Any, mechanisms: Mapping[str, Mechanism]) -> ppl.Model:
+    """The program-level soft intervention: `model` with each named site's mechanism replaced.
+
+    Each :class:`Mechanism` must name its parents (sites that run before the intervened one).
+    The intervened site stays a random choice (scored under its new distribution).
+
+    Example:
+        >>> m2 = causal.intervene(smoking, {"smoke": causal.Mechanism(lambda h: dist.Bernoulli(0.5 * h), ("hidden",))})
+    """
+    base = ppl.as_model(model)
+    for k, m in mechanisms.items():
+        if not isinstance(m, Mechanism) or m.parents is None:
+            raise ModelError(f"causal.intervene: the mechanism for {k!r} must be a Mechanism with explicit parents.")
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        with _Soft(mechanisms):
+            return base.fn(*a, **k)
+
+    out = ppl.Model(wrapped, name=base.name)
+    out._base = base
+    out._wrapper = (_Soft, (mechanisms,), {})
+    return out

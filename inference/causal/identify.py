@@ -1,0 +1,550 @@
+"""Identification: P(on | do(effect_of)) as a formula in the observational distribution.
+
+From the diagram and the list of observed sites, the latent projection (an ADMG over the
+observed sites: ``<->`` for a hidden common cause) is searched for, in order,
+
+1. a back-door adjustment set Z:  P(y | do(x)) = Σ_z P(y | x, z) P(z);
+2. a front-door set M (the comb disintegration of Jacobs, Kissinger & Zanasi):
+   P(y | do(x)) = Σ_m P(m | x) Σ_x' P(y | m, x') P(x');
+3. the general ID algorithm (Shpitser & Pearl 2006), complete for these queries: it either
+   returns a formula or finds a hedge, which proves the effect is not identifiable.
+
+The result is an :class:`Estimand`: it prints as a formula, names its criterion, and evaluates
+on an observational joint (:meth:`Estimand.evaluate`); :func:`estimate` estimates it from data
+(plug-in, or Bayesian with a Dirichlet posterior on the observational table).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppl.errors import AddressError, ModelError, PPLError, nearest
+
+from ._graph import ADMG, latent_projection
+from .diagram import Diagram
+
+__all__ = ["identify", "Estimand", "NotIdentifiable", "estimate", "observational", "admg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# expressions over the observational distribution
+
+
+class Expr:
+    free: frozenset
+
+    def __str__(self) -> str:
+        return self.show()
+
+
+@dataclass(frozen=True, eq=False)
+class Prob(Expr):
+    """P(labels): a marginal of the observational joint; label ``x'`` reads variable ``x``."""
+
+    labels: tuple
+
+    @property
+    def free(self) -> frozenset:
+        return frozenset(self.labels)
+
+    def show(self) -> str:
+        return f"P({', '.join(self.labels)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Sum(Expr):
+    over: tuple
+    body: Expr
+
+    @property
+    def free(self) -> frozenset:
+        return self.body.free - set(self.over)
+
+    def show(self) -> str:
+        if not self.over:
+            return self.body.show()
+        inner = self.body.show()
+        if isinstance(self.body, Ratio) and not _is_cond(self.body):
+            inner = f"[{inner}]"
+        return f"Σ_{{{','.join(self.over)}}} {inner}"
+
+
+@dataclass(frozen=True, eq=False)
+class Prod(Expr):
+    terms: tuple
+
+    @property
+    def free(self) -> frozenset:
+        out = frozenset()
+        for t in self.terms:
+            out |= t.free
+        return out
+
+    def show(self) -> str:
+        parts = []
+        for t in self.terms:
+            s = t.show()
+            parts.append(f"[{s}]" if isinstance(t, Sum) and t is not self.terms[-1] or (isinstance(t, Ratio) and not _is_cond(t)) else s)
+        return " ".join(parts) if parts else "1"
+
+
+@dataclass(frozen=True, eq=False)
+class Ratio(Expr):
+    num: Expr
+    den: Expr
+
+    @property
+    def free(self) -> frozenset:
+        return self.num.free | self.den.free
+
+    def show(self) -> str:
+        if _is_cond(self):
+            given = [l for l in self.num.labels if l in self.den.labels]
+            head = [l for l in self.num.labels if l not in self.den.labels]
+            return f"P({', '.join(head)} | {', '.join(given)})"
+        return f"({self.num.show()}) / ({self.den.show()})"
+
+
+def _is_cond(e: Expr) -> bool:
+    return (
+        isinstance(e, Ratio)
+        and isinstance(e.num, Prob)
+        and isinstance(e.den, Prob)
+        and set(e.den.labels) < set(e.num.labels)
+    )
+
+
+def _cond(head: Sequence[str], given: Sequence[str], order: Sequence[str]) -> Expr:
+    """P(head | given) of the observational joint."""
+    if not given:
+        return Prob(tuple(head))
+    num = tuple(sorted(set(head) | set(given), key=lambda v: _key(order, v)))
+    return Ratio(Prob(num), Prob(tuple(sorted(given, key=lambda v: _key(order, v)))))
+
+
+def _key(order: Sequence[str], label: str) -> tuple:
+    base = label.rstrip("'")
+    return (order.index(base) if base in order else len(order), label)
+
+
+def _marg(P: Expr, keep: Iterable[str], V: Iterable[str], order: Sequence[str]) -> Expr:
+    """Σ_{V \\ keep} P, simplified when P is a marginal of the joint."""
+    keep = set(keep)
+    drop = tuple(v for v in order if v in set(V) and v not in keep)
+    if not drop:
+        return P
+    if isinstance(P, Prob):
+        return Prob(tuple(l for l in P.labels if l not in drop))
+    if isinstance(P, Sum):
+        return Sum(tuple(sorted(set(P.over) | set(drop), key=lambda v: _key(order, v))), P.body)
+    return Sum(drop, P)
+
+
+def _cond_of(P: Expr, v: str, pre: Sequence[str], V: Iterable[str], order: Sequence[str]) -> Expr:
+    """P(v | pre) computed from the distribution P over V."""
+    num = _marg(P, set(pre) | {v}, V, order)
+    if isinstance(num, Prob) and not pre:
+        return num
+    den = _marg(P, set(pre), V, order)
+    return Ratio(num, den)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of expressions on a joint table
+
+
+def _eval(e: Expr, joint: jax.Array, names: Sequence[str]) -> tuple[tuple, jax.Array]:
+    if isinstance(e, Prob):
+        idx = [names.index(l.rstrip("'")) for l in e.labels]
+        other = [i for i in range(len(names)) if i not in idx]
+        t = jnp.sum(joint, axis=tuple(other)) if other else joint
+        kept = sorted(idx)
+        perm = [kept.index(i) for i in idx]
+        return tuple(e.labels), jnp.transpose(t, perm)
+    if isinstance(e, Sum):
+        vs, t = _eval(e.body, joint, names)
+        axes = tuple(vs.index(v) for v in e.over if v in vs)
+        return tuple(v for v in vs if v not in e.over), jnp.sum(t, axis=axes) if axes else t
+    if isinstance(e, Prod):
+        vs: tuple = ()
+        t = jnp.ones(())
+        for term in e.terms:
+            ws, u = _eval(term, joint, names)
+            allv = vs + tuple(w for w in ws if w not in vs)
+            t = _expand(vs, t, allv) * _expand(ws, u, allv)
+            vs = allv
+        return vs, t
+    if isinstance(e, Ratio):
+        nv, n = _eval(e.num, joint, names)
+        dv, d = _eval(e.den, joint, names)
+        allv = nv + tuple(w for w in dv if w not in nv)
+        n, d = _expand(nv, n, allv), _expand(dv, d, allv)
+        safe = jnp.where(d > 0, d, 1.0)
+        return allv, jnp.where(d > 0, n / safe, 0.0)
+    raise TypeError(type(e))
+
+
+def _expand(vs: tuple, t: jax.Array, target: tuple) -> jax.Array:
+    present = [v for v in target if v in vs]
+    t = jnp.transpose(t, [vs.index(v) for v in present]) if present else t
+    shape = []
+    it = iter(t.shape)
+    for v in target:
+        shape.append(next(it) if v in vs else 1)
+    return jnp.reshape(t, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimand
+
+
+class NotIdentifiable(PPLError):
+    """The effect cannot be computed from the observational distribution (a hedge exists).
+
+    Attributes: ``hedge`` = (F, F'): two c-forests, F' ⊂ F, with F' the part of F outside
+    the intervened set; ``bidirected``: the confounding arcs inside F.
+    """
+
+    def __init__(self, message: str, hedge: tuple = (), bidirected: tuple = ()):
+        super().__init__(message)
+        self.hedge = hedge
+        self.bidirected = bidirected
+
+
+@dataclass
+class Estimand:
+    """P(on | do(effect_of)) as a formula in the observational distribution over `observed`.
+
+    Attributes:
+        criterion: ``"back-door"``, ``"front-door"`` or ``"ID algorithm"``.
+        expr: the formula (prints as text).
+        adjustment: the back-door adjustment set or the front-door mediators.
+        supports: observed site -> its values (from the diagram).
+
+    Example:
+        >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> print(est)
+        >>> est.evaluate(joint, do={"smoke": 0})
+    """
+
+    effect_of: tuple
+    on: tuple
+    observed: tuple
+    criterion: str
+    expr: Expr
+    adjustment: tuple = ()
+    supports: dict = field(default_factory=dict)
+    graph: ADMG | None = None
+
+    def formula(self) -> str:
+        lhs = f"P({', '.join(self.on)} | do({', '.join(self.effect_of)}))"
+        extra = self.extra
+        tail = f"   (the same for every value of {', '.join(extra)})" if extra else ""
+        return f"{lhs} = {self.expr.show()}{tail}"
+
+    @property
+    def extra(self) -> tuple:
+        """Free variables of the formula besides effect_of and on (the ID algorithm's line 3 can
+        leave some): the formula does not depend on their values where it is defined."""
+        return tuple(v for v in self.observed if v in self.expr.free and v not in self.effect_of + self.on)
+
+    def __str__(self) -> str:
+        extra = ""
+        if self.criterion == "back-door":
+            extra = f", adjusting for {{{', '.join(self.adjustment)}}}" if self.adjustment else ", no adjustment needed"
+        elif self.criterion == "front-door":
+            extra = f" through {{{', '.join(self.adjustment)}}} (comb disintegration)"
+        return f"{self.formula()}\n  [{self.criterion}{extra}]"
+
+    def __repr__(self) -> str:
+        return f"Estimand({self.formula()!r}, criterion={self.criterion!r})"
+
+    def _table(self, joint: Any) -> jax.Array:
+        from .interpret import Joint
+
+        if isinstance(joint, Joint):
+            missing = [n for n in self.observed if n not in joint.names]
+            if missing:
+                raise AddressError(f"the joint has no variable {missing[0]!r}; it has {list(joint.names)}.")
+            joint = joint.marginal(list(self.observed)).table
+        t = jnp.asarray(joint)
+        if t.ndim == 1 and t.size > 1 and len(self.observed) > 1:
+            shape = tuple(len(self.supports[n]) for n in self.observed) if self.supports else None
+            if shape is None or int(np.prod(shape)) != t.size:
+                raise ModelError(
+                    f"a flat joint of size {t.size} cannot be reshaped to the observed sites "
+                    f"{list(self.observed)}; pass an array with one axis per observed site."
+                )
+            t = t.reshape(shape)
+        if t.ndim != len(self.observed):
+            raise ModelError(
+                f"the joint has {t.ndim} axes; expected one per observed site {list(self.observed)} in that order."
+            )
+        return t / jnp.sum(t)
+
+    def evaluate(self, joint: Any, do: Mapping[str, Any] | None = None) -> jax.Array:
+        """Evaluate the formula on an observational joint (array in `observed` order, or a Joint).
+
+        Returns P(on | do(effect_of)) as an array with axes (effect_of..., on...), indexed by
+        position in each site's support; with `do` the effect_of axes are fixed to those values.
+
+        Example:
+            >>> est.evaluate(jnp.array(p).reshape(2, 2, 2), do={"smoke": 1})
+        """
+        t = self._table(joint)
+        vs, out = _eval(self.expr, t, list(self.observed))
+        target = self.effect_of + self.on
+        extra = tuple(v for v in vs if v not in target)
+        if extra:  # constant in them: average with the weights P(extra), where it is defined
+            _, w = _eval(Prob(extra), t, list(self.observed))
+            allv = vs
+            w = _expand(extra, w, allv)
+            out = jnp.sum(out * w, axis=tuple(allv.index(v) for v in extra))
+            vs = tuple(v for v in vs if v not in extra)
+        cards = {n: t.shape[self.observed.index(n)] for n in self.observed}
+        out = jnp.broadcast_to(_expand(vs, out, target), tuple(cards[n] for n in target))
+        if do:
+            for k in do:
+                if k not in self.effect_of:
+                    raise AddressError(f"evaluate: {k!r} is not among effect_of={list(self.effect_of)}.")
+            idx = tuple(self._index(n, do[n]) for n in self.effect_of)
+            out = out[idx]
+        return out
+
+    def _index(self, name: str, value: Any) -> int:
+        sup = self.supports.get(name)
+        v = np.asarray(value).item()
+        if sup is None:
+            return int(v)
+        for i, s in enumerate(sup):
+            if s == v:
+                return i
+        raise ModelError(f"value {value!r} is not in the support {list(sup)} of {name!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# graphs from diagrams
+
+
+def admg(d: Diagram, observed: Sequence[str]) -> ADMG:
+    """The latent projection of the diagram's sample sites onto `observed`."""
+    nodes = tuple(b.name for b in d.boxes.values() if b.kind == "sample")
+    for n in observed:
+        if n not in d.boxes:
+            raise AddressError(f"observed site {n!r} is not in the diagram{nearest(n, d.boxes)}.")
+        if d.boxes[n].kind != "sample":
+            raise ModelError(f"observed site {n!r} is a {d.boxes[n].kind} site; observe sample sites.")
+    parents = {n: list(d.effective_parents(n)) for n in nodes}
+    return latent_projection(nodes, parents, observed)
+
+
+# ---------------------------------------------------------------------------------------------
+# criteria
+
+
+def _subsets(items: Sequence[str], max_size: int | None = None):
+    n = len(items) if max_size is None else min(max_size, len(items))
+    for k in range(n + 1):
+        yield from itertools.combinations(items, k)
+
+
+def _backdoor(G: ADMG, X: set, Y: set) -> tuple | None:
+    bad = G.descendants(X)
+    cands = [v for v in G.nodes if v not in bad and v not in Y]
+    Gx = G.cut_outgoing(X)
+    for Z in _subsets(cands, 8):
+        if Gx.separated(X, Y, set(Z)):
+            return Z
+    return None
+
+
+def _frontdoor(G: ADMG, x: str, y: str) -> tuple | None:
+    cands = [v for v in G.nodes if v not in (x, y)]
+    G_x = G.cut_outgoing({x})
+    for M in _subsets(cands, 6):
+        if not M:
+            continue
+        M_ = set(M)
+        if x in G.subgraph(set(G.nodes) - M_).ancestors({y}):
+            continue  # some directed path x -> y avoids M
+        if not G_x.separated({x}, M_, set()):
+            continue  # an unblocked back-door path x .. M
+        if not G.cut_outgoing(M_).separated(M_, {y}, {x}):
+            continue  # a back-door path M .. y not blocked by x
+        return M
+    return None
+
+
+def _id(y: set, x: set, P: Expr, G: ADMG, order: Sequence[str]) -> Expr:
+    """Shpitser & Pearl's ID(y, x, P, G); raises NotIdentifiable at a hedge."""
+    V = set(G.nodes)
+    if not x:  # line 1
+        return _marg(P, y, V, order)
+    an = G.ancestors(y)
+    if V != an:  # line 2
+        return _id(y, x & an, _marg(P, an, V, order), G.subgraph(an), order)
+    W = (V - x) - G.cut_incoming(x).ancestors(y)
+    if W:  # line 3
+        return _id(y, x | W, P, G, order)
+    C = G.subgraph(V - x).districts()
+    if len(C) > 1:  # line 4
+        terms = tuple(_id(set(s), V - set(s), P, G, order) for s in C)
+        over = tuple(v for v in order if v in V - (y | x))
+        body = Prod(terms)
+        return Sum(over, body) if over else body
+    S = set(C[0])
+    CG = [set(c) for c in G.districts()]
+    if len(CG) == 1 and CG[0] == V:  # line 5
+        F, Fp = tuple(v for v in order if v in V), tuple(v for v in order if v in S)
+        bi = tuple(sorted(" <-> ".join(sorted(e)) for e in G.bidirected))
+        raise NotIdentifiable(
+            f"hedge: F = {{{', '.join(F)}}} and F' = {{{', '.join(Fp)}}} are c-forests (each one "
+            f"district, linked by the confounding arcs {', '.join(bi)}); F contains the intervened "
+            f"{{{', '.join(v for v in order if v in x)}}} and F' does not, so the effect is not a "
+            "function of the observational distribution.",
+            hedge=(F, Fp),
+            bidirected=bi,
+        )
+    Vo = [v for v in order if v in V]
+    if S in CG:  # line 6
+        terms = tuple(_cond_of(P, v, Vo[: Vo.index(v)], V, order) for v in Vo if v in S)
+        over = tuple(v for v in order if v in S - y)
+        body = Prod(terms) if len(terms) > 1 else terms[0]
+        return Sum(over, body) if over else body
+    for Sp in CG:  # line 7
+        if S < Sp:
+            terms = tuple(_cond_of(P, v, Vo[: Vo.index(v)], V, order) for v in Vo if v in Sp)
+            P2 = Prod(terms) if len(terms) > 1 else terms[0]
+            return _id(y, x & Sp, P2, G.subgraph(Sp), order)
+    raise AssertionError("ID: unreachable")  # pragma: no cover
+
+
+def identify(d: Diagram, effect_of: Any, on: Any, observed: Sequence[str]) -> Estimand:
+    """Identify P(on | do(effect_of)) from the observational distribution over `observed`.
+
+    Sample sites of `d` not in `observed` are hidden.  Tries the back-door criterion (smallest
+    adjustment set), then the front-door criterion (comb disintegration), then the complete ID
+    algorithm.  Returns an :class:`Estimand`; raises :class:`NotIdentifiable` naming the hedge
+    (the offending subgraph) when no formula exists.
+
+    Example:
+        >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> print(est)
+        P(cancer | do(smoke)) = Σ_{tar} P(tar | smoke) Σ_{smoke'} P(cancer | smoke', tar) P(smoke')
+          [front-door through {tar} (comb disintegration)]
+    """
+    X = (effect_of,) if isinstance(effect_of, str) else tuple(effect_of)
+    Y = (on,) if isinstance(on, str) else tuple(on)
+    observed = tuple(observed)
+    for n in X + Y:
+        if n not in observed:
+            raise ModelError(f"identify: {n!r} must be among the observed sites {list(observed)}.")
+    if set(X) & set(Y):
+        raise ModelError("identify: effect_of and on must be disjoint.")
+    G = admg(d, observed)
+    order = list(G.nodes)
+    supports = {n: d.boxes[n].support for n in observed}
+    obs_sorted = tuple(sorted(observed, key=order.index))
+    base = dict(effect_of=X, on=Y, observed=observed, supports=supports, graph=G)
+    Z = _backdoor(G, set(X), set(Y))
+    if Z is not None:
+        srt = lambda s: tuple(sorted(s, key=order.index))  # noqa: E731
+        if Z:
+            expr = Sum(srt(Z), Prod((_cond(Y, srt(set(X) | set(Z)), order), Prob(srt(Z)))))
+        else:
+            expr = _cond(Y, srt(X), order)
+        return Estimand(criterion="back-door", expr=expr, adjustment=srt(Z), **base)
+    if len(X) == 1 and len(Y) == 1:
+        M = _frontdoor(G, X[0], Y[0])
+        if M is not None:
+            x, y = X[0], Y[0]
+            M = tuple(sorted(M, key=order.index))
+            xp = x + "'"
+            inner = Sum((xp,), Prod((_cond(Y, tuple(sorted(M + (xp,), key=lambda v: _key(order, v))), order), Prob((xp,)))))
+            expr = Sum(M, Prod((_cond(M, X, order), inner)))
+            return Estimand(criterion="front-door", expr=expr, adjustment=M, **base)
+    expr = _id(set(Y), set(X), Prob(obs_sorted), G, order)
+    return Estimand(criterion="ID algorithm", expr=expr, **base)
+
+
+# ---------------------------------------------------------------------------------------------
+# estimation
+
+
+def observational(d: Diagram, observed: Sequence[str]):
+    """The exact observational joint of `d` over `observed` (a normalised :class:`Joint`)."""
+    from .interpret import interpret
+
+    return interpret(d).marginal(list(observed)).normalized()
+
+
+def counts(estimand: Estimand, data: Any) -> np.ndarray:
+    """The contingency table of `data` over the estimand's observed sites.
+
+    `data` is a mapping site -> array of values, or an integer array with one column per
+    observed site (in `observed` order), holding values from each site's support.
+    """
+    obs = estimand.observed
+    if isinstance(data, Mapping):
+        cols = [np.asarray(data[n]).reshape(-1) for n in obs]
+    else:
+        arr = np.asarray(data)
+        if arr.ndim != 2 or arr.shape[1] != len(obs):
+            raise ModelError(f"data must have one column per observed site {list(obs)}; got shape {arr.shape}.")
+        cols = [arr[:, i] for i in range(len(obs))]
+    shape = []
+    idx = []
+    for n, c in zip(obs, cols):
+        sup = estimand.supports.get(n)
+        if sup is None:
+            sup = tuple(range(int(c.max()) + 1))
+        lut = {s: i for i, s in enumerate(sup)}
+        try:
+            idx.append(np.array([lut[v.item()] for v in c]))
+        except KeyError as e:
+            raise ModelError(f"data for {n!r} has value {e.args[0]!r} outside its support {list(sup)}.") from None
+        shape.append(len(sup))
+    table = np.zeros(shape)
+    np.add.at(table, tuple(idx), 1.0)
+    return table
+
+
+def estimate(
+    estimand: Estimand,
+    data: Any,
+    *,
+    method: str = "plugin",
+    do: Mapping[str, Any] | None = None,
+    key: Any = None,
+    num_draws: int = 1000,
+    prior: float = 1.0,
+) -> jax.Array:
+    """Estimate the effect from observational data.
+
+    ``method="plugin"``: the estimand evaluated on the empirical joint (relative frequencies).
+    ``method="bayes"``: `num_draws` posterior draws of the effect: the observational table gets a
+    Dirichlet(prior + counts) posterior, and each draw is pushed through the estimand
+    (vectorised with ``vmap``; runs on GPU when there is one).  Output axes are those of
+    :meth:`Estimand.evaluate` (with a leading draw axis for ``"bayes"``).
+
+    Example:
+        >>> causal.estimate(est, {"smoke": s, "tar": t, "cancer": c}, do={"smoke": 1})
+        >>> draws = causal.estimate(est, data, method="bayes", key=jax.random.key(0), do={"smoke": 1})
+    """
+    table = counts(estimand, data)
+    if method == "plugin":
+        return estimand.evaluate(table, do=do)
+    if method == "bayes":
+        if key is None:
+            raise ModelError("estimate(method='bayes') needs key=jax.random.key(...).")
+        alpha = jnp.asarray(table.reshape(-1) + prior)
+        draws = jax.random.dirichlet(key, alpha, (num_draws,))
+        shape = table.shape
+        return jax.vmap(lambda p: estimand.evaluate(p.reshape(shape), do=do))(draws)
+    raise ModelError(f"estimate: method must be 'plugin' or 'bayes', got {method!r}.")

@@ -1,0 +1,103 @@
+"""Random finite causal models for property tests (Bayes nets with rational CPTs).
+
+A *spec* is ``(names, cards, parents, cpts)``: node names in topological order, their numbers
+of values, each node's parent list and its CPT (an array with axes (parents..., node) whose
+last axis sums to one).  :func:`build` turns a spec into a ``@ppl.model``; the CPT rows are
+looked up by indexing with the parents' values, so the model's wires are exactly the spec's
+edges.
+
+Example:
+    >>> spec = random_spec(np.random.default_rng(0), num_nodes=4)
+    >>> model = build(spec)
+"""
+
+from __future__ import annotations
+
+
+
+import jax.numpy as jnp
+import numpy as np
+
+import ppl
+from ppl import dist
+
+__all__ = ["build", "random_spec", "specs", "confounded_specs"]
+
+
+def build(spec: tuple, name: str = "bayes_net") -> ppl.Model:
+    """The ``@ppl.model`` of a spec: one Categorical site per node."""
+    names, cards, parents, cpts = spec
+    tables = {n: jnp.asarray(cpts[n], dtype=jnp.float64) for n in names}
+
+    def net():
+        vals = {}
+        for n in names:
+            idx = tuple(vals[p] for p in parents[n])
+            probs = tables[n][idx] if idx else tables[n]
+            vals[n] = ppl.sample(n, dist.Categorical(probs=probs))
+        return vals
+
+    net.__name__ = name
+    return ppl.model(net)
+
+
+def _cpt(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    w = rng.integers(1, 10, size=shape).astype(np.float64)
+    return w / w.sum(-1, keepdims=True)
+
+
+def random_spec(rng: np.random.Generator, num_nodes: int = 4, edge_prob: float = 0.5, max_card: int = 3) -> tuple:
+    """A random DAG over ``v0..v{n-1}`` with 2..max_card values per node and random CPTs."""
+    names = [f"v{i}" for i in range(num_nodes)]
+    cards = {n: int(rng.integers(2, max_card + 1)) for n in names}
+    parents = {n: [m for m in names[:i] if rng.random() < edge_prob] for i, n in enumerate(names)}
+    cpts = {n: _cpt(rng, tuple(cards[p] for p in parents[n]) + (cards[n],)) for n in names}
+    return names, cards, parents, cpts
+
+
+def specs(min_nodes: int = 2, max_nodes: int = 5, max_card: int = 3):
+    """A hypothesis strategy of specs: ≤ max_nodes binary/ternary nodes, random edges and CPTs."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strat(draw):
+        n = draw(st.integers(min_nodes, max_nodes))
+        names = [f"v{i}" for i in range(n)]
+        cards = {v: draw(st.integers(2, max_card)) for v in names}
+        parents = {v: [u for u in names[:i] if draw(st.booleans())] for i, v in enumerate(names)}
+        cpts = {}
+        for v in names:
+            shape = tuple(cards[p] for p in parents[v]) + (cards[v],)
+            size = int(np.prod(shape))
+            w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=size, max_size=size)), np.float64)
+            w = w.reshape(shape)
+            cpts[v] = w / w.sum(-1, keepdims=True)
+        return names, cards, parents, cpts
+
+    return strat()
+
+
+def confounded_specs(min_obs: int = 3, max_obs: int = 4):
+    """Specs with a hidden binary root ``u`` (listed first) pointing at two or more observed nodes."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strat(draw):
+        n = draw(st.integers(min_obs, max_obs))
+        obs = [f"v{i}" for i in range(n)]
+        names = ["u"] + obs
+        cards = {"u": 2, **{v: draw(st.integers(2, 3)) for v in obs}}
+        hit = draw(st.lists(st.sampled_from(obs), min_size=2, max_size=n, unique=True))
+        parents = {"u": []}
+        for i, v in enumerate(obs):
+            parents[v] = (["u"] if v in hit else []) + [w for w in obs[:i] if draw(st.booleans())]
+        cpts = {}
+        for v in names:
+            shape = tuple(cards[p] for p in parents[v]) + (cards[v],)
+            size = int(np.prod(shape))
+            w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=size, max_size=size)), np.float64)
+            w = w.reshape(shape)
+            cpts[v] = w / w.sum(-1, keepdims=True)
+        return names, cards, parents, cpts
+
+    return strat()

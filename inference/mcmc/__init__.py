@@ -1,0 +1,54 @@
+"""Markov chain Monte Carlo: kernels, combinators, a multi-chain driver and diagnostics.
+
+Every kernel is a pure pair ``init(key, ...) -> state`` / ``step(key, state) -> (state, info)``
+(bind it to a model with ``kernel.bind(model, args, kwargs)``; the state is an
+``equinox.Module``) and leaves its target measure invariant:
+
+- on traces (target π ∝ p(trace), any set of addresses): :class:`MH` (a model as proposal),
+  :class:`Regenerate` (prior proposal on a selection), :class:`Gibbs` (exact, finite site);
+- on the unconstrained view (target π ∝ exp(−U)): :class:`RWM`, :class:`MALA`, :class:`HMC`,
+  :class:`NUTS`, with Stan-style window adaptation during warmup;
+- combinators: :func:`cycle`, :func:`mixture`.
+
+Example:
+    >>> from inference import mcmc
+    >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), posterior, sigma,
+    ...                   num_warmup=1000, num_samples=1000, num_chains=4)
+    >>> run.samples["theta"].shape         # (4, 1000, 8)
+    >>> print(run.summary()); run.diagnostics["divergences"]
+"""
+
+from __future__ import annotations
+
+from ._base import Kernel, MCMCInitError, metropolis_accept
+from .combinators import Cycle, Mixture, cycle, mixture
+from .diagnostics import Summary, ess_bulk, ess_tail, r_hat, summary
+from .driver import Run, sample
+from .gradient import HMC, MALA, NUTS, RWM, GradState
+from .trace_kernels import MH, Gibbs, Regenerate, TraceState
+
+__all__ = [
+    "Kernel",
+    "MCMCInitError",
+    "metropolis_accept",
+    "MH",
+    "Regenerate",
+    "Gibbs",
+    "TraceState",
+    "RWM",
+    "MALA",
+    "HMC",
+    "NUTS",
+    "GradState",
+    "cycle",
+    "mixture",
+    "Cycle",
+    "Mixture",
+    "sample",
+    "Run",
+    "summary",
+    "Summary",
+    "r_hat",
+    "ess_bulk",
+    "ess_tail",
+]

@@ -1,0 +1,105 @@
+"""Convergence diagnostics on draws shaped (chains, draws, ...): split-R̂, bulk and tail ESS.
+
+Built on ``numpyro.diagnostics`` (``effective_sample_size``, ``gelman_rubin``) with the
+rank-normalisation of Vehtari et al. (2021), "Rank-normalization, folding, and localization".
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from numpyro import diagnostics as nd
+from scipy import stats
+
+__all__ = ["ess_bulk", "ess_tail", "r_hat", "summary", "Summary"]
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    c, n = x.shape[:2]
+    h = n // 2
+    return np.concatenate([x[:, :h], x[:, n - h :]], axis=0)
+
+
+def _rank_normalize(x: np.ndarray) -> np.ndarray:
+    c, n = x.shape[:2]
+    flat = x.reshape((c * n,) + x.shape[2:])
+    r = stats.rankdata(flat, axis=0, method="average")
+    z = stats.norm.ppf((r - 0.375) / (c * n + 0.25))
+    return z.reshape(x.shape)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(nd.effective_sample_size(np.asarray(x, dtype=float)))
+
+
+def ess_bulk(x: np.ndarray) -> np.ndarray:
+    """Bulk effective sample size: ESS of the rank-normalised split chains."""
+    return _ess(_rank_normalize(_split(np.asarray(x, dtype=float))))
+
+
+def ess_tail(x: np.ndarray) -> np.ndarray:
+    """Tail ESS: the smaller ESS of the indicators of the 5% and 95% quantiles (split chains)."""
+    x = _split(np.asarray(x, dtype=float))
+    flat = x.reshape((-1,) + x.shape[2:])
+    q05, q95 = np.quantile(flat, 0.05, axis=0), np.quantile(flat, 0.95, axis=0)
+    return np.minimum(_ess((x <= q05).astype(float)), _ess((x <= q95).astype(float)))
+
+
+def r_hat(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split-R̂: the larger of the bulk and the folded (tail) R̂."""
+    x = _split(np.asarray(x, dtype=float))
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        return np.full(x.shape[2:], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bulk = np.asarray(nd.gelman_rubin(_rank_normalize(x)))
+        med = np.median(x.reshape((-1,) + x.shape[2:]), axis=0)
+        tail = np.asarray(nd.gelman_rubin(_rank_normalize(np.abs(x - med))))
+    return np.maximum(bulk, tail)
+
+
+STATS = ("mean", "sd", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail")
+
+
+class Summary(dict):
+    """address -> {statistic -> array}; printing shows a table (one row per scalar component)."""
+
+    def rows(self):
+        for name, st in self.items():
+            shape = np.shape(st["mean"])
+            for idx in np.ndindex(*shape):
+                label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
+                yield label, {k: float(np.asarray(v)[idx]) for k, v in st.items()}
+
+    def __str__(self) -> str:
+        rows = list(self.rows())
+        w = max([len(r[0]) for r in rows] + [4])
+        head = f"{'':<{w}} " + " ".join(f"{s:>9}" for s in STATS)
+        lines = [head]
+        for label, st in rows:
+            lines.append(f"{label:<{w}} " + " ".join(f"{st[s]:>9.3g}" for s in STATS))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))
+
+
+def summary(samples: Mapping[str, np.ndarray]) -> Summary:
+    """Mean, sd, 5/50/95% quantiles, R̂, bulk and tail ESS of each site (draws (chains, draws, ...))."""
+    out = Summary()
+    for name, v in samples.items():
+        x = np.asarray(v, dtype=float)
+        flat = x.reshape((-1,) + x.shape[2:])
+        q = np.quantile(flat, [0.05, 0.5, 0.95], axis=0)
+        out[name] = {
+            "mean": flat.mean(0),
+            "sd": flat.std(0, ddof=1) if flat.shape[0] > 1 else np.zeros(flat.shape[1:]),
+            "5%": q[0],
+            "50%": q[1],
+            "95%": q[2],
+            "r_hat": r_hat(x),
+            "ess_bulk": ess_bulk(x),
+            "ess_tail": ess_tail(x),
+        }
+    return out

@@ -1,0 +1,310 @@
+"""The multi-chain driver: ``sample(key, kernel, model, *args, ...) -> Run``.
+
+Chains are a leading axis (``jax.vmap`` of the kernel's ``init`` / ``step``); warmup and
+sampling are ``lax.scan`` loops.  One compiled program per (model, kernel, static arguments,
+number of chains, warmup length, progress); it is cached, so running again with arrays of the
+same shapes, or resuming a run, compiles nothing new.  Array arguments of the model are inputs
+of the program; other arguments (Python numbers, strings, ...) are part of its identity.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import weakref
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ppl
+from ppl.errors import ModelError
+
+from ._base import Kernel, MCMCInitError
+from .diagnostics import Summary, summary
+
+__all__ = ["sample", "Run"]
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+def _progress_default() -> bool:
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
+    try:  # a Jupyter kernel
+        from IPython import get_ipython  # type: ignore
+
+        ip = get_ipython()
+        if ip is not None and "IPKernelApp" in getattr(ip, "config", {}):
+            return True
+    except Exception:
+        pass
+    try:
+        return sys.stderr.isatty()
+    except Exception:
+        return False
+
+
+def _report(phase: str, total: int, chains: int, i: Any, ndiv: Any) -> None:
+    i, ndiv = int(i), int(ndiv)
+    end = "\n" if i >= total else ""
+    sys.stderr.write(f"\r{phase}: {i}/{total} | {chains} chain{'s' * (chains != 1)} | {ndiv} divergences{end}")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled programs
+
+
+def _is_dynamic(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+class _Program:
+    """The jitted init / warmup / sample functions of one (model, kernel, statics) combination."""
+
+    def __init__(self, kernel: Kernel, model: ppl.Model, treedef, statics: tuple, num_chains: int, num_warmup: int, progress: bool):
+        self.kernel, self.model, self.treedef = kernel, model, treedef
+        self.statics = dict(statics)
+        self.num_chains, self.num_warmup, self.progress = num_chains, num_warmup, progress
+        self.init = jax.jit(self._init, static_argnames=("strategy",))
+        self.warmup = jax.jit(self._warmup, static_argnames=("num_steps",))
+        self.sample = jax.jit(self._sample, static_argnames=("num_steps",))
+
+    def args(self, dyn: list) -> tuple[tuple, dict]:
+        it = iter(dyn)
+        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.treedef.num_leaves)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def bound(self, dyn: list):
+        args, kwargs = self.args(dyn)
+        return self.kernel.bind(self.model, args, kwargs, self.num_warmup)
+
+    def _init(self, key, dyn, init_values, strategy=None):
+        b = self.bound(dyn)
+        init = init_values if init_values is not None else strategy
+        keys = jax.random.split(key, self.num_chains)
+        state = jax.vmap(lambda k: b.init(k, init))(keys)
+        return state, jax.vmap(b.log_density)(state)
+
+    def _loop(self, key, state, dyn, num_steps: int, warmup: bool):
+        b = self.bound(dyn)
+        chains = self.num_chains
+        every = max(1, num_steps // 20)
+        cb = functools.partial(_report, "warmup" if warmup else "sample", num_steps, chains)
+
+        def body(carry, xs):
+            state, ndiv = carry
+            t, k = xs
+            keys = jax.random.split(k, chains)
+            if warmup:
+                state, info = jax.vmap(b.warmup_step, in_axes=(0, 0, None))(keys, state, t)
+            else:
+                state, info = jax.vmap(b.step)(keys, state)
+            if "diverging" in info:
+                ndiv = ndiv + jnp.sum(info["diverging"])
+            if self.progress:
+                jax.lax.cond(
+                    ((t + 1) % every == 0) | (t + 1 == num_steps),
+                    lambda: jax.debug.callback(cb, t + 1, ndiv),
+                    lambda: None,
+                )
+            out = (info,) if warmup else (jax.vmap(b.samples)(state), info)
+            return (state, ndiv), out
+
+        xs = (jnp.arange(num_steps), jax.random.split(key, num_steps))
+        (state, _), out = jax.lax.scan(body, (state, jnp.zeros((), int)), xs)
+        out = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)  # (chains, draws, ...)
+        return state, out
+
+    def _warmup(self, key, state, dyn, num_steps):
+        state, (info,) = self._loop(key, state, dyn, num_steps, True)
+        return state, info
+
+    def _sample(self, key, state, dyn, num_steps):
+        state, (samples, info) = self._loop(key, state, dyn, num_steps, False)
+        return state, samples, info
+
+
+_PROGRAMS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _program(kernel, model, treedef, statics, num_chains, num_warmup, progress) -> _Program:
+    table = _PROGRAMS.setdefault(model, {})
+    key = (kernel, treedef, statics, num_chains, num_warmup, progress)
+    try:
+        prog = table.get(key)
+    except TypeError:
+        raise ModelError(
+            f"the kernel {kernel!r} or a non-array model argument is not hashable; pass arrays "
+            "as jax/numpy arrays and kernel options as plain Python values."
+        ) from None
+    if prog is None:
+        prog = table[key] = _Program(kernel, model, treedef, statics, num_chains, num_warmup, progress)
+    return prog
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+class Run:
+    """The result of :func:`sample`.
+
+    Attributes:
+        samples: address -> draws shaped (chains, draws, ...) in the constrained space
+            (latent and deterministic sites).
+        info: the kernel's per-step info, each shaped (chains, draws).
+        warmup_info: the same for the warmup phase (None without warmup).
+        state: the kernel's final state (chains leading), from which :meth:`resume` continues.
+    """
+
+    def __init__(self, program: _Program, dyn: list, state: Any, samples: dict, info: dict, warmup_info: dict | None):
+        self._program, self._dyn = program, dyn
+        self.state, self.samples, self.info, self.warmup_info = state, samples, info, warmup_info
+
+    @property
+    def num_chains(self) -> int:
+        return self._program.num_chains
+
+    @property
+    def num_samples(self) -> int:
+        leaves = jax.tree_util.tree_leaves(self.samples)
+        return int(leaves[0].shape[1]) if leaves else 0
+
+    @property
+    def diagnostics(self) -> dict:
+        """Per chain: divergences (sampling and warmup), mean and max tree depth, step size,
+        mean acceptance probability, mean number of leapfrog steps (when the kernel reports them)."""
+        info = {k: np.asarray(v) for k, v in self.info.items()}
+        d: dict = {}
+        if "diverging" in info:
+            d["divergences"] = info["diverging"].sum(1)
+        if self.warmup_info is not None and "diverging" in self.warmup_info:
+            d["warmup_divergences"] = np.asarray(self.warmup_info["diverging"]).sum(1)
+        if "tree_depth" in info:
+            d["mean_tree_depth"] = info["tree_depth"].mean(1)
+            d["max_tree_depth"] = info["tree_depth"].max(1)
+        if "step_size" in info:
+            d["step_size"] = info["step_size"][:, -1]
+        acc = [v for k, v in info.items() if k.split("/")[-1] == "accept_prob"]
+        if acc:
+            d["accept_prob"] = np.mean([a.mean(1) for a in acc], axis=0)
+        if "num_steps" in info:
+            d["mean_num_steps"] = info["num_steps"].mean(1)
+        return d
+
+    def summary(self) -> Summary:
+        """mean, sd, 5/50/95% quantiles, R̂, bulk and tail ESS per site; ``print`` it for a table."""
+        return summary({k: np.asarray(v) for k, v in self.samples.items()})
+
+    def to_arviz(self):
+        """An ``arviz.InferenceData`` with the posterior draws and the sampler statistics."""
+        try:
+            import arviz as az
+        except ImportError as e:  # pragma: no cover - arviz is a test dependency
+            raise ImportError("Run.to_arviz needs arviz: pip install arviz") from e
+        names = {
+            "diverging": "diverging",
+            "tree_depth": "tree_depth",
+            "step_size": "step_size",
+            "accept_prob": "acceptance_rate",
+            "num_steps": "n_steps",
+            "energy": "energy",
+        }
+        stats = {names[k]: np.asarray(v) for k, v in self.info.items() if k in names}
+        return az.from_dict(posterior={k: np.asarray(v) for k, v in self.samples.items()}, sample_stats=stats)
+
+    def resume(self, key: Any, num_samples: int | None = None) -> "Run":
+        """Continue every chain from its last state for ``num_samples`` more draws (default: as
+        many as this run has), with the tuning frozen: no warmup, and no new compilation when
+        ``num_samples`` equals this run's.  Returns a new Run holding the new draws only."""
+        n = self.num_samples if num_samples is None else int(num_samples)
+        state, samples, info = self._program.sample(key, self.state, self._dyn, num_steps=n)
+        return Run(self._program, self._dyn, state, samples, info, None)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in self.samples.items())
+        return f"<mcmc.Run {self.num_chains} chains x {self.num_samples} draws; {shapes}>"
+
+
+def sample(
+    key: Any,
+    kernel: Kernel,
+    model: Any,
+    *args: Any,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    num_chains: int = 1,
+    init: Any = None,
+    progress: bool | None = None,
+    **kwargs: Any,
+) -> Run:
+    """Run ``num_chains`` chains of ``kernel`` targeting ``model(*args, **kwargs)``'s posterior.
+
+    Args:
+        key: a JAX random key.
+        kernel: an MCMC kernel configuration (``NUTS()``, ``Regenerate("z")``, ``cycle(...)``, ...).
+        model: a ``ppl.Model`` (observations given as arguments or through ``ppl.condition``).
+        num_warmup: adaptation (gradient kernels) or burn-in steps, not recorded as draws.
+        num_samples: draws recorded per chain.
+        num_chains: chains, run vectorised as a leading axis.
+        init: None (the kernel's default: uniform in (−2, 2) unconstrained for gradient kernels,
+            a prior draw for trace kernels), a strategy ``"uniform"`` / ``"prior"`` / ``"zeros"``,
+            or a dict of constrained values (the same for every chain).
+        progress: show progress reported from the device every few steps; default on in a
+            terminal or notebook, off when ``CI`` is set or output is not a TTY.
+
+    Raises:
+        MCMCInitError: when no initial point with a finite log density is found; the message
+            names the site whose log density is not finite.
+
+    Example:
+        >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), posterior, sigma,
+        ...                   num_warmup=1000, num_samples=1000, num_chains=4)
+        >>> run.samples["theta"].shape       # (4, 1000, 8)
+    """
+    if not isinstance(kernel, Kernel):
+        raise ModelError(f"mcmc.sample: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
+    model = ppl.as_model(model)
+    ppl.handlers.check_key(key, "mcmc.sample")
+    for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
+        if int(n) < 0:
+            raise ModelError(f"mcmc.sample: {name} must be >= 0, got {n}.")
+    if int(num_chains) < 1:
+        raise ModelError(f"mcmc.sample: num_chains must be >= 1, got {num_chains}.")
+    num_warmup, num_samples, num_chains = int(num_warmup), int(num_samples), int(num_chains)
+    progress = _progress_default() if progress is None else bool(progress)
+
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
+    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
+    prog = _program(kernel, model, treedef, statics, num_chains, num_warmup, progress)
+
+    k_init, k_warm, k_samp = jax.random.split(key, 3)
+    init_values = init if isinstance(init, Mapping) else None
+    strategy = None if isinstance(init, Mapping) else init
+    state, log_dens = prog.init(k_init, dyn, init_values, strategy=strategy)
+    ok = np.isfinite(np.asarray(log_dens))
+    if not ok.all():
+        c = int(np.argmin(ok))
+        state_c = jax.tree.map(lambda v: v[c], state)
+        try:
+            reason = prog.bound(dyn).explain(state_c)
+        except ppl.PPLError as e:  # evaluated eagerly, the language names the site itself
+            reason = str(e)
+        tries = "at the given values" if init_values is not None else "after 100 tries"
+        raise MCMCInitError(
+            f"mcmc.sample: no initial point with a finite log density for chain {c} of model "
+            f"{model.name!r} ({tries}): {reason}. Check the data and the supports, or pass "
+            "init={...} with valid values."
+        )
+    warm_info = None
+    if num_warmup > 0:
+        state, warm_info = prog.warmup(k_warm, state, dyn, num_steps=num_warmup)
+    state, samples, info = prog.sample(k_samp, state, dyn, num_steps=num_samples)
+    return Run(prog, dyn, state, samples, info, warm_info)

@@ -1,0 +1,355 @@
+"""Kernels on the unconstrained view: random-walk MH, MALA, HMC and NUTS, with window adaptation.
+
+Every kernel here targets the density of the model's posterior in unconstrained space,
+π(x) ∝ exp(−U(x)) with U = ``ppl.unconstrained(model, *args).potential`` (the log-Jacobian of
+each site's bijection included), so mapping draws through ``to_constrained`` gives draws of the
+posterior.  With adaptation *frozen* (after warmup) each kernel leaves π invariant; during
+warmup the step size (dual averaging, Hoffman & Gelman 2014) and the mass matrix (Welford
+estimate over Stan's doubling windows) are tuned with NumPyro's ``hmc_util`` machinery.
+
+The state is a :class:`GradState`; the tuning parameters (step size, inverse mass matrix) live
+in ``state.adapt`` (NumPyro's ``HMCAdaptState``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from numpyro.infer import hmc_util
+from numpyro.infer.hmc_util import IntegratorState, euclidean_kinetic_energy
+
+import ppl
+
+from ._base import Kernel, metropolis_accept, split
+
+__all__ = ["GradState", "RWM", "MALA", "HMC", "NUTS"]
+
+
+class GradState(eqx.Module):
+    """Position ``x`` (flat, unconstrained), its potential U(x) and ∇U(x), and the tuning state."""
+
+    x: jax.Array
+    potential_energy: jax.Array
+    grad: jax.Array
+    adapt: Any  # numpyro.infer.hmc_util.HMCAdaptState
+
+
+def _momentum(key: Any, mass_matrix_sqrt: jax.Array) -> jax.Array:
+    """r ~ N(0, M) given a square root of the mass matrix M."""
+    eps = jax.random.normal(key, mass_matrix_sqrt.shape[:1])
+    return mass_matrix_sqrt * eps if mass_matrix_sqrt.ndim == 1 else mass_matrix_sqrt @ eps
+
+
+def _scaled_noise(adapt: Any, xi: jax.Array) -> jax.Array:
+    """S ξ with S Sᵀ = A, the inverse mass matrix: ξ ~ N(0, I) gives N(0, A).
+
+    NumPyro's dense ``mass_matrix_sqrt_inv`` is a lower-triangular T with Tᵀ T = A, so S = Tᵀ.
+    """
+    t = adapt.mass_matrix_sqrt_inv
+    return t * xi if t.ndim == 1 else t.T @ xi
+
+
+@dataclasses.dataclass(frozen=True)
+class _GradientKernel(Kernel):
+    step_size: float = 1.0
+    adapt_step_size: bool = True
+    adapt_mass_matrix: bool = True
+    dense_mass: bool = False
+    target_accept_prob: float = 0.8
+    find_heuristic_step_size: bool = True
+    init_strategy: str = "uniform"
+
+    adaptive = True
+
+    def bind(self, model, args=(), kwargs=None, num_warmup=0):
+        return _BoundGradient(self, model, args, kwargs or {}, num_warmup)
+
+    # -- hooks (overridden by subclasses; tests plant bugs here) ----------------------------------
+
+    def target_potential(self, view: Any):
+        """The potential U the kernel targets (π ∝ exp(−U)): the view's potential energy."""
+        return view.potential
+
+    def transition(self, bound: "_BoundGradient", key: Any, state: GradState) -> tuple[GradState, dict]:
+        raise NotImplementedError
+
+    def log_accept_ratio(self, log_target_ratio, log_q_reverse, log_q_forward):
+        """log α of a Metropolis–Hastings move: log π(x')/π(x) + log q(x|x') − log q(x'|x)."""
+        return log_target_ratio + log_q_reverse - log_q_forward
+
+
+class _BoundGradient:
+    def __init__(self, kernel: _GradientKernel, model: Any, args: tuple, kwargs: dict, num_warmup: int):
+        self.kernel = kernel
+        self.model = ppl.as_model(model)
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+        self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs)
+        self.num_warmup = int(num_warmup)
+        self.potential = kernel.target_potential(self.view)
+        self.vg = jax.value_and_grad(self.potential)
+        kinetic = euclidean_kinetic_energy
+        find_ss = None
+        if kernel.find_heuristic_step_size:
+            find_ss = partial(
+                hmc_util.find_reasonable_step_size,
+                self.potential,
+                kinetic,
+                lambda z, mm_sqrt, k: _momentum(k, mm_sqrt),
+            )
+        self.wa_init, self.wa_update = hmc_util.warmup_adapter(
+            max(self.num_warmup, 1),
+            find_reasonable_step_size=find_ss,
+            adapt_step_size=kernel.adapt_step_size,
+            adapt_mass_matrix=kernel.adapt_mass_matrix,
+            dense_mass=kernel.dense_mass,
+            target_accept_prob=kernel.target_accept_prob,
+        )
+
+    # -- protocol ----------------------------------------------------------------------------------
+
+    def init(self, key: Any, init: Any = None) -> GradState:
+        """Start at the given constrained values, or at a point from ``init`` / the kernel's
+        ``init_strategy`` ("uniform" in (−2, 2), "prior", "zeros"), retried (up to 100 times)
+        while U or ∇U is not finite."""
+        k_x, k_wa = split(key, 2)
+        if isinstance(init, dict):
+            x = self.view.to_unconstrained(init)
+            pe, g = self.vg(x)
+        else:
+            strategy = init or self.kernel.init_strategy
+
+            def propose(k):
+                x = self.view.init_point(k, strategy)
+                return (x,) + tuple(self.vg(x))
+
+            def bad(c):
+                return ~(jnp.isfinite(c[2]) & jnp.all(jnp.isfinite(c[3])))
+
+            k0, k_x = jax.random.split(k_x)
+            c0 = (0,) + propose(k0) + (k_x,)
+            c = jax.lax.while_loop(
+                lambda c: (c[0] < 100) & bad(c),
+                lambda c: (c[0] + 1,) + propose(jax.random.fold_in(c[4], c[0])) + (c[4],),
+                c0,
+            )
+            _, x, pe, g, _ = c
+        z_info = IntegratorState(x, None, pe, g)
+        adapt = self.wa_init(z_info, k_wa, jnp.asarray(self.kernel.step_size, dtype=x.dtype), mass_matrix_size=self.view.dim)
+        return GradState(x, pe, g, adapt)
+
+    def step(self, key: Any, state: GradState) -> tuple[GradState, dict]:
+        new, info = self.kernel.transition(self, key, state)
+        info["step_size"] = state.adapt.step_size
+        return new, info
+
+    def warmup_step(self, key: Any, state: GradState, t: Any) -> tuple[GradState, dict]:
+        new, info = self.step(key, state)
+        z_info = IntegratorState(new.x, None, new.potential_energy, new.grad)
+        adapt = self.wa_update(t, info["accept_prob"], z_info, state.adapt)
+        return eqx.tree_at(lambda s: s.adapt, new, adapt), info
+
+    def samples(self, state: GradState) -> dict:
+        return self.view.to_constrained(state.x)
+
+    def log_density(self, state: GradState) -> jax.Array:
+        ok = jnp.all(jnp.isfinite(state.grad))
+        return jnp.where(ok, -state.potential_energy, jnp.nan)
+
+    def explain(self, state: GradState) -> str:
+        """Name the site whose log density (or gradient) is not finite at the state (eager)."""
+        x = state.x
+        values = self.view.to_constrained(x)
+        latent = {k: v for k, v in values.items() if k in self.view.sites}
+        try:
+            tr, _ = self.model.generate(jax.random.key(0), latent, *self.args, **self.kwargs)
+        except ppl.PPLError as e:  # the language names the site itself (e.g. a SupportError)
+            return str(e)
+        for name, lp in tr.log_probs.items():
+            if not bool(jnp.all(jnp.isfinite(jnp.sum(lp)))):
+                kind = "observed" if name in tr.observed else "latent"
+                return (
+                    f"{kind} site {name!r} has log density {float(jnp.sum(lp))} at "
+                    f"{name} = {tr.choices.get(name, values.get(name))}"
+                )
+        g = self.view.unravel(state.grad)
+        for name, gv in g.items():
+            if not bool(jnp.all(jnp.isfinite(gv))):
+                return f"the gradient of the log density with respect to site {name!r} is not finite ({gv})"
+        return f"the log density at the initial point is {-float(state.potential_energy)}"
+
+    # -- helpers for transitions ---------------------------------------------------------------------
+
+    def integrator(self):
+        return hmc_util.velocity_verlet(self.potential, euclidean_kinetic_energy)
+
+
+def _mh_update(kernel, key, state: GradState, x_new, pe_new, g_new, log_alpha) -> tuple[GradState, dict]:
+    acc, p = metropolis_accept(key, log_alpha)
+    new = GradState(
+        jnp.where(acc, x_new, state.x),
+        jnp.where(acc, pe_new, state.potential_energy),
+        jnp.where(acc, g_new, state.grad),
+        state.adapt,
+    )
+    return new, {"accept_prob": p, "accepted": acc}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RWM(_GradientKernel):
+    """Random-walk Metropolis on the unconstrained view; leaves π ∝ exp(−U) invariant.
+
+    Proposal x' = x + ε A^{1/2} ξ, ξ ~ N(0, I), A the (adapted) inverse mass matrix; it is
+    symmetric, so α = min(1, π(x')/π(x)).  Warmup tunes ε towards acceptance 0.234.
+
+    Example:
+        >>> run = mcmc.sample(key, mcmc.RWM(), posterior, num_samples=2000)
+    """
+
+    target_accept_prob: float = 0.234
+    find_heuristic_step_size: bool = False
+    step_size: float = 0.5
+
+    def transition(self, bound, key, state):
+        k_prop, k_acc = split(key, 2)
+        a = state.adapt
+        xi = jax.random.normal(k_prop, state.x.shape)
+        x_new = state.x + a.step_size * _scaled_noise(a, xi)
+        pe_new, g_new = bound.vg(x_new)
+        log_alpha = self.log_accept_ratio(state.potential_energy - pe_new, 0.0, 0.0)
+        new, info = _mh_update(self, k_acc, state, x_new, pe_new, g_new, log_alpha)
+        info["diverging"] = ~jnp.isfinite(pe_new)
+        return new, info
+
+
+@dataclasses.dataclass(frozen=True)
+class MALA(_GradientKernel):
+    """Metropolis-adjusted Langevin on the unconstrained view; leaves π ∝ exp(−U) invariant.
+
+    Proposal x' ~ N(x − ε²/2 A ∇U(x), ε² A) (A the inverse mass matrix), accepted with
+    α = min(1, π(x') q(x | x') / (π(x) q(x' | x))).  Warmup tunes ε towards acceptance 0.574.
+
+    Example:
+        >>> run = mcmc.sample(key, mcmc.MALA(), posterior, num_samples=2000)
+    """
+
+    target_accept_prob: float = 0.574
+
+    def _mean_and_logq(self, a, x, g, x_to):
+        eps = a.step_size
+        A = a.inverse_mass_matrix
+        if A.ndim == 1:
+            mean = x - 0.5 * eps**2 * A * g
+            d = x_to - mean
+            return -0.5 * jnp.sum(d * d / A) / eps**2
+        mean = x - 0.5 * eps**2 * A @ g
+        d = x_to - mean
+        return -0.5 * d @ jnp.linalg.solve(A, d) / eps**2
+
+    def transition(self, bound, key, state):
+        k_prop, k_acc = split(key, 2)
+        a = state.adapt
+        eps, A = a.step_size, a.inverse_mass_matrix
+        xi = jax.random.normal(k_prop, state.x.shape)
+        drift = A * state.grad if A.ndim == 1 else A @ state.grad
+        x_new = state.x - 0.5 * eps**2 * drift + eps * _scaled_noise(a, xi)
+        pe_new, g_new = bound.vg(x_new)
+        log_q_fwd = self._mean_and_logq(a, state.x, state.grad, x_new)
+        log_q_rev = self._mean_and_logq(a, x_new, g_new, state.x)
+        log_alpha = self.log_accept_ratio(state.potential_energy - pe_new, log_q_rev, log_q_fwd)
+        new, info = _mh_update(self, k_acc, state, x_new, pe_new, g_new, log_alpha)
+        info["diverging"] = ~jnp.isfinite(pe_new)
+        return new, info
+
+
+@dataclasses.dataclass(frozen=True)
+class HMC(_GradientKernel):
+    """Hamiltonian Monte Carlo with a fixed number of leapfrog steps; leaves π ∝ exp(−U) invariant.
+
+    Momentum r ~ N(0, M); ``num_steps`` leapfrog steps of size ε (or ⌈trajectory_length / ε⌉
+    when ``num_steps`` is None); accepted with α = min(1, exp(H(x, r) − H(x', r'))).  Leapfrog
+    is volume preserving and reversible, so this is an MH move with a symmetric proposal on
+    (x, r).  A trajectory whose energy error exceeds ``max_delta_energy`` is reported as divergent.
+
+    Example:
+        >>> run = mcmc.sample(key, mcmc.HMC(num_steps=10), posterior, num_samples=1000)
+    """
+
+    num_steps: int | None = None
+    trajectory_length: float = 2 * math.pi
+    max_delta_energy: float = 1000.0
+
+    def transition(self, bound, key, state):
+        k_r, k_acc = split(key, 2)
+        a = state.adapt
+        r = _momentum(k_r, a.mass_matrix_sqrt)
+        _, vv_update = bound.integrator()
+        if self.num_steps is not None:
+            L = jnp.asarray(self.num_steps)
+        else:
+            L = jnp.maximum(1, jnp.ceil(self.trajectory_length / a.step_size)).astype(int)
+            L = jnp.minimum(L, 1024)
+        z0 = IntegratorState(state.x, r, state.potential_energy, state.grad)
+        z1 = jax.lax.fori_loop(0, L, lambda i, z: vv_update(a.step_size, a.inverse_mass_matrix, z), z0)
+        K = euclidean_kinetic_energy
+        h0 = state.potential_energy + K(a.inverse_mass_matrix, r)
+        h1 = z1.potential_energy + K(a.inverse_mass_matrix, z1.r)
+        delta = jnp.where(jnp.isnan(h1), jnp.inf, h1 - h0)
+        log_alpha = self.log_accept_ratio(-delta, 0.0, 0.0)
+        new, info = _mh_update(self, k_acc, state, z1.z, z1.potential_energy, z1.z_grad, log_alpha)
+        info["diverging"] = delta > self.max_delta_energy
+        info["num_steps"] = L
+        return new, info
+
+
+@dataclasses.dataclass(frozen=True)
+class NUTS(_GradientKernel):
+    """The No-U-Turn sampler (multinomial, Betancourt 2017); leaves π ∝ exp(−U) invariant.
+
+    The trajectory doubles in a random direction until a U-turn, a divergence (energy error
+    above ``max_delta_energy``) or ``max_tree_depth`` doublings; the next state is drawn from
+    the trajectory with probability ∝ exp(−H), biased towards the last doubling.  NumPyro's
+    ``hmc_util.build_tree`` does the work.  Info: ``accept_prob`` (mean over the trajectory, what
+    dual averaging targets), ``diverging``, ``tree_depth``, ``num_steps`` (leapfrog steps).
+
+    Example:
+        >>> run = mcmc.sample(key, mcmc.NUTS(), posterior, sigma, num_warmup=1000, num_samples=1000, num_chains=4)
+    """
+
+    max_tree_depth: int = 10
+    max_delta_energy: float = 1000.0
+
+    def transition(self, bound, key, state):
+        k_r, k_tree = split(key, 2)
+        a = state.adapt
+        r = _momentum(k_r, a.mass_matrix_sqrt)
+        _, vv_update = bound.integrator()
+        z0 = IntegratorState(state.x, r, state.potential_energy, state.grad)
+        tree = hmc_util.build_tree(
+            vv_update,
+            euclidean_kinetic_energy,
+            z0,
+            a.inverse_mass_matrix,
+            a.step_size,
+            k_tree,
+            max_delta_energy=self.max_delta_energy,
+            max_tree_depth=self.max_tree_depth,
+        )
+        new = GradState(tree.z_proposal, tree.z_proposal_pe, tree.z_proposal_grad, state.adapt)
+        accept_prob = tree.sum_accept_probs / jnp.maximum(tree.num_proposals, 1)
+        info = {
+            "accept_prob": accept_prob,
+            "diverging": tree.diverging,
+            "tree_depth": jnp.asarray(tree.depth),
+            "num_steps": tree.num_proposals,
+            "energy": tree.z_proposal_energy,
+        }
+        return new, info

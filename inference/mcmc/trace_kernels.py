@@ -1,0 +1,297 @@
+"""Kernels on traces: Metropolis–Hastings with a model as proposal, regenerate, exact Gibbs.
+
+The target of every kernel here is the model's unnormalised measure over traces,
+π(t) ∝ p(t) = exp(trace.log_density) (observations and factors included), on whatever set of
+addresses each trace has.  All randomness goes through the model's operations and
+``ppl.randomness.draw``, so the *shipped* kernels can be run under an exact enumerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import distributions as dist
+
+import ppl
+from ppl import randomness
+from ppl.core import is_concrete
+from ppl.errors import ModelError
+from ppl.model import Model, Selection, Trace, as_model
+
+from ._base import Kernel, MCMCInitError, metropolis_accept, select, split
+
+__all__ = ["TraceState", "MH", "Regenerate", "Gibbs"]
+
+
+class TraceState(eqx.Module):
+    """State of a trace kernel: the current trace."""
+
+    trace: Trace
+
+
+def _trace_info(accept_prob: Any, accepted: Any) -> dict:
+    return {"accept_prob": jnp.asarray(accept_prob, dtype=float), "accepted": jnp.asarray(accepted, dtype=bool)}
+
+
+class _BoundTraceKernel:
+    """Shared init / samples / checks of kernels whose state is a trace."""
+
+    def __init__(self, kernel: Kernel, model: Any, args: tuple, kwargs: dict):
+        self.kernel = kernel
+        self.model: Model = as_model(model)
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+
+    def init(self, key: Any, init: Any = None) -> TraceState:
+        """A prior draw (retried while its log density is not finite), or the given values."""
+        if isinstance(init, dict):
+            tr, _ = self.model.generate(key, init, *self.args, **self.kwargs)
+            return TraceState(tr)
+        if init not in (None, "prior"):
+            raise ModelError(
+                f"trace kernels start from the prior or from a dict of values; got init={init!r}."
+            )
+
+        def draw(k):
+            return self.model.simulate(k, *self.args, **self.kwargs)
+
+        k0, key = jax.random.split(key)
+        tr0 = draw(k0)
+
+        def cond(c):
+            i, tr, _ = c
+            return (i < 100) & ~jnp.isfinite(tr.log_density)
+
+        def body(c):
+            i, _, k = c
+            k, sub = jax.random.split(k)
+            return i + 1, draw(sub), k
+
+        _, tr, _ = jax.lax.while_loop(cond, body, (0, tr0, key))
+        return TraceState(tr)
+
+    def warmup_step(self, key: Any, state: TraceState, t: Any) -> tuple[TraceState, dict]:
+        return self.step(key, state)
+
+    def samples(self, state: TraceState) -> dict:
+        tr = state.trace
+        return {**tr.latent, **tr.deterministic}
+
+    def log_density(self, state: TraceState) -> jax.Array:
+        return state.trace.log_density
+
+    def explain(self, state: TraceState) -> str:
+        for name, lp in state.trace.log_probs.items():
+            if not bool(jnp.all(jnp.isfinite(jnp.sum(lp)))):
+                v = state.trace.choices.get(name)
+                return f"site {name!r} has log density {float(jnp.sum(lp))} at value {v!r}"
+        return "the trace's log density is not finite"
+
+    def step(self, key: Any, state: TraceState) -> tuple[TraceState, dict]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Metropolis–Hastings with a model as proposal
+
+
+@dataclasses.dataclass(frozen=True)
+class MH(Kernel):
+    """Metropolis–Hastings with a *model as proposal*; leaves the model's posterior invariant.
+
+    ``proposal(trace, *proposal_args)`` is a :class:`ppl.Model` that reads the current trace and
+    samples new values for some latent addresses under the same names.  A move is
+
+        t* ~ q(· | t)                          (the proposal's choices)
+        t' = update(t, t*)                     (sites that appear are drawn from their prior,
+                                                sites that disappear are dropped)
+        α  = p(t') q(t_old | t') / (p(t) q(t* | t))   × prior terms of appearing/dropped sites
+
+    with q(t_old | t') the proposal, run on t', scoring the values t had.  Sites that appear in t'
+    without being proposed are drawn from their prior, and sites of t that disappear are scored
+    by their prior, unless the reverse proposal samples them (then q scores them).  The move
+    satisfies detailed balance w.r.t. π ∝ p whenever the reverse proposal can propose the old
+    values (the addresses the proposal samples on t' are among those it changed or removed),
+    also when the set of addresses changes.
+
+    Example:
+        >>> @ppl.model
+        ... def flip(tr):
+        ...     ppl.sample("z", dist.Bernoulli(probs=0.5))
+        >>> run = mcmc.sample(key, mcmc.MH(flip), posterior, num_warmup=100, num_samples=1000)
+    """
+
+    proposal: Any
+    proposal_args: tuple = ()
+
+    def bind(self, model, args=(), kwargs=None, num_warmup=0):
+        return _BoundMH(self, model, args, kwargs)
+
+    def log_accept_ratio(self, update_weight, log_q_reverse, log_q_forward):
+        """log α = (update weight) + log q(old values | t') − log q(proposed values | t)."""
+        return update_weight + log_q_reverse - log_q_forward
+
+
+class _BoundMH(_BoundTraceKernel):
+    def step(self, key, state):
+        tr = state.trace
+        k_fwd, k_upd, k_rev, k_acc = split(key, 4)
+        q = as_model(self.kernel.proposal)
+        pargs = self.kernel.proposal_args
+        fwd = q.simulate(k_fwd, tr, *pargs)
+        proposed = fwd.latent
+        new, w, discard = self.model.update(k_upd, tr, proposed)
+        # reverse proposal: run q on t' with the old values substituted; it must only sample
+        # addresses the move changed or removed (checked when the structure is concrete)
+        rev = ppl.substitute(q, data=tr.latent, strict=False).simulate(k_rev, new, *pargs)
+        if is_concrete(w):
+            missing = [a for a in rev.latent if a not in discard]
+            if missing:
+                raise ModelError(
+                    f"MH: on the proposed trace the proposal samples {missing[0]!r}, which the "
+                    "move neither changed nor removed, so the reverse move cannot be scored; a "
+                    "valid proposal samples, from any trace, only addresses it may change."
+                )
+        # `update` scores removed sites by their prior (as if the reverse move redrew them from
+        # it); a removed site that the reverse proposal samples is scored by q instead.
+        w = w - _removed_and_reproposed(tr, new, rev, proposed)
+        log_alpha = self.kernel.log_accept_ratio(w, rev.log_density, fwd.log_density)
+        acc, p = metropolis_accept(k_acc, log_alpha)
+        return TraceState(select(acc, new, tr)), _trace_info(p, acc)
+
+
+def _active(tr: Trace, a: str) -> jax.Array:
+    if a not in tr.choices:
+        return jnp.asarray(False)
+    return jnp.asarray(tr.active.get(a, True))
+
+
+def _removed_and_reproposed(old: Trace, new: Trace, rev: Trace, proposed: dict) -> jax.Array:
+    """Σ prior log density (in `old`) of the sites that `new` no longer has and `rev` samples."""
+    total = jnp.zeros(())
+    for a in rev.latent:
+        if a in proposed or a not in old.latent:
+            continue
+        mask = _active(old, a) & ~_active(new, a) & _active(rev, a)
+        total = total + jnp.where(mask, jnp.sum(old.log_probs[a]), 0.0)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# regenerate
+
+
+@dataclasses.dataclass(frozen=True)
+class Regenerate(Kernel):
+    """MH that redraws the selected addresses from their prior; leaves the posterior invariant.
+
+    Uses ``model.regenerate``, whose weight is exactly the log acceptance ratio
+    log p(t') − log p(t) − log q(redrawn/new sites of t') + log q(redrawn/removed sites of t),
+    so the move satisfies detailed balance w.r.t. π ∝ p, also when redrawing a selected site
+    changes which other sites exist.
+
+    Example:
+        >>> run = mcmc.sample(key, mcmc.Regenerate("z"), posterior, num_samples=1000)
+    """
+
+    selection: Any
+
+    def bind(self, model, args=(), kwargs=None, num_warmup=0):
+        return _BoundRegenerate(self, model, args, kwargs)
+
+
+class _BoundRegenerate(_BoundTraceKernel):
+    def step(self, key, state):
+        tr = state.trace
+        k_upd, k_acc = split(key, 2)
+        sel = self.kernel.selection
+        if not isinstance(sel, Selection):
+            sel = Selection(*([sel] if isinstance(sel, str) else sel))
+        new, w = self.model.regenerate(k_upd, tr, sel)
+        acc, p = metropolis_accept(k_acc, w)
+        return TraceState(select(acc, new, tr)), _trace_info(p, acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact Gibbs
+
+
+@dataclasses.dataclass(frozen=True)
+class Gibbs(Kernel):
+    """Exact Gibbs update of one finite discrete site: draw it from its full conditional.
+
+    The full conditional p(x_a = v | rest) ∝ p(t with x_a = v) is computed by evaluating
+    ``model.log_density`` at every value v of the site's support (the distribution's
+    ``enumerate_support``; for a site with a batch shape, every joint combination, at most
+    ``max_combinations``).  The kernel leaves π ∝ p invariant and is reversible.  The value of the
+    site must not change the set of addresses (use :class:`MH` or :class:`Regenerate` for such
+    sites).
+
+    Example:
+        >>> kern = mcmc.cycle(mcmc.Gibbs("z"), mcmc.Regenerate("mu"))
+    """
+
+    address: str
+    max_combinations: int = 4096
+
+    def bind(self, model, args=(), kwargs=None, num_warmup=0):
+        return _BoundGibbs(self, model, args, kwargs)
+
+
+class _BoundGibbs(_BoundTraceKernel):
+    def _candidates(self, key, tr: Trace) -> jax.Array:
+        a = self.kernel.address
+        if a not in tr.choices or a in tr.observed:
+            raise ModelError(
+                f"Gibbs: {a!r} is not a latent sample site of the trace (latent sites: "
+                f"{sorted(tr.latent)})."
+            )
+        sites = ppl.substitute(self.model, data=tr.latent, strict=False).trace_sites(key, *self.args, **self.kwargs)
+        d = sites[a]["fn"]
+        if not getattr(d, "has_enumerate_support", False):
+            raise ModelError(
+                f"Gibbs: site {a!r} has distribution {type(d).__name__}, whose support cannot be "
+                "enumerated; exact Gibbs needs a finite discrete site (Bernoulli, Categorical, ...)."
+            )
+        if tuple(d.event_shape) != ():
+            raise ModelError(f"Gibbs: site {a!r} has event shape {d.event_shape}; only scalar events are supported.")
+        value = tr.choices[a]
+        vshape = tuple(jnp.shape(value))
+        vals = d.enumerate_support(expand=True)  # (K,) + batch_shape
+        K = vals.shape[0]
+        n = int(np.prod(vshape)) if vshape else 1
+        vals = jnp.broadcast_to(vals.reshape((K,) + tuple(d.batch_shape)), (K,) + vshape).reshape(K, n)
+        if K**n > self.kernel.max_combinations:
+            raise ModelError(
+                f"Gibbs: site {a!r} has {K}^{n} joint values, more than max_combinations="
+                f"{self.kernel.max_combinations}."
+            )
+        idx = np.array(list(itertools.product(range(K), repeat=n)), dtype=np.int32)  # (K^n, n)
+        cands = vals[idx, np.arange(n)]
+        return cands.reshape((idx.shape[0],) + vshape).astype(jnp.result_type(value))
+
+    def step(self, key, state):
+        tr = state.trace
+        a = self.kernel.address
+        k_sup, k_draw, k_upd = split(key, 3)
+        cands = self._candidates(k_sup, tr)
+        latent = dict(tr.latent)
+
+        def lp(v):
+            return self.model.log_density({**latent, a: v}, *self.args, **self.kwargs)
+
+        if randomness.requires_eager():
+            lps = jnp.stack([lp(cands[i]) for i in range(cands.shape[0])])
+        else:
+            lps = jax.vmap(lp)(cands)
+        if is_concrete(lps) and not bool(jnp.any(jnp.isfinite(lps))):
+            raise MCMCInitError(f"Gibbs: every value of site {a!r} has zero density given the rest of the trace.")
+        i = randomness.draw(k_draw, dist.Categorical(logits=lps), (), f"mcmc/gibbs/{a}")
+        new, _, _ = self.model.update(k_upd, tr, {a: cands[i]})
+        return TraceState(new), _trace_info(1.0, True)

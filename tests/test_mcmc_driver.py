@@ -1,0 +1,172 @@
+"""The multi-chain driver: compiled-program caching, resume, summary, diagnostics, ArviZ export,
+progress, initialisation errors, and trace kernels under jit on a model whose addresses change."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppl
+import semantics
+from inference import mcmc
+from inference.mcmc._base import metropolis_accept, select
+from inference.mcmc.trace_kernels import TraceState, _BoundRegenerate
+from ppl import dist
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@ppl.model
+def normal_mean(y):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    s = ppl.sample("s", dist.HalfNormal(1.0))
+    with ppl.plate("data", y.shape[0]):
+        ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+    return s
+
+
+Y = jnp.array([0.8, 1.9, 0.4, 1.3])
+
+
+class CompileCounter:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, event, duration, **kw):
+        if event == COMPILE_EVENT:
+            self.n += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+@pytest.fixture(scope="module")
+def nuts_run():
+    with CompileCounter() as first:
+        run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), normal_mean, Y, num_warmup=60, num_samples=40, num_chains=3, progress=False)
+    return run, first.n
+
+
+def test_second_run_and_resume_compile_nothing(nuts_run):
+    run, first_compiles = nuts_run
+    assert first_compiles > 0  # the counter does see compilations
+    y2 = jax.block_until_ready(Y + 1.0)  # new data, same shapes
+    with CompileCounter() as c:
+        run2 = mcmc.sample(jax.random.key(1), mcmc.NUTS(), normal_mean, y2, num_warmup=60, num_samples=40, num_chains=3, progress=False)
+        run3 = run2.resume(jax.random.key(2))
+        jax.block_until_ready(run3.samples)
+    assert c.n == 0, f"{c.n} new compilations on a second run and a resume"
+
+
+def test_shapes_summary_diagnostics_and_arviz(nuts_run):
+    run, _ = nuts_run
+    assert run.samples["mu"].shape == (3, 40)
+    assert run.samples["s"].shape == (3, 40)
+    assert bool(jnp.all(run.samples["s"] > 0))
+    summ = run.summary()
+    assert set(summ) == {"mu", "s"}
+    assert set(summ["mu"]) == {"mean", "sd", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail"}
+    assert summ["mu"]["5%"] < summ["mu"]["50%"] < summ["mu"]["95%"]
+    assert "r_hat" in str(summ) and "mu" in str(summ)
+    d = run.diagnostics
+    for k in ("divergences", "mean_tree_depth", "max_tree_depth", "step_size", "accept_prob", "warmup_divergences"):
+        assert np.shape(d[k]) == (3,), k
+    assert np.all(d["step_size"] > 0) and np.all(d["max_tree_depth"] <= 10)
+    idata = run.to_arviz()
+    assert idata.posterior["mu"].shape == (3, 40)
+    assert idata.sample_stats["diverging"].shape == (3, 40)
+
+
+def test_resume_continues_without_rewarmup(nuts_run):
+    run, _ = nuts_run
+    more = run.resume(jax.random.key(5), num_samples=40)
+    assert more.samples["mu"].shape == (3, 40)
+    # tuning is frozen: the step size is the one warmup ended with
+    np.testing.assert_array_equal(np.asarray(more.info["step_size"][:, 0]), np.asarray(run.info["step_size"][:, -1]))
+    assert more.warmup_info is None
+    # pure: the same key gives the same continuation; the chains moved on from run's last state
+    again = run.resume(jax.random.key(5), num_samples=40)
+    np.testing.assert_array_equal(np.asarray(again.samples["mu"]), np.asarray(more.samples["mu"]))
+    assert not np.allclose(np.asarray(more.state.x), np.asarray(run.state.x))
+    # the draws of the continuation are the constrained images of the states it visited
+    np.testing.assert_allclose(np.asarray(more.samples["s"][:, -1]), np.exp(np.asarray(more.state.x)[:, 1]))
+
+
+def test_init_error_names_the_site():
+    @ppl.model
+    def bad(y):
+        s = ppl.sample("s", dist.HalfNormal(1.0))
+        ppl.sample("y", dist.Exponential(s), obs=y)
+
+    with pytest.raises(mcmc.MCMCInitError, match="'y'"):
+        mcmc.sample(jax.random.key(0), mcmc.NUTS(), bad, jnp.array(-1.0), num_warmup=2, num_samples=2, progress=False)
+    with pytest.raises(mcmc.MCMCInitError, match="'s'"):
+        mcmc.sample(jax.random.key(0), mcmc.NUTS(), normal_mean, Y, init={"mu": 0.0, "s": -1.0}, num_warmup=2, num_samples=2, progress=False)
+
+
+def test_init_from_values():
+    run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, init={"mu": 3.0, "s": 2.0}, num_warmup=0, num_samples=1, num_chains=2, progress=False)
+    assert run.samples["mu"].shape == (2, 1)
+    # one RWM step from mu = 3: either stayed or moved, but started there
+    assert np.all(np.abs(np.asarray(run.samples["mu"]) - 3.0) < 10.0)
+
+
+def test_progress_is_reported_from_the_device(capfd):
+    mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), normal_mean, Y, num_warmup=10, num_samples=20, num_chains=2, progress=True)
+    err = capfd.readouterr().err
+    assert "sample: 20/20" in err and "warmup: 10/10" in err and "2 chains" in err
+
+
+# -- trace kernels under jit, with a changing set of addresses -------------------------------------
+
+
+@ppl.model
+def switching():
+    k = ppl.sample("k", dist.Bernoulli(probs=0.4))
+
+    def with_a():
+        a = ppl.sample("a", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))
+        return jnp.array([0.1, 0.5, 0.9])[a]
+
+    def with_b():
+        b = ppl.sample("b", dist.Bernoulli(probs=0.7))
+        return jnp.where(b == 1, 0.3, 0.6)
+
+    ppl.sample("y", dist.Bernoulli(probs=ppl.cond(k == 1, with_a, with_b)), obs=1)
+
+
+class _WrongSize(_BoundRegenerate):
+    def step(self, key, state):
+        tr = state.trace
+        k1, k2 = jax.random.split(key)
+        new, _ = self.model.regenerate(k1, tr, ppl.select(self.kernel.selection))
+        acc, p = metropolis_accept(k2, new.log_density - tr.log_density)  # bug: no prior terms
+        return TraceState(select(acc, new, tr)), {"accept_prob": p, "accepted": acc}
+
+
+@dataclasses.dataclass(frozen=True)
+class RegenerateWrongSize(mcmc.Regenerate):
+    def bind(self, model, args=(), kwargs=None, num_warmup=0):
+        return _WrongSize(self, model, args, kwargs)
+
+
+def _p_k1(kernel) -> float:
+    run = mcmc.sample(jax.random.key(3), kernel, switching, num_warmup=40, num_samples=1, num_chains=4000, progress=False)
+    return float(np.mean(np.asarray(run.samples["k"])[:, -1]))
+
+
+def test_regenerate_under_jit_matches_exact_posterior_and_twin_fails():
+    p = semantics.enumerate(switching).expectation(lambda atom: float(atom["k"] == 1))
+    se = np.sqrt(p * (1 - p) / 4000)  # the 4000 chains' last draws are independent
+    est = _p_k1(mcmc.cycle(mcmc.Regenerate("k"), mcmc.Regenerate(("a", "b"))))
+    assert abs(est - p) / se < 5, (est, p)
+    bug = _p_k1(RegenerateWrongSize("k"))
+    assert abs(bug - p) / se > 5, (bug, p)
