@@ -1,0 +1,417 @@
+"""The laws every inference block is checked against, as reusable exact checks.
+
+One criterion underlies them all (Ścibior et al., "Denotational validation of higher-order
+Bayesian inference"): a block is valid when, averaged over the block's *own* randomness, the
+meaning of its output equals the meaning of its input.  The block under test runs unchanged
+under the exact enumerator (:func:`semantics.enumerate_paths`), so each law is an equality of
+finite measures in float64 (tolerance ``tol``, relative to the total mass), not a Monte Carlo
+estimate.
+
+Each law returns a :class:`LawResult` (``.ok``, ``.message``, ``.details``); ``result.assert_()``
+raises :class:`LawViolation` with the message, and every law has an ``assert_<law>`` twin.
+
+Laws:
+    properly_weighted   E[Σ_i w_i δ_{x_i}] = μ                  (importance sampling, SMC)
+    unbiased_evidence   E[Ẑ] / Z = 1                             (tested on Ẑ/Z, never log Ẑ)
+    invariant           π K = π                                  (MCMC kernels)
+    detailed_balance    π(x) K(x, y) = π(y) K(y, x)              (reversible MCMC kernels)
+    unbiased_gradient   E[ĝ] = ∇ objective                       (VI gradient estimators)
+    surgery_commutes    μ_do(model, x) = truncated factorisation (interventions)
+
+Example:
+    >>> res = properly_weighted(lambda key: coin.generate(key, {}), coin)
+    >>> res.ok
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+import ppl
+
+from .enumerate import enumerate as _enumerate
+from .enumerate import enumerate_paths, enumerate_traces, trace_key
+from .measure import Choices, Measure, freeze
+
+__all__ = [
+    "LawResult",
+    "LawViolation",
+    "properly_weighted",
+    "unbiased_evidence",
+    "transition_matrix",
+    "TransitionMatrix",
+    "invariant",
+    "detailed_balance",
+    "unbiased_gradient",
+    "surgery_commutes",
+    "assert_properly_weighted",
+    "assert_unbiased_evidence",
+    "assert_invariant",
+    "assert_detailed_balance",
+    "assert_unbiased_gradient",
+    "assert_surgery_commutes",
+]
+
+
+class LawViolation(AssertionError):
+    """A block broke a law; the message says which and where."""
+
+
+@dataclass
+class LawResult:
+    """The outcome of checking a law: ``ok``, a readable ``message`` and the computed ``details``."""
+
+    law: str
+    ok: bool
+    message: str
+    details: dict = field(default_factory=dict, repr=False)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def assert_(self) -> "LawResult":
+        """Raise :class:`LawViolation` (with the message) unless the law holds; return self."""
+        if not self.ok:
+            raise LawViolation(f"{self.law}: {self.message}")
+        return self
+
+
+def _target_measure(target: Any, args: tuple, kwargs: dict) -> Measure:
+    if isinstance(target, Measure):
+        return target
+    return _enumerate(target, *args, **kwargs)
+
+
+def _default_atoms(out: Any) -> list[tuple[Any, float]]:
+    """(trace, log_w) -> [(atom, log_w)]."""
+    if isinstance(out, tuple) and len(out) >= 2:
+        x, lw = out[0], out[1]
+    else:
+        raise TypeError(
+            "properly_weighted: the block should return (trace, log_weight); pass atoms= to read "
+            f"another output (got {type(out).__name__})."
+        )
+    key = trace_key(x) if isinstance(x, ppl.Trace) else freeze(x)
+    return [(key, float(lw))]
+
+
+# ---------------------------------------------------------------------------------------------
+# importance sampling and SMC
+
+
+def weighted_measure(block: Callable, *args: Any, atoms: Callable | None = None, **kwargs: Any) -> Measure:
+    """E_block[Σ_i w_i δ_{x_i}]: the expected weighted empirical measure of a block's output.
+
+    ``atoms(output)`` lists ``(atom, log_weight)`` pairs (default: the output is
+    ``(trace, log_weight)``); each path of the block's randomness contributes its probability
+    times the weights.
+    """
+    atoms = atoms or _default_atoms
+    pairs = []
+    for p in enumerate_paths(block, *args, **kwargs):
+        for key, lw in atoms(p.value):
+            pairs.append((key, p.log_prob + float(lw), None))
+    return Measure.from_pairs(pairs)
+
+
+def properly_weighted(
+    block: Callable, target: Any, *args: Any, tol: float = 1e-12, atoms: Callable | None = None, **kwargs: Any
+) -> LawResult:
+    """Check E[Σ_i w_i δ_{x_i}] = μ exactly: the block's weighted output is properly weighted.
+
+    `block(key, *args, **kwargs)` is the shipped block (e.g. ``model.generate``); `target` is a
+    model (enumerated with the same arguments) or a :class:`Measure`.  ``atoms(output)`` maps the
+    block's output to ``(atom, log_weight)`` pairs (default: output is ``(trace, log_weight)``;
+    for a particle population return one pair per particle with weight w_i / N).
+
+    Example:
+        >>> properly_weighted(lambda key, *a: model.generate(key, {}, *a), model, 3).assert_()
+    """
+    mu = _target_measure(target, args, kwargs)
+    est = weighted_measure(block, *args, atoms=atoms, **kwargs)
+    lines = est.diff(mu, tol)
+    if lines:
+        return LawResult(
+            "properly_weighted",
+            False,
+            f"E[w δ_x] differs from the target measure (masses {est.total_mass():.17g} vs "
+            f"{mu.total_mass():.17g}):\n" + "\n".join(lines),
+            {"estimate": est, "target": mu},
+        )
+    return LawResult("properly_weighted", True, f"E[w δ_x] equals the target on {len(mu)} atoms", {"estimate": est, "target": mu})
+
+
+def unbiased_evidence(
+    block: Callable,
+    target: Any,
+    *args: Any,
+    tol: float = 1e-12,
+    log_evidence: Callable[[Any], Any] | None = None,
+    **kwargs: Any,
+) -> LawResult:
+    """Check E[Ẑ] = Z exactly, as the ratio E[Ẑ]/Z = 1 (never on log Ẑ, which is biased).
+
+    ``log_evidence(output)`` reads log Ẑ from the block's output (default: the last element of
+    a tuple output, or the output itself).  `target` is a model or a Measure, or a number Z.
+
+    Example:
+        >>> unbiased_evidence(lambda key: model.generate(key, {}), model).ok
+        True
+    """
+    if isinstance(target, (int, float)):
+        Z = float(target)
+    else:
+        Z = _target_measure(target, args, kwargs).total_mass()
+    read = log_evidence or (lambda out: out[-1] if isinstance(out, tuple) else out)
+    terms = [math.exp(p.log_prob + float(np.asarray(read(p.value)))) for p in enumerate_paths(block, *args, **kwargs)]
+    EZ = math.fsum(terms)
+    ratio = EZ / Z if Z > 0 else math.nan
+    ok = bool(abs(ratio - 1.0) <= tol)
+    msg = f"E[Ẑ]/Z = {ratio:.17g} (E[Ẑ] = {EZ:.17g}, Z = {Z:.17g}) over {len(terms)} paths"
+    return LawResult("unbiased_evidence", ok, msg, {"E_Zhat": EZ, "Z": Z, "ratio": ratio})
+
+
+# ---------------------------------------------------------------------------------------------
+# MCMC
+
+
+@dataclass
+class TransitionMatrix:
+    """The exact transition matrix of a kernel on a finite trace space.
+
+    Attributes:
+        states: the atoms (``Choices``) of the target, in a fixed order.
+        pi: the target's normalised probabilities, aligned with `states`.
+        K: ``K[i, j]`` = P(next state = states[j] | current = states[i]).
+        escaped: ``(i, atom, prob)`` for moves to atoms outside the target's support.
+    """
+
+    states: list
+    pi: np.ndarray
+    K: np.ndarray
+    escaped: list
+
+
+def _kernel_key(out: Any) -> Any:
+    if isinstance(out, tuple):
+        out = out[0]
+    return trace_key(out) if isinstance(out, ppl.Trace) else freeze(out)
+
+
+def transition_matrix(kernel: Callable, model: Any, *args: Any, state_key: Callable | None = None, **kwargs: Any) -> TransitionMatrix:
+    """Build K by running ``kernel(key, trace)`` under the enumerator from every state.
+
+    The states are the atoms of the (finite) measure of `model`; a representative trace of each
+    is taken from the model's enumeration.  `kernel` returns the next trace (or a tuple whose
+    first element is it); ``state_key(output)`` overrides how an output is mapped to a state.
+    """
+    read = state_key or _kernel_key
+    reps: dict[Choices, Any] = {}
+    mass: dict[Choices, list] = {}
+    for tr, lw, _, _ in enumerate_traces(model, *args, **kwargs):
+        if lw == -math.inf:
+            continue
+        k = trace_key(tr)
+        reps.setdefault(k, tr)
+        mass.setdefault(k, []).append(lw)
+    states = list(reps)
+    index = {s: i for i, s in enumerate(states)}
+    lws = np.array([np.logaddexp.reduce(np.array(mass[s])) for s in states])
+    pi = np.exp(lws - np.logaddexp.reduce(lws))
+    n = len(states)
+    K = np.zeros((n, n))
+    escaped = []
+    for i, s in enumerate(states):
+        tr = reps[s]
+        for p in enumerate_paths(lambda key: kernel(key, tr)):
+            j = index.get(read(p.value))
+            if j is None:
+                escaped.append((i, read(p.value), math.exp(p.log_prob)))
+            else:
+                K[i, j] += math.exp(p.log_prob)
+    return TransitionMatrix(states, pi, K, escaped)
+
+
+def _worst(vec: np.ndarray, states: list, label: str, limit: int = 5) -> str:
+    order = np.argsort(-np.abs(vec))[:limit]
+    return "\n".join(f"  {label} {states[i]!r}: {vec[i]:+.3g}" for i in order if vec[i] != 0)
+
+
+def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, **kwargs: Any) -> LawResult:
+    """Check π K = π exactly: the MCMC kernel leaves the model's normalised measure invariant.
+
+    `kernel(key, trace) -> trace` is one step of the shipped kernel targeting `model` (run with
+    `args`); its accept/reject and proposals must draw through ``ppl.randomness.draw``.
+
+    Example:
+        >>> def mh(key, tr):
+        ...     k1, k2 = jax.random.split(key)
+        ...     new, w = model.regenerate(k1, tr, ppl.select("z"))
+        ...     acc = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(w))))
+        ...     return new if acc else tr
+        >>> invariant(mh, model).assert_()
+    """
+    tm = transition_matrix(kernel, model, *args, **kwargs)
+    rows = tm.K.sum(axis=1)
+    piK = tm.pi @ tm.K
+    err = piK - tm.pi
+    problems = []
+    if tm.escaped:
+        problems.append(f"the kernel moved to {len(tm.escaped)} states outside the target's support, e.g. {tm.escaped[0][1]!r}")
+    if np.max(np.abs(rows - 1)) > tol:
+        problems.append(f"rows of K do not sum to 1 (max error {np.max(np.abs(rows - 1)):.3g})")
+    if np.max(np.abs(err)) > tol:
+        problems.append(f"πK ≠ π (max |πK − π| = {np.max(np.abs(err)):.3g}):\n" + _worst(err, tm.states, "πK − π at"))
+    details = {"matrix": tm, "max_error": float(np.max(np.abs(err))) if len(err) else 0.0}
+    if problems:
+        return LawResult("invariant", False, "; ".join(problems), details)
+    return LawResult("invariant", True, f"πK = π on {len(tm.states)} states (max error {details['max_error']:.3g})", details)
+
+
+def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, **kwargs: Any) -> LawResult:
+    """Check π(x) K(x, y) = π(y) K(y, x) for all states: the kernel is reversible w.r.t. π.
+
+    Example:
+        >>> detailed_balance(mh, model).ok
+        True
+    """
+    tm = transition_matrix(kernel, model, *args, **kwargs)
+    flow = tm.pi[:, None] * tm.K
+    err = flow - flow.T
+    m = float(np.max(np.abs(err))) if err.size else 0.0
+    details = {"matrix": tm, "max_error": m}
+    if tm.escaped or m > tol:
+        i, j = np.unravel_index(np.argmax(np.abs(err)), err.shape)
+        msg = (
+            f"π(x)K(x,y) ≠ π(y)K(y,x): max difference {m:.3g} at x={tm.states[i]!r}, "
+            f"y={tm.states[j]!r} ({flow[i, j]:.17g} vs {flow[j, i]:.17g})"
+        )
+        if tm.escaped:
+            msg += f"; the kernel moved outside the support, e.g. to {tm.escaped[0][1]!r}"
+        return LawResult("detailed_balance", False, msg, details)
+    return LawResult("detailed_balance", True, f"detailed balance holds on {len(tm.states)} states (max error {m:.3g})", details)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients
+
+
+def unbiased_gradient(
+    estimator: Callable, exact_grad: Any, *args: Any, tol: float = 1e-10, **kwargs: Any
+) -> LawResult:
+    """Check E[ĝ] = ∇L exactly: the gradient estimator is unbiased.
+
+    `estimator(key, *args, **kwargs)` returns a gradient estimate (a pytree of arrays) and draws
+    its randomness through ``ppl.randomness.draw`` from finite distributions; `exact_grad` is the
+    true gradient (a pytree, or a function of ``*args, **kwargs`` returning one), e.g. the
+    ``jax.grad`` of an objective computed by enumeration or quadrature.
+
+    Example:
+        >>> unbiased_gradient(score_function_estimator, jax.grad(exact_objective), theta).ok
+        True
+    """
+    paths = enumerate_paths(estimator, *args, **kwargs)
+    leaves0, treedef = jax.tree_util.tree_flatten(paths[0].value)
+    acc = [np.zeros(np.shape(x)) for x in leaves0]
+    for p in paths:
+        leaves = jax.tree_util.tree_leaves(p.value)
+        w = math.exp(p.log_prob)
+        for a, x in zip(acc, leaves):
+            a += w * np.asarray(x, dtype=np.float64)
+    mean = jax.tree_util.tree_unflatten(treedef, acc)
+    truth = exact_grad(*args, **kwargs) if callable(exact_grad) else exact_grad
+    t_leaves = [np.asarray(x, dtype=np.float64) for x in jax.tree_util.tree_leaves(truth)]
+    errs = [float(np.max(np.abs(a - t))) if np.size(a) else 0.0 for a, t in zip(acc, t_leaves)]
+    scale = max([1.0] + [float(np.max(np.abs(t))) for t in t_leaves if np.size(t)])
+    m = max(errs) if errs else 0.0
+    ok = m <= tol * scale and len(t_leaves) == len(acc)
+    msg = f"max |E[ĝ] − ∇L| = {m:.3g} over {len(paths)} paths; E[ĝ] = {mean}, ∇L = {truth}"
+    return LawResult("unbiased_gradient", ok, msg, {"mean": mean, "exact": truth, "max_error": m})
+
+
+# ---------------------------------------------------------------------------------------------
+# interventions
+
+
+def truncated_factorisation(model: Any, interventions: Mapping[str, Any], *args: Any, **kwargs: Any) -> Measure:
+    """The measure of do(model, x) computed from the *unintervened* model's enumeration.
+
+    p(v | do(x)) = Π_{i ∉ X} p(v_i | pa_i) evaluated at x: keep the model's executions whose
+    intervened sites equal x, divide out those sites' conditional probabilities p(x_i | pa_i)
+    (read from ``trace.log_probs``) and drop them from the atoms.  Requires p(x_i | pa_i) > 0 for
+    every parent configuration; an intervened site absent from an execution (inside an untaken
+    branch) constrains nothing there.
+    """
+    fixed = {k: freeze(v) for k, v in interventions.items()}
+    pairs = []
+    for tr, lw, _, _ in enumerate_traces(model, *args, **kwargs):
+        if lw == -math.inf:
+            continue
+        key = trace_key(tr)
+        if any(k in key and key[k] != v for k, v in fixed.items()):
+            continue
+        for k in fixed:
+            if k in tr.log_probs and k in key:
+                lw -= float(np.sum(np.asarray(tr.log_probs[k])))
+            elif k in tr.deterministic:
+                raise ValueError(f"truncated_factorisation: {k!r} is a deterministic site; intervene on sample sites.")
+        pairs.append((key.drop(fixed), lw, None))
+    return Measure.from_pairs(pairs)
+
+
+def surgery_commutes(
+    model: Any,
+    interventions: Mapping[str, Any],
+    *args: Any,
+    surgery: Callable = ppl.do,
+    tol: float = 1e-12,
+    **kwargs: Any,
+) -> LawResult:
+    """Check that the surgered model's measure equals the truncated factorisation.
+
+    ``surgery(model, interventions)`` is the block under test (default :func:`ppl.do`; an
+    interpretation of a cut diagram can be passed as a function returning a model or a
+    :class:`Measure`).  Its measure, with the intervened addresses dropped from the atoms, must
+    equal :func:`truncated_factorisation` of the original model.
+
+    Example:
+        >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
+    """
+    tf = truncated_factorisation(model, interventions, *args, **kwargs)
+    cut = surgery(model, dict(interventions))
+    mu = cut if isinstance(cut, Measure) else _enumerate(cut, *args, **kwargs)
+    names = list(interventions)
+    mu = mu.pushforward(lambda c: c.drop(names) if isinstance(c, Choices) else c)
+    lines = mu.diff(tf, tol)
+    if lines:
+        return LawResult(
+            "surgery_commutes",
+            False,
+            f"the surgered model's measure (mass {mu.total_mass():.17g}) differs from the truncated "
+            f"factorisation (mass {tf.total_mass():.17g}):\n" + "\n".join(lines),
+            {"surgery": mu, "truncated": tf},
+        )
+    return LawResult("surgery_commutes", True, f"surgery equals the truncated factorisation on {len(tf)} atoms", {"surgery": mu, "truncated": tf})
+
+
+def _asserting(law: Callable) -> Callable:
+    def check(*args: Any, **kwargs: Any) -> LawResult:
+        return law(*args, **kwargs).assert_()
+
+    check.__name__ = f"assert_{law.__name__}"
+    check.__doc__ = f"Like :func:`{law.__name__}`, but raise :class:`LawViolation` when the law fails."
+    return check
+
+
+assert_properly_weighted = _asserting(properly_weighted)
+assert_unbiased_evidence = _asserting(unbiased_evidence)
+assert_invariant = _asserting(invariant)
+assert_detailed_balance = _asserting(detailed_balance)
+assert_unbiased_gradient = _asserting(unbiased_gradient)
+assert_surgery_commutes = _asserting(surgery_commutes)

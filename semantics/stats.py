@@ -1,0 +1,259 @@
+"""Statistical checks for what cannot be enumerated: fixed seeds, a false-alarm budget, SBC.
+
+Rules (DESIGN.md §4, tier 3):
+
+* every statistical test uses a **fixed seed** (hypothesis never chooses seeds);
+* the whole suite shares a **false-alarm budget** of ``SUITE_FALSE_ALARM = 1e-6``, split by
+  Bonferroni: a test's level is ``alpha_per_test()`` = budget / number of registered statistical
+  tests (:data:`BUDGET`; register a test's name once with ``BUDGET.register(name)``, or pass
+  ``n_tests`` explicitly);
+* sample sizes come from a **power calculation** (:func:`sample_size`) for the smallest effect
+  the test must detect;
+* each statistical test has a **planted-bug twin** that must fail.
+
+Helpers: :func:`z_test` (a mean against its expected value), :func:`chi2_test` (counts against
+probabilities), :func:`check_mean` / :func:`check_frequencies` (draw with a fixed seed, then
+test), and :func:`sbc` (simulation-based calibration: ranks of the truth among posterior draws,
+χ² on the ranks).
+
+Example:
+    >>> res = z_test(np.random.default_rng(0).normal(size=10_000), expected=0.0)
+    >>> res.ok
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from scipy import stats as _st
+
+__all__ = [
+    "SUITE_FALSE_ALARM",
+    "Budget",
+    "BUDGET",
+    "alpha_per_test",
+    "sample_size",
+    "StatResult",
+    "z_test",
+    "chi2_test",
+    "check_mean",
+    "check_frequencies",
+    "sbc",
+    "SBCResult",
+]
+
+#: The probability that the whole suite raises at least one false alarm.
+SUITE_FALSE_ALARM = 1e-6
+
+#: Planned number of statistical tests in the suite (an upper bound; Bonferroni divides by it).
+SUITE_PLANNED_TESTS = 200
+
+
+class Budget:
+    """A suite-wide false-alarm budget split by Bonferroni over registered tests.
+
+    ``alpha`` is ``total / max(planned, registered)``: registering more tests than planned
+    lowers every test's level, so the suite-wide bound always holds.
+
+    Example:
+        >>> b = Budget(total=1e-6, planned=100)
+        >>> b.alpha
+        1e-08
+    """
+
+    def __init__(self, total: float = SUITE_FALSE_ALARM, planned: int = SUITE_PLANNED_TESTS):
+        self.total = float(total)
+        self.planned = int(planned)
+        self.names: set[str] = set()
+
+    def register(self, name: str) -> float:
+        """Register a statistical test by name (idempotent); return the per-test level."""
+        self.names.add(name)
+        return self.alpha
+
+    @property
+    def alpha(self) -> float:
+        """The per-test false-alarm probability."""
+        return self.total / max(self.planned, len(self.names), 1)
+
+
+#: The suite's shared budget.
+BUDGET = Budget()
+
+
+def alpha_per_test(n_tests: int | None = None, total: float = SUITE_FALSE_ALARM) -> float:
+    """Bonferroni: the level of each of `n_tests` tests so that all together false-alarm ≤ `total`.
+
+    Without `n_tests`, the shared :data:`BUDGET`'s level.
+
+    Example:
+        >>> alpha_per_test(100)
+        1e-08
+    """
+    if n_tests is None:
+        return BUDGET.alpha
+    return total / max(int(n_tests), 1)
+
+
+def sample_size(effect: float, sd: float = 1.0, alpha: float | None = None, power: float = 0.999, two_sided: bool = True) -> int:
+    """Samples needed for a z-test of a mean to detect a shift of `effect` (standard deviation `sd`).
+
+    n = ((z_{1−α/2} + z_{power}) · sd / effect)², rounded up: with n draws a bug that moves the
+    mean by `effect` is caught with probability ≥ `power` at false-alarm level `alpha`.
+
+    Example:
+        >>> sample_size(0.1, sd=1.0, alpha=1e-8, power=0.999)
+        7781
+    """
+    alpha = alpha_per_test() if alpha is None else alpha
+    za = _st.norm.isf(alpha / 2 if two_sided else alpha)
+    zb = _st.norm.isf(1 - power)
+    return int(math.ceil(((za + zb) * sd / effect) ** 2))
+
+
+@dataclass
+class StatResult:
+    """A statistical test's outcome: ``ok`` (not rejected), the statistic, p-value and level."""
+
+    test: str
+    ok: bool
+    statistic: float
+    pvalue: float
+    alpha: float
+    message: str
+    details: dict = field(default_factory=dict, repr=False)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def assert_(self) -> "StatResult":
+        """Raise AssertionError with the message when the test rejects."""
+        if not self.ok:
+            raise AssertionError(f"{self.test}: {self.message}")
+        return self
+
+
+def z_test(samples: Any, expected: float, alpha: float | None = None, sd: float | None = None) -> StatResult:
+    """Two-sided z-test that the mean of i.i.d. `samples` is `expected`.
+
+    `sd` is the known standard deviation (default: the sample's).  Rejects when p < alpha.
+
+    Example:
+        >>> z_test(np.ones(10) * 3.0 + np.arange(10) % 2, expected=3.5).ok
+        True
+    """
+    alpha = alpha_per_test() if alpha is None else alpha
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    n = x.size
+    s = float(np.std(x, ddof=1)) if sd is None else float(sd)
+    se = s / math.sqrt(n)
+    diff = float(np.mean(x)) - float(expected)
+    z = diff / se if se > 0 else (0.0 if diff == 0 else math.inf)
+    p = float(2 * _st.norm.sf(abs(z)))
+    ok = p >= alpha
+    msg = f"mean {np.mean(x):.6g} vs expected {expected:.6g} (z = {z:.3g}, p = {p:.3g}, alpha = {alpha:.3g}, n = {n})"
+    return StatResult("z_test", ok, z, p, alpha, msg)
+
+
+def chi2_test(counts: Sequence[int], probs: Sequence[float], alpha: float | None = None) -> StatResult:
+    """Pearson χ² goodness-of-fit of `counts` to `probs` (bins with zero probability must be empty).
+
+    Example:
+        >>> chi2_test([50, 50], [0.5, 0.5]).ok
+        True
+    """
+    alpha = alpha_per_test() if alpha is None else alpha
+    c = np.asarray(counts, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / p.sum()
+    n = c.sum()
+    zero = p == 0
+    if np.any(c[zero] > 0):
+        return StatResult("chi2_test", False, math.inf, 0.0, alpha, "counts in a bin of probability zero")
+    e = n * p[~zero]
+    stat = float(np.sum((c[~zero] - e) ** 2 / e))
+    df = int((~zero).sum()) - 1
+    pv = float(_st.chi2.sf(stat, df))
+    ok = pv >= alpha
+    return StatResult("chi2_test", ok, stat, pv, alpha, f"χ² = {stat:.4g} on {df} df, p = {pv:.3g}, alpha = {alpha:.3g}, n = {int(n)}")
+
+
+def check_mean(sampler: Callable[[Any, int], Any], expected: float, n: int, seed: int = 0, alpha: float | None = None, sd: float | None = None) -> StatResult:
+    """Draw ``sampler(jax.random.key(seed), n)`` (n scalar draws) and z-test their mean."""
+    x = np.asarray(sampler(jax.random.key(seed), n))
+    return z_test(x, expected, alpha, sd)
+
+
+def check_frequencies(sampler: Callable[[Any, int], Any], probs: Sequence[float], n: int, seed: int = 0, alpha: float | None = None) -> StatResult:
+    """Draw n integer outcomes with ``sampler(jax.random.key(seed), n)`` and χ²-test them against `probs`."""
+    x = np.asarray(sampler(jax.random.key(seed), n)).astype(np.int64).ravel()
+    counts = np.bincount(x, minlength=len(probs))
+    if counts.size > len(probs):
+        return StatResult("chi2_test", False, math.inf, 0.0, alpha or alpha_per_test(), f"outcome {counts.size - 1} outside 0..{len(probs) - 1}")
+    return chi2_test(counts, probs, alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# simulation-based calibration
+
+
+@dataclass
+class SBCResult(StatResult):
+    """SBC outcome; ``details["ranks"]`` holds the ranks (0..L) and ``details["counts"]`` the bins."""
+
+
+def sbc(
+    prior_predictive: Callable[[Any], tuple[Any, Any]],
+    posterior_draws: Callable[[Any, Any, int], Any],
+    num_simulations: int = 1000,
+    num_draws: int = 19,
+    seed: int = 0,
+    alpha: float | None = None,
+    bins: int | None = None,
+    vectorized: bool = True,
+) -> SBCResult:
+    """Simulation-based calibration (Talts et al. 2018) of a posterior sampler for a scalar quantity.
+
+    For i = 1..num_simulations: (θ*, y) = prior_predictive(key_i); L = `num_draws` posterior draws
+    θ_1..θ_L = posterior_draws(key_i', y, L); rank_i = #{l : θ_l < θ*}.  When the sampler is
+    exact the ranks are uniform on {0, .., L}; a χ² test on the rank histogram (in `bins` equal
+    groups, default L + 1) rejects at level `alpha`.  With ``vectorized=True`` both functions are
+    ``jax.vmap``-ed over keys (they must be pure JAX functions); otherwise they are looped over.
+    (For multi-dimensional parameters run one SBC per scalar summary.)
+
+    Example:
+        >>> prior = lambda k: (lambda th: (th, th + jax.random.normal(k)))(jax.random.normal(jax.random.fold_in(k, 1)))
+        >>> post = lambda k, y, L: y / 2 + jnp.sqrt(0.5) * jax.random.normal(k, (L,))
+        >>> sbc(prior, post, num_simulations=500, seed=0).ok
+        True
+    """
+    alpha = alpha_per_test() if alpha is None else alpha
+    key = jax.random.key(seed)
+    k1, k2 = jax.random.split(key)
+    ks1 = jax.random.split(k1, num_simulations)
+    ks2 = jax.random.split(k2, num_simulations)
+    L = int(num_draws)
+    if vectorized:
+        theta, y = jax.vmap(prior_predictive)(ks1)
+        draws = jax.vmap(lambda k, yy: posterior_draws(k, yy, L))(ks2, y)
+        theta = np.asarray(theta, dtype=np.float64).reshape(num_simulations)
+        draws = np.asarray(draws, dtype=np.float64).reshape(num_simulations, L)
+    else:
+        th_l, dr_l = [], []
+        for i in range(num_simulations):
+            th, yy = prior_predictive(ks1[i])
+            th_l.append(float(np.asarray(th)))
+            dr_l.append(np.asarray(posterior_draws(ks2[i], yy, L), dtype=np.float64).reshape(L))
+        theta, draws = np.array(th_l), np.stack(dr_l)
+    ranks = np.sum(draws < theta[:, None], axis=1)
+    nb = bins or (L + 1)
+    if (L + 1) % nb:
+        raise ValueError(f"sbc: bins={nb} must divide num_draws + 1 = {L + 1}")
+    counts = np.bincount(ranks * nb // (L + 1), minlength=nb)
+    r = chi2_test(counts, np.full(nb, 1.0 / nb), alpha)
+    return SBCResult("sbc", r.ok, r.statistic, r.pvalue, alpha, "ranks: " + r.message, {"ranks": ranks, "counts": counts})

@@ -1,0 +1,101 @@
+"""Statistical helpers: budget, power, fixed-seed tests and SBC, each with a planted bug that must fail."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ppl
+from ppl import dist
+from semantics import stats
+
+ALPHA = stats.BUDGET.register("test_semantics_stats")
+
+
+def test_budget_is_split_by_bonferroni():
+    assert stats.SUITE_FALSE_ALARM == 1e-6
+    assert stats.alpha_per_test(100) == pytest.approx(1e-8)
+    b = stats.Budget(total=1e-6, planned=2)
+    assert b.alpha == pytest.approx(5e-7)
+    for name in "abc":
+        b.register(name)
+    b.register("a")  # idempotent
+    assert b.alpha == pytest.approx(1e-6 / 3)
+    assert ALPHA <= stats.SUITE_FALSE_ALARM / stats.SUITE_PLANNED_TESTS
+
+
+def test_sample_size_from_power():
+    n = stats.sample_size(0.1, sd=1.0, alpha=1e-8, power=0.999)
+    # at that n, a shift of 0.1 gives z ≥ z_{α/2} + z_{power} in expectation
+    from scipy import stats as sp
+
+    assert 0.1 * math.sqrt(n) >= sp.norm.isf(5e-9) + sp.norm.isf(0.001)
+    assert 0.1 * math.sqrt(n - 1) < sp.norm.isf(5e-9) + sp.norm.isf(0.001)
+    assert stats.sample_size(0.05) > stats.sample_size(0.1)
+
+
+def _bernoulli_mean(p):
+    def sampler(key, n):
+        return jax.vmap(lambda k: ppl.randomness.draw(k, dist.Bernoulli(probs=p)))(jax.random.split(key, n))
+
+    return sampler
+
+
+def test_mean_check_and_its_planted_bug():
+    n = stats.sample_size(0.02, sd=0.5, alpha=ALPHA, power=0.999)
+    assert stats.check_mean(_bernoulli_mean(0.3), 0.3, n=n, seed=1, alpha=ALPHA).ok
+    bug = stats.check_mean(_bernoulli_mean(0.32), 0.3, n=n, seed=1, alpha=ALPHA)  # off by 0.02
+    assert not bug.ok and "expected 0.3" in bug.message
+    with pytest.raises(AssertionError, match="z_test"):
+        bug.assert_()
+
+
+def test_chi2_check_and_its_planted_bug():
+    probs = np.array([0.2, 0.3, 0.5])
+
+    def good(key, n):
+        return jax.random.categorical(key, jnp.log(jnp.asarray(probs)), shape=(n,))
+
+    def bad(key, n):  # planted bug: last two categories swapped
+        return jax.random.categorical(key, jnp.log(jnp.asarray(probs[[0, 2, 1]])), shape=(n,))
+
+    assert stats.check_frequencies(good, probs, n=20_000, seed=2, alpha=ALPHA).ok
+    assert not stats.check_frequencies(bad, probs, n=20_000, seed=2, alpha=ALPHA).ok
+    assert not stats.chi2_test([1, 0, 5], [0.5, 0.5, 0.0]).ok  # mass in an impossible bin
+
+
+# Normal–Normal: θ ~ N(0, 1), y | θ ~ N(θ, 1) → θ | y ~ N(y/2, 1/2)
+def prior_predictive(key):
+    k1, k2 = jax.random.split(key)
+    theta = jax.random.normal(k1)
+    return theta, theta + jax.random.normal(k2)
+
+
+def exact_posterior(key, y, L):
+    return y / 2 + jnp.sqrt(0.5) * jax.random.normal(key, (L,))
+
+
+def overconfident_posterior(key, y, L):  # planted bug: variance 1/4 instead of 1/2
+    return y / 2 + 0.5 * jax.random.normal(key, (L,))
+
+
+def shifted_posterior(key, y, L):  # planted bug: the mean is off by 0.3 posterior sd
+    return y / 2 + 0.3 * jnp.sqrt(0.5) + jnp.sqrt(0.5) * jax.random.normal(key, (L,))
+
+
+def test_sbc_passes_for_the_exact_posterior_and_fails_for_planted_bugs():
+    ok = stats.sbc(prior_predictive, exact_posterior, num_simulations=2000, num_draws=19, seed=3, alpha=ALPHA)
+    assert ok.ok, ok.message
+    assert ok.details["ranks"].min() >= 0 and ok.details["ranks"].max() <= 19
+    for bug in (overconfident_posterior, shifted_posterior):
+        r = stats.sbc(prior_predictive, bug, num_simulations=2000, num_draws=19, seed=3, alpha=ALPHA)
+        assert not r.ok, (bug.__name__, r.message)
+
+
+def test_sbc_unvectorised_path():
+    r = stats.sbc(prior_predictive, exact_posterior, num_simulations=200, num_draws=9, seed=4, alpha=ALPHA, bins=5, vectorized=False)
+    assert r.ok and r.details["counts"].sum() == 200
