@@ -1,0 +1,60 @@
+# Developer entry points. Everything runs inside ./.venv; `make venv` creates it on demand.
+# Safe to run non-interactively (CI=true, no stdin).
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eu -o pipefail -c
+PYTHON       ?= python3
+VENV         := .venv
+PY           := $(VENV)/bin/python
+EXTRAS       := test,viz,docs,bench
+STAMP        := $(VENV)/.installed-stamp
+PYTEST_ARGS  ?=
+export PIP_NO_INPUT := 1
+export NO_MKDOCS_2_WARNING := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: FORCE all venv demo test test-fast docs serve-docs bench clean distclean
+
+all: test
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml changes, a top-level package appears (the editable
+# install maps top-level packages found at install time), or the venv is recreated.
+PACKAGES     := $(wildcard ppl/__init__.py inference/__init__.py semantics/__init__.py)
+PKG_LIST     := $(VENV)/.packages-stamp
+
+# Rewritten only when the set of top-level packages changes (not on every edit).
+$(PKG_LIST): FORCE
+	@mkdir -p $(VENV)
+	@echo "$(PACKAGES)" | cmp -s - $@ || echo "$(PACKAGES)" > $@
+
+$(STAMP): pyproject.toml constraints.txt $(PKG_LIST)
+	@if [ ! -x "$(PY)" ]; then echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $@
+
+demo: venv
+	$(PY) examples/quickstart.py
+
+test: venv
+	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -n 2 -q -m "not slow and not statistical" $(PYTEST_ARGS)
+
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
+serve-docs: venv
+	$(PY) -m mkdocs serve
+
+bench: venv
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf site .pytest_cache .hypothesis build *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
