@@ -64,6 +64,7 @@ class _Collector(Messenger):
             "type": t,
             "is_observed": bool(msg["is_observed"]),
             "intervened": bool(msg["intervened"]),
+            "constrained": bool(msg.get("constrained", False)),
             "value": jnp.asarray(msg["value"]),
             "log_prob": jnp.asarray(site_log_prob(msg)),
             "active": None if msg.get("active") is None else jnp.asarray(msg["active"]),
@@ -120,6 +121,8 @@ def _emit_site(name: str, meta: dict, fields: dict) -> None:
     msg = new_message(meta["type"], name)
     msg["is_observed"] = meta["is_observed"]
     msg["intervened"] = meta["intervened"]
+    if meta.get("constrained"):
+        msg["constrained"] = True
     for f in _FIELDS:
         if fields.get(f) is not None:
             msg[f] = fields[f]
@@ -129,7 +132,12 @@ def _emit_site(name: str, meta: dict, fields: dict) -> None:
 
 
 def _static_meta(rec: dict) -> dict:
-    return {"type": rec["type"], "is_observed": rec["is_observed"], "intervened": rec["intervened"]}
+    return {
+        "type": rec["type"],
+        "is_observed": rec["is_observed"],
+        "intervened": rec["intervened"],
+        "constrained": rec["constrained"],
+    }
 
 
 def _fields(rec: dict) -> dict:

@@ -66,6 +66,8 @@ class Messenger:
     """
 
     tables: tuple[str, ...] = ()
+    #: True for handlers that only annotate sites (plates, scopes) and cannot run a model alone
+    passive: bool = False
 
     def __init__(self, fn: Callable | None = None):
         self.fn = fn
@@ -126,7 +128,8 @@ def new_message(type_: str, name: str, **fields: Any) -> dict:
 def apply_stack(msg: dict) -> dict:
     """Send `msg` through the handler stack and fill in its value."""
     stack = _stack()
-    if not stack:
+    # a bare `with ppl.plate(...)` (or scope) outside any model is still outside a model
+    if all(h.passive for h in stack):
         raise OutsideModelError(
             f"ppl.{msg['type']}({msg['name']!r}, ...) was called outside a model: run the model "
             "through one of its operations, e.g. model.simulate(jax.random.key(0), *args), or "
@@ -196,17 +199,7 @@ def _check_supplied_value(msg: dict) -> None:
     shape = tuple(np.shape(value))
     dshape = tuple(fn.batch_shape) + tuple(fn.event_shape)
     ev = tuple(fn.event_shape)
-    try:
-        full = jnp.broadcast_shapes(shape, dshape)
-    except ValueError:
-        full = None
-    if full is None or (ev and tuple(full[len(full) - len(ev):]) != ev):
-        what = "observation" if msg["is_observed"] else "value"
-        raise ModelError(
-            f"{what} for site {name!r} has shape {shape}, which does not broadcast with the "
-            f"distribution's batch shape {tuple(fn.batch_shape)} and event shape {ev}; "
-            f"expected a shape broadcastable to {dshape}."
-        )
+    # a plate that disagrees with its data is named first (the clearest message)
     for frame in msg["cond_indep_stack"]:
         axis = frame.dim - len(ev)
         if len(shape) >= -axis and shape[axis] not in (1, frame.size):
@@ -214,23 +207,61 @@ def _check_supplied_value(msg: dict) -> None:
                 f"plate {frame.name!r} has size {frame.size} but the value at site {name!r} "
                 f"(shape {shape}) has {shape[axis]} along the plate's dim {frame.dim}."
             )
-    if is_concrete(value) and is_concrete(fn) and not msg["in_support"]:
-        support = fn.support
-        if support.__class__.__name__ not in ("_Real", "_RealVector"):
-            try:
+    try:
+        full = jnp.broadcast_shapes(shape, dshape)
+    except ValueError:
+        full = None
+    # the value's own trailing dims must be the event shape (broadcasting an event is an error)
+    if full is None or (ev and tuple(shape[max(len(shape) - len(ev), 0):]) != ev):
+        what = "observation" if msg["is_observed"] else "value"
+        raise ModelError(
+            f"{what} for site {name!r} has shape {shape}, which does not broadcast with the "
+            f"distribution's batch shape {tuple(fn.batch_shape)} and event shape {ev}; "
+            f"expected a shape broadcastable to {dshape}."
+        )
+    support = fn.support
+    if is_concrete(value) and is_concrete(support) and not msg["in_support"]:
+        # every support is checked, the reals too: they exclude NaN and infinities
+        try:
+            with jax.ensure_compile_time_eval():  # concrete values are checked under jit too
                 ok = np.asarray(support(value))
-            except Exception:  # a support that cannot be evaluated here is not checked
-                return
-            if msg["mask"] is not None and is_concrete(msg["mask"]):
-                ok = ok | ~np.broadcast_to(np.asarray(msg["mask"], bool), ok.shape)
-            if not ok.all():
-                bad = np.asarray(value)
-                if bad.shape == ok.shape and bad.ndim > 0:
-                    bad = bad[~ok][:5]
-                raise SupportError(
-                    f"value for site {name!r} lies outside the support of "
-                    f"{type(fn).__name__} ({support}): got {bad!r}."
-                )
+        except Exception:  # a support that cannot be evaluated here is not checked
+            return
+        # masked-out entries (ppl.mask or a masked distribution) are not checked
+        for m in (msg["mask"], getattr(_unwrap(fn, "MaskedDistribution"), "_mask", None)):
+            if m is not None and is_concrete(m) and not isinstance(m, bool):
+                try:
+                    ok = ok | ~np.broadcast_to(np.asarray(m, bool), ok.shape)
+                except ValueError:
+                    pass
+            elif m is False:
+                ok = np.ones_like(ok, bool)
+        if not ok.all():
+            bad = np.asarray(value)
+            if bad.shape == ok.shape and bad.ndim > 0:
+                bad = bad[~ok][:5]
+            raise SupportError(
+                f"value for site {name!r} lies outside the support of "
+                f"{_dist_name(fn)} ({support}): got {bad!r}."
+            )
+
+
+def _unwrap(fn: Any, kind: str) -> Any:
+    """The first distribution of type `kind` inside the wrappers of `fn`, or None."""
+    while fn is not None:
+        if type(fn).__name__ == kind:
+            return fn
+        fn = getattr(fn, "base_dist", None)
+    return None
+
+
+def _dist_name(fn: Any) -> str:
+    """The user's distribution's name, through the wrappers that plates, masks and to_event add."""
+    while type(fn).__name__ in ("ExpandedDistribution", "MaskedDistribution", "Independent") and hasattr(
+        fn, "base_dist"
+    ):
+        fn = fn.base_dist
+    return type(fn).__name__
 
 
 def site_log_prob(msg: dict) -> jax.Array:
@@ -345,6 +376,8 @@ class plate(Messenger):
         >>> with ppl.plate("data", 100) as idx:
         ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
     """
+
+    passive = True
 
     def __init__(self, name: str, size: int, dim: int | None = None, subsample_size: int | None = None):
         super().__init__()

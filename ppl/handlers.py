@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import core
 from .core import Messenger, site_log_prob
@@ -48,11 +49,13 @@ def _wrap(cls: type, fn: Callable, *args: Any, **kwargs: Any):
     from .model import Model, as_model
 
     base = as_model(fn)
+    cls(None, *args, **kwargs)  # check the arguments now, at the call that gave them
 
     def wrapped(*a: Any, **k: Any) -> Any:
         with cls(None, *args, **kwargs):
             return base.fn(*a, **k)
 
+    wrapped.__name__ = wrapped.__qualname__ = base.name  # errors name the user's model
     out = Model(wrapped, name=base.name)
     out._base = base
     out._wrapper = (cls, args, kwargs)
@@ -291,8 +294,8 @@ class do(_AddressData):
         found, value = self.lookup(msg)
         if found:
             msg["value"] = jnp.asarray(value) if not hasattr(value, "shape") else value
+            msg["intervened"] = True
             if msg["type"] == "sample":
-                msg["intervened"] = True
                 msg["is_observed"] = False
                 msg["supplied"] = True
                 try:
@@ -353,7 +356,7 @@ class scale(Messenger):
 
     def __init__(self, fn: Callable | None = None, scale: Any = 1.0):
         super().__init__(None)
-        if core.is_concrete(scale) and not bool(jnp.all(jnp.asarray(scale) > 0)):
+        if core.is_concrete(scale) and not bool(np.all(np.asarray(scale) > 0)):
             raise ModelError(f"ppl.scale: scale must be positive, got {scale!r}.")
         self.scale = scale
 
@@ -384,6 +387,8 @@ class mask(Messenger):
 
 class scope(Messenger):
     """Prefix every address inside with ``prefix + "/"`` (used for nested model calls)."""
+
+    passive = True
 
     def __new__(cls, fn: Callable | None = None, *a: Any, **k: Any):
         if fn is not None and not isinstance(fn, Messenger):

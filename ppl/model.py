@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import core
-from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, nearest
+from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, PPLError, nearest
 from .handlers import _AddressData, check_key, scope, seed, trace
 
 __all__ = ["Model", "Trace", "model", "call", "as_model", "run", "select", "Selection"]
@@ -243,6 +243,13 @@ def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> t
             "grad, branch with ppl.cond / ppl.switch and loop with ppl.scan; eager Python branches "
             "work only without jit."
         ) from None
+    except Exception as e:
+        if not isinstance(e, PPLError):
+            # e.g. NumPyro's parameter validation (a ValueError): say where in the model it happened
+            last = next(reversed(rec.sites), None)
+            where = f"after site {last!r}" if last else "before its first site"
+            e.add_note(f"(raised while running model {getattr(fn, '__name__', 'model')!r}, {where})")
+        raise
     return retval, rec.sites
 
 
@@ -376,7 +383,7 @@ class Model:
     # -- calling ---------------------------------------------------------------------------------
 
     def __call__(self, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-        if not core._stack():
+        if not core._stack() and self._wrapper is None:
             raise OutsideModelError(
                 f"model {self.name!r} was called outside a model or handler. To draw from it use "
                 f"{self.name}.simulate(jax.random.key(0), ...); inside JAX code use "
@@ -529,8 +536,9 @@ class Model:
         old_latent = set(old.choices) - set(old.observed)
         old_sum = []
         for name, lp in old.log_probs.items():
-            if name in old_latent and name not in constraints:
-                if name in sel or name not in new.choices:
+            if name in old_latent:
+                # redrawn or dropped sites of t: their log q cancels their share of log p(t)
+                if (name in sel and name not in constraints) or name not in new.choices:
                     continue
                 if name in new.active:
                     lp = jnp.where(new.active[name], lp, 0.0)

@@ -99,6 +99,6 @@ def predictive(
         if missing:
             raise AddressError(
                 f"ppl.predictive: return_sites names {missing[0]!r}, which the model does not "
-                f"produce{nearest(missing[0], draws)}."
+                f"produce{nearest(missing[0], seen)}."
             )
     return {k: jnp.reshape(v, lead + tuple(v.shape[1:])) for k, v in draws.items()}
