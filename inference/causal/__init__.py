@@ -17,8 +17,11 @@ Example:
     >>> causal.query(d, "cancer", do={"smoke": 1})
     >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
     >>> causal.estimate(est, data)
+    >>> causal.counterfactual(scm, evidence={"dead": 1}, do={"a": 0}, query="dead")
 """
 
+from .bayes import cpt_counts, cpt_posterior, effect_from_cpts, posterior_effect
+from .counterfactual import abduction, counterfactual, exogenous_sites, twin
 from .diagram import Box, Diagram, Mechanism, Wire, diagram, intervene, surgery
 from .identify import Estimand, NotIdentifiable, estimate, identify, observational
 from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, interpret, query
@@ -43,4 +46,12 @@ __all__ = [
     "NotIdentifiable",
     "estimate",
     "observational",
+    "counterfactual",
+    "abduction",
+    "twin",
+    "exogenous_sites",
+    "cpt_counts",
+    "cpt_posterior",
+    "effect_from_cpts",
+    "posterior_effect",
 ]

@@ -5,8 +5,9 @@ input, and propagating "which inputs does this variable depend on" forwards thro
 equations (into ``pjit``/custom-derivative sub-jaxprs; through any other higher-order primitive
 every output is taken to depend on every input, a safe over-approximation).  A site's parents
 are the sites its distribution's parameters (or, for a deterministic site, its value; for a
-factor, its log weight) depend on.  Sites made inside ``ppl.scan``/``ppl.cond`` get every
-earlier site as a parent (an over-approximation, flagged on the box).
+factor, its log weight) depend on.  A site made inside ``ppl.scan``/``ppl.cond`` gets as
+parents every site that flows into its combinator (the other sites of the same loop included,
+for the feedback through the carry): an over-approximation, flagged on the box.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Box:
         shape: the shape of the site's value.
         intervention: None, a value (hard: a point mass) or a :class:`Mechanism` (soft).
         approximate: True when the parents are an over-approximation (inside scan/cond).
+        element_support: for a batched site (in a plate, or with a batch shape) whose elements
+            are finite scalars, the values each element takes (None otherwise).
     """
 
     name: str
@@ -83,6 +86,7 @@ class Box:
     shape: tuple = ()
     intervention: Any = None
     approximate: bool = False
+    element_support: tuple | None = None
 
     @property
     def is_hard(self) -> bool:
@@ -341,8 +345,12 @@ class _Inputs(Messenger):
             msg["value"] = self.values[name]
 
 
-def _forward_deps(jaxpr: Any, in_deps: list) -> list:
-    """For each output of `jaxpr`, the union of the input labels it depends on."""
+def _forward_deps(jaxpr: Any, in_deps: list, groups: list | None = None) -> list:
+    """For each output of `jaxpr`, the union of the input labels it depends on.
+
+    Each equation that is not looked into (``scan``, ``cond``, ``while``, ...) appends the union
+    of its inputs' labels to `groups`, in program order: everything computed inside it, the
+    sites of a ``ppl.scan``/``ppl.cond`` included, depends on those labels only."""
     env: dict = {}
 
     def read(a: Any) -> frozenset:
@@ -364,13 +372,23 @@ def _forward_deps(jaxpr: Any, in_deps: list) -> list:
             and eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call")
             and len(inner.invars) == len(ins)
         ):
-            outs = _forward_deps(inner, ins)
+            outs = _forward_deps(inner, ins, groups)
         else:  # any other primitive (scan, cond, while included): every output from every input
             u = frozenset().union(*ins) if ins else frozenset()
             outs = [u] * len(eqn.outvars)
+            if groups is not None and _has_subjaxpr(eqn):
+                groups.append(u)
         for v, d in zip(eqn.outvars, outs):
             env[v] = d
     return [read(v) for v in jaxpr.outvars]
+
+
+def _has_subjaxpr(eqn: Any) -> bool:
+    for v in eqn.params.values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if hasattr(x, "eqns") or hasattr(getattr(x, "jaxpr", None), "eqns"):
+                return True
+    return False
 
 
 def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
@@ -414,7 +432,8 @@ def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
     flat_in = jax.tree_util.tree_leaves({n: jnp.asarray(v) for n, v in values.items()})
     in_names = sorted(names)  # dict pytrees flatten in sorted-key order
     assert len(flat_in) == len(in_names) == len(closed.jaxpr.invars)
-    deps = _forward_deps(closed.jaxpr, [frozenset([n]) for n in in_names])
+    groups: list = []
+    deps = _forward_deps(closed.jaxpr, [frozenset([n]) for n in in_names], groups)
     out_struct = captured["outputs"]
     sizes = captured["sizes"]
     parents_of: dict[str, set] = {}
@@ -432,7 +451,14 @@ def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
         if t not in ("sample", "deterministic", "factor"):
             continue
         approximate = n in captured["inside"] or n not in parents_of
-        if approximate:
+        # a site inside scan/cond: its value enters the program as an input of its own
+        # combinator, the first opaque equation to read it; its distribution is computed inside
+        # that equation, so from that equation's inputs only (the other sites of the same loop,
+        # later iterations' feedback included, and whatever flows in from outside)
+        home = next((g for g in groups if n in g), None) if approximate else None
+        if home is not None:
+            ps = {m for m in home if m in values and m != n}
+        elif approximate:
             ps = {m for m in order[:pos] if m in values}
         else:
             ps = parents_of[n] - {n}
@@ -440,9 +466,11 @@ def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
             ps = set()
         parents = tuple(sorted(ps, key=order.index))
         fn = s.get("fn")
-        support = None
+        support = element_support = None
         if t == "sample" and fn is not None and not s.get("intervened"):
             support = _finite_support(fn)
+            if support is None and np.ndim(s["value"]) > 0:
+                element_support = _element_support(fn)
         intervention = None
         if s.get("intervened"):
             intervention = s["value"]
@@ -457,6 +485,7 @@ def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
             shape=tuple(np.shape(s["value"])),
             intervention=intervention,
             approximate=approximate,
+            element_support=element_support,
         )
     return Diagram(model, args, kwargs, boxes)
 
@@ -475,6 +504,17 @@ def _finite_support(fn: Any) -> tuple | None:
     """The support of a scalar distribution with an enumerable support, else None."""
     try:
         if not fn.has_enumerate_support or tuple(fn.batch_shape) or tuple(fn.event_shape):
+            return None
+        vals = np.asarray(fn.enumerate_support(expand=False)).reshape(-1)
+        return tuple(v.item() for v in vals)
+    except Exception:
+        return None
+
+
+def _element_support(fn: Any) -> tuple | None:
+    """The values of each element of a batched distribution with scalar, enumerable elements."""
+    try:
+        if not fn.has_enumerate_support or tuple(fn.event_shape):
             return None
         vals = np.asarray(fn.enumerate_support(expand=False)).reshape(-1)
         return tuple(v.item() for v in vals)

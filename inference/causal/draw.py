@@ -16,7 +16,8 @@ def layers(d) -> dict:
     """Box name -> layer (longest path from a box without parents)."""
     out: dict = {}
     for b in d.boxes.values():  # execution order is a topological order
-        out[b.name] = 1 + max((out[p] for p in b.parents), default=-1)
+        # a parent not yet placed is a feedback wire (a loop's carry): it does not set the layer
+        out[b.name] = 1 + max((out[p] for p in b.parents if p in out), default=-1)
     return out
 
 

@@ -109,17 +109,58 @@ class _Plug(Messenger):
             msg["value"] = self.values[name]
 
 
-def _require_finite(d: Diagram, names: Iterable[str]) -> None:
-    for n in names:
+MAX_ELEMENTS = 12  # a batched site with more elements than this is not unrolled
+MAX_TABLE = 1 << 18  # entries of one site's table over its (element) family
+
+
+def _element_names(name: str, shape: tuple) -> list[str]:
+    """The variables of a batched site: one per element, ``"w[0]"``, ``"w[1, 2]"``."""
+    return [f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
+
+
+def _variables(d: Diagram) -> tuple[list[str], dict]:
+    """The variables of the joint and, for each, (site, flat element index or None, support).
+
+    A latent finite scalar site is one variable; a latent batched site (in a plate, or with a
+    batch shape) whose elements are finite scalars is unrolled: one variable per element.
+    """
+    names, info = [], {}
+    for n in d.latent:
         b = d.boxes[n]
-        if b.support is None:
+        if b.support is not None and not b.shape:
+            names.append(n)
+            info[n] = (n, None, b.support)
+            continue
+        if b.element_support is None:
             raise ModelError(
-                f"exact interpretation needs every latent site to be a scalar with a finite support; "
-                f"site {n!r} ({b.dist}, shape {b.shape}) is not. Use causal.interpret(d) to get a "
+                f"exact interpretation needs every latent site to have a finite support; "
+                f"site {n!r} ({b.dist}, shape {b.shape}) does not. Use causal.interpret(d) to get a "
                 "sampler instead."
             )
-        if b.plates:
-            raise ModelError(f"exact interpretation does not support plates yet (site {n!r} is in {b.plates}).")
+        k = int(np.prod(b.shape))
+        if k > MAX_ELEMENTS:
+            raise ModelError(
+                f"exact interpretation unrolls batched sites (plates) up to {MAX_ELEMENTS} elements; "
+                f"site {n!r} has shape {b.shape}."
+            )
+        for i, v in enumerate(_element_names(n, b.shape)):
+            names.append(v)
+            info[v] = (n, i, b.element_support)
+    return names, info
+
+
+def _site_vars(d: Diagram, site: str, info: dict) -> list[str]:
+    """The variables a site's value is made of (itself, or its elements)."""
+    b = d.boxes[site]
+    if site in info:
+        return [site]
+    if b.shape and b.element_support is not None:
+        return _element_names(site, b.shape)
+    return []
+
+
+def _require_finite(d: Diagram, names: Iterable[str]) -> None:
+    _variables(d)
 
 
 def factors(d: Diagram) -> tuple[list[str], list[tuple[Any, tuple]]]:
@@ -132,29 +173,70 @@ def factors(d: Diagram) -> tuple[list[str], list[tuple[Any, tuple]]]:
     cached = getattr(d, "_factors", None)
     if cached is not None:
         return cached
-    variables = d.latent
-    _require_finite(d, variables)
+    variables, info = _variables(d)
     consts = {b.name: b.intervention for b in d.boxes.values() if b.is_hard}
-    defaults = {n: d.boxes[n].support[0] for n in variables}
-    jobs: list[tuple[Any, tuple]] = []
+    defaults = {}
+    for b in d.boxes.values():
+        if b.name in d.latent:
+            sup = b.support if b.name in info else b.element_support
+            defaults[b.name] = jnp.full(b.shape, sup[0]) if b.shape else sup[0]
+    jobs: list[tuple[Any, tuple, tuple]] = []
     for b in d.boxes.values():
         if b.kind == "deterministic" or b.is_hard:
             continue
         if b.kind == "sample" and b.is_soft:
-            jobs.append(_mechanism_job(d, b))
+            job, fam = _mechanism_job(d, b)
+            jobs.append((job, fam, (fam,)))
             continue
-        pars = [p for p in d.effective_parents(b.name) if p in variables]
-        fam = pars + ([b.name] if b.name in variables else [])
-        jobs.append((_site_job(d, b.name, fam, defaults, consts), tuple(fam)))
+        pars = [v for p in d.effective_parents(b.name) for v in _site_vars(d, p, info)]
+        own = _site_vars(d, b.name, info) if b.name in d.latent else []
+        fam = pars + own
+        size = int(np.prod([len(info[v][2]) for v in fam])) if fam else 1
+        if size > MAX_TABLE:
+            raise ModelError(
+                f"exact interpretation: the table of site {b.name!r} over {len(fam)} variables has {size} "
+                f"entries (more than {MAX_TABLE}); its plates are too large to unroll."
+            )
+        batched = bool(b.shape) or any(info[v][1] is not None for v in pars)
+        jobs.append((_site_job(d, b.name, fam, info, defaults, consts, batched), tuple(fam), tuple(own)))
 
     def tables():
-        return [job() for job, _ in jobs]
+        return [job() for job, _, _ in jobs]
 
     # one compiled program for every table (eager vmaps would compile op by op)
     results = jax.jit(tables)()
-    out = [(res, fam) for (job, fam), res in zip(jobs, results)]
+    out = []
+    for (job, fam, own), res in zip(jobs, results):
+        if getattr(job, "batched", False):
+            out.extend(_split(np.asarray(res), fam, own))
+        else:
+            out.append((res, fam))
     d._factors = (variables, out)
     return variables, out
+
+
+def _split(lp: np.ndarray, fam: tuple, own: tuple) -> list[tuple[Any, tuple]]:
+    """One factor per element of a batched site's log density (last axis of `lp`), each
+    restricted to the variables it actually varies with (its own element always kept).
+
+    Dropping an axis along which the table is constant leaves the product of the factors, as a
+    function of every variable, unchanged: the contraction stays exact.
+    """
+    out = []
+    for i in range(lp.shape[-1]):
+        t = np.exp(lp[..., i])
+        keep = list(fam)
+        mine = own[i] if len(own) == lp.shape[-1] else None
+        for v in list(fam):
+            if v == mine:
+                continue
+            ax = keep.index(v)
+            first = np.take(t, [0], axis=ax)
+            if np.array_equal(np.broadcast_to(first, t.shape), t):
+                t = np.squeeze(first, axis=ax)
+                keep.pop(ax)
+        out.append((jnp.asarray(t), tuple(keep)))
+    return out
 
 
 def _cut_factors(d: Diagram, cut: Mapping[str, Any]) -> tuple[list[str], list[tuple[Any, tuple]]]:
@@ -178,8 +260,8 @@ def _cut_factors(d: Diagram, cut: Mapping[str, Any]) -> tuple[list[str], list[tu
     return variables, out
 
 
-def _grid(d: Diagram, fam: Sequence[str]) -> tuple[list, tuple]:
-    sups = [np.asarray(d.boxes[n].support) for n in fam]
+def _grid(d: Diagram, fam: Sequence[str], info: dict | None = None) -> tuple[list, tuple]:
+    sups = [np.asarray(info[n][2] if info else d.boxes[n].support) for n in fam]
     shape = tuple(len(s) for s in sups)
     if not fam:
         return [], shape
@@ -187,24 +269,47 @@ def _grid(d: Diagram, fam: Sequence[str]) -> tuple[list, tuple]:
     return [jnp.asarray(m.reshape(-1)) for m in mesh], shape
 
 
-def _site_job(d: Diagram, site: str, fam: Sequence[str], defaults: dict, consts: dict):
-    cols, shape = _grid(d, fam)
+def _elementwise_log_prob(msg: dict) -> jax.Array:
+    """A site's log density per element (masked and scaled, not summed), flattened."""
+    if msg["type"] == "factor":
+        lp = jnp.asarray(msg["value"])
+    elif msg["intervened"]:
+        lp = jnp.zeros(())
+    else:
+        lp = msg["fn"].log_prob(msg["value"])
+        if msg["mask"] is not None:
+            lp = jnp.where(msg["mask"], lp, 0.0)
+        if msg["scale"] is not None:
+            lp = lp * msg["scale"]
+    return jnp.reshape(lp, (-1,))
+
+
+def _site_job(d: Diagram, site: str, fam: Sequence[str], info: dict, defaults: dict, consts: dict, batched: bool = False):
+    cols, shape = _grid(d, fam, info)
     model = d.model
+    shapes = {b.name: b.shape for b in d.boxes.values()}
 
     def one(*vals):
         values = dict(defaults)
-        values.update(zip(fam, vals))
+        for v, x in zip(fam, vals):
+            name, idx, _ = info[v]
+            if idx is None:
+                values[name] = x
+            else:
+                values[name] = jnp.reshape(jnp.reshape(values[name], (-1,)).at[idx].set(x), shapes[name])
         values.update(consts)
         _, sites = run(model.fn, d.args, d.kwargs, _Plug(values))
-        return sites[site]["log_prob"]
+        return _elementwise_log_prob(sites[site]) if batched else sites[site]["log_prob"]
 
     def job():
         if fam:
-            lp = jax.vmap(one)(*cols).reshape(shape)
+            lp = jax.vmap(one)(*cols)
+            lp = lp.reshape(shape + lp.shape[1:])
         else:
-            lp = jnp.reshape(one(), ())
-        return jnp.exp(lp)
+            lp = one()
+        return lp if batched else jnp.exp(lp)
 
+    job.batched = batched
     return job
 
 
@@ -260,10 +365,12 @@ def _contract(tensors: list[tuple[Any, tuple]], keep: Sequence[str], all_vars: S
 def interpret(d: Diagram):
     """The meaning of the diagram: the exact joint (a :class:`Joint`) when finite, else a sampler.
 
-    For a diagram whose latent sites are all finite scalars, returns the unnormalised measure
-    over them (observations and factors multiplied in), axes in execution order: the product
-    of the boxes' tables, contracted by one ``einsum``.  Otherwise returns a :class:`Sampler` of
-    the program the diagram denotes.
+    For a diagram whose latent sites are all finite, returns the unnormalised measure over them
+    (observations and factors multiplied in), axes in execution order: the product of the
+    boxes' tables, contracted by one ``einsum``.  A site in a plate (or with a batch shape) is
+    unrolled: each element is a variable of its own, named ``"w[0]"``, ``"w[1]"``, ..., and each
+    element's table keeps only the variables it varies with.  Otherwise (a continuous site, a
+    plate too large to unroll) returns a :class:`Sampler` of the program the diagram denotes.
 
     Example:
         >>> joint = causal.interpret(causal.surgery(d, {"smoke": 1}))
@@ -276,7 +383,8 @@ def interpret(d: Diagram):
             return Sampler(d)
         raise
     table = _contract(fs, variables, variables)
-    return Joint(tuple(variables), tuple(d.boxes[n].support for n in variables), table)
+    info = _variables(d)[1]
+    return Joint(tuple(variables), tuple(info[n][2] for n in variables), table)
 
 
 class Sampler:
@@ -305,7 +413,9 @@ def query(d: Diagram, target: Any, given: Mapping[str, Any] | None = None, do: M
 
     Intervene-then-condition: the `do` cut is applied to the diagram, and `given` is evidence in
     the cut diagram (so evidence on an ancestor of the cut site is not propagated through the
-    cut wire).  Only the factors are contracted, straight to `target` (no full joint).
+    cut wire).  Only the factors are contracted, straight to `target` (no full joint).  A site
+    in a plate stands for its elements (``"w"`` for ``"w[0]", "w[1]", ...``; a value given
+    for it is split elementwise), and each element can be named on its own.
 
     Example:
         >>> causal.query(d, "rain", given={"wet": 1}, do={"sprinkler": 1}).table
@@ -313,7 +423,9 @@ def query(d: Diagram, target: Any, given: Mapping[str, Any] | None = None, do: M
     targets = [target] if isinstance(target, str) else list(target)
     given = dict(given or {})
     fast = bool(do) and all(
-        n in d.boxes and n in d.latent and not isinstance(v, Mechanism) and d.boxes[n].kind == "sample" for n, v in do.items()
+        n in d.boxes and n in d.latent and not isinstance(v, Mechanism) and d.boxes[n].kind == "sample"
+        and d.boxes[n].support is not None and not d.boxes[n].shape
+        for n, v in do.items()
     ) and all(n not in do for n in targets + list(given))
     if fast:  # cut the tensors of d directly (no recompilation)
         variables, fs = _cut_factors(d, do)
@@ -322,13 +434,29 @@ def query(d: Diagram, target: Any, given: Mapping[str, Any] | None = None, do: M
         if do:
             d = surgery(d, do)
         variables, fs = factors(d)
+    info = _variables(d)[1]
+
+    def expand(n: str) -> list[str]:
+        if n in d.boxes and n not in info and d.boxes[n].element_support is not None and not d.boxes[n].is_hard:
+            return _element_names(n, d.boxes[n].shape)
+        return [n]
+
+    targets = [v for n in targets for v in expand(n)]
+    flat_given = {}
+    for n, v in given.items():
+        els = expand(n)
+        if els == [n]:
+            flat_given[n] = v
+        else:
+            flat_given.update(zip(els, np.broadcast_to(np.asarray(v), d.boxes[n].shape).reshape(-1)))
+    given = flat_given
     for n in targets + list(given):
         if n not in variables or (do and n in do):
             why = " (it is intervened on)" if n in d.boxes and d.boxes[n].is_hard else ""
             raise AddressError(f"causal.query: {n!r} is not a latent variable of the diagram{why}{nearest(n, variables)}.")
     ev = []
     for n, v in given.items():
-        sup = d.boxes[n].support
+        sup = info[n][2]
         onehot = np.zeros(len(sup))
         hit = [i for i, s in enumerate(sup) if s == np.asarray(v).item()]
         if not hit:
@@ -337,7 +465,7 @@ def query(d: Diagram, target: Any, given: Mapping[str, Any] | None = None, do: M
         ev.append((jnp.asarray(onehot), (n,)))
     t = _contract(fs + ev, targets, variables)
     total = jnp.sum(t)
-    return Joint(tuple(targets), tuple(d.boxes[n].support for n in targets), t / total)
+    return Joint(tuple(targets), tuple(info[n][2] for n in targets), t / total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,10 +523,20 @@ def as_measure(x: Any, joint: "Joint | None" = None):
     sites = d.model.trace_sites(jax.random.key(0), *d.args, **d.kwargs)
     obs = {n: s["value"] for n, s in sites.items() if s["type"] == "sample" and s["is_observed"] and not s["intervened"]}
     table = np.asarray(j.table)
+    info = _variables(d)[1]
+    shapes = {b.name: b.shape for b in d.boxes.values()}
     pairs = []
     for idx in itertools.product(*[range(len(s)) for s in j.supports]):
         w = float(table[idx]) if idx else float(table)
-        atom = {n: j.supports[i][k] for i, (n, k) in enumerate(zip(j.names, idx))}
+        atom, elements = {}, {}
+        for i, (n, k) in enumerate(zip(j.names, idx)):
+            site, el, _ = info[n]
+            if el is None:
+                atom[n] = j.supports[i][k]
+            else:
+                elements.setdefault(site, {})[el] = j.supports[i][k]
+        for site, els in elements.items():
+            atom[site] = np.array([els[e] for e in range(len(els))]).reshape(shapes[site])
         atom.update(obs)
         pairs.append((atom, np.log(w) if w > 0 else -np.inf, None))
     return Measure.from_pairs(pairs)

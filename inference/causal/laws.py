@@ -9,6 +9,8 @@ planted-bug surgery can be shown to be rejected.
     cut_idempotent             cutting twice = cutting once
     root_cut_is_conditioning   cutting a root = conditioning on it (for every other variable)
     identification_sound       the estimand on the observational joint = surgery on the full model
+    counterfactual_sound       twin network = abduction, action, prediction (three explicit steps)
+    counterfactual_consistent  do(X = its observed value) changes nothing: the factual posterior
 
 Example:
     >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
@@ -32,6 +34,9 @@ __all__ = [
     "root_cut_is_conditioning",
     "identification_sound",
     "joint_distance",
+    "counterfactual_sound",
+    "counterfactual_consistent",
+    "three_step_counterfactual",
 ]
 
 
@@ -144,3 +149,86 @@ def identification_sound(d: Diagram, effect_of: str, on: str, observed: Sequence
     return _result(
         "identification_sound", worst <= tol, f"{est.criterion}: max error {worst:.3g}", identified=True, criterion=est.criterion
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# counterfactuals
+
+
+def three_step_counterfactual(model: Any, evidence: Mapping[str, Any], do: Mapping[str, Any], query: Sequence[str], *args: Any, exogenous: Sequence[str] | None = None, **kwargs: Any) -> dict:
+    """Pearl's three steps, spelled out, for a model whose only randomness is exogenous:
+    for every value u of the exogenous sites, P(u) and whether u reproduces the evidence
+    (abduction) are read from ``ppl.do(model, u)`` -- which fixes all the noise, so every other
+    site is a function of u -- and the query from ``ppl.do(model, u | do)`` (action and
+    prediction).  Returns {query values: probability}, a reference for :func:`counterfactual`."""
+    import itertools
+
+    import jax
+
+    from .counterfactual import _exogenous, _matches
+    from .diagram import _finite_support
+
+    base = ppl.as_model(model)
+    sites = base.trace_sites(jax.random.key(0), *args, **kwargs)
+    exo = _exogenous(sites, exogenous)
+    other = [n for n, s in sites.items() if s["type"] == "sample" and n not in exo]
+    if other:
+        raise ValueError(f"three_step_counterfactual: every sample site must be exogenous; {other[0]!r} is not.")
+    sups = [_finite_support(sites[n]["fn"]) for n in exo]
+    out: dict = {}
+    total = 0.0
+    for u in itertools.product(*sups):
+        fix = dict(zip(exo, u))
+        fact = ppl.do(base, fix).trace_sites(jax.random.key(0), *args, **kwargs)
+        p = float(np.exp(sum(float(sites[n]["fn"].log_prob(v)) for n, v in fix.items())))
+        if not all(bool(_matches(np.asarray(fact[n]["value"]), v)) for n, v in evidence.items()):
+            continue
+        cf = ppl.do(base, {**fix, **dict(do)}).trace_sites(jax.random.key(0), *args, **kwargs)
+        key = tuple(np.asarray(cf[q]["value"]).item() for q in query)
+        out[key] = out.get(key, 0.0) + p
+        total += p
+    return {k: v / total for k, v in out.items()}
+
+
+def _joint_as_dict(j: Joint) -> dict:
+    import itertools
+
+    t = np.asarray(j.table)
+    return {
+        tuple(sup[i] for sup, i in zip(j.supports, idx)): float(t[idx])
+        for idx in itertools.product(*[range(len(s)) for s in j.supports])
+    }
+
+
+def _dict_distance(a: dict, b: dict) -> float:
+    return max((abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)), default=0.0)
+
+
+def counterfactual_sound(model: Any, evidence: Mapping[str, Any], do: Mapping[str, Any], query: Sequence[str], *args: Any, counterfactual_fn: Callable | None = None, exogenous: Sequence[str] | None = None, tol: float = 1e-10, **kwargs: Any):
+    """The twin-network counterfactual (`counterfactual_fn`, default :func:`counterfactual`)
+    equals :func:`three_step_counterfactual` (abduction, action, prediction by ``ppl.do``)."""
+    from .counterfactual import counterfactual
+
+    fn = counterfactual_fn or counterfactual
+    query = [query] if isinstance(query, str) else list(query)
+    got = _joint_as_dict(fn(model, *args, evidence=evidence, do=do, query=query, exogenous=exogenous, **kwargs))
+    want = three_step_counterfactual(model, evidence, do, query, *args, exogenous=exogenous, **kwargs)
+    e = _dict_distance(got, want)
+    return _result("counterfactual_sound", e <= tol, f"|twin - three steps| = {e:.3g}", got=got, want=want)
+
+
+def counterfactual_consistent(model: Any, evidence: Mapping[str, Any], query: Sequence[str], *args: Any, counterfactual_fn: Callable | None = None, exogenous: Sequence[str] | None = None, tol: float = 1e-10, **kwargs: Any):
+    """Consistency: intervening on an evidence site at its observed value changes nothing, so
+    the counterfactual equals the factual posterior P(query | evidence), for every such site."""
+    from .counterfactual import counterfactual
+
+    fn = counterfactual_fn or counterfactual
+    query = [query] if isinstance(query, str) else list(query)
+    post = _joint_as_dict(counterfactual(model, *args, evidence=evidence, do={}, query=query, exogenous=exogenous, **kwargs))
+    worst = 0.0
+    for n, v in evidence.items():
+        if n in query:
+            continue
+        got = _joint_as_dict(fn(model, *args, evidence=evidence, do={n: v}, query=query, exogenous=exogenous, **kwargs))
+        worst = max(worst, _dict_distance(got, post))
+    return _result("counterfactual_consistent", worst <= tol, f"|do(observed) - posterior| = {worst:.3g}")

@@ -21,7 +21,7 @@ import numpy as np
 import ppl
 from ppl import dist
 
-__all__ = ["build", "random_spec", "specs", "confounded_specs"]
+__all__ = ["build", "random_spec", "specs", "confounded_specs", "build_scm", "scm_specs"]
 
 
 def build(spec: tuple, name: str = "bayes_net") -> ppl.Model:
@@ -99,5 +99,61 @@ def confounded_specs(min_obs: int = 3, max_obs: int = 4):
             w = w.reshape(shape)
             cpts[v] = w / w.sum(-1, keepdims=True)
         return names, cards, parents, cpts
+
+    return strat()
+
+
+# ---------------------------------------------------------------------------------------------
+# structural causal models with explicit noise (for counterfactuals)
+
+
+def build_scm(spec: tuple, name: str = "scm") -> ppl.Model:
+    """The ``@ppl.model`` of an SCM spec ``(names, cards, parents, noise, tables, confounded)``.
+
+    Node ``n`` has its own exogenous noise ``u_n ~ Categorical(noise[n])``; a common exogenous
+    noise ``c ~ Bernoulli(1/3)`` feeds the nodes in `confounded`; ``n`` itself is the
+    deterministic site ``tables[n][parents..., u_n(, c)]`` (an integer lookup table).
+    """
+    names, cards, parents, noise, tables, confounded = spec
+    exo = {"exogenous": True}
+    tabs = {n: jnp.asarray(tables[n]) for n in names}
+
+    def scm():
+        c = ppl.sample("c", dist.Bernoulli(1.0 / 3.0), infer=exo) if confounded else None
+        vals = {}
+        for n in names:
+            u = ppl.sample(f"u_{n}", dist.Categorical(probs=jnp.asarray(noise[n])), infer=exo)
+            idx = tuple(vals[p] for p in parents[n]) + (u,) + ((c,) if n in confounded else ())
+            vals[n] = ppl.deterministic(n, tabs[n][idx])
+        return vals
+
+    scm.__name__ = name
+    return ppl.model(scm)
+
+
+def scm_specs(min_nodes: int = 2, max_nodes: int = 3):
+    """A hypothesis strategy of SCM specs: ≤ max_nodes endogenous nodes with 2–3 values,
+    random edges, 2–3-valued noises with rational probabilities, random function tables, and
+    maybe a common noise confounding some nodes."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strat(draw):
+        n = draw(st.integers(min_nodes, max_nodes))
+        names = [f"v{i}" for i in range(n)]
+        cards = {v: draw(st.integers(2, 3)) for v in names}
+        parents = {v: [u for u in names[:i] if draw(st.booleans())] for i, v in enumerate(names)}
+        confounded = tuple(v for v in names if draw(st.booleans()))
+        if len(confounded) < 2:
+            confounded = ()
+        noise, tables = {}, {}
+        for v in names:
+            k = draw(st.integers(2, 3))
+            w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=k, max_size=k)), np.float64)
+            noise[v] = w / w.sum()
+            shape = tuple(cards[p] for p in parents[v]) + (k,) + ((2,) if v in confounded else ())
+            size = int(np.prod(shape))
+            tables[v] = np.asarray(draw(st.lists(st.integers(0, cards[v] - 1), min_size=size, max_size=size))).reshape(shape)
+        return names, cards, parents, noise, tables, confounded
 
     return strat()
