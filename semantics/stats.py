@@ -150,9 +150,17 @@ def z_test(samples: Any, expected: float, alpha: float | None = None, sd: float 
     alpha = alpha_per_test() if alpha is None else alpha
     x = np.asarray(samples, dtype=np.float64).ravel()
     n = x.size
-    s = float(np.std(x, ddof=1)) if sd is None else float(sd)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        return StatResult("z_test", False, math.inf, 0.0, alpha, f"{bad} of {n} samples are not finite")
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = float(np.std(x, ddof=1)) if sd is None else float(sd)
+        mean = float(np.mean(x))
+    if not (math.isfinite(s) and math.isfinite(mean)):
+        # the mean or variance overflows: the samples cannot be summarised, so they do not pass
+        return StatResult("z_test", False, math.inf, 0.0, alpha, f"the sample mean or variance overflows (n = {n})")
     se = s / math.sqrt(n)
-    diff = float(np.mean(x)) - float(expected)
+    diff = mean - float(expected)
     z = diff / se if se > 0 else (0.0 if diff == 0 else math.inf)
     p = float(2 * _st.norm.sf(abs(z)))
     ok = p >= alpha

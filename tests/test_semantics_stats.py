@@ -99,3 +99,12 @@ def test_sbc_passes_for_the_exact_posterior_and_fails_for_planted_bugs():
 def test_sbc_unvectorised_path():
     r = stats.sbc(prior_predictive, exact_posterior, num_simulations=200, num_draws=9, seed=4, alpha=ALPHA, bins=5, vectorized=False)
     assert r.ok and r.details["counts"].sum() == 200
+
+
+def test_z_test_rejects_samples_it_cannot_summarise():
+    # a "forget Z" bug gives ratios so large that their variance overflows: that must not pass
+    huge = np.full(10, 1e275) * np.arange(1, 11)
+    assert not stats.z_test(huge, 1.0).ok
+    assert not stats.z_test(np.array([1.0, np.inf, 1.0]), 1.0).ok
+    assert not stats.z_test(np.array([1.0, np.nan, 1.0]), 1.0).ok
+    assert stats.z_test(np.array([0.9, 1.1, 1.0, 0.95, 1.05]), 1.0).ok
