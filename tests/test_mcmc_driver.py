@@ -170,3 +170,47 @@ def test_regenerate_under_jit_matches_exact_posterior_and_twin_fails():
     assert abs(est - p) / se < 5, (est, p)
     bug = _p_k1(RegenerateWrongSize("k"))
     assert abs(bug - p) / se > 5, (bug, p)
+
+
+# -- save / load ------------------------------------------------------------------------------------
+
+
+def test_save_load_resume_equals_resume_in_memory(nuts_run, tmp_path):
+    run, _ = nuts_run
+    path = tmp_path / "run.npz"
+    run.save(path)
+    with CompileCounter() as c:
+        loaded = mcmc.load(path, mcmc.NUTS(), normal_mean, Y, progress=False)
+        for k in run.samples:
+            np.testing.assert_array_equal(np.asarray(loaded.samples[k]), np.asarray(run.samples[k]))
+        np.testing.assert_array_equal(np.asarray(loaded.warmup_info["diverging"]), np.asarray(run.warmup_info["diverging"]))
+        a = run.resume(jax.random.key(9))
+        b = loaded.resume(jax.random.key(9))
+        jax.block_until_ready((a.samples, b.samples))
+    assert c.n == 0, f"{c.n} compilations on load + resume"
+    for k in a.samples:
+        np.testing.assert_array_equal(np.asarray(b.samples[k]), np.asarray(a.samples[k]))
+    np.testing.assert_array_equal(np.asarray(b.info["step_size"]), np.asarray(a.info["step_size"]))
+    # the file holds no pickled objects
+    with np.load(path, allow_pickle=False) as z:
+        assert all(z[f].dtype != object for f in z.files)
+
+
+def test_load_checks_kernel_and_data(nuts_run, tmp_path):
+    run, _ = nuts_run
+    path = tmp_path / "run.npz"
+    run.save(path)
+    with pytest.raises(ppl.PPLError, match="kernel"):
+        mcmc.load(path, mcmc.NUTS(max_tree_depth=5), normal_mean, Y, progress=False)
+    with pytest.raises(ppl.PPLError, match="shapes"):
+        mcmc.load(path, mcmc.NUTS(), normal_mean, jnp.zeros(7), progress=False)
+
+
+def test_save_load_of_a_trace_kernel_run(tmp_path):
+    kern = mcmc.cycle(mcmc.Regenerate("k"), mcmc.Regenerate(("a", "b")))
+    run = mcmc.sample(jax.random.key(3), kern, switching, num_warmup=5, num_samples=5, num_chains=2, progress=False)
+    run.save(tmp_path / "t.npz")
+    loaded = mcmc.load(tmp_path / "t.npz", kern, switching, progress=False)
+    a, b = run.resume(jax.random.key(4)), loaded.resume(jax.random.key(4))
+    for k in a.samples:
+        np.testing.assert_array_equal(np.asarray(b.samples[k]), np.asarray(a.samples[k]))

@@ -8,7 +8,8 @@ Every kernel is a pure pair ``init(key, ...) -> state`` / ``step(key, state) -> 
   :class:`Regenerate` (prior proposal on a selection), :class:`Gibbs` (exact, finite site);
 - on the unconstrained view (target π ∝ exp(−U)): :class:`RWM`, :class:`MALA`, :class:`HMC`,
   :class:`NUTS`, with Stan-style window adaptation during warmup;
-- combinators: :func:`cycle`, :func:`mixture`.
+- combinators: :func:`cycle`, :func:`mixture`, and :func:`block_gibbs` over address blocks
+  (``Within(NUTS(), "mu")`` on continuous sites, ``Gibbs("z")`` on discrete ones).
 
 Example:
     >>> from inference import mcmc
@@ -21,9 +22,10 @@ Example:
 from __future__ import annotations
 
 from ._base import Kernel, MCMCInitError, metropolis_accept
+from .blocks import BlockGibbs, BlockState, Within, block_gibbs
 from .combinators import Cycle, Mixture, cycle, mixture
 from .diagnostics import Summary, ess_bulk, ess_tail, r_hat, summary
-from .driver import Run, sample
+from .driver import Run, load, sample
 from .gradient import HMC, MALA, NUTS, RWM, GradState
 from .trace_kernels import MH, Gibbs, Regenerate, TraceState
 
@@ -41,10 +43,15 @@ __all__ = [
     "NUTS",
     "GradState",
     "cycle",
+    "BlockGibbs",
+    "BlockState",
+    "Within",
+    "block_gibbs",
     "mixture",
     "Cycle",
     "Mixture",
     "sample",
+    "load",
     "Run",
     "summary",
     "Summary",

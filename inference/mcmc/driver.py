@@ -10,6 +10,7 @@ of the program; other arguments (Python numbers, strings, ...) are part of its i
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import weakref
@@ -25,7 +26,9 @@ from ppl.errors import ModelError
 from ._base import Kernel, MCMCInitError
 from .diagnostics import Summary, summary
 
-__all__ = ["sample", "Run"]
+__all__ = ["sample", "Run", "load"]
+
+_FORMAT = "ppl.mcmc.Run/1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,6 +52,10 @@ def _progress_default() -> bool:
         return False
 
 
+#: progress updates per phase (warmup, sampling)
+_REPORTS = 20
+
+
 def _report(phase: str, total: int, chains: int, i: Any, ndiv: Any) -> None:
     i, ndiv = int(i), int(ndiv)
     end = "\n" if i >= total else ""
@@ -58,6 +65,12 @@ def _report(phase: str, total: int, chains: int, i: Any, ndiv: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # compiled programs
+
+
+def _by_suffix(info: Mapping, name: str) -> list:
+    """The entries of a kernel's info named ``name`` or ``"<block>/name"`` (combinators prefix
+    their parts' info with the part's index)."""
+    return [v for k, v in info.items() if k.split("/")[-1] == name]
 
 
 def _is_dynamic(x: Any) -> bool:
@@ -94,7 +107,7 @@ class _Program:
     def _loop(self, key, state, dyn, num_steps: int, warmup: bool):
         b = self.bound(dyn)
         chains = self.num_chains
-        every = max(1, num_steps // 20)
+        every = max(1, num_steps // _REPORTS)
         cb = functools.partial(_report, "warmup" if warmup else "sample", num_steps, chains)
 
         def body(carry, xs):
@@ -105,8 +118,8 @@ class _Program:
                 state, info = jax.vmap(b.warmup_step, in_axes=(0, 0, None))(keys, state, t)
             else:
                 state, info = jax.vmap(b.step)(keys, state)
-            if "diverging" in info:
-                ndiv = ndiv + jnp.sum(info["diverging"])
+            for v in _by_suffix(info, "diverging"):
+                ndiv = ndiv + jnp.sum(v)
             if self.progress:
                 jax.lax.cond(
                     ((t + 1) % every == 0) | (t + 1 == num_steps),
@@ -182,20 +195,25 @@ class Run:
         mean acceptance probability, mean number of leapfrog steps (when the kernel reports them)."""
         info = {k: np.asarray(v) for k, v in self.info.items()}
         d: dict = {}
-        if "diverging" in info:
-            d["divergences"] = info["diverging"].sum(1)
-        if self.warmup_info is not None and "diverging" in self.warmup_info:
-            d["warmup_divergences"] = np.asarray(self.warmup_info["diverging"]).sum(1)
-        if "tree_depth" in info:
-            d["mean_tree_depth"] = info["tree_depth"].mean(1)
-            d["max_tree_depth"] = info["tree_depth"].max(1)
-        if "step_size" in info:
-            d["step_size"] = info["step_size"][:, -1]
-        acc = [v for k, v in info.items() if k.split("/")[-1] == "accept_prob"]
+        div = _by_suffix(info, "diverging")
+        if div:
+            d["divergences"] = np.sum([v.sum(1) for v in div], axis=0)
+        wdiv = _by_suffix(self.warmup_info or {}, "diverging")
+        if wdiv:
+            d["warmup_divergences"] = np.sum([np.asarray(v).sum(1) for v in wdiv], axis=0)
+        depth = _by_suffix(info, "tree_depth")
+        if depth:
+            d["mean_tree_depth"] = depth[0].mean(1)
+            d["max_tree_depth"] = depth[0].max(1)
+        ss = _by_suffix(info, "step_size")
+        if ss:
+            d["step_size"] = ss[0][:, -1]
+        acc = _by_suffix(info, "accept_prob")
         if acc:
             d["accept_prob"] = np.mean([a.mean(1) for a in acc], axis=0)
-        if "num_steps" in info:
-            d["mean_num_steps"] = info["num_steps"].mean(1)
+        steps = _by_suffix(info, "num_steps")
+        if steps:
+            d["mean_num_steps"] = np.sum([v.mean(1) for v in steps], axis=0)
         return d
 
     def summary(self) -> Summary:
@@ -227,9 +245,70 @@ class Run:
         state, samples, info = self._program.sample(key, self.state, self._dyn, num_steps=n)
         return Run(self._program, self._dyn, state, samples, info, None)
 
+    def save(self, path: Any) -> None:
+        """Write the chains' last state, the draws and the info to ``path`` (an ``.npz`` file;
+        no pickle: arrays plus a JSON description), to :func:`load` and :meth:`resume` later,
+        e.g. after a restart.  The model's arguments are not saved: give them to :func:`load`.
+
+        Example:
+            >>> run.save("eight_schools.npz")
+            >>> run = mcmc.load("eight_schools.npz", mcmc.NUTS(), eight_schools, sigma, y=y)
+            >>> more = run.resume(jax.random.key(2))   # exactly as if never interrupted
+        """
+        prog = self._program
+        arrays: dict = {}
+        state_meta = []
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(self.state)):
+            impl = None
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                impl = str(jax.random.key_impl(leaf))
+                leaf = jax.random.key_data(leaf)
+            arrays[f"state/{i}"] = np.asarray(leaf)
+            state_meta.append({"key_impl": impl})
+        tables = {"samples": self.samples, "info": self.info, "warmup_info": self.warmup_info}
+        names: dict = {}
+        for t, d in tables.items():
+            if d is None:
+                names[t] = None
+                continue
+            names[t] = list(d)
+            for j, k in enumerate(d):
+                arrays[f"{t}/{j}"] = np.asarray(d[k])
+        meta = {
+            "format": _FORMAT,
+            "kernel": repr(prog.kernel),
+            "model": prog.model.name,
+            "num_chains": prog.num_chains,
+            "num_warmup": prog.num_warmup,
+            "state": state_meta,
+            "args": [[list(np.shape(a)), str(a.dtype)] for a in self._dyn],
+            **names,
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k.replace("/", "."): v for k, v in arrays.items()})
+        os.replace(tmp, path)  # a crash while saving leaves the previous file intact
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in self.samples.items())
         return f"<mcmc.Run {self.num_chains} chains x {self.num_samples} draws; {shapes}>"
+
+
+def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, progress) -> tuple[_Program, list]:
+    """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
+    if not isinstance(kernel, Kernel):
+        raise ModelError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
+    model = ppl.as_model(model)
+    if int(num_chains) < 1:
+        raise ModelError(f"{who}: num_chains must be >= 1, got {num_chains}.")
+    progress = _progress_default() if progress is None else bool(progress)
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
+    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
+    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), progress)
+    return prog, dyn
 
 
 def sample(
@@ -268,26 +347,18 @@ def sample(
         ...                   num_warmup=1000, num_samples=1000, num_chains=4)
         >>> run.samples["theta"].shape       # (4, 1000, 8)
     """
-    if not isinstance(kernel, Kernel):
-        raise ModelError(f"mcmc.sample: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
-    model = ppl.as_model(model)
     ppl.handlers.check_key(key, "mcmc.sample")
     for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(n) < 0:
             raise ModelError(f"mcmc.sample: {name} must be >= 0, got {n}.")
-    if int(num_chains) < 1:
-        raise ModelError(f"mcmc.sample: num_chains must be >= 1, got {num_chains}.")
-    num_warmup, num_samples, num_chains = int(num_warmup), int(num_samples), int(num_chains)
-    progress = _progress_default() if progress is None else bool(progress)
-
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
-    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
-    prog = _program(kernel, model, treedef, statics, num_chains, num_warmup, progress)
+    num_samples = int(num_samples)
+    prog, dyn = _prepare("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, progress)
+    model = prog.model
 
     k_init, k_warm, k_samp = jax.random.split(key, 3)
     init_values = init if isinstance(init, Mapping) else None
     strategy = None if isinstance(init, Mapping) else init
+    num_warmup = prog.num_warmup
     state, log_dens = prog.init(k_init, dyn, init_values, strategy=strategy)
     ok = np.isfinite(np.asarray(log_dens))
     if not ok.all():
@@ -308,3 +379,60 @@ def sample(
         state, warm_info = prog.warmup(k_warm, state, dyn, num_steps=num_warmup)
     state, samples, info = prog.sample(k_samp, state, dyn, num_steps=num_samples)
     return Run(prog, dyn, state, samples, info, warm_info)
+
+
+def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | None = None, **kwargs: Any) -> Run:
+    """Read a run written by :meth:`Run.save`; ``kernel``, ``model`` and the model's arguments
+    are the ones the run was made with (arrays of the same shapes).  The returned run's
+    :meth:`Run.resume` continues the chains exactly as the saved run's would have: the same key
+    gives the same draws.  Nothing is unpickled.
+
+    Example:
+        >>> run = mcmc.load("eight_schools.npz", mcmc.NUTS(), eight_schools, sigma, y=y)
+        >>> more = run.resume(jax.random.key(2), num_samples=1000)
+    """
+    path = os.fspath(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k.replace(".", "/"): z[k] for k in z.files}
+    try:
+        meta = json.loads(bytes(arrays.pop("meta")).decode())
+    except (KeyError, ValueError):
+        raise ModelError(f"mcmc.load: {path!r} is not a file written by Run.save.") from None
+    if meta.get("format") != _FORMAT:
+        raise ModelError(f"mcmc.load: {path!r} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
+    if repr(kernel) != meta["kernel"]:
+        raise ModelError(f"mcmc.load: the run was saved with kernel {meta['kernel']}, but load was given {kernel!r}.")
+    prog, dyn = _prepare("mcmc.load", kernel, model, args, kwargs, meta["num_chains"], meta["num_warmup"], progress)
+    if prog.model.name != meta["model"]:
+        raise ModelError(f"mcmc.load: the run was saved for model {meta['model']!r}, but load was given {prog.model.name!r}.")
+    given = [[list(np.shape(a)), str(a.dtype)] for a in dyn]
+    if given != meta["args"]:
+        raise ModelError(
+            f"mcmc.load: the model's array arguments have shapes/dtypes {given}, but the run was "
+            f"saved with {meta['args']}; pass the same data."
+        )
+    template = jax.eval_shape(lambda k: prog.init(k, dyn, None)[0], jax.random.key(0))
+    t_leaves, treedef = jax.tree_util.tree_flatten(template)
+    if len(t_leaves) != len(meta["state"]):
+        raise ModelError(
+            f"mcmc.load: the saved state has {len(meta['state'])} arrays, the kernel's state "
+            f"{len(t_leaves)}; was it saved with another version of the kernel?"
+        )
+    leaves = []
+    for i, (t, m) in enumerate(zip(t_leaves, meta["state"])):
+        a = arrays[f"state/{i}"]
+        leaf = jax.random.wrap_key_data(a, impl=m["key_impl"]) if m["key_impl"] else jax.device_put(a)
+        if leaf.shape != t.shape or leaf.dtype != t.dtype:
+            raise ModelError(
+                f"mcmc.load: state array {i} is {leaf.dtype}{list(leaf.shape)} in the file but "
+                f"{t.dtype}{list(t.shape)} for this kernel (is jax_enable_x64 set as when it was saved?)."
+            )
+        leaves.append(leaf)
+    state = jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def table(name):
+        if meta[name] is None:
+            return None
+        return {k: jax.device_put(arrays[f"{name}/{j}"]) for j, k in enumerate(meta[name])}
+
+    return Run(prog, dyn, state, table("samples"), table("info"), table("warmup_info"))
