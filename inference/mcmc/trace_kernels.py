@@ -40,7 +40,12 @@ def _trace_info(accept_prob: Any, accepted: Any) -> dict:
 
 
 class _BoundTraceKernel:
-    """Shared init / samples / checks of kernels whose state is a trace."""
+    """Shared init / samples / checks of kernels whose state is a trace.
+
+    A step targets the model at the *trace's own* arguments (``trace.args``, ``trace.kwargs``),
+    which `init` sets to the bound ones; to move a population of traces to new data (SMC), first
+    ``model.update`` them with the new ``args``.
+    """
 
     def __init__(self, kernel: Kernel, model: Any, args: tuple, kwargs: dict):
         self.kernel = kernel
@@ -252,7 +257,7 @@ class _BoundGibbs(_BoundTraceKernel):
                 f"Gibbs: {a!r} is not a latent sample site of the trace (latent sites: "
                 f"{sorted(tr.latent)})."
             )
-        sites = ppl.substitute(self.model, data=tr.latent, strict=False).trace_sites(key, *self.args, **self.kwargs)
+        sites = ppl.substitute(self.model, data=tr.latent, strict=False).trace_sites(key, *tr.args, **tr.kwargs)
         d = sites[a]["fn"]
         if not getattr(d, "has_enumerate_support", False):
             raise ModelError(
@@ -284,7 +289,8 @@ class _BoundGibbs(_BoundTraceKernel):
         latent = dict(tr.latent)
 
         def lp(v):
-            return self.model.log_density({**latent, a: v}, *self.args, **self.kwargs)
+            # like `update` below, score at the trace's own arguments (see _BoundTraceKernel)
+            return self.model.log_density({**latent, a: v}, *tr.args, **tr.kwargs)
 
         if randomness.requires_eager():
             lps = jnp.stack([lp(cands[i]) for i in range(cands.shape[0])])
