@@ -214,3 +214,22 @@ def test_save_load_of_a_trace_kernel_run(tmp_path):
     a, b = run.resume(jax.random.key(4)), loaded.resume(jax.random.key(4))
     for k in a.samples:
         np.testing.assert_array_equal(np.asarray(b.samples[k]), np.asarray(a.samples[k]))
+
+
+def test_chunked_progress_loop_equals_the_plain_scan():
+    # the progress display splits the loop into chunks; the draws must not depend on it
+    from inference.mcmc import driver
+
+    def body(c, x):
+        t, k = x
+        c = c + jax.random.normal(k) * t
+        return c, c
+
+    for n in (7, 40, 97, 1000):  # short, divisible, prime (remainder loop), long
+        xs = (jnp.arange(n), jax.random.split(jax.random.key(3), n))
+        seen = []
+        c1, o1 = driver._chunked_scan(body, 0.0, xs, n, lambda c, t: jax.debug.callback(lambda t: seen.append(int(t)), t))
+        c2, o2 = jax.lax.scan(body, 0.0, xs)
+        jax.block_until_ready(o1)
+        assert float(c1) == float(c2) and bool(jnp.all(o1 == o2))
+        assert max(seen) == n and len(seen) <= 4 * driver._REPORTS + 1

@@ -53,7 +53,7 @@ def _progress_default() -> bool:
 
 
 #: progress updates per phase (warmup, sampling)
-_REPORTS = 20
+_REPORTS = 10
 
 
 def _report(phase: str, total: int, chains: int, i: Any, ndiv: Any) -> None:
@@ -107,7 +107,6 @@ class _Program:
     def _loop(self, key, state, dyn, num_steps: int, warmup: bool):
         b = self.bound(dyn)
         chains = self.num_chains
-        every = max(1, num_steps // _REPORTS)
         cb = functools.partial(_report, "warmup" if warmup else "sample", num_steps, chains)
 
         def body(carry, xs):
@@ -120,19 +119,17 @@ class _Program:
                 state, info = jax.vmap(b.step)(keys, state)
             for v in _by_suffix(info, "diverging"):
                 ndiv = ndiv + jnp.sum(v)
-            if self.progress:
-                jax.lax.cond(
-                    ((t + 1) % every == 0) | (t + 1 == num_steps),
-                    lambda: jax.debug.callback(cb, t + 1, ndiv),
-                    lambda: None,
-                )
             out = (info,) if warmup else (jax.vmap(b.samples)(state), info)
             return (state, ndiv), out
 
         xs = (jnp.arange(num_steps), jax.random.split(key, num_steps))
-        (state, _), out = jax.lax.scan(body, (state, jnp.zeros((), int)), xs)
+        carry = (state, jnp.zeros((), int))
+        if self.progress:
+            carry, out = _chunked_scan(body, carry, xs, num_steps, lambda c, t: jax.debug.callback(cb, t, c[1]))
+        else:
+            carry, out = jax.lax.scan(body, carry, xs)
         out = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)  # (chains, draws, ...)
-        return state, out
+        return carry[0], out
 
     def _warmup(self, key, state, dyn, num_steps):
         state, (info,) = self._loop(key, state, dyn, num_steps, True)
@@ -141,6 +138,50 @@ class _Program:
     def _sample(self, key, state, dyn, num_steps):
         state, (samples, info) = self._loop(key, state, dyn, num_steps, False)
         return state, samples, info
+
+
+def _chunk_size(num_steps: int) -> int:
+    """A divisor of num_steps giving about _REPORTS chunks (0 when none is close enough)."""
+    best = 0
+    for d in range(1, num_steps + 1):
+        if num_steps % d == 0 and _REPORTS // 2 <= num_steps // d <= 4 * _REPORTS:
+            if best == 0 or abs(num_steps // d - _REPORTS) < abs(num_steps // best - _REPORTS):
+                best = d
+    return best
+
+
+def _chunked_scan(body, carry, xs, num_steps: int, report):
+    """``lax.scan(body, carry, xs)`` as an outer scan over chunks of steps, calling
+    ``report(carry, steps_done)`` on the host between chunks.
+
+    The callback sits outside the inner loop (no ``lax.cond`` in the step), which is what keeps
+    the progress display cheap; the draws are the same as the plain scan's.
+    """
+    if num_steps <= _REPORTS:
+        every, n_chunks, rem = 1, num_steps, 0
+    else:
+        every = _chunk_size(num_steps)
+        if every:
+            n_chunks, rem = num_steps // every, 0
+        else:  # an awkward length: equal chunks and one remainder loop
+            every = num_steps // _REPORTS
+            n_chunks, rem = divmod(num_steps, every)
+
+    def chunk(c, x):
+        c, out = jax.lax.scan(body, c, x)
+        report(c, x[0][-1] + 1)
+        return c, out
+
+    m = n_chunks * every
+    head = jax.tree.map(lambda v: v[:m].reshape((n_chunks, every) + v.shape[1:]), xs)
+    carry, out = jax.lax.scan(chunk, carry, head)
+    out = jax.tree.map(lambda v: v.reshape((m,) + v.shape[2:]), out)
+    if rem:
+        tail = jax.tree.map(lambda v: v[m:], xs)
+        carry, out2 = jax.lax.scan(body, carry, tail)
+        report(carry, num_steps)
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, out2)
+    return carry, out
 
 
 _PROGRAMS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
