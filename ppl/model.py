@@ -485,7 +485,7 @@ class Model:
             log_weight = log p(t') - log p(t) - log q(fresh sites of t') + log q(dropped sites of t)
 
         where q is the prior density of a site given its parents (fresh: drawn now; dropped:
-        latent sites of t that t' no longer has).  For an MH move whose proposal q_fwd proposes the
+        latent sites of t that t' no longer has, or now observes because new data reached them).  For an MH move whose proposal q_fwd proposes the
         constraints, the acceptance ratio is exp(log_weight + log q_rev - log q_fwd).  `discard`
         holds the old values of the constrained and of the removed addresses.
         """
@@ -540,6 +540,10 @@ class Model:
                 # redrawn or dropped sites of t: their log q cancels their share of log p(t)
                 if (name in sel and name not in constraints) or name not in new.choices:
                     continue
+                if name in new.observed:
+                    # a latent site whose data arrived: its sampled value is replaced by the
+                    # observation, so it is dropped like a removed site (SMC data addition)
+                    continue
                 if name in new.active:
                     lp = jnp.where(new.active[name], lp, 0.0)
             old_sum.append(lp)
@@ -547,7 +551,7 @@ class Model:
         discard = {
             k: v
             for k, v in old.choices.items()
-            if k not in old.observed and (k in constraints or k not in new.choices)
+            if k not in old.observed and (k in constraints or k not in new.choices or k in new.observed)
         }
         return new, weight, discard
 

@@ -452,3 +452,21 @@ def test_simulate_generate_update_regenerate_basics():
     close(wr, 0.0)  # redrawing a leaf from its prior: the MH ratio is 1
     r, wr = two.regenerate(K2, tr, ["a"])
     close(wr, N(r["a"], 2.0).log_prob(tr["b"]) - N(tr["a"], 2.0).log_prob(tr["b"]))
+
+
+def test_update_counts_a_site_that_becomes_observed_as_dropped():
+    # data arriving at a latent site (SMC data addition): the old sampled value is dropped, so
+    # the weight is the observation's density, not p(t') / p(t)
+    @ppl.model
+    def m(k):
+        ppl.sample("x", dist.Bernoulli(0.3), obs=None if k == 0 else jnp.asarray(1))
+
+    total = 0.0
+    for x in (0, 1):
+        tr, _ = m.generate(jax.random.key(0), {"x": jnp.asarray(x)}, 0)
+        new, w, discard = m.update(jax.random.key(1), tr, {}, args=(1,))
+        assert "x" in new.observed and set(discard) == {"x"}
+        assert float(w) == pytest.approx(np.log(0.3))
+        total += float(jnp.exp(tr.log_density + w))
+    # properly weighted: Σ_x p(x) · w(x) = p(x = 1) = 0.3
+    assert total == pytest.approx(0.3)
