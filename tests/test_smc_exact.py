@@ -239,6 +239,15 @@ def coin_model(ys):
         ppl.sample("y", dist.Bernoulli(probs=p), obs=ys)
 
 
+@ppl.model
+def coin_model_flipped(ys):
+    z = ppl.sample("z", dist.Bernoulli(probs=0.7))
+    c = ppl.sample("c", dist.Bernoulli(probs=0.25 + 0.25 * z))
+    p = jnp.array([0.2, 0.8])[z] * (1 - 0.5 * c)
+    with ppl.plate("data", ys.shape[0]):
+        ppl.sample("y", dist.Bernoulli(probs=p), obs=ys)
+
+
 def _law(block, target_args):
     res = semantics.laws.properly_weighted(block, coin_model, *target_args, atoms=_population_atoms)
     ev = semantics.laws.unbiased_evidence(block, coin_model, *target_args, log_evidence=lambda p: p.log_evidence)
@@ -301,8 +310,9 @@ def test_planted_bug_rejuvenating_with_a_kernel_for_the_wrong_target_fails():
     def block(key, ys):
         k1, k2 = jax.random.split(key)
         p = smc.init(k1, coin_model, 2, ys)
-        # Gibbs for the model with the other data: leaves another posterior invariant
-        p, _ = smc.rejuvenate(k2, p, mcmc.Gibbs("z").bind(coin_model, (1.0 - ys,)))
+        # Gibbs for another model (z's prior flipped): leaves another posterior invariant
+        # (trace kernels score at the trace's own args, so a kernel for the wrong *model*)
+        p, _ = smc.rejuvenate(k2, p, mcmc.Gibbs("z").bind(coin_model_flipped, (ys,)))
         return p
 
     res, _ = _law(block, (ys,))

@@ -9,7 +9,12 @@ Resampling schemes are distributions over ancestor vectors (:class:`Multinomial`
 ``enumerate_support``, so shipped SMC code runs under the exact enumerator of ``semantics``.
 
 Drivers: :func:`particle_filter` (bootstrap or guided, one ``lax.scan``),
-:func:`tempered_smc` (adaptive tempering with random-walk or HMC rejuvenation).
+:func:`tempered_smc` (adaptive tempering with random-walk or HMC rejuvenation),
+:func:`resample_move` (sequential Bayesian updating of a static model, batch by batch).
+
+Particle MCMC (kernels with the ``inference.mcmc`` protocol, usable with ``mcmc.sample``):
+:class:`PMMH` (SMC evidence inside MH over static parameters) and :class:`ParticleGibbs`
+(conditional SMC, :func:`conditional_smc`).
 
 Example:
     >>> from inference import smc
@@ -43,6 +48,8 @@ from .resampling import (
     offspring_counts,
 )
 from .tempering import TemperedResult, tempered_smc, next_beta, rwm_move, hmc_move
+from .pmcmc import PMMH, PMMHState, ParticleGibbs, PGState, conditional_smc
+from .resample_move import ResampleMoveResult, resample_move, stage_args
 
 __all__ = [
     "Particles",
@@ -73,4 +80,12 @@ __all__ = [
     "next_beta",
     "rwm_move",
     "hmc_move",
+    "PMMH",
+    "PMMHState",
+    "ParticleGibbs",
+    "PGState",
+    "conditional_smc",
+    "ResampleMoveResult",
+    "resample_move",
+    "stage_args",
 ]

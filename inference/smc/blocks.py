@@ -165,7 +165,8 @@ def extend_model(
     """Move trace particles to the model run with new arguments (e.g. the data so far plus a batch).
 
     Each trace is ``model.update``-d: old latent values are kept, sites that appear are drawn from
-    their prior, and the weight is multiplied by γ_new(t') / (γ_old(t) q_prior(new sites)).
+    their prior, and the weight is multiplied by γ_new(t') q_prior(dropped) / (γ_old(t)
+    q_prior(new sites)); a latent site that becomes observed (its data arrived) counts as dropped.
     Preserves: E[μ̂_out] = γ_new (restricted to the kept sites, extended by the new ones) whenever
     E[μ̂_in] = γ_old (sequential Bayesian updating, data-tempered SMC).
     """
@@ -174,6 +175,7 @@ def extend_model(
     constraints = dict(constraints or {})
 
     def one(k, tr):
+        # Model.update counts a latent site that the new data observes as dropped
         new, lw, _ = m.update(k, tr, constraints, args=tuple(args), kwargs=kwargs)
         return new, lw
 
