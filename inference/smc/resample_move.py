@@ -91,7 +91,8 @@ def resample_move(
             function ``args -> step`` returning a ``step(key, TraceState)``; or None (no move).
         stages: the model's argument tuples per stage instead of ``data_batches`` (any sequence
             of targets, e.g. growing masks); ``data_batches`` is then ignored.
-        scheme, ess_threshold: resampling (default: systematic, at every stage).
+        scheme: the resampling scheme (default: systematic, at every stage).
+        ess_threshold: resample when the ESS falls below this fraction of N.
         num_mcmc_steps: kernel steps per particle per stage.
 
     Preserves: E[(1/N) Σ w_i δ_{x_i}] = p(x, y_{1:K}) and E[Ẑ] = p(y_{1:K}) (exactly, for any N).

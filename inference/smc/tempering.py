@@ -167,7 +167,8 @@ def tempered_smc(
         target_ess: the conditional-ESS fraction each new β aims for (bisection).
         betas: a fixed increasing schedule ending at 1 instead (then Ẑ is exactly unbiased).
         kernel: "rwm" or "hmc" rejuvenation, ``num_mcmc_steps`` per tempering step.
-        scheme, ess_threshold: resampling (default: always resample after reweighting).
+        scheme: the resampling scheme (default: always resample after reweighting).
+        ess_threshold: resample when the ESS falls below this fraction of N.
         max_steps: bound on the number of adaptive steps.
 
     The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule).
