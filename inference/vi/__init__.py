@@ -1,7 +1,45 @@
-"""Variational inference (to come).
+"""Programmable variational inference: objectives as programs, gradient estimators per site.
 
-Planned: objectives written as programs (ELBO, IWAE, wake-sleep, user-defined), per-site
-gradient estimators (reparameterisation, score function with baselines, enumeration,
-measure-valued), hand-written and automatic guides, and ``fit`` with optax. Every estimator
-is an unbiased estimate of its objective's gradient.
+Write an objective as a program (:func:`objective` with :func:`sample`, densities,
+:func:`expectation`, :func:`particles`); the library turns it into an unbiased gradient
+estimator by surrogate losses, choosing each random choice's estimator per site
+(``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``).  Built-in objectives (ELBO, IWAE,
+Rényi, VIMCO, reweighted wake-sleep) are programs in the same language; guides are ppl models
+with ``ppl.param`` sites, hand-written or automatic; :func:`fit` optimises with optax in one
+compiled loop.  See ``docs/tutorials/vi.md`` and ``docs/design/vi.md``.
+
+Example:
+    >>> obj = vi.elbo(model, guide)
+    >>> result = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), num_steps=2000, data=x)
+    >>> result.params, result.history
 """
+
+from .core import STRATEGIES, Objective, VIError, expectation, objective, particles, sample
+from .fit import VIResult, fit, sample_posterior
+from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
+from .objectives import elbo, iwae, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
+
+__all__ = [
+    "STRATEGIES",
+    "Objective",
+    "VIError",
+    "objective",
+    "sample",
+    "expectation",
+    "particles",
+    "log_weight",
+    "elbo",
+    "iwae",
+    "renyi",
+    "vimco",
+    "vimco_baselines",
+    "p_wake",
+    "q_wake",
+    "rws",
+    "auto_normal",
+    "auto_multivariate_normal",
+    "auto_low_rank_normal",
+    "fit",
+    "VIResult",
+    "sample_posterior",
+]
