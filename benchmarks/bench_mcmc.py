@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_logdensity import eight_schools_data, logistic_data
+from benchmarks.bench_logdensity import eight_schools_data, logistic_data, ppl_models
 from benchmarks.runner import RESULTS_DIR, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,23 +61,8 @@ def german_credit_data():
 
 
 def ours_models():
-    import ppl
-    from ppl import dist
-
-    @ppl.model
-    def eight_schools_nc(sigma, y=None):
-        mu = ppl.sample("mu", dist.Normal(0.0, 5.0))
-        tau = ppl.sample("tau", dist.HalfCauchy(5.0))
-        with ppl.plate("school", sigma.shape[0]):
-            theta_trans = ppl.sample("theta_trans", dist.Normal(0.0, 1.0))
-            ppl.sample("y", dist.Normal(mu + tau * theta_trans, sigma), obs=y)
-
-    @ppl.model
-    def logistic(X, y=None):
-        w = ppl.sample("w", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
-        with ppl.plate("data", X.shape[0]):
-            ppl.sample("y", dist.Bernoulli(logits=X @ w), obs=y)
-
+    """Our eight schools (non-centred) and logistic regression: the log-density benchmark's."""
+    _, eight_schools_nc, logistic = ppl_models()
     return eight_schools_nc, logistic
 
 

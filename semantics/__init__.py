@@ -36,8 +36,14 @@ from .enumerate import (
     rational,
     trace_key,
 )
-from .laws import (
+from .laws import (  # each law also has an ``assert_<law>`` form that raises on failure
     LawResult,
+    assert_properly_weighted,
+    assert_unbiased_evidence,
+    assert_invariant,
+    assert_detailed_balance,
+    assert_unbiased_gradient,
+    assert_surgery_commutes,
     detailed_balance,
     invariant,
     properly_weighted,
@@ -66,6 +72,12 @@ __all__ = [
     "NotEnumerableError",
     "integrate",
     "LawResult",
+    "assert_properly_weighted",
+    "assert_unbiased_evidence",
+    "assert_invariant",
+    "assert_detailed_balance",
+    "assert_unbiased_gradient",
+    "assert_surgery_commutes",
     "properly_weighted",
     "unbiased_evidence",
     "invariant",
