@@ -133,6 +133,19 @@ def _mat(x: Any, d: int) -> np.ndarray:
     return a.reshape(d, d) if a.size == d * d else np.eye(d) * a
 
 
+def _lgssm_args(y, A, Q, H, R, m0, P0):
+    """Observations as (T, p) and every parameter as a float64 matrix of the model's sizes."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    p = y.shape[1]
+    m0 = np.atleast_1d(np.asarray(m0, dtype=np.float64))
+    d = m0.size
+    A, Q, P0 = _mat(A, d), _mat(Q, d), _mat(P0, d)
+    H = np.asarray(H, dtype=np.float64).reshape(p, d) if np.size(H) == p * d else np.eye(p, d) * H
+    return y, A, Q, H, _mat(R, p), m0, P0
+
+
 def kalman_filter(y: Any, A: Any, Q: Any, H: Any, R: Any, m0: Any, P0: Any) -> KalmanResult:
     """The Kalman filter (filtering moments and log evidence) for the linear Gaussian model
 
@@ -146,15 +159,9 @@ def kalman_filter(y: Any, A: Any, Q: Any, H: Any, R: Any, m0: Any, P0: Any) -> K
         >>> r.means.shape
         (2, 1)
     """
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
+    y, A, Q, H, R, m, P = _lgssm_args(y, A, Q, H, R, m0, P0)
     T, p = y.shape
-    m = np.atleast_1d(np.asarray(m0, dtype=np.float64))
     d = m.size
-    A, Q, P = _mat(A, d), _mat(Q, d), _mat(P0, d)
-    H = np.asarray(H, dtype=np.float64).reshape(p, d) if np.size(H) == p * d else np.eye(p, d) * H
-    R = _mat(R, p)
     means, covs, terms = [], [], []
     for t in range(T):
         m = A @ m
@@ -178,15 +185,9 @@ def dense_gaussian_lgssm(y: Any, A: Any, Q: Any, H: Any, R: Any, m0: Any, P0: An
     dense linear algebra — an independent check of the filter (the last filtering moment equals
     the last smoothing moment; the evidence equals the filter's).
     """
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        y = y[:, None]
+    y, A, Q, H, R, m0, P0 = _lgssm_args(y, A, Q, H, R, m0, P0)
     T, p = y.shape
-    m0 = np.atleast_1d(np.asarray(m0, dtype=np.float64))
     d = m0.size
-    A, Q, P0 = _mat(A, d), _mat(Q, d), _mat(P0, d)
-    H = np.asarray(H, dtype=np.float64).reshape(p, d) if np.size(H) == p * d else np.eye(p, d) * H
-    R = _mat(R, p)
     # x = M (x0, w_1..w_T) with x_t = A^t x0 + Σ_{s≤t} A^{t-s} w_s
     n = d * T
     mx = np.zeros(n)

@@ -65,16 +65,23 @@ def specs(min_nodes: int = 2, max_nodes: int = 5, max_card: int = 3):
         names = [f"v{i}" for i in range(n)]
         cards = {v: draw(st.integers(2, max_card)) for v in names}
         parents = {v: [u for u in names[:i] if draw(st.booleans())] for i, v in enumerate(names)}
-        cpts = {}
-        for v in names:
-            shape = tuple(cards[p] for p in parents[v]) + (cards[v],)
-            size = int(np.prod(shape))
-            w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=size, max_size=size)), np.float64)
-            w = w.reshape(shape)
-            cpts[v] = w / w.sum(-1, keepdims=True)
-        return names, cards, parents, cpts
+        return names, cards, parents, _draw_cpts(draw, names, cards, parents)
 
     return strat()
+
+
+def _draw_cpts(draw, names, cards, parents) -> dict:
+    """A rational-looking conditional table per node (integer weights 1..9, normalised)."""
+    from hypothesis import strategies as st
+
+    cpts = {}
+    for v in names:
+        shape = tuple(cards[p] for p in parents[v]) + (cards[v],)
+        size = int(np.prod(shape))
+        w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=size, max_size=size)), np.float64)
+        w = w.reshape(shape)
+        cpts[v] = w / w.sum(-1, keepdims=True)
+    return cpts
 
 
 def confounded_specs(min_obs: int = 3, max_obs: int = 4):
@@ -91,14 +98,7 @@ def confounded_specs(min_obs: int = 3, max_obs: int = 4):
         parents = {"u": []}
         for i, v in enumerate(obs):
             parents[v] = (["u"] if v in hit else []) + [w for w in obs[:i] if draw(st.booleans())]
-        cpts = {}
-        for v in names:
-            shape = tuple(cards[p] for p in parents[v]) + (cards[v],)
-            size = int(np.prod(shape))
-            w = np.asarray(draw(st.lists(st.integers(1, 9), min_size=size, max_size=size)), np.float64)
-            w = w.reshape(shape)
-            cpts[v] = w / w.sum(-1, keepdims=True)
-        return names, cards, parents, cpts
+        return names, cards, parents, _draw_cpts(draw, names, cards, parents)
 
     return strat()
 
