@@ -9,6 +9,7 @@ Subpackages
 - :mod:`inference.smc` -- sequential Monte Carlo: particles, resampling, tempering, PMCMC.
 - :mod:`inference.vi` -- variational inference: objectives as programs, estimators, guides.
 - :mod:`inference.causal` -- string diagrams, surgery, identification and estimation.
+- :mod:`inference.sharding` -- laying chains, particles and samples out across devices.
 
 The subpackages are imported lazily, so ``import inference`` stays cheap and a family that
 is still being written does not break the others.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["mcmc", "smc", "vi", "causal"]
+__all__ = ["mcmc", "smc", "vi", "causal", "sharding"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,116 @@
+"""Sharding a leading batch axis (chains, particles, Monte Carlo samples) across devices.
+
+Every inference family keeps its many independent copies on a leading axis.  When JAX sees
+several devices (several GPUs, several hosts after ``jax.distributed.initialize()``, or CPU
+devices forced with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``), the functions here
+lay that axis out across all of them; with one device they do nothing.  The computation itself
+is unchanged: sharding only decides *where* each slice of the axis lives, and XLA inserts the
+collectives (a resampling gather, a mean over particles) that cross devices.  So results are
+the same numbers as on one device for the same key, up to floating-point reassociation in
+cross-device reductions.
+
+Control: ``PPL_SHARDING=0`` in the environment turns sharding off; an axis whose length is not
+a multiple of the device count is left unsharded (replicated), never padded.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from inference import sharding
+    >>> x = sharding.shard_batch(jnp.zeros((8, 3)))       # split over devices when several
+    >>> y = jax.jit(lambda x: sharding.constrain_batch(x * 2))(x)
+    >>> sharding.to_host(y).shape
+    (8, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["AXIS", "enabled", "num_devices", "mesh", "batch_sharding", "shard_batch", "constrain_batch", "to_host"]
+
+#: the name of the mesh axis the batch dimension is laid out along
+AXIS = "batch"
+
+
+def enabled() -> bool:
+    """Whether sharding is on: more than one device and ``PPL_SHARDING`` not set to 0."""
+    if os.environ.get("PPL_SHARDING", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return jax.device_count() > 1
+
+
+def num_devices() -> int:
+    """How many devices a sharded batch axis is split over (1 when sharding is off)."""
+    return jax.device_count() if enabled() else 1
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh(devices: tuple) -> Mesh:
+    return Mesh(np.asarray(devices, dtype=object), (AXIS,))
+
+
+def mesh() -> Mesh:
+    """A one-dimensional mesh over all (global) devices, axis name :data:`AXIS`."""
+    return _mesh(tuple(jax.devices()))
+
+
+def _shardable(x: Any) -> bool:
+    n = num_devices()
+    return n > 1 and hasattr(x, "shape") and len(x.shape) >= 1 and x.shape[0] % n == 0 and x.shape[0] > 0
+
+
+def batch_sharding(ndim: int = 1) -> NamedSharding:
+    """The sharding that splits an array's leading axis over :func:`mesh`."""
+    return NamedSharding(mesh(), PartitionSpec(AXIS, *([None] * (ndim - 1))))
+
+
+def shard_batch(tree: Any) -> Any:
+    """Place every array leaf whose leading axis divides evenly across the devices (outside jit).
+
+    Leaves that cannot be split (scalars, awkward lengths) are left where they are.  With one
+    device, or sharding off, the tree is returned unchanged.
+    """
+    if num_devices() == 1:
+        return tree
+
+    def put(x):
+        if not _shardable(x):
+            return x
+        if jax.process_count() > 1 and not isinstance(x, jax.Array):
+            return jax.make_array_from_process_local_data(batch_sharding(np.ndim(x)), np.asarray(x))
+        return jax.device_put(x, batch_sharding(np.ndim(x)))
+
+    return jax.tree.map(put, tree)
+
+
+def constrain_batch(tree: Any) -> Any:
+    """Inside ``jit``: ask XLA to keep every array leaf's leading axis split across devices.
+
+    Use it where a batch is created inside a compiled program (particles drawn from a replicated
+    key, chains initialised by ``vmap``), so the work that follows runs on all devices.  A no-op
+    with one device.
+    """
+    if num_devices() == 1:
+        return tree
+
+    def constrain(x):
+        if not _shardable(x):
+            return x
+        return jax.lax.with_sharding_constraint(x, batch_sharding(np.ndim(x)))
+
+    return jax.tree.map(constrain, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Gather every leaf to a NumPy array on this host (all processes' shards after
+    ``jax.distributed.initialize()``)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(lambda x: np.asarray(x) if hasattr(x, "shape") else x, tree)
