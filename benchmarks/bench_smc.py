@@ -6,21 +6,31 @@ Cases
 (x_0 ~ N(0, 1), x_t = 0.9 x_{t-1} + N(0, 0.5), y_t = x_t + N(0, 1)), T = 100 simulated points,
 systematic resampling at every step t > 0, N = 10² … 10⁵, float32.
 
-- ``ours``: ``smc.particle_filter(key, step, x0, ys, N)`` (a ``ppl`` step model; also records
-  ESS, ancestors, filtering means and each particle's genealogy);
+- ``ours``: ``smc.particle_filter(key, step, x0, ys, N)`` (a ``ppl`` step model; with the default
+  ``record``: per-step log Ẑ, ESS, resampling flags and filtering means);
+- ``ours+paths``: the same with ``record="all"`` (also the (T, N) ancestors and each particle's
+  traced-back genealogy), to show what the genealogy costs;
 - ``handwritten``: the same algorithm in plain JAX (one ``lax.scan``: systematic resampling,
   Normal transition, Normal likelihood; returns log Ẑ and filtering means).
 
 Columns: ``warm (ms)`` best of 5 jitted calls, ``ratio`` ours / handwritten, ``Mps/s``
-particle-steps per second (N·T / warm), ``|Δ log Z|`` mean |log Ẑ − log Z_Kalman| over 8 keys.
+particle-steps per second (N·T / warm), ``|Δ log Z|`` mean |log Ẑ − log Z_Kalman| over 8 keys,
+``mem (MiB)`` the compiled program's peak memory from XLA's ``memory_analysis()``: temporaries
++ arguments + outputs (on a GPU also the device's ``peak_bytes_in_use`` after the runs).
 
 ``german_credit``: adaptive tempered SMC (target conditional ESS 0.5, 5 HMC steps of 10
 leapfrog per tempering step, N = 256, systematic resampling) on Bayesian logistic regression,
-German credit (Inference Gym's recipe).  ``ours``: ``smc.tempered_smc(kernel="hmc")`` (inverse
-mass from the particle variances, step size adapted per step); ``blackjax``:
+German credit (Inference Gym's recipe).  ``ours``: ``smc.tempered_smc(kernel="hmc")`` (the
+library's ``mcmc.HMC`` bound to the tempered model; inverse mass from the particle variances,
+step size adapted per step); ``blackjax``:
 ``blackjax.adaptive_tempered_smc`` with ``blackjax.hmc`` (fixed step 0.02, unit mass; Blackjax
 does not tune it), the same NumPy-free log density.  Columns: ``wall`` first call (compile
 included), ``warm``, log Ẑ (two keys), tempering steps, particle·MCMC-steps/s.
+
+``pf_scale`` (``python -m benchmarks.bench_smc --scale [--max N]``): our filter alone for
+N = 10³ … 10⁶ on every local device (the particle axis is sharded when there are several; set
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` for CPU devices, ``PPL_SHARDING=0`` to
+compare with one), with time, particle-steps/s and memory per configuration.
 
 Run: ``python -m benchmarks.run smc``.  One run; on a shared machine the numbers are noisy.
 """
@@ -51,7 +61,7 @@ def lgssm_data(seed=0):
     return jnp.asarray(ys, dtype=jnp.float32)
 
 
-def ours_pf(N):
+def ours_pf(N, record=None):
     import ppl
     from inference import smc
     from ppl import dist
@@ -66,8 +76,11 @@ def ours_pf(N):
         return x, x
 
     def run(key, ys):
-        res = smc.particle_filter(key, step, x0, ys, N)
-        return res.log_evidence, res.filter_means
+        if record is None:
+            res = smc.particle_filter(key, step, x0, ys, N)
+            return res.log_evidence, res.filter_means
+        res = smc.particle_filter(key, step, x0, ys, N, record=record)
+        return res.log_evidence, res.filter_means, res.paths
 
     return run
 
@@ -119,6 +132,30 @@ def _best(f, *args, reps=5):
     return min(ts)
 
 
+def memory(f, *args) -> dict:
+    """Peak memory of the compiled program ``jax.jit(f)(*args)`` (bytes), from XLA's analysis;
+    on a GPU also the device's peak bytes in use so far."""
+    out = {}
+    try:
+        ma = jax.jit(f).lower(*args).compile().memory_analysis()
+        if ma is not None:
+            out = {"temp": int(ma.temp_size_in_bytes), "argument": int(ma.argument_size_in_bytes),
+                   "output": int(ma.output_size_in_bytes)}
+            out["total"] = out["temp"] + out["argument"] + out["output"]
+    except Exception:  # noqa: BLE001 - a backend without the analysis
+        pass
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            out["device_peak"] = int(stats["peak_bytes_in_use"])
+    return out
+
+
+def _mib(m: dict, k: str = "total") -> str:
+    return f"{m[k] / 2**20:.1f}" if k in m else "n/a"
+
+
 def bench_pf(Ns):
     from semantics import oracles
 
@@ -127,17 +164,49 @@ def bench_pf(Ns):
     rows = []
     for N in Ns:
         row = {"case": f"pf_N{N}", "N": N}
-        for name, make in (("ours", ours_pf), ("handwritten", handwritten_pf)):
-            f = jax.jit(make(N))
+        makers = (("ours", ours_pf), ("ours+paths", lambda n: ours_pf(n, "all")), ("handwritten", handwritten_pf))
+        for name, make in makers:
+            fn = make(N)
+            f = jax.jit(fn)
             t0 = time.perf_counter()
             jax.block_until_ready(f(jax.random.key(0), ys))
             first = time.perf_counter() - t0
             warm = _best(f, jax.random.key(1), ys, reps=3 if N >= 10**5 else 5)
             errs = [abs(float(f(jax.random.key(10 + i), ys)[0]) - kf.log_evidence) for i in range(8)]
-            row[name] = {"first_s": first, "warm_s": warm, "abs_dlogZ": float(np.mean(errs))}
+            row[name] = {"first_s": first, "warm_s": warm, "abs_dlogZ": float(np.mean(errs)),
+                         "memory": memory(fn, jax.random.key(1), ys)}
         row["ratio"] = row["ours"]["warm_s"] / row["handwritten"]["warm_s"]
+        row["ratio_paths"] = row["ours+paths"]["warm_s"] / row["handwritten"]["warm_s"]
         rows.append(row)
     return rows
+
+
+def bench_pf_scaling(Ns=(10**3, 10**4, 10**5, 10**6)):
+    """Our bootstrap filter for growing N on every local device (sharded particle axis)."""
+    from inference import sharding
+
+    ys = lgssm_data()
+    rows = []
+    for N in Ns:
+        fn = ours_pf(N)
+        f = jax.jit(fn)
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(jax.random.key(0), ys))
+        first = time.perf_counter() - t0
+        warm = _best(f, jax.random.key(1), ys, reps=3 if N >= 10**5 else 5)
+        rows.append({"case": f"pf_scale_N{N}", "N": N, "devices": sharding.num_devices(),
+                     "platform": jax.devices()[0].platform, "first_s": first, "warm_s": warm,
+                     "Mps_per_s": N * T / warm / 1e6, "memory": memory(fn, jax.random.key(1), ys)})
+    return rows
+
+
+def report_scaling(rows):
+    print("\n## smc: particle filter scaling (linear Gaussian, T = 100)\n")
+    print("| N | devices | platform | warm (s) | Mps/s | mem (MiB) | first (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['N']} | {r['devices']} | {r['platform']} | {r['warm_s']:.4f} | {r['Mps_per_s']:.2f} | "
+              f"{_mib(r['memory'])} | {r['first_s']:.2f} |")
 
 
 def german_credit():
@@ -223,13 +292,16 @@ class SMCSuite:
 
     def report(self):
         print("\n## smc: bootstrap particle filter, linear Gaussian, T = 100 (float32)\n")
-        print("| case | ours warm (ms) | handwritten warm (ms) | ratio | ours Mps/s | hw Mps/s | ours first (s) | ours |ΔlogZ| | hw |ΔlogZ| |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| case | ours warm (ms) | handwritten warm (ms) | ratio | ours+paths (ms) | ratio+paths | ours Mps/s | hw Mps/s | "
+              "ours first (s) | ours |ΔlogZ| | hw |ΔlogZ| | mem ours / +paths / hw (MiB) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in self.pf:
-            o, h = r["ours"], r["handwritten"]
+            o, h, a = r["ours"], r["handwritten"], r["ours+paths"]
             mps = lambda w: r["N"] * T / w / 1e6  # noqa: E731
             print(f"| {r['case']} | {o['warm_s'] * 1e3:.2f} | {h['warm_s'] * 1e3:.2f} | {r['ratio']:.2f} | "
-                  f"{mps(o['warm_s']):.2f} | {mps(h['warm_s']):.2f} | {o['first_s']:.2f} | {o['abs_dlogZ']:.3f} | {h['abs_dlogZ']:.3f} |")
+                  f"{a['warm_s'] * 1e3:.2f} | {r['ratio_paths']:.2f} | "
+                  f"{mps(o['warm_s']):.2f} | {mps(h['warm_s']):.2f} | {o['first_s']:.2f} | {o['abs_dlogZ']:.3f} | {h['abs_dlogZ']:.3f} | "
+                  f"{_mib(o['memory'])} / {_mib(a['memory'])} / {_mib(h['memory'])} |")
         print(f"\n## smc: adaptive tempered SMC, German credit (N = {N_TEMPER}, {MCMC_STEPS} HMC × {LEAPFROG} leapfrog per step)\n")
         print("| variant | first (s) | warm (s) | log Ẑ (key 0, key 1) | steps | particle·MCMC steps/s |")
         print("|---|---|---|---|---|---|")
@@ -248,4 +320,10 @@ def main(quick: bool = False) -> SMCSuite:
 
 
 if __name__ == "__main__":
-    main().report()
+    import sys
+
+    if "--scale" in sys.argv:
+        top = int(sys.argv[sys.argv.index("--max") + 1]) if "--max" in sys.argv else 10**6
+        report_scaling(bench_pf_scaling([n for n in (10**3, 10**4, 10**5, 10**6) if n <= top]))
+    else:
+        main(quick="--quick" in sys.argv).report()

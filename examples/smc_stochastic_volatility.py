@@ -54,7 +54,7 @@ def sv_model(p, m=M, s=S):
     return x0, step
 
 
-def main() -> None:
+def main(num_samples: int = 400) -> None:
     # 1. a particle filter at p = 0.9
     x0, step = sv_model(0.9)
     res = jax.jit(lambda k: smc.particle_filter(k, step, x0, RETURNS, 2000, name="sv"))(jax.random.key(0))
@@ -87,7 +87,7 @@ def main() -> None:
         ppl.sample("u", dist.TruncatedNormal(tr.choices["u"], 0.02, low=0.5, high=1.0))
 
     run = mcmc.sample(jax.random.key(2), smc.PMMH(log_evidence, proposal=rw), prior, RETURNS,
-                      num_warmup=100, num_samples=400, num_chains=2, progress=False)
+                      num_warmup=max(num_samples // 4, 10), num_samples=num_samples, num_chains=2, progress=False)
     p = 2 * np.asarray(run.samples["u"]) - 1
     acc = float(np.mean(np.asarray(run.info["accepted"])))
     print(f"PMMH: posterior mean persistence {p.mean():.3f} (sd {p.std():.3f}), acceptance {acc:.2f}")

@@ -117,7 +117,7 @@ def _check_pf(spec, N, scheme, ess_threshold=None, proposal=None):
     def block(key):
         return smc.particle_filter(
             key, step, jnp.asarray(-1), jnp.asarray(y), N, scheme=scheme, ess_threshold=ess_threshold,
-            proposal=proposal, name="hmm",
+            proposal=proposal, name="hmm", record="all",
         )
 
     EZ, est = _pf_measure(block, y)

@@ -215,11 +215,12 @@ def hmm0(ys):
     ppl.scan(HMM0, jnp.asarray(-1), xs=ys, name="hmm")
 
 
-def _pg_kernel(conditional=True):
+def _pg_kernel(conditional=True, ancestor_sampling=False):
     def kernel(key, tr):
         ref = {"hmm/s": jnp.asarray(tr.choices["hmm/s"])}
         if conditional:
-            bound = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=2, name="hmm").bind(HMM0, (YS2,))
+            bound = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=2, name="hmm",
+                                      ancestor_sampling=ancestor_sampling).bind(HMM0, (YS2,))
             return bound.step(key, smc.PGState(ref))[0].path
         return pmcmc.conditional_smc(key, HMM0, jnp.asarray(-1), YS2, 2, ref, name="hmm", conditional=False)[0]
 
@@ -242,9 +243,62 @@ def test_planted_bug_particle_gibbs_without_conditioning_fails():
     assert not law.ok
 
 
+def test_pgas_leaves_the_path_posterior_invariant():
+    law = semantics.laws.invariant(_pg_kernel(ancestor_sampling=True), hmm0, YS2, state_key=_path_key)
+    law.assert_()
+    assert np.all(law.details["matrix"].K > 0)
+    # ancestor sampling moves the reference's early states more often than plain particle Gibbs
+    plain = semantics.laws.invariant(_pg_kernel(), hmm0, YS2, state_key=_path_key)
+    assert np.trace(law.details["matrix"].K) < np.trace(plain.details["matrix"].K)
+
+
+def test_planted_bug_pgas_ancestor_weights_without_the_transition_fail(monkeypatch):
+    # the reference's ancestor drawn from the filtering weights alone (p(x*_t | x_{t-1}^i) dropped)
+    monkeypatch.setattr(pmcmc, "_ancestor_logits", lambda lw, logp: lw)
+    law = semantics.laws.invariant(_pg_kernel(ancestor_sampling=True), hmm0, YS2, state_key=_path_key)
+    assert not law.ok
+
+
+@ppl.model
+def s0_model():
+    return ppl.sample("s0", dist.Categorical(probs=INIT))
+
+
+def step_from(prev, y_t):
+    s = ppl.sample("s", dist.Categorical(probs=TRANS[prev]))
+    ppl.sample("y", dist.Categorical(probs=EMIT[0][s]), obs=y_t)
+    return s, s
+
+
+@ppl.model
+def hmm_with_init(ys):
+    ppl.scan(step_from, s0_model(), xs=ys, name="hmm")
+
+
+def _init_path_key(path):
+    return Choices({"s0": int(np.asarray(path["s0"])), "hmm/s": tuple(int(v) for v in np.asarray(path["hmm/s"])),
+                    "hmm/y": tuple(int(v) for v in YS2)})
+
+
+def test_pgas_with_an_initial_model_leaves_the_path_posterior_invariant():
+    bound = smc.ParticleGibbs(init=s0_model, num_particles=2, name="hmm", ancestor_sampling=True).bind(step_from, (YS2,))
+
+    def kernel(key, tr):
+        ref = {"s0": jnp.asarray(tr.choices["s0"]), "hmm/s": jnp.asarray(tr.choices["hmm/s"])}
+        return bound.step(key, smc.PGState(ref))[0].path
+
+    law = semantics.laws.invariant(kernel, hmm_with_init, YS2, state_key=_init_path_key)
+    law.assert_()
+    assert np.all(law.details["matrix"].K > 0)  # x_0 moves too
+
+
 def test_particle_gibbs_runs_under_jit():
     pg = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=8, name="hmm").bind(HMM0, (jnp.array([0, 1, 1, 0]),))
     s = pg.init(jax.random.key(0))
     s2, info = jax.jit(pg.step)(jax.random.key(1), s)
     assert s2.path["hmm/s"].shape == (4,)
     assert bool(jnp.isfinite(pg.log_density(s2)))
+    pgas = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=4, name="hmm", ancestor_sampling=True)
+    bound = pgas.bind(HMM0, (jnp.array([0, 1, 1, 0]),))
+    s3, _ = jax.jit(bound.step)(jax.random.key(2), s2)
+    assert s3.path["hmm/s"].shape == (4,) and bool(jnp.isfinite(bound.log_density(s3)))

@@ -217,3 +217,41 @@ def test_planted_bug_resampler_sample_against_another_law():
     alpha = BUDGET.register("smc/resampler_freq/stratified")
     counts, probs = _frequencies(smc.Multinomial, smc.Stratified)
     assert not chi2_test(counts, probs, alpha).ok
+
+
+# ---------------------------------------------------------------------------------------------
+# one random call per site for the whole population draws independent particles
+
+
+def _shared_key_errors(anchor=True, n=4000):
+    """Standardised draws x_i − μ_i of Normal(μ_i, 1) made by ``shared_key_draws`` under vmap."""
+    from inference.smc.particles import shared_key_draws
+
+    key = jax.random.key(11)
+    mu = jnp.linspace(-3.0, 3.0, n)
+
+    def one(i, m):
+        # half the sites' laws depend on the particle (batched), half do not (only the anchor is)
+        x = shared_key_draws(key, dist.Normal(m, 1.0), (), i if anchor else None)
+        z = shared_key_draws(jax.random.fold_in(key, 1), dist.Normal(0.0, 1.0), (), i if anchor else None)
+        return x - m, z
+
+    e, z = jax.vmap(one)(jnp.arange(n), mu)
+    return np.concatenate([np.asarray(e), np.asarray(z)])
+
+
+def _standard_normal_ok(e, alpha):
+    # E[e] = 0 (sd 1) and E[e²] = 1 (sd √2), Bonferroni over the two z-tests
+    return z_test(e, 0.0, alpha / 2, sd=1.0).ok and z_test(e**2, 1.0, alpha / 2, sd=math.sqrt(2.0)).ok
+
+
+def test_shared_key_draws_are_independent_across_particles():
+    alpha = BUDGET.register("smc/shared_key_draws")
+    assert _standard_normal_ok(_shared_key_errors(), alpha)
+
+
+def test_planted_bug_shared_key_draws_without_the_anchor_fail():
+    # without a batched anchor, a site whose law does not depend on the particle is drawn once
+    # and shared by every particle
+    alpha = BUDGET.register("smc/shared_key_draws")
+    assert not _standard_normal_ok(_shared_key_errors(anchor=False), alpha)

@@ -9,16 +9,21 @@ Resampling schemes are distributions over ancestor vectors (:class:`Multinomial`
 ``enumerate_support``, so shipped SMC code runs under the exact enumerator of ``semantics``.
 
 Drivers: :func:`particle_filter` (bootstrap or guided, one ``lax.scan``),
-:func:`tempered_smc` (adaptive tempering with random-walk or HMC rejuvenation),
+:func:`tempered_smc` (adaptive tempering, rejuvenated by any ``inference.mcmc`` gradient kernel
+bound to :func:`tempered_model`),
 :func:`resample_move` (sequential Bayesian updating of a static model, batch by batch).
 
 Particle MCMC (kernels with the ``inference.mcmc`` protocol, usable with ``mcmc.sample``):
 :class:`PMMH` (SMC evidence inside MH over static parameters) and :class:`ParticleGibbs`
-(conditional SMC, :func:`conditional_smc`).
+(conditional SMC, :func:`conditional_smc`; ``ancestor_sampling=True`` for PGAS).
+
+The particle axis is split across all local devices when there are several
+(:mod:`inference.sharding`; ``PPL_SHARDING=0`` turns it off), with the same numbers for the
+same key.
 
 Example:
     >>> from inference import smc
-    >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, ys, num_particles=1000)
+    >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, ys, num_particles=1000, record="all")
     >>> res.log_evidence, res.filter_means, res.sample(jax.random.key(1), 100)
 """
 
@@ -47,7 +52,7 @@ from .resampling import (
     Systematic,
     offspring_counts,
 )
-from .tempering import TemperedResult, tempered_smc, next_beta, rwm_move, hmc_move
+from .tempering import TemperedResult, tempered_smc, next_beta, tempered_model, temper_likelihood
 from .pmcmc import PMMH, PMMHState, ParticleGibbs, PGState, conditional_smc
 from .resample_move import ResampleMoveResult, resample_move, stage_args
 
@@ -78,8 +83,8 @@ __all__ = [
     "TemperedResult",
     "tempered_smc",
     "next_beta",
-    "rwm_move",
-    "hmc_move",
+    "tempered_model",
+    "temper_likelihood",
     "PMMH",
     "PMMHState",
     "ParticleGibbs",

@@ -91,7 +91,7 @@ def init(
         return tr, lw - qt.log_density
 
     dummy = jnp.zeros((num_particles,))
-    traces, lw = map_particles(lambda k, _: one(k), key, dummy)
+    traces, lw = map_particles(lambda k, _: one(k), key, dummy, shared_key=True)
     return Particles.from_states(traces, lw)
 
 
@@ -140,7 +140,7 @@ def extend(
             lw = lw - qt.log_density
         return tr, lw
 
-    traces, inc = map_particles(one, key, particles.states)
+    traces, inc = map_particles(one, key, particles.states, shared_key=True)
     new_states = _carry(traces.retval, m.name)
     return Particles(new_states, particles.log_weights + inc, particles.ancestors), traces
 
@@ -216,6 +216,19 @@ def temper(particles: Particles, log_likelihood: Callable, beta: Any, new_beta: 
 # resample
 
 
+def _replicated(x: jax.Array) -> jax.Array:
+    """Inside a program whose particles are split across devices: ask for a full copy of the
+    (N,) log weights on every device, so the scheme's cumulative sum and search run locally
+    (N numbers gathered once), not as a sequence of cross-device collectives."""
+    from inference import sharding
+
+    if randomness.requires_eager() or sharding.num_devices() == 1 or is_concrete(x):
+        return x
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.lax.with_sharding_constraint(x, NamedSharding(sharding.mesh(), PartitionSpec()))
+
+
 def resampled_log_weights(log_weights: jax.Array, ancestors: jax.Array) -> jax.Array:
     """The log weights after resampling: every particle gets the average weight (keeps Ẑ)."""
     return jnp.full_like(log_weights, log_mean_exp(log_weights))
@@ -240,7 +253,7 @@ def resample(
     not resampled), ``resampled`` and ``ess`` (before resampling).
     """
     cls = _scheme(scheme)
-    lw = particles.log_weights
+    lw = _replicated(particles.log_weights)
     N = lw.shape[-1]
     e = ess(lw)
     identity = jnp.arange(N, dtype=jnp.int32)

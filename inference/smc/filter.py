@@ -6,8 +6,11 @@ of x_0).  The model the filter targets is exactly ``ppl.scan(step, init, xs=xs, 
 
     for t = 0..T-1:   [resample (t > 0, always or when ESS < ρN)]  →  extend(step, xs[t])
 
-The whole time loop is one ``lax.scan`` (a Python loop over the same body under an eager
-interpreter, so the exact enumerator sees every draw).  The final population's genealogies are
+The time loop is one ``lax.scan`` over steps 1..T-1 after step 0 (a Python loop over the same
+body under an eager interpreter, so the exact enumerator sees every draw).  Each step's draws are
+made for the whole population at once (one ``jax.random`` call per site, see
+:func:`~inference.smc.particles.shared_key_draws`), and only the records asked for with
+``record=`` are kept, so the filter costs what a hand-written JAX filter costs.  The final population's genealogies are
 properly weighted for the joint smoothing measure p(x_{0:T-1}, y_{0:T-1}), and
 Ẑ = (1/N) Σ w_i is an unbiased estimate of p(y_{0:T-1}).
 """
@@ -27,11 +30,31 @@ from ppl import randomness
 from . import blocks
 from .particles import Particles, index_particles
 
-__all__ = ["SMCResult", "particle_filter", "trajectories"]
+__all__ = ["SMCResult", "particle_filter", "trajectories", "RECORDS", "DEFAULT_RECORD"]
+
+
+#: what :func:`particle_filter` can record at every step
+RECORDS = ("log_evidence", "ess", "resampled", "filter_means", "ancestors", "paths")
+#: the default: per-step scalars and filtering means (cheap); genealogies are opt-in
+DEFAULT_RECORD = ("log_evidence", "ess", "resampled", "filter_means")
+
+
+def _records(record: Any) -> frozenset:
+    if record is None:
+        return frozenset()
+    if isinstance(record, str):
+        record = RECORDS if record == "all" else (record,)
+    out = frozenset(record)
+    bad = sorted(out - set(RECORDS))
+    if bad:
+        raise ValueError(f"particle_filter: record= got unknown entries {bad}; use 'all' or a subset of {list(RECORDS)}.")
+    return out
 
 
 class SMCResult(eqx.Module):
     """The output of an SMC driver.
+
+    Fields not asked for with ``record=`` are ``None``.
 
     Attributes:
         particles: the final weighted population (states: final carries, or traces).
@@ -47,24 +70,37 @@ class SMCResult(eqx.Module):
 
     particles: Particles
     log_evidence: jax.Array
-    log_evidence_history: jax.Array
-    ess: jax.Array
-    resampled: jax.Array
-    ancestors: jax.Array
-    paths: dict
-    filter_means: Any
+    log_evidence_history: Any = None
+    ess: Any = None
+    resampled: Any = None
+    ancestors: Any = None
+    paths: Any = None
+    filter_means: Any = None
+
+    def _need_paths(self, what: str) -> dict:
+        if self.paths is None:
+            raise ValueError(
+                f"SMCResult.{what}: the paths were not recorded; run particle_filter with "
+                "record='all' (or a record= tuple containing 'paths')."
+            )
+        return self.paths
 
     def sample(self, key: Any, num_samples: int | None = None) -> dict:
-        """Draws from the (approximate) posterior over paths: trajectories picked w.p. W_i."""
+        """Draws from the (approximate) posterior over paths: trajectories picked w.p. W_i.
+
+        Needs ``record`` to include ``"paths"``.
+        """
+        paths = self._need_paths("sample")
         shape = () if num_samples is None else (int(num_samples),)
         idx = jax.random.categorical(key, self.particles.log_weights, shape=shape)
-        return jax.tree.map(lambda v: v[idx], self.paths)
+        return jax.tree.map(lambda v: v[idx], paths)
 
     def weighted_paths(self) -> list:
         """[(path dict, log weight / N)] per particle: the population's weighted measure (eager)."""
+        paths = self._need_paths("weighted_paths")
         N = self.particles.num_particles
         lw = np.asarray(self.particles.log_weights) - np.log(N)
-        return [({k: np.asarray(v[i]) for k, v in self.paths.items()}, float(lw[i])) for i in range(N)]
+        return [({k: np.asarray(v[i]) for k, v in paths.items()}, float(lw[i])) for i in range(N)]
 
 
 def trajectories(choices: dict, ancestors: jax.Array) -> dict:
@@ -110,6 +146,7 @@ def particle_filter(
     ess_threshold: float | None = None,
     init_args: tuple = (),
     name: str | None = None,
+    record: Any = DEFAULT_RECORD,
 ) -> SMCResult:
     """Bootstrap (or guided) particle filter for ``ppl.scan(step, init, xs=xs, name=name)``.
 
@@ -118,74 +155,114 @@ def particle_filter(
         step: the step model ``step(carry, x_t) -> (carry, out)`` (plain function or Model).
         init: the initial carry (a pytree), or a ``ppl.Model`` called with ``init_args`` whose
             return value is the initial carry (its observations, if any, weight the particles).
-        xs: the per-step inputs (observations), leading time axis T.
+        xs: the per-step inputs (observations), leading time axis T ≥ 1.
         num_particles: N.
         proposal: optional model ``proposal(carry, x_t)`` sampling the step's latent sites
             (default: the step's prior, the bootstrap filter).
         scheme: resampling scheme name or :class:`~inference.smc.ResamplingDistribution` class.
         ess_threshold: resample only when ESS < ρ N (default: resample at every step t > 0).
+        init_args: arguments of `init` when it is a model.
         name: the address prefix of the paths (default: the step function's name).
+        record: what to keep per step, a subset of ``"log_evidence"``, ``"ess"``,
+            ``"resampled"``, ``"filter_means"``, ``"ancestors"``, ``"paths"`` (or ``"all"``, or
+            ``None`` for nothing).  The default keeps the per-step scalars and filtering means;
+            the genealogy (``"ancestors"``, ``"paths"``: N·T values per site, and the trace-back)
+            is opt-in.  What is recorded never changes the draws.
 
-    Returns an :class:`SMCResult`.  Unbiased: E[Ẑ] = p(y); properly weighted: E[(1/N) Σ_i w_i
-    δ_{path_i}] = p(x_{0:T-1}, y_{0:T-1}).
+    Returns:
+        An :class:`SMCResult`.  Unbiased: E[Ẑ] = p(y); properly weighted: E[(1/N) Σ_i w_i
+        δ_{path_i}] = p(x_{0:T-1}, y_{0:T-1}).
+
+    The particle axis is laid out across all devices when there are several
+    (:mod:`inference.sharding`); resampling gathers across them, so the numbers are those of
+    one device for the same key.
+
+    Example:
+        >>> res = particle_filter(jax.random.key(0), step, 0.0, ys, 1000, record="all")
+        >>> res.log_evidence, res.filter_means, res.sample(jax.random.key(1), 100)
     """
+    from inference import sharding
+
+    rec = _records(record)
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
+    if N < 1:
+        raise ValueError(f"particle_filter: num_particles must be a positive integer, got {num_particles!r}.")
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves or np.ndim(leaves[0]) == 0 or int(np.shape(leaves[0])[0]) == 0:
+        raise ValueError("particle_filter: xs must have a leading time axis with at least one step.")
+    T = int(np.shape(leaves[0])[0])
+    eager = randomness.requires_eager()
+    constrain = (lambda p: p) if eager else sharding.constrain_batch
     k_init, k_loop = jax.random.split(key)
     if isinstance(init, ppl.Model):
         p0 = blocks.init(k_init, init, N, *init_args)
         particles = Particles(p0.states.retval, p0.log_weights, p0.ancestors)
     else:
         particles = blocks.init_states(init, N)
-    leaves = jax.tree_util.tree_leaves(xs)
-    T = int(np.shape(leaves[0])[0])
+    particles = constrain(particles)
+    identity = jnp.arange(N, dtype=jnp.int32)
 
-    def body(p, inp):
-        t, k, x = inp
+    def body(p, t, k, x, first):
         k_res, k_ext = jax.random.split(k)
-        if randomness.requires_eager():
-            # eager (exact enumeration): a Python branch, so only real resampling draws are seen
-            if t == 0:
-                e = p.ess
-                p = Particles(p.states, p.log_weights, jnp.arange(N, dtype=jnp.int32))
-                info = {"ancestors": p.ancestors, "resampled": jnp.asarray(False), "ess": e}
-            else:
-                p, info = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
+        if first:
+            e, resampled = p.ess, jnp.asarray(False)
+            p = Particles(p.states, p.log_weights, identity)
+        elif eager or ess_threshold is not None:
+            p, info = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
+            e, resampled = info["ess"], info["resampled"]
         else:
-            # no resampling at t = 0 (threshold 0); "always" is a threshold above any ESS / N
-            thr = 2.0 if ess_threshold is None else ess_threshold
-            p, info = blocks.resample(k_res, p, scheme, ess_threshold=jnp.where(t > 0, thr, 0.0))
+            e, resampled = p.ess, jnp.asarray(True)
+            p, _ = blocks.resample(k_res, p, scheme)
+        p = constrain(p)
         p, traces = blocks.extend(k_ext, p, m, x, proposal=proposal)
-        rec = {
-            "choices": dict(traces.latent),
-            "ancestors": info["ancestors"],
-            "resampled": info["resampled"],
-            "ess": info["ess"],
-            "log_evidence": p.log_evidence,
-            "mean": _weighted_mean(p, p.states),
-        }
-        return p, rec
+        p = constrain(p)
+        out = {}
+        if "paths" in rec:
+            out["choices"] = dict(traces.latent)
+        if "paths" in rec or "ancestors" in rec:
+            out["ancestors"] = p.ancestors
+        if "resampled" in rec:
+            out["resampled"] = resampled
+        if "ess" in rec:
+            out["ess"] = e
+        if "log_evidence" in rec:
+            out["log_evidence"] = p.log_evidence
+        if "filter_means" in rec:
+            out["mean"] = _weighted_mean(p, p.states)
+        return p, out
 
-    ts = jnp.arange(T)
     keys = jax.random.split(k_loop, T)
-    if randomness.requires_eager():
+    x_at = lambda t: jax.tree.map(lambda v: v[t], xs)  # noqa: E731
+    if eager:
         recs = []
         for t in range(T):
-            particles, rec = body(particles, (t, keys[t], jax.tree.map(lambda v: v[t], xs)))
-            recs.append(rec)
+            particles, r = body(particles, t, keys[t], x_at(t), t == 0)
+            recs.append(r)
         hist = jax.tree.map(lambda *r: jnp.stack(r), *recs)
     else:
-        particles, hist = jax.lax.scan(body, particles, (ts, keys, xs))
-    paths = trajectories(hist["choices"], hist["ancestors"])
-    paths = {f"{name}/{k}": v for k, v in paths.items()}
+        # step 0 outside the scan (no resampling), so the loop body resamples unconditionally
+        particles, r0 = body(particles, 0, keys[0], x_at(0), True)
+        if T > 1:
+            rest = jax.tree.map(lambda v: v[1:], xs)
+            particles, hist = jax.lax.scan(
+                lambda p, inp: body(p, None, inp[0], inp[1], False), particles, (keys[1:], rest)
+            )
+            hist = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), r0, hist)
+        else:
+            hist = jax.tree.map(lambda a: a[None], r0)
+    paths = None
+    if "paths" in rec:
+        paths = trajectories(hist["choices"], hist["ancestors"])
+        paths = {f"{name}/{k}": v for k, v in paths.items()}
     return SMCResult(
         particles=particles,
         log_evidence=particles.log_evidence,
-        log_evidence_history=hist["log_evidence"],
-        ess=hist["ess"],
-        resampled=hist["resampled"],
-        ancestors=hist["ancestors"],
+        log_evidence_history=hist.get("log_evidence"),
+        ess=hist.get("ess"),
+        resampled=hist.get("resampled"),
+        ancestors=hist.get("ancestors") if ("ancestors" in rec or "paths" in rec) else None,
         paths=paths,
-        filter_means=hist["mean"],
+        filter_means=hist.get("mean"),
     )

@@ -23,7 +23,7 @@ import numpy as np
 from ppl import randomness
 from ppl.core import is_concrete
 
-__all__ = ["Particles", "ess", "log_mean_exp", "map_particles", "index_particles"]
+__all__ = ["Particles", "ess", "log_mean_exp", "map_particles", "index_particles", "shared_key_draws"]
 
 
 def log_mean_exp(lw: Any, axis: int = -1) -> jax.Array:
@@ -104,15 +104,29 @@ def index_particles(states: Any, idx: Any) -> Any:
     return jax.tree.map(lambda v: jnp.asarray(v)[idx], states)
 
 
-def map_particles(fn: Any, key: Any, *stacked: Any) -> Any:
+def map_particles(fn: Any, key: Any, *stacked: Any, shared_key: bool = False) -> Any:
     """``fn(key_i, *particle_i)`` for every particle, stacked along a leading axis.
 
     Vectorised with ``jax.vmap`` in production; a Python loop over particles when an eager
     interpreter is installed (the exact enumerator must see every particle's draws), or when the
     particle states differ in structure.
+
+    With ``shared_key=True`` (for ``fn`` whose only randomness is ``ppl.randomness.draw``, e.g.
+    model operations), ``fn`` gets the *same* key for every particle and each draw is made for the
+    whole population at once (see :func:`shared_key_draws`): the particles' draws are still
+    independent, at the cost of one ``jax.random`` call per site instead of N key splits.
     """
     leaves = jax.tree_util.tree_leaves(stacked)
     N = int(np.shape(leaves[0])[0])
+    if shared_key and not randomness.requires_eager() and randomness.current_interpreter() is None:
+        it = _SharedKeyDraws()
+
+        def one(anchor, *s):
+            it.anchor = anchor  # a batched value: every draw is batched over the particles
+            return fn(key, *s)
+
+        with randomness.interpreter(it):
+            return jax.vmap(one)(jnp.arange(N, dtype=jnp.int32), *stacked)
     keys = jax.random.split(key, N)
     if randomness.requires_eager():
         # eager: concrete values; slice and stack on the host (cheaper than N eager gathers)
@@ -125,3 +139,75 @@ def map_particles(fn: Any, key: Any, *stacked: Any) -> Any:
 
 def _concrete(x: Any) -> bool:
     return is_concrete(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# one random call per site for the whole population
+
+_ELEMENTWISE = (
+    "Normal", "StudentT", "Cauchy", "Laplace", "Logistic", "Uniform", "Exponential", "Gamma",
+    "Beta", "BernoulliProbs", "BernoulliLogits", "CategoricalProbs", "CategoricalLogits",
+    "Poisson", "MultivariateNormal", "Gumbel", "HalfNormal", "HalfCauchy", "Dirichlet",
+)
+
+
+def _batchable(d: Any) -> bool:
+    """Whether ``d.sample(key, (N,))`` with every parameter given a leading axis N draws the N
+    particles' values independently, parameter row i for particle i (NumPyro's right-aligned
+    broadcasting of parameters against ``sample_shape + batch_shape``)."""
+    from numpyro.distributions import Independent
+
+    if isinstance(d, Independent):
+        return _batchable(d.base_dist)
+    return type(d).__name__ in _ELEMENTWISE
+
+
+def shared_key_draws(key: Any, d: Any, sample_shape: tuple = (), anchor: Any = None) -> Any:
+    """``d.sample(key, sample_shape)`` whose ``vmap`` over the distribution's parameters, with an
+    unbatched key, draws the whole batch with that one key (independent across the batch).
+
+    ``anchor`` is any value batched along the ``vmap``-ed axis (e.g. the member's index): it
+    makes the draw batched even when neither the key nor the parameters are (a site whose law
+    does not depend on the particle), so the members never share a draw.
+
+    Under ``vmap`` with a batched key, or for a family not known to broadcast its parameters
+    elementwise, the batch falls back to one key per member (split from ``key``).  Either way
+    the batch members' draws are independent with the laws of their own distributions.
+    """
+    from jax.custom_batching import custom_vmap
+
+    leaves, treedef = jax.tree_util.tree_flatten(d)
+    sample_shape = tuple(sample_shape)
+
+    def plain(k, _anchor, ls):
+        return jax.tree_util.tree_unflatten(treedef, ls).sample(k, sample_shape)
+
+    f = custom_vmap(plain)
+
+    @f.def_vmap
+    def rule(axis_size, in_batched, k, anchor, ls):
+        key_b, anchor_b, leaves_b = in_batched
+        if not key_b and not sample_shape and _batchable(d):
+            full = [v if b else jnp.broadcast_to(v, (axis_size,) + jnp.shape(v)) for v, b in zip(ls, leaves_b)]
+            one = jax.eval_shape(plain, k, None, [jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for v in full])
+            try:
+                out = jax.tree_util.tree_unflatten(treedef, full).sample(k, (axis_size,))
+            except (TypeError, ValueError):
+                out = None
+            if out is not None and out.shape == (axis_size,) + one.shape:
+                return out, True
+        keys = k if key_b else jax.random.split(k, axis_size)
+        out = jax.vmap(plain, in_axes=(0, None, [0 if b else None for b in leaves_b]))(keys, None, ls)
+        return out, True
+
+    return f(key, jnp.zeros((), jnp.int32) if anchor is None else anchor, leaves)
+
+
+class _SharedKeyDraws:
+    """A production interpreter: every ``draw`` under the particle ``vmap`` is one batched call."""
+
+    eager = False
+    anchor: Any = None
+
+    def draw(self, key: Any, d: Any, sample_shape: tuple, name: Any) -> Any:
+        return shared_key_draws(key, d, sample_shape, self.anchor)

@@ -187,6 +187,11 @@ def _prefix(name: str, d: dict) -> dict:
     return {f"{name}/{k}": v for k, v in d.items()}
 
 
+def _ancestor_logits(log_weights: jax.Array, log_join: jax.Array) -> jax.Array:
+    """PGAS: log of the reference's ancestor probabilities, w_{t-1}^i p(x*_t, y_t | carry^i)."""
+    return log_weights + log_join
+
+
 def conditional_smc(
     key: Any,
     step: Any,
@@ -197,6 +202,8 @@ def conditional_smc(
     *,
     name: str | None = None,
     conditional: bool = True,
+    ancestor_sampling: bool = False,
+    init_args: tuple = (),
 ) -> tuple[dict, dict]:
     """One conditional-SMC sweep (bootstrap, multinomial resampling at every t > 0) and a new path.
 
@@ -207,21 +214,43 @@ def conditional_smc(
     after their ancestors are drawn i.i.d. from the normalised weights.  Finally an index k is
     drawn with probability W_k and its trajectory traced back.
 
-    Preserves: the Markov kernel reference → new path leaves p(x_{0:T-1} | y_{0:T-1}) invariant
-    (``conditional=False`` runs the unconditioned sweep, which does not — a test twin).  The
-    initial carry `init` must be a value (not a model).  Returns ``(path, info)``, info with
-    ``log_weights`` (N,) final, ``ancestors`` (T, N) and ``index`` (the chosen particle).
+    With ``ancestor_sampling=True`` (PGAS, Lindsten, Jordan & Schön 2014) the reference's
+    ancestor at each t > 0 is not fixed to 0 but drawn with probability ∝ w_{t-1}^i
+    p(x*_t, y_t | carry_{t-1}^i), the weight of particle i's history joined to the reference's
+    step t (``step.generate`` with the reference's choices as constraints).  This is exact when
+    the step is first-order Markov in its choices: the new carry, hence the reference's future,
+    depends on the old carry only through the step's density (e.g. carry = x_t).  It mixes far
+    better over the early part of the path, where plain particle Gibbs degenerates onto the
+    reference.
+
+    The initial carry `init` is a value, or a ``ppl.Model`` (called with ``init_args``) whose
+    return value is the initial carry: then its latent sites (under their own addresses, as in
+    ``ppl.scan(step, init(*init_args), xs=xs)``) are part of the path and of `reference`;
+    particle 0 takes the reference's values, the others draw x_0 from the model, and each is
+    weighted by the model's observations (if any).
+
+    Preserves: the Markov kernel reference → new path leaves p(path | y) invariant, the path
+    being the step choices x_{0:T-1} (and the initial model's choices)
+    (``conditional=False`` runs the unconditioned sweep, which does not — a test twin).
+    Returns ``(path, info)``, info with ``log_weights`` (N,) final, ``ancestors`` (T, N) and
+    ``index`` (the chosen particle).
+
+    Example:
+        >>> path, info = conditional_smc(key, step, 0.0, ys, 16, {"step/x": ref}, ancestor_sampling=True)
     """
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
     if N < 2 and conditional:
         raise ValueError("conditional_smc needs num_particles ≥ 2 (particle 0 is the reference).")
-    if isinstance(init, ppl.Model):
-        raise ModelError("conditional_smc: the initial carry must be a value; put x_0's draw into the first step.")
+    init_model = init if isinstance(init, ppl.Model) else None
     sites = [k[len(name) + 1:] for k in reference if k.startswith(name + "/")]
-    if len(sites) != len(reference):
-        raise ModelError(f"conditional_smc: reference addresses must start with {name + '/'!r}; got {sorted(reference)}.")
+    init_sites = [k for k in reference if not k.startswith(name + "/")]
+    if init_sites and init_model is None:
+        raise ModelError(
+            f"conditional_smc: reference addresses must start with {name + '/'!r} (the initial carry is a value); "
+            f"got {sorted(init_sites)}."
+        )
     T = int(np.shape(jax.tree_util.tree_leaves(xs)[0])[0])
     first = 0 if conditional else N  # particles [first, N) are free; [0, first) pinned
     n_free = N - (1 if conditional else 0)
@@ -233,7 +262,7 @@ def conditional_smc(
     def body(c, inp):
         carry, lw = c
         t, k, x, ref_t = inp
-        k_res, k_ext, k_ref = jax.random.split(k, 3)
+        k_res, k_ext, k_ref, k_as = jax.random.split(k, 4)
         # resample: the free particles' ancestors i.i.d. Categorical(W); particle 0 keeps 0
         if randomness.requires_eager() and t == 0:
             anc = jnp.arange(N, dtype=jnp.int32)
@@ -241,7 +270,12 @@ def conditional_smc(
             drawn = jnp.asarray(
                 randomness.draw(k_res, dist.Categorical(logits=lw), (n_free,), "smc/csmc/ancestors")
             ).astype(jnp.int32)
-            drawn = jnp.concatenate([jnp.zeros((N - n_free,), jnp.int32), drawn])
+            if conditional and ancestor_sampling:
+                logp = map_particles(lambda kk, cc: m.generate(kk, ref_t, cc, x)[1], k_ref, carry)
+                a0 = randomness.draw(k_as, dist.Categorical(logits=_ancestor_logits(lw, logp)), (), "smc/csmc/ancestor0")
+                drawn = jnp.concatenate([jnp.asarray(a0).astype(jnp.int32)[None], drawn])
+            else:
+                drawn = jnp.concatenate([jnp.zeros((N - n_free,), jnp.int32), drawn])
             if randomness.requires_eager():
                 anc = drawn
             else:
@@ -262,10 +296,28 @@ def conditional_smc(
             new_c, ch, inc = new_f, ch_f, inc_f
         return (new_c, lw + inc), {"choices": ch, "ancestors": anc}
 
-    carry0 = jax.tree.map(lambda v: jnp.broadcast_to(jnp.asarray(v), (N,) + jnp.shape(v)), init)
-    lw0 = jnp.zeros((N,))
     ref = {s: jnp.asarray(reference[f"{name}/{s}"]) for s in sites}
-    k_loop, k_pick = jax.random.split(key)
+    if init_model is None:
+        carry0 = jax.tree.map(lambda v: jnp.broadcast_to(jnp.asarray(v), (N,) + jnp.shape(v)), init)
+        lw0 = jnp.zeros((N,))
+        k_loop, k_pick = jax.random.split(key)
+        init_choices = {}
+    else:
+        key, k_free0, k_ref0 = jax.random.split(key, 3)
+        k_loop, k_pick = jax.random.split(key)
+
+        def init_one(kk, _):
+            tr, lw = init_model.generate(kk, {}, *init_args)
+            return tr.retval, dict(tr.latent), lw
+
+        c_f, ch_f, lw_f = map_particles(init_one, k_free0, jnp.zeros((n_free,)))
+        if conditional:
+            tr0, _ = init_model.generate(k_ref0, {k: reference[k] for k in init_sites}, *init_args)
+            carry0 = jax.tree.map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]), tr0.retval, c_f)
+            init_choices = {k: jnp.concatenate([jnp.asarray(tr0.choices[k])[None], ch_f[k]]) for k in ch_f}
+            lw0 = jnp.concatenate([jnp.asarray(tr0.log_likelihood)[None], lw_f])
+        else:
+            carry0, init_choices, lw0 = c_f, ch_f, lw_f
     keys = jax.random.split(k_loop, T)
     if randomness.requires_eager():
         c, recs = (carry0, lw0), []
@@ -279,7 +331,22 @@ def conditional_smc(
     paths = trajectories(hist["choices"], hist["ancestors"])
     idx = jnp.asarray(randomness.draw(k_pick, dist.Categorical(logits=lw), (), "smc/csmc/pick")).astype(jnp.int32)
     path = {f"{name}/{s}": v[idx] for s, v in paths.items()}
+    if init_choices:
+        root = _root(hist["ancestors"], idx)  # the chosen path's particle at step 0
+        path.update({k: v[root] for k, v in init_choices.items()})
     return path, {"log_weights": lw, "ancestors": hist["ancestors"], "index": idx}
+
+
+def _root(ancestors: jax.Array, idx: Any) -> jax.Array:
+    """The index at step 0 of particle `idx`'s lineage (``ancestors[0]`` is the identity)."""
+    T = ancestors.shape[0]
+    if randomness.requires_eager():
+        b = idx
+        for t in reversed(range(T)):
+            b = ancestors[t][b]
+        return b
+    b, _ = jax.lax.scan(lambda b, t: (ancestors[t][b], None), idx, jnp.arange(T), reverse=True)
+    return b
 
 
 class PGState(eqx.Module):
@@ -295,23 +362,30 @@ class ParticleGibbs(Kernel):
     Bind it to the state-space model's *step* (``step(carry, x_t) -> (carry, out)``) and its
     per-step inputs: ``ParticleGibbs(init, N).bind(step, (xs,))``; the target is
     ``ppl.scan(step, init, xs=xs, name=name)`` conditioned on its observations.  ``init`` is the
-    initial carry (a value).  ``init(key)`` starts from a path drawn by a particle filter with
-    the same N.  For static parameters θ, alternate it with an MCMC move on θ given the path.
+    initial carry: a value, or a ``ppl.Model`` called with ``init_args`` whose latent sites
+    (x_0) then join the path.  ``init(key)`` starts from a path drawn by a particle filter with
+    the same N (from the prior when ``init`` is a model).  For static parameters θ, alternate it with an MCMC move on θ given the path.
+    ``ancestor_sampling=True`` gives particle Gibbs with ancestor sampling (PGAS, see
+    :func:`conditional_smc`; for steps first-order Markov in their choices), which mixes well
+    with far fewer particles.
 
     Example:
         >>> pg = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=8, name="hmm").bind(hmm_step, (ys,))
         >>> s = pg.init(key); s, info = pg.step(key, s); s.path["hmm/s"]
+        >>> pgas = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=4, ancestor_sampling=True)
     """
 
     init: Any
     num_particles: int = 16
     name: str | None = None
+    ancestor_sampling: bool = False
+    init_args: tuple = ()
 
     def bind(self, model, args=(), kwargs=None, num_warmup=0):
         return _BoundPG(self, model, args, kwargs)
 
     def __hash__(self):  # the initial carry may be an array
-        return hash((id(self.init), self.num_particles, self.name))
+        return hash((id(self.init), self.num_particles, self.name, self.ancestor_sampling, id(self.init_args)))
 
 
 class _BoundPG:
@@ -327,12 +401,16 @@ class _BoundPG:
         if isinstance(init, dict):
             return PGState({k: jnp.asarray(v) for k, v in init.items()})
         k1, k2 = jax.random.split(key)
-        res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name)
+        if isinstance(self.kernel.init, ppl.Model):
+            tr = self._whole().simulate(k1, self.xs)
+            return PGState({k: v for k, v in tr.latent.items()})
+        res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name, record=("paths",))
         return PGState(res.sample(k2))
 
     def step(self, key: Any, state: PGState) -> tuple[PGState, dict]:
         path, info = conditional_smc(
-            key, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, state.path, name=self.name
+            key, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, state.path, name=self.name,
+            ancestor_sampling=self.kernel.ancestor_sampling, init_args=tuple(self.kernel.init_args),
         )
         return PGState(path), {"chosen": info["index"], "kept_reference": info["index"] == 0}
 
@@ -342,14 +420,18 @@ class _BoundPG:
     def samples(self, state: PGState) -> dict:
         return dict(state.path)
 
-    def log_density(self, state: PGState) -> jax.Array:
-        m = self.step_model
+    def _whole(self) -> ppl.Model:
+        m, init, init_args = self.step_model, self.kernel.init, tuple(self.kernel.init_args)
 
         @ppl.model
         def whole(xs):
-            return ppl.scan(m, self.kernel.init, xs=xs, name=self.name)
+            c0 = init(*init_args) if isinstance(init, ppl.Model) else init
+            return ppl.scan(m, c0, xs=xs, name=self.name)
 
-        return whole.log_density(state.path, self.xs)
+        return whole
+
+    def log_density(self, state: PGState) -> jax.Array:
+        return self._whole().log_density(state.path, self.xs)
 
     def explain(self, state: PGState) -> str:
         return "the initial trajectory has zero density under the model"

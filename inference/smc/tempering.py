@@ -1,15 +1,20 @@
-"""Adaptive tempered SMC for static models, built from the blocks.
+"""Adaptive tempered SMC for static models, built from the blocks and ``inference.mcmc`` kernels.
 
 Targets the path γ_β(x) = p(x) L(x)^β, β from 0 (the prior) to 1 (the posterior), on the model's
-unconstrained view (``ppl.unconstrained``: x flat, the prior's Jacobian included).  Each step:
+unconstrained view (``ppl.unconstrained``: x flat, the prior's Jacobian included).  The tempered
+target is itself a *model*, :func:`tempered_model`: the user's model run under a handler that
+scales the log density of every observed site and factor by β (its first argument).  So any
+gradient kernel of :mod:`inference.mcmc` (:class:`~inference.mcmc.RWM`,
+:class:`~inference.mcmc.MALA`, :class:`~inference.mcmc.HMC`, :class:`~inference.mcmc.NUTS`)
+bound to ``(tempered_model(model), (β, *args))`` leaves γ_β invariant, unchanged.  Each step:
 
     β' = next_beta(...)            bisection on the conditional ESS (Zhou, Johansen & Aston 2016)
     temper(β → β')                 weights × L(x)^(β' − β)
     resample                       (always, or when ESS < ρN)
-    rejuvenate                     random-walk MH or HMC leaving γ_β' invariant, tuned from the
-                                   particles (RWM: covariance 2.38²/d × particle covariance; HMC:
-                                   inverse mass = particle variances, step size adapted to the
-                                   previous step's acceptance rate)
+    rejuvenate                     the MCMC kernel bound to the tempered model at β', with its
+                                   tuning taken from the particles: inverse mass matrix = the
+                                   particles' (diagonal, or dense) covariance, step size adapted
+                                   to the previous step's mean acceptance rate
 
 The log evidence estimate is the population's log Ẑ.  With a fixed schedule (``betas=``) Ẑ is
 exactly unbiased; the adaptive schedule depends on the particles, which adds a bias of order 1/N.
@@ -17,29 +22,73 @@ exactly unbiased; the adaptive schedule depends on the particles, which adds a b
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from numpyro.infer.hmc_util import IntegratorState
 
 import ppl
-from inference.mcmc import metropolis_accept
+from ppl.core import Messenger
+from inference import mcmc
 
 from . import blocks
 from .particles import Particles, map_particles
 
-__all__ = ["TemperedResult", "tempered_smc", "next_beta", "rwm_move", "hmc_move", "TemperedTarget"]
+__all__ = ["TemperedResult", "tempered_smc", "next_beta", "tempered_model", "TemperedTarget", "temper_likelihood"]
+
+
+class temper_likelihood(Messenger):
+    """Scale the log density of every observed sample site and every factor inside by ``beta``.
+
+    Latent sites keep their prior density, so a model run inside denotes p(x) L(x)^β.  Sites are
+    recognised as observed when they reach this handler (observations given with ``obs=`` or by
+    ``ppl.condition`` applied to the model inside).
+
+    Example:
+        >>> with temper_likelihood(beta=0.3):
+        ...     tr = model.simulate(key, *args)      # tr.log_density = log p(x) + 0.3 log L(x)
+    """
+
+    def __init__(self, fn: Any = None, beta: Any = 1.0):
+        super().__init__(fn)
+        self.beta = beta
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "factor" or (msg["type"] == "sample" and msg["is_observed"]):
+            msg["scale"] = self.beta if msg["scale"] is None else msg["scale"] * self.beta
+
+
+def tempered_model(model: Any) -> ppl.Model:
+    """The model ``tempered(beta, *args, **kwargs)`` denoting p(x) L(x)^β (same latent sites).
+
+    Its unconstrained potential is −log p_u(x) − β ℓ(x), so ``kernel.bind(tempered_model(m),
+    (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.
+
+    Example:
+        >>> tm = tempered_model(normal_mean)
+        >>> kernel = mcmc.HMC(num_steps=10).bind(tm, (0.5, y))     # targets p(mu) p(y | mu)^0.5
+    """
+    m = ppl.as_model(model)
+
+    def tempered(beta, *args, **kwargs):
+        with temper_likelihood(beta=beta):
+            return m(*args, **kwargs)
+
+    return ppl.Model(tempered, name=m.name)
 
 
 class TemperedTarget:
-    """The tempered path of a model on its unconstrained view: log γ_β(x) = log p_u(x) − (1−β) ℓ(x)."""
+    """The tempered path of a model on its unconstrained view: log γ_β(x) = log p_u(x) + β ℓ(x)."""
 
     def __init__(self, model: Any, args: tuple = (), kwargs: dict | None = None):
         self.model = ppl.as_model(model)
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs)
+        self.tempered = tempered_model(self.model)
 
     def log_likelihood(self, x: jax.Array) -> jax.Array:
         """ℓ(x): log density of the observations and factors at the latent values T(x)."""
@@ -51,8 +100,8 @@ class TemperedTarget:
 
     def log_density(self, x: jax.Array, beta: Any) -> jax.Array:
         """log γ_β(x) = log p_u(x) + β ℓ(x) (p_u: the prior in unconstrained space)."""
-        full = self.view.log_density(x)
-        lp = full - (1.0 - beta) * self.log_likelihood(x)
+        view = ppl.unconstrained(self.tempered, beta, *self.args, **self.kwargs)
+        lp = view.log_density(x)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
     def prior_draw(self, key: Any) -> jax.Array:
@@ -61,7 +110,7 @@ class TemperedTarget:
         return self.view.to_unconstrained({n: tr.choices[n] for n in self.view.sites})
 
 
-def next_beta(log_weights: jax.Array, log_lik: jax.Array, beta: Any, target: float = 0.5, iters: int = 50) -> jax.Array:
+def next_beta(log_weights: jax.Array, log_lik: jax.Array, beta: Any, target: float = 0.5, iters: int = 30) -> jax.Array:
     """The largest β' ≤ 1 whose conditional ESS fraction (Σ W v)² / Σ W v², v = L^(β'−β), is ≥ target."""
     logW = jax.nn.log_softmax(log_weights)
     ll = jnp.where(jnp.isnan(log_lik), -jnp.inf, log_lik)
@@ -83,43 +132,24 @@ def next_beta(log_weights: jax.Array, log_lik: jax.Array, beta: Any, target: flo
     return jnp.minimum(beta + delta, 1.0)
 
 
-def rwm_move(log_target: Callable, scale_tril: jax.Array) -> Callable:
-    """Random-walk MH step x' = x + L ε targeting exp(log_target); the accept coin is drawn
-    through ``ppl.randomness`` (``Bernoulli(min(1, α))``)."""
-
-    def step(key, x):
-        k1, k2 = jax.random.split(key)
-        prop = x + scale_tril @ jax.random.normal(k1, x.shape, dtype=x.dtype)
-        log_alpha = log_target(prop) - log_target(x)
-        acc, p = metropolis_accept(k2, log_alpha, name="smc/rwm/accept")
-        return jnp.where(acc, prop, x), {"accept_prob": p}
-
-    return step
+#: the mean acceptance rate each kernel's step size is steered towards
+_TARGET_ACCEPT = {"RWM": 0.3, "MALA": 0.57, "HMC": 0.65}
 
 
-def hmc_move(log_target: Callable, step_size: Any, inv_mass: jax.Array, num_leapfrog: int = 10) -> Callable:
-    """HMC step (diagonal inverse mass `inv_mass`, fixed step size and path length) targeting
-    exp(log_target)."""
-    grad = jax.grad(log_target)
-
-    def step(key, x):
-        k1, k2 = jax.random.split(key)
-        r0 = jax.random.normal(k1, x.shape, dtype=x.dtype) / jnp.sqrt(inv_mass)
-
-        def leap(_, c):
-            q, r = c
-            r = r + 0.5 * step_size * grad(q)
-            q = q + step_size * inv_mass * r
-            r = r + 0.5 * step_size * grad(q)
-            return q, r
-
-        q, r = jax.lax.fori_loop(0, num_leapfrog, leap, (x, r0))
-        h0 = log_target(x) - 0.5 * jnp.sum(inv_mass * r0**2)
-        h1 = log_target(q) - 0.5 * jnp.sum(inv_mass * r**2)
-        acc, p = metropolis_accept(k2, h1 - h0, name="smc/hmc/accept")
-        return jnp.where(acc, q, x), {"accept_prob": p}
-
-    return step
+def _as_kernel(kernel: Any, num_leapfrog: int) -> Any:
+    if isinstance(kernel, str):
+        table = {"rwm": lambda: mcmc.RWM(), "mala": lambda: mcmc.MALA(), "hmc": lambda: mcmc.HMC(num_steps=int(num_leapfrog)),
+                 "nuts": lambda: mcmc.NUTS()}
+        if kernel.lower() not in table:
+            raise ValueError(f"tempered_smc: kernel must be one of {sorted(table)} or an inference.mcmc gradient kernel, got {kernel!r}.")
+        kernel = table[kernel.lower()]()
+    if not isinstance(kernel, (mcmc.RWM, mcmc.MALA, mcmc.HMC, mcmc.NUTS)):
+        raise ValueError(
+            "tempered_smc: kernel must be 'rwm', 'mala', 'hmc', 'nuts' or an instance of mcmc.RWM / MALA / HMC / NUTS, "
+            f"got {kernel!r}."
+        )
+    # tuning comes from the particles, not from the kernel's warmup adaptation
+    return dataclasses.replace(kernel, find_heuristic_step_size=False, adapt_step_size=False, adapt_mass_matrix=False)
 
 
 class TemperedResult(eqx.Module):
@@ -152,7 +182,7 @@ def tempered_smc(
     num_particles: int = 1000,
     target_ess: float = 0.5,
     betas: Any = None,
-    kernel: str = "rwm",
+    kernel: Any = "rwm",
     num_mcmc_steps: int = 5,
     num_leapfrog: int = 10,
     scheme: Any = "systematic",
@@ -163,49 +193,79 @@ def tempered_smc(
     """Adaptive tempered SMC from the prior to the posterior of ``model(*args, **kwargs)``.
 
     Args:
+        key: a ``jax.random`` key.
+        model: the model (its observations given by ``obs=`` or ``ppl.condition``).
+        *args: the model's arguments (``**kwargs`` likewise).
         num_particles: N.
         target_ess: the conditional-ESS fraction each new β aims for (bisection).
         betas: a fixed increasing schedule ending at 1 instead (then Ẑ is exactly unbiased).
-        kernel: "rwm" or "hmc" rejuvenation, ``num_mcmc_steps`` per tempering step.
+        kernel: the rejuvenation kernel: "rwm", "mala", "hmc" (``num_leapfrog`` steps) or
+            "nuts", or an ``inference.mcmc`` instance of ``RWM``, ``MALA``, ``HMC``, ``NUTS``
+            (``dense_mass=True`` for a dense particle covariance); ``num_mcmc_steps`` per
+            tempering step.  Its step size and inverse mass matrix are set from the particles.
+        num_mcmc_steps: kernel steps per tempering step.
+        num_leapfrog: leapfrog steps of the "hmc" kernel.
         scheme: the resampling scheme (default: always resample after reweighting).
         ess_threshold: resample when the ESS falls below this fraction of N.
         max_steps: bound on the number of adaptive steps.
 
-    The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule).
+    Returns:
+        A :class:`TemperedResult`.  Preserves: every step's kernel leaves γ_β' invariant (it is
+        an ``inference.mcmc`` kernel bound to :func:`tempered_model` at β') and every block keeps
+        the weighted measure, so with a fixed schedule E[Ẑ] = p(y).
+
+    The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule); the
+    particle axis is split across devices when there are several (:mod:`inference.sharding`).
+
+    Example:
+        >>> out = tempered_smc(jax.random.key(0), model, y, num_particles=512, kernel="hmc")
+        >>> out.log_evidence, out.samples["mu"].mean()
     """
+    from inference import sharding
+
     target = TemperedTarget(model, args, kwargs)
+    kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)
+    if N < 2:
+        raise ValueError(f"tempered_smc: num_particles must be at least 2, got {num_particles!r}.")
     d = target.view.dim
     k_init, k_loop = jax.random.split(key)
     x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
-    particles = Particles.from_states(x0)
+    particles = sharding.constrain_batch(Particles.from_states(x0))
     dtype = x0.dtype
+    goal = _TARGET_ACCEPT.get(type(kern).__name__, float(getattr(kern, "target_accept_prob", 0.8)))
+    dense = bool(kern.dense_mass)
+    log_lik = jax.vmap(target.log_likelihood)
 
-    def advance(p: Particles, beta, new_beta, step_size, k):
-        k_res, k_mv = jax.random.split(k)
-        p = blocks.temper(p, target.log_likelihood, beta, new_beta)
+    def advance(p: Particles, ll, beta, new_beta, step_size, k):
+        k_res, k_mv, k_ad = jax.random.split(k, 3)
+        p = blocks.reweight(p, (new_beta - beta) * ll)
         e = p.ess
         p, _ = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
+        p = sharding.constrain_batch(p)
         x = p.states
         W = p.weights
         mean = W @ x
-        cov = (x - mean).T @ ((x - mean) * W[:, None]) + 1e-9 * jnp.eye(d, dtype=dtype)
-
-        def lt(z):
-            return target.log_density(z, new_beta)
-
-        if kernel == "rwm":
-            move = rwm_move(lt, jnp.linalg.cholesky((2.38**2 / d) * cov))
-        elif kernel == "hmc":
-            move = hmc_move(lt, step_size, jnp.diag(cov), num_leapfrog)
+        if dense:
+            inv_mass = (x - mean).T @ ((x - mean) * W[:, None]) + 1e-9 * jnp.eye(d, dtype=dtype)
         else:
-            raise ValueError(f"tempered_smc: kernel must be 'rwm' or 'hmc', got {kernel!r}.")
-        p, info = blocks.rejuvenate(k_mv, p, move, num_steps=num_mcmc_steps)
+            inv_mass = W @ (x - mean) ** 2 + 1e-9
+        bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
+        vg = jax.value_and_grad(bound.potential)
+        pe, g = jax.vmap(vg)(x)
+        adapt = bound.wa_init(IntegratorState(x[0], None, pe[0], g[0]), k_ad, step_size, inverse_mass_matrix=inv_mass)
+
+        def move(kk, st):
+            s, info = bound.step(kk, mcmc.GradState(st[0], st[1], st[2], adapt))
+            return (s.x, s.potential_energy, s.grad), info
+
+        p2, info = blocks.rejuvenate(k_mv, Particles((x, pe, g), p.log_weights, p.ancestors), move, num_steps=num_mcmc_steps)
+        p = sharding.constrain_batch(Particles(p2.states[0], p2.log_weights, p2.ancestors))
         acc = jnp.mean(info["accept_prob"])
-        new_step = step_size * jnp.exp(acc - 0.65)
+        new_step = step_size * jnp.exp(2.0 * (acc - goal))
         return p, e, acc, new_step
 
-    step0 = jnp.asarray(1.0 / d**0.25, dtype=dtype)
+    step0 = jnp.asarray((2.38 / math.sqrt(d)) if isinstance(kern, mcmc.RWM) else 1.0 / d**0.25, dtype=dtype)
     if betas is not None:
         sched = jnp.asarray(betas, dtype=dtype)
         prev = jnp.concatenate([jnp.zeros((1,), dtype), sched[:-1]])
@@ -214,7 +274,7 @@ def tempered_smc(
         def body(c, inp):
             p, ss = c
             b0, b1, k = inp
-            p, e, acc, ss = advance(p, b0, b1, ss, k)
+            p, e, acc, ss = advance(p, log_lik(p.states), b0, b1, ss, k)
             return (p, ss), (e, acc)
 
         (particles, _), (ess_h, acc_h) = jax.lax.scan(body, (particles, step0), (prev, sched, keys))
@@ -229,10 +289,10 @@ def tempered_smc(
         def body(c):
             p, beta, n, ss, k, hb, he, ha = c
             k, sub = jax.random.split(k)
-            ll = jax.vmap(target.log_likelihood)(p.states)
+            ll = log_lik(p.states)
             nb = next_beta(p.log_weights, ll, beta, target_ess)
             nb = jnp.where(n == max_steps - 1, 1.0, nb)
-            p, e, acc, ss = advance(p, beta, nb, ss, sub)
+            p, e, acc, ss = advance(p, ll, beta, nb, ss, sub)
             return p, nb, n + 1, ss, k, hb.at[n].set(nb), he.at[n].set(e), ha.at[n].set(acc)
 
         c0 = (particles, jnp.asarray(0.0, dtype), jnp.asarray(0), step0, k_loop, jnp.ones((max_steps,), dtype), zeros, zeros)
