@@ -21,8 +21,16 @@ Columns: ``wall`` (first run in this process: trace + compile + run), ``warm`` (
 another key: no compilation), ``grads/s`` (leapfrog steps of the sampling phase, all chains, per
 second of sampling-phase wall time), ``minESS`` (smallest bulk ESS over all scalar parameters),
 ``minESS/s`` (over ``wall`` and over ``warm``), and for eight schools ``first draw`` (a fresh
-Python process: imports, model, compile, and a first draw of 4 chains; wall time of the process).
-Ratios are to ``ours``.  Also: the cost of our progress display (eight schools, best of 5).
+Python process: imports, model, compile, and a first draw of 4 chains; wall time of the process),
+cold (no persistent compilation cache) and, for ``ours``, with ppl's persistent compilation cache
+warm (``first draw, cached``; filled by an earlier process).  Ratios are to ``ours``.  Also: the
+cost of our progress display (eight schools, best of 5).
+
+Scaling (``python -m benchmarks.bench_mcmc --scaling [--max-chains 1024] [--cases eight_schools_nc]``): NUTS on eight
+schools (and the logistic regression) with 1, 4, 16, ..., 1024 chains, 200 warmup + 200 draws
+each, on all local devices (chains sharded when there are several; ``PPL_SHARDING=0`` to compare):
+wall time warm, gradient evaluations per second over all chains, min-ESS per second.  The rows go
+to ``benchmarks/results/mcmc_scaling.json`` with the machine they came from.
 """
 
 from __future__ import annotations
@@ -222,15 +230,28 @@ FRESH = {
 }
 
 
-def fresh_first_draw(variant: str) -> float:
-    code = textwrap.dedent(FRESH[variant])
-    env = {"PPL_COMPILATION_CACHE": "0", "JAX_ENABLE_COMPILATION_CACHE": "false"}
+def fresh_first_draw(variant: str, cache_dir: str | None = None) -> float:
+    """Wall time of a fresh process to a first draw; with ``cache_dir``, ppl's persistent
+    compilation cache in that directory (run once before to fill it), else no cache at all."""
     import os
 
+    code = textwrap.dedent(FRESH[variant])
+    if cache_dir is None:
+        env = {"PPL_COMPILATION_CACHE": "0", "JAX_ENABLE_COMPILATION_CACHE": "false"}
+    else:
+        env = {"PPL_COMPILATION_CACHE": "1", "PPL_CACHE_DIR": cache_dir}
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, **env},
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
+
+
+def fresh_first_draw_cached(variant: str, repeats: int = 2) -> float:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        fresh_first_draw(variant, d)  # fills the cache
+        return min(fresh_first_draw(variant, d) for _ in range(repeats))
 
 
 # -- progress overhead ---------------------------------------------------------------------------------
@@ -267,8 +288,9 @@ class MCMCSuite:
 
     def markdown(self) -> str:
         head = ("| case | variant | wall (s) | warm (s) | wall ÷ ours | warm ÷ ours | grads/s | grads/s ÷ ours "
-                "| minESS | minESS/s (wall) | minESS/s (warm) | minESS/s (warm) ÷ ours | first draw, fresh process (s) |")
-        rows = [head, "|" + "---|" * 13]
+                "| minESS | minESS/s (wall) | minESS/s (wall) ÷ ours | minESS/s (warm) | minESS/s (warm) ÷ ours "
+                "| first draw, fresh process (s) | first draw, cached (s) |")
+        rows = [head, "|" + "---|" * 15]
         base = {r["case"]: r for r in self.rows if r["variant"] == "ours"}
 
         def rat(a, b):
@@ -276,15 +298,17 @@ class MCMCSuite:
 
         for r in self.rows:
             if "error" in r:
-                rows.append(f"| {r['case']} | {r['variant']} | unavailable: {r['error']} |" + " |" * 11)
+                rows.append(f"| {r['case']} | {r['variant']} | unavailable: {r['error']} |" + " |" * 13)
                 continue
             b = base.get(r["case"], {})
             fd = f"{r['first_draw_s']:.1f}" if "first_draw_s" in r else "–"
+            fdc = f"{r['first_draw_cached_s']:.1f}" if "first_draw_cached_s" in r else "–"
             rows.append(
                 f"| {r['case']} | {r['variant']} | {r['wall_s']:.1f} | {r['warm_s']:.1f} | {rat(r['wall_s'], b.get('wall_s'))} "
                 f"| {rat(r['warm_s'], b.get('warm_s'))} | {r['grads_per_s']:.3g} | {rat(r['grads_per_s'], b.get('grads_per_s'))} "
-                f"| {r['min_ess']:.0f} | {r['min_ess'] / r['wall_s']:.3g} | {r['min_ess'] / r['warm_s']:.3g} "
-                f"| {rat(r['min_ess'] / r['warm_s'], b and b['min_ess'] / b['warm_s'])} | {fd} |"
+                f"| {r['min_ess']:.0f} | {r['min_ess'] / r['wall_s']:.3g} "
+                f"| {rat(r['min_ess'] / r['wall_s'], b and b['min_ess'] / b['wall_s'])} | {r['min_ess'] / r['warm_s']:.3g} "
+                f"| {rat(r['min_ess'] / r['warm_s'], b and b['min_ess'] / b['warm_s'])} | {fd} | {fdc} |"
             )
         md = "\n".join(rows)
         if self.progress:
@@ -340,6 +364,8 @@ def main(quick: bool = False) -> MCMCSuite:
                 row.update(wall_s=wall, warm_s=warm, grads_per_s=grads / s, min_ess=_min_ess(samples(out)))
                 if case == "eight_schools_nc" and name in FRESH and not quick:
                     row["first_draw_s"] = min(fresh_first_draw(name) for _ in range(2))
+                    if name == "ours":
+                        row["first_draw_cached_s"] = fresh_first_draw_cached(name)
             except Exception as exc:  # noqa: BLE001 - a failing variant is reported, not fatal
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             print(row, flush=True)
@@ -348,5 +374,60 @@ def main(quick: bool = False) -> MCMCSuite:
     return suite
 
 
+# -- scaling with the number of chains ---------------------------------------------------------------
+
+
+def scaling(max_chains: int = 1024, warmup: int = 200, draws: int = 200, cases: tuple = ("eight_schools_nc", "logistic_N5000_D20")) -> list[dict]:
+    """NUTS with 1, 4, 16, ... ``max_chains`` chains: warm wall time, gradient evaluations per
+    second (all chains) and min-ESS per second, on every local device (chains sharded)."""
+    from inference import mcmc, sharding
+
+    y, sigma, _ = eight_schools_data()
+    Xl, yl = logistic_data()
+    o_es, o_lr = ours_models()
+    table = {"eight_schools_nc": (o_es, (sigma,), {"y": y}), "logistic_N5000_D20": (o_lr, (Xl,), {"y": yl})}
+    rows = []
+    for case in cases:
+        model, args, kwargs = table[case]
+        counts = [c for c in (1, 4, 16, 64, 256, 1024, 4096) if c < max_chains] + [max_chains]
+        for chains in counts:
+            kw = dict(num_warmup=warmup, num_samples=draws, num_chains=chains, progress=False)
+            try:
+                t = time.perf_counter()
+                mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, *args, **kw, **kwargs)
+                first = time.perf_counter() - t
+                t = time.perf_counter()
+                run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), model, *args, **kw, **kwargs)
+                warm = time.perf_counter() - t
+                t = time.perf_counter()
+                more = run.resume(jax.random.key(2))
+                s = time.perf_counter() - t
+                row = dict(case=case, chains=chains, devices=sharding.num_devices(), first_s=first, warm_s=warm,
+                           grads_per_s=float(np.sum(more.info["num_steps"])) / s, min_ess=_min_ess(run.samples))
+                row["min_ess_per_s"] = row["min_ess"] / warm
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: reported, not fatal
+                row = dict(case=case, chains=chains, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            print(row, flush=True)
+            rows.append(row)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / "mcmc_scaling.json"
+    path.write_text(json.dumps({"suite": "mcmc_scaling", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "machine": machine_info(), "devices": jax.device_count(), "rows": rows}, indent=2))
+    print("\n| case | chains | devices | first run (s) | warm (s) | grads/s | min ESS | min ESS/s |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['case']} | {r['chains']} | unavailable: {r['error']} | | | | | |")
+        else:
+            print(f"| {r['case']} | {r['chains']} | {r['devices']} | {r['first_s']:.1f} | {r['warm_s']:.2f} "
+                  f"| {r['grads_per_s']:.3g} | {r['min_ess']:.0f} | {r['min_ess_per_s']:.3g} |")
+    print(f"(written to {path})")
+    return rows
+
+
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv).report()
+    if "--scaling" in sys.argv:
+        top = int(sys.argv[sys.argv.index("--max-chains") + 1]) if "--max-chains" in sys.argv else 1024
+        which = sys.argv[sys.argv.index("--cases") + 1].split(",") if "--cases" in sys.argv else ["eight_schools_nc", "logistic_N5000_D20"]
+        scaling(max_chains=top, cases=tuple(which))
+    else:
+        main(quick="--quick" in sys.argv).report()

@@ -1,5 +1,7 @@
-"""The multi-chain driver: compiled-program caching, resume, summary, diagnostics, ArviZ export,
-progress, initialisation errors, and trace kernels under jit on a model whose addresses change."""
+"""The multi-chain driver: one compiled program for warmup and sampling (and its cache), resume,
+chunking (draws independent of the chunk size, Ctrl-C between chunks, streaming to files),
+summary, diagnostics, ArviZ export, progress, initialisation errors, and trace kernels under jit
+on a model whose addresses change (with the ``run.active`` mask)."""
 
 from __future__ import annotations
 
@@ -62,8 +64,153 @@ def test_second_run_and_resume_compile_nothing(nuts_run):
     with CompileCounter() as c:
         run2 = mcmc.sample(jax.random.key(1), mcmc.NUTS(), normal_mean, y2, num_warmup=60, num_samples=40, num_chains=3, progress=False)
         run3 = run2.resume(jax.random.key(2))
-        jax.block_until_ready(run3.samples)
+        run4 = run2.resume(jax.random.key(3), num_samples=17)  # any length: whole chunks, trimmed
+        run5 = mcmc.sample(jax.random.key(4), mcmc.NUTS(), normal_mean, y2, num_warmup=60, num_samples=333, num_chains=3, progress=True)
     assert c.n == 0, f"{c.n} new compilations on a second run and a resume"
+    assert run3.samples["mu"].shape == (3, 40) and run4.samples["mu"].shape == (3, 17)
+    assert run5.samples["mu"].shape == (3, 333)
+
+
+def test_first_run_compiles_two_programs_init_and_chunk():
+    # a fresh program: init and the chunk (warmup and sampling share it), nothing per phase
+    @ppl.model
+    def fresh(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("data", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    jax.block_until_ready(Y)
+    with CompileCounter() as c:
+        mcmc.sample(jax.random.key(0), mcmc.NUTS(), fresh, Y, num_warmup=20, num_samples=20, num_chains=2, progress=False)
+    assert c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
+
+
+def test_draws_do_not_depend_on_the_chunk_size():
+    kw = dict(num_warmup=23, num_samples=31, num_chains=2, progress=False)
+    a = mcmc.sample(jax.random.key(7), mcmc.RWM(), normal_mean, Y, chunk_size=5, **kw)
+    b = mcmc.sample(jax.random.key(7), mcmc.RWM(), normal_mean, Y, chunk_size=64, **kw)
+    for k in a.samples:
+        np.testing.assert_allclose(a.samples[k], b.samples[k], rtol=1e-6)
+    np.testing.assert_allclose(a.info["step_size"], b.info["step_size"], rtol=1e-6)
+    np.testing.assert_array_equal(a.warmup_info["accepted"], b.warmup_info["accepted"])
+    assert a.warmup_info["accepted"].shape == (2, 23) and a.info["accepted"].shape == (2, 31)
+
+
+def test_one_program_equals_separate_warmup_and_sampling_scans():
+    # the chunk switches adaptation with a traced flag; it must equal warmup_step then step
+    kern, nw, ns, chains = mcmc.NUTS(), 30, 12, 2
+    run = mcmc.sample(jax.random.key(11), kern, normal_mean, Y, num_warmup=nw, num_samples=ns, num_chains=chains, chunk_size=8, progress=False)
+    b = kern.bind(normal_mean, (Y,), {}, nw)
+    k_init, k_warm, k_samp = jax.random.split(jax.random.key(11), 3)
+    state = jax.vmap(b.init)(jax.random.split(k_init, chains))
+
+    def phase(key, state, n, warm):
+        def body(s, t):
+            keys = jax.random.split(jax.random.fold_in(key, t), chains)
+            if warm:
+                s, _ = jax.vmap(b.warmup_step, in_axes=(0, 0, None))(keys, s, t)
+            else:
+                s, _ = jax.vmap(b.step)(keys, s)
+            return s, jax.vmap(b.samples)(s)
+
+        return jax.lax.scan(body, state, jnp.arange(n))
+
+    state, _ = jax.jit(phase, static_argnums=(2, 3))(k_warm, state, nw, True)
+    _, draws = jax.jit(phase, static_argnums=(2, 3))(k_samp, state, ns, False)
+    for k in run.samples:
+        np.testing.assert_allclose(run.samples[k], np.swapaxes(np.asarray(draws[k]), 0, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_interrupt_between_chunks_keeps_the_draws_and_resumes(monkeypatch):
+    from inference.mcmc import driver
+
+    calls = {"n": 0}
+    write = driver._Sink.write
+
+    def interrupting(self, out, t0, m):
+        calls["n"] += 1
+        if calls["n"] == 4:  # two warmup chunks, one sampling chunk, then Ctrl-C
+            raise KeyboardInterrupt
+        return write(self, out, t0, m)
+
+    monkeypatch.setattr(driver._Sink, "write", interrupting)
+    with pytest.warns(UserWarning, match="interrupted"):
+        run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
+    monkeypatch.setattr(driver._Sink, "write", write)
+    assert run.interrupted and run.warmup_done == 20
+    assert run.samples["mu"].shape == (2, 10) and run.info["accepted"].shape == (2, 10)
+    # the state is the one of the last kept draw, so resuming continues the same chains
+    np.testing.assert_allclose(run.samples["s"][:, -1], np.exp(np.asarray(run.state.x)[:, 1]), rtol=1e-6)
+    more = run.resume(jax.random.key(1), num_samples=40)
+    assert not more.interrupted and more.samples["mu"].shape == (2, 40)
+
+    # interrupted during warmup: resume finishes the warmup first
+    calls["n"] = 0
+
+    def early(self, out, t0, m):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return write(self, out, t0, m)
+
+    monkeypatch.setattr(driver._Sink, "write", early)
+    with pytest.warns(UserWarning, match="interrupted"):
+        run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
+    monkeypatch.setattr(driver._Sink, "write", write)
+    assert run.interrupted and run.warmup_done == 10 and run.samples["mu"].shape == (2, 0)
+    more = run.resume(jax.random.key(1), num_samples=30)
+    assert more.warmup_done == 20 and more.warmup_info["accepted"].shape == (2, 10)
+    assert more.samples["mu"].shape == (2, 30)
+
+
+def test_a_crashed_streamed_run_is_recovered_from_its_directory(tmp_path, monkeypatch):
+    from inference.mcmc import driver
+
+    monkeypatch.setattr(driver, "_CHECKPOINT_EVERY", 0.0)  # a checkpoint after every chunk
+    kw = dict(num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
+    full = mcmc.sample(jax.random.key(4), mcmc.RWM(), normal_mean, Y, **kw)
+    calls = {"n": 0}
+    write = driver._Sink.write
+
+    def crashing(self, out, t0, m):
+        calls["n"] += 1
+        if calls["n"] == 5:  # two warmup chunks and two sampling chunks are on disk, then a crash
+            raise RuntimeError("the machine went down")
+        return write(self, out, t0, m)
+
+    monkeypatch.setattr(driver._Sink, "write", crashing)
+    with pytest.raises(RuntimeError, match="went down"):
+        mcmc.sample(jax.random.key(4), mcmc.RWM(), normal_mean, Y, stream_to=tmp_path, **kw)
+    monkeypatch.setattr(driver._Sink, "write", write)
+    run = mcmc.load(tmp_path, mcmc.RWM(), normal_mean, Y)
+    assert run.interrupted and run.warmup_done == 20 and run.samples["mu"].shape == (2, 20)
+    for k in run.samples:  # the draws that reached the disk are the uninterrupted run's first ones
+        np.testing.assert_array_equal(run.samples[k], full.samples[k][:, :20])
+    np.testing.assert_array_equal(run.warmup_info["accepted"], full.warmup_info["accepted"])
+    np.testing.assert_allclose(run.samples["s"][:, -1], np.exp(np.asarray(run.state.x)[:, 1]), rtol=1e-6)
+    more = run.resume(jax.random.key(5), num_samples=30)
+    assert more.samples["mu"].shape == (2, 30) and not more.interrupted
+    # a finished streamed run loads as finished
+    done_dir = tmp_path / "done"
+    mcmc.sample(jax.random.key(4), mcmc.RWM(), normal_mean, Y, stream_to=done_dir, **kw)
+    again = mcmc.load(done_dir, mcmc.RWM(), normal_mean, Y)
+    assert not again.interrupted
+    np.testing.assert_array_equal(again.samples["mu"], full.samples["mu"])
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    with pytest.raises(ppl.PPLError, match="checkpoint"):
+        mcmc.load(empty, mcmc.RWM(), normal_mean, Y)
+
+
+def test_stream_to_files(tmp_path):
+    kw = dict(num_warmup=10, num_samples=25, num_chains=2, chunk_size=10, progress=False)
+    a = mcmc.sample(jax.random.key(2), mcmc.RWM(), normal_mean, Y, **kw)
+    b = mcmc.sample(jax.random.key(2), mcmc.RWM(), normal_mean, Y, stream_to=tmp_path, **kw)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "samples.0.npy" in files and "samples.1.npy" in files, files
+    for k in a.samples:
+        np.testing.assert_array_equal(a.samples[k], b.samples[k])
+    np.testing.assert_array_equal(np.load(tmp_path / "samples.0.npy"), a.samples[list(a.samples)[0]])
 
 
 def test_shapes_summary_diagnostics_and_arviz(nuts_run):
@@ -119,10 +266,12 @@ def test_init_from_values():
     assert np.all(np.abs(np.asarray(run.samples["mu"]) - 3.0) < 10.0)
 
 
-def test_progress_is_reported_from_the_device(capfd):
+def test_progress_is_shown_between_chunks(capfd):
     mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), normal_mean, Y, num_warmup=10, num_samples=20, num_chains=2, progress=True)
     err = capfd.readouterr().err
     assert "sample: 20/20" in err and "warmup: 10/10" in err and "2 chains" in err
+    mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), normal_mean, Y, num_warmup=10, num_samples=20, num_chains=2, progress=False)
+    assert capfd.readouterr().err == ""
 
 
 # -- trace kernels under jit, with a changing set of addresses -------------------------------------
@@ -216,20 +365,15 @@ def test_save_load_of_a_trace_kernel_run(tmp_path):
         np.testing.assert_array_equal(np.asarray(b.samples[k]), np.asarray(a.samples[k]))
 
 
-def test_chunked_progress_loop_equals_the_plain_scan():
-    # the progress display splits the loop into chunks; the draws must not depend on it
-    from inference.mcmc import driver
-
-    def body(c, x):
-        t, k = x
-        c = c + jax.random.normal(k) * t
-        return c, c
-
-    for n in (7, 40, 97, 1000):  # short, divisible, prime (remainder loop), long
-        xs = (jnp.arange(n), jax.random.split(jax.random.key(3), n))
-        seen = []
-        c1, o1 = driver._chunked_scan(body, 0.0, xs, n, lambda c, t: jax.debug.callback(lambda t: seen.append(int(t)), t))
-        c2, o2 = jax.lax.scan(body, 0.0, xs)
-        jax.block_until_ready(o1)
-        assert float(c1) == float(c2) and bool(jnp.all(o1 == o2))
-        assert max(seen) == n and len(seen) <= 4 * driver._REPORTS + 1
+def test_active_mask_of_cond_sites():
+    kern = mcmc.cycle(mcmc.Regenerate("k"), mcmc.Regenerate(("a", "b")))
+    run = mcmc.sample(jax.random.key(5), kern, switching, num_warmup=5, num_samples=30, num_chains=3, progress=False)
+    assert set(run.active) == {"a", "b"}, set(run.active)
+    k = run.samples["k"]
+    assert run.active["a"].shape == (3, 30) and run.active["a"].dtype == bool
+    np.testing.assert_array_equal(run.active["a"], k == 1)
+    np.testing.assert_array_equal(run.active["b"], k == 0)
+    assert 0 < k.mean() < 1  # both branches visited, so the mask matters
+    assert "a" not in run.summary() and "k" in run.summary()  # partly inactive sites are left out
+    a_draws = run.samples["a"][run.active["a"]]  # the draws of a where it exists
+    assert a_draws.ndim == 1 and set(np.unique(a_draws)) <= {0, 1, 2}

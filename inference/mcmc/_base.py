@@ -8,6 +8,8 @@ returns a *bound kernel* with the two pure functions of the protocol
     step(key, state)      -> (state, info)       info: a flat dict of scalar arrays
 
 plus ``warmup_step(key, state, t)`` (adaptation; the plain step for kernels without tuning),
+optionally ``phase_step(key, state, t, warm)`` (``warmup_step`` where the traced boolean
+``warm`` is true, ``step`` otherwise, computing the transition once; see :func:`phase_step`),
 ``samples(state)`` (address -> constrained value, what the driver records),
 ``log_density(state)`` (the target's log density at the state, to check an initial point) and
 ``explain(state)`` (an eager, human-readable reason why that log density is not finite).
@@ -29,7 +31,7 @@ from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
 
-__all__ = ["Kernel", "MCMCInitError", "metropolis_accept", "select"]
+__all__ = ["Kernel", "MCMCInitError", "metropolis_accept", "select", "phase_step"]
 
 
 class MCMCInitError(ModelError):
@@ -45,6 +47,23 @@ class Kernel:
 
     #: whether the driver should run a warmup (adaptation/burn-in) phase by default
     adaptive = False
+
+
+def phase_step(bound: Any, key: Any, state: Any, t: Any, warm: Any) -> tuple[Any, dict]:
+    """``bound.warmup_step(key, state, t)`` if ``warm`` else ``bound.step(key, state)``.
+
+    ``warm`` may be traced (the driver's one compiled program serves both phases).  A bound
+    kernel with a ``phase_step`` method does this itself, with the transition compiled once
+    and only the adaptation switched by ``warm``; otherwise both are put under ``lax.cond``
+    (correct, but the step is compiled twice).  With a concrete ``warm`` (a Python bool, e.g.
+    eager execution under the exact enumerator) it is a Python choice.
+    """
+    if is_concrete(warm):
+        return bound.warmup_step(key, state, t) if bool(warm) else bound.step(key, state)
+    own = getattr(bound, "phase_step", None)
+    if own is not None:
+        return own(key, state, t, warm)
+    return jax.lax.cond(warm, lambda s: bound.warmup_step(key, s, t), lambda s: bound.step(key, s), state)
 
 
 def metropolis_accept(key: Any, log_alpha: jax.Array, name: str = "mcmc/accept") -> tuple[jax.Array, jax.Array]:

@@ -31,7 +31,7 @@ import ppl
 from ppl.errors import ModelError
 from ppl.model import Trace
 
-from ._base import Kernel, split
+from ._base import Kernel, phase_step, split
 from .gradient import GradState, _GradientKernel
 from .trace_kernels import TraceState, _BoundTraceKernel
 
@@ -192,7 +192,7 @@ class _BoundBlockGibbs(_BoundTraceKernel):
             states.append(gs)
         return BlockState(tr, tuple(states))
 
-    def _sweep(self, key, state: BlockState, t=None):
+    def _sweep(self, key, state: BlockState, t=None, warm=True):
         tr = state.trace
         states = list(state.blocks)
         info: dict = {}
@@ -200,13 +200,13 @@ class _BoundBlockGibbs(_BoundTraceKernel):
         for i, (b, part, k) in enumerate(zip(self.kernel.blocks, self.parts, keys)):
             if part is not None:
                 s = TraceState(tr)
-                s, inf = part.step(k, s) if t is None else part.warmup_step(k, s, t)
+                s, inf = part.step(k, s) if t is None else phase_step(part, k, s, t, warm)
                 tr = s.trace
             else:
                 k_step, k_write = split(k, 2)
                 bound = self.conditional(tr, b)
                 gs = self.refresh(bound, tr, b, states[i])
-                gs, inf = bound.step(k_step, gs) if t is None else bound.warmup_step(k_step, gs, t)
+                gs, inf = bound.step(k_step, gs) if t is None else phase_step(bound, k_step, gs, t, warm)
                 tr = self._write(k_write, tr, bound, b, gs)
                 states[i] = gs
             info.update({f"{i}/{n}": v for n, v in inf.items()})
@@ -217,3 +217,6 @@ class _BoundBlockGibbs(_BoundTraceKernel):
 
     def warmup_step(self, key: Any, state: BlockState, t: Any) -> tuple[BlockState, dict]:
         return self._sweep(key, state, t)
+
+    def phase_step(self, key: Any, state: BlockState, t: Any, warm: Any) -> tuple[BlockState, dict]:
+        return self._sweep(key, state, t, warm)

@@ -20,7 +20,7 @@ from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
 
-from ._base import Kernel, split
+from ._base import Kernel, phase_step, split
 
 __all__ = ["cycle", "mixture", "Cycle", "Mixture"]
 
@@ -54,10 +54,13 @@ class _BoundCycle:
             first.explain,
         )
 
-    def _run(self, key, state, t=None):
+        if all(hasattr(p, "active") for p in parts):
+            self.active = first.active
+
+    def _run(self, key, state, t=None, warm=True):
         info = {}
         for i, (p, k) in enumerate(zip(self.parts, split(key, len(self.parts)))):
-            state, inf = p.step(k, state) if t is None else p.warmup_step(k, state, t)
+            state, inf = p.step(k, state) if t is None else phase_step(p, k, state, t, warm)
             info.update({f"{i}/{n}": v for n, v in inf.items()})
         return state, info
 
@@ -66,6 +69,9 @@ class _BoundCycle:
 
     def warmup_step(self, key, state, t):
         return self._run(key, state, t)
+
+    def phase_step(self, key, state, t, warm):
+        return self._run(key, state, t, warm)
 
 
 def cycle(*kernels: Kernel) -> Cycle:
@@ -107,14 +113,16 @@ class _BoundMixture:
             first.log_density,
             first.explain,
         )
+        if all(hasattr(p, "active") for p in parts):
+            self.active = first.active
 
-    def _run(self, key, state, t=None):
+    def _run(self, key, state, t=None, warm=True):
         k_choice, k_step = split(key, 2)
         i = randomness.draw(k_choice, dist.Categorical(probs=jnp.asarray(self.probs)), (), "mcmc/mixture")
 
         def branch(p):
             def f(s):
-                s2, inf = p.step(k_step, s) if t is None else p.warmup_step(k_step, s, t)
+                s2, inf = p.step(k_step, s) if t is None else phase_step(p, k_step, s, t, warm)
                 return s2, inf
 
             return f
@@ -138,6 +146,9 @@ class _BoundMixture:
 
     def warmup_step(self, key, state, t):
         return self._run(key, state, t)
+
+    def phase_step(self, key, state, t, warm):
+        return self._run(key, state, t, warm)
 
 
 def mixture(kernels: Sequence[Kernel], probs: Sequence[float] | None = None) -> Mixture:

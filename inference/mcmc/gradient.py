@@ -154,6 +154,19 @@ class _BoundGradient:
         adapt = self.wa_update(t, info["accept_prob"], z_info, state.adapt)
         return eqx.tree_at(lambda s: s.adapt, new, adapt), info
 
+    def phase_step(self, key: Any, state: GradState, t: Any, warm: Any) -> tuple[GradState, dict]:
+        """``warmup_step`` when ``warm`` (a traced boolean) is true, else ``step``: the
+        transition is computed (and compiled) once; only the adaptation is switched."""
+        new, info = self.step(key, state)
+        z_info = IntegratorState(new.x, None, new.potential_energy, new.grad)
+
+        def adapt(_):
+            a = self.wa_update(t, info["accept_prob"], z_info, state.adapt)
+            return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), a, state.adapt)
+
+        a = jax.lax.cond(warm, adapt, lambda _: state.adapt, None)
+        return eqx.tree_at(lambda s: s.adapt, new, a), info
+
     def samples(self, state: GradState) -> dict:
         return self.view.to_constrained(state.x)
 

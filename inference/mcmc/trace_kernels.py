@@ -84,6 +84,18 @@ class _BoundTraceKernel:
     def warmup_step(self, key: Any, state: TraceState, t: Any) -> tuple[TraceState, dict]:
         return self.step(key, state)
 
+    def phase_step(self, key: Any, state: TraceState, t: Any, warm: Any) -> tuple[TraceState, dict]:
+        """The same step in both phases (trace kernels do not adapt), unless a subclass
+        overrides ``warmup_step``: then ``warmup_step`` or ``step`` by ``warm``."""
+        if type(self).warmup_step is _BoundTraceKernel.warmup_step:
+            return self.step(key, state)
+        return jax.lax.cond(warm, lambda s: self.warmup_step(key, s, t), lambda s: self.step(key, s), state)
+
+    def active(self, state: TraceState) -> dict:
+        """address -> whether the site exists in the state's trace, for the sites inside
+        ``ppl.cond`` / ``ppl.switch`` (the others always exist)."""
+        return {k: jnp.asarray(v, bool) for k, v in state.trace.active.items()}
+
     def samples(self, state: TraceState) -> dict:
         tr = state.trace
         return {**tr.latent, **tr.deterministic}
