@@ -165,6 +165,9 @@ class _BoundPMMH:
     def warmup_step(self, key: Any, state: PMMHState, t: Any) -> tuple[PMMHState, dict]:
         return self.step(key, state)
 
+    def phase_step(self, key: Any, state: PMMHState, t: Any, warm: Any) -> tuple[PMMHState, dict]:
+        return self.step(key, state)  # no adaptation: one transition for both phases
+
     def samples(self, state: PMMHState) -> dict:
         tr = state.trace
         return {**tr.latent, **tr.deterministic}
@@ -416,6 +419,9 @@ class _BoundPG:
 
     def warmup_step(self, key: Any, state: PGState, t: Any) -> tuple[PGState, dict]:
         return self.step(key, state)
+
+    def phase_step(self, key: Any, state: PGState, t: Any, warm: Any) -> tuple[PGState, dict]:
+        return self.step(key, state)  # no adaptation: one transition for both phases
 
     def samples(self, state: PGState) -> dict:
         return dict(state.path)
