@@ -9,13 +9,13 @@ Each configuration runs in a fresh process (JAX fixes its device count at start-
 
 Cases
 -----
-``nuts_C<chains>``: NUTS, logistic regression (N = 500, D = 5, synthetic, seeded), 200 warmup +
-200 draws per chain, chains 1 -> 1024. Columns: ``first`` (compile included), ``warm`` (the same
-run again: nothing compiles), chain-draws per second (warm).
+``nuts_C<chains>``: NUTS on the logistic regression of ``bench_mcmc`` (N = 5000, D = 20), 200
+warmup + 200 draws per chain, chains 1 -> 1024 (``bench_mcmc.scaling``). Columns: ``first``
+(compile included), ``warm`` (the same run again: nothing compiles), chain-draws per second.
 
-``pf_N<particles>``: bootstrap particle filter on the linear Gaussian model of
-``bench_smc`` (T = 100), particles 10^3 -> 10^6. Columns: ``first``, ``warm`` (best of 3),
-particle-steps per second, |log Z - log Z_Kalman|.
+``pf_N<particles>``: bootstrap particle filter on the linear Gaussian model of ``bench_smc``
+(T = 100), particles 10^3 -> 10^6 (``bench_smc.bench_pf_scaling``). Columns: ``first``,
+``warm``, particle-steps per second.
 
 Run: ``python -m benchmarks.run scaling`` (``--quick``: fewer sizes).  Stand-alone:
 ``python -m benchmarks.bench_scaling [--quick] [--devices 1,2,8]``.
@@ -24,11 +24,9 @@ Run: ``python -m benchmarks.run scaling`` (``--quick``: fewer sizes).  Stand-alo
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,80 +37,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _worker(quick: bool) -> list[dict]:
+    """Both scaling sweeps in this process (``bench_mcmc.scaling``, ``bench_smc.bench_pf_scaling``)."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
-    import ppl
-    from inference import mcmc, sharding, smc
-    from ppl import dist
+    from benchmarks import bench_mcmc, bench_smc
 
-    from benchmarks.bench_smc import A, Q, R, lgssm_data
-
-    rows: list[dict] = []
     devices = jax.device_count()
-
-    # --- NUTS over chains
-    rng = np.random.default_rng(0)
-    n, d = 500, 5
-    X = rng.normal(size=(n, d))
-    w = rng.normal(size=d)
-    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-X @ w))).astype(np.float32)
-    X, y = jnp.asarray(X, jnp.float32), jnp.asarray(y)
-
-    @ppl.model
-    def logreg(X, y):
-        beta = ppl.sample("beta", dist.Normal(jnp.zeros(X.shape[1]), 1.0).to_event(1))
-        with ppl.plate("data", X.shape[0]):
-            ppl.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
-
-    chains = [1, 16, 256] if quick else [1, 4, 16, 64, 256, 1024]
+    rows: list[dict] = []
     steps = 50 if quick else 200
-    for c in chains:
-        times = []
-        for rep in range(2):
-            t0 = time.perf_counter()
-            run = mcmc.sample(jax.random.key(rep), mcmc.NUTS(), logreg, X, y,
-                              num_warmup=steps, num_samples=steps, num_chains=c, progress=False)
-            jax.block_until_ready(run.samples)
-            times.append(time.perf_counter() - t0)
-        rows.append(dict(case=f"nuts_C{c}", devices=devices, sharded=sharding.num_devices(),
-                         first_s=times[0], warm_s=times[1], rate=c * steps / times[1], unit="chain-draws/s"))
-
-    # --- particle filter over particles
-    ys = lgssm_data()
-
-    @ppl.model
-    def x0():
-        return ppl.sample("x0", dist.Normal(0.0, 1.0))
-
-    def step(x_prev, y_t):
-        x = ppl.sample("x", dist.Normal(A * x_prev, math.sqrt(Q)))
-        ppl.sample("y", dist.Normal(x, math.sqrt(R)), obs=y_t)
-        return x, x
-
-    from semantics.oracles import kalman_filter
-
-    try:
-        exact = float(kalman_filter(np.asarray(ys, np.float64), A, Q, 1.0, R, 0.0, 1.0).log_evidence)
-    except Exception:  # noqa: BLE001 - the oracle's signature is not this benchmark's concern
-        exact = math.nan
-
-    Ns = [1000, 10_000, 100_000] if quick else [1000, 10_000, 100_000, 1_000_000]
-    T = int(ys.shape[0])
-    for N in Ns:
-        run = jax.jit(lambda key, ys, N=N: smc.particle_filter(key, step, x0, ys, N).log_evidence)
-        t0 = time.perf_counter()
-        logz = float(run(jax.random.key(0), ys))
-        first = time.perf_counter() - t0
-        warm = math.inf
-        for rep in range(3):
-            t0 = time.perf_counter()
-            jax.block_until_ready(run(jax.random.key(rep + 1), ys))
-            warm = min(warm, time.perf_counter() - t0)
-        rows.append(dict(case=f"pf_N{N}", devices=devices, sharded=sharding.num_devices(),
-                         first_s=first, warm_s=warm, rate=N * T / warm, unit="particle-steps/s",
-                         logz_error=abs(logz - exact)))
+    for r in bench_mcmc.scaling(max_chains=256 if quick else 1024, warmup=steps, draws=steps,
+                                cases=("logistic_N5000_D20",)):
+        if "error" in r:
+            continue
+        rows.append(dict(case=f"nuts_C{r['chains']}", devices=devices, first_s=r["first_s"], warm_s=r["warm_s"],
+                         rate=r["chains"] * steps / r["warm_s"], unit="chain-draws/s"))
+    Ns = (10**3, 10**4, 10**5) if quick else (10**3, 10**4, 10**5, 10**6)
+    for r in bench_smc.bench_pf_scaling(Ns):
+        rows.append(dict(case=f"pf_N{r['N']}", devices=devices, first_s=r["first_s"], warm_s=r["warm_s"],
+                         rate=r["Mps_per_s"] * 1e6, unit="particle-steps/s"))
     return rows
 
 
@@ -151,13 +93,12 @@ class ScalingSuite:
         from benchmarks.runner import RESULTS_DIR, machine_info
 
         print(f"\n## scaling ({self.platform})\n")
-        print("| case | devices | first (s) | warm (s) | rate | vs 1 device | |Δ log Z| |")
-        print("|---|---|---|---|---|---|---|")
+        print("| case | devices | first (s) | warm (s) | rate | vs fewest devices |")
+        print("|---|---|---|---|---|---|")
         base = {r["case"]: r["rate"] for r in self.rows if r["devices"] == min(x["devices"] for x in self.rows)}
         for r in sorted(self.rows, key=lambda r: (r["case"][:2], int(r["case"].split("_")[1][1:]), r["devices"])):
-            err = f"{r['logz_error']:.2f}" if "logz_error" in r else ""
             print(f"| {r['case']} | {r['devices']} | {r['first_s']:.2f} | {r['warm_s']:.3f} | "
-                  f"{r['rate']:.3g} {r['unit']} | {r['rate'] / base[r['case']]:.2f}x | {err} |")
+                  f"{r['rate']:.3g} {r['unit']} | {r['rate'] / base[r['case']]:.2f}x |")
         RESULTS_DIR.mkdir(exist_ok=True)
         out = {"machine": machine_info(), "platform": self.platform, "rows": self.rows}
         (RESULTS_DIR / f"scaling_{self.platform}.json").write_text(json.dumps(out, indent=1))
