@@ -4,8 +4,9 @@ Write an objective as a program (:func:`objective` with :func:`sample`, densitie
 :func:`expectation`, :func:`particles`); the library turns it into an unbiased gradient
 estimator by surrogate losses, choosing each random choice's estimator per site
 (``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``).  Built-in objectives (ELBO, IWAE,
-Rényi, VIMCO, reweighted wake-sleep) are programs in the same language; guides are ppl models
-with ``ppl.param`` sites, hand-written or automatic; :func:`fit` optimises with optax in one
+Rényi, VIMCO, reweighted wake-sleep, and HVI / IWHVI through :func:`marginal`) are programs in
+the same language; guides are ppl models with ``ppl.param`` sites, hand-written, automatic, or
+amortised with equinox networks (:func:`network`); :func:`fit` optimises with optax in one
 compiled loop.  See ``docs/tutorials/vi.md`` and ``docs/design/vi.md``.
 
 Example:
@@ -17,7 +18,9 @@ Example:
 from .core import STRATEGIES, Objective, VIError, expectation, objective, particles, sample
 from .fit import VIResult, fit, sample_posterior
 from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
-from .objectives import elbo, iwae, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
+from .marginals import Marginal, marginal
+from .networks import network, network_from_params
+from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
 
 __all__ = [
     "STRATEGIES",
@@ -27,6 +30,12 @@ __all__ = [
     "sample",
     "expectation",
     "particles",
+    "marginal",
+    "Marginal",
+    "hvi",
+    "iwhvi",
+    "network",
+    "network_from_params",
     "log_weight",
     "elbo",
     "iwae",

@@ -178,6 +178,7 @@ class _Ctx:
         self.enum_logq: list[Any] = []
         self.mvd: list[_MVDTerm] = []
         self.detach = 0
+        self.block_depth = 0  # > 0 inside a vmapped vi.particles block
         self.params_seen: dict[str, tuple[Any, Any]] = {}
         # the record of the previous enum path, and how many of its sites this run shares
         self.prev: list[dict] | None = None
@@ -229,6 +230,10 @@ class _Ctx:
         strategy = self.strategy(msg)
         if self.detach and strategy != "enum":  # detached enum sites are still summed exactly
             strategy = "detach"
+        if self.mode == "direct" and strategy in ("enum", "mvd"):
+            raise _NeedsTwoPasses(name)  # enum / MVD re-run the program: the two-pass estimator
+        if self.block_depth and strategy in ("enum", "mvd"):
+            raise _NeedsLoop(name)  # vi.particles re-runs its particles as a Python loop
         i = self.index
         self.index += 1
         key = self.next_key()
@@ -249,6 +254,8 @@ class _Ctx:
             return self._sample_site(i, name, d, strategy, key)
         if mode == "grad":
             return self._grad_site(i, name, d, strategy, key, msg)
+        if mode == "direct":
+            return self._direct_site(name, d, strategy, key, msg)
         raise AssertionError(mode)  # pragma: no cover
 
     def _sample_site(self, i: int, name: str, d: Any, strategy: str, key: Any) -> Any:
@@ -319,7 +326,26 @@ class _Ctx:
             self.mvd[-1].theta = _mvd_params(d)
         return value
 
+    def _direct_site(self, name: str, d: Any, strategy: str, key: Any, msg: dict) -> Any:
+        """One pass: draw and differentiate at once (no enum / MVD site in the program).
+
+        The same draws, from the same keys, as the sample pass followed by the grad pass."""
+        if strategy == "reparam":
+            rep = _reparam(d, _shape(d))
+            if rep is None:
+                return d.sample(key)
+            noise, f = rep
+            return f(draw(key, noise, (), name) if noise is not None else None)
+        value = sg(draw(key, jax.tree_util.tree_map(sg, d), (), name))
+        if strategy == "reinforce":
+            self.scores.append(_Score(_score_term(d, value, msg), self._baseline))
+        return value
+
     _baseline: Any = 0.0
+
+
+class _NeedsTwoPasses(Exception):
+    """Raised by the one-pass estimator when the program has an enum or MVD site."""
 
 
 def _score_term(d: Any, value: Any, msg: dict) -> Any:
@@ -529,7 +555,9 @@ def _mvd_alternatives(name: str, d: Any, value: Any, key: Any) -> list:
 
 
 def sample(guide: Any, *args: Any, baseline: Any = None, detach: bool = False, **kwargs: Any) -> ppl.Trace:
-    """Run `guide` (a model) as a random choice of the objective; return its :class:`ppl.Trace`.
+    """Run `guide` (a model, or a :func:`vi.marginal`) as a random choice of the objective;
+    return its :class:`ppl.Trace` (for a marginal: the non-auxiliary choices, with the
+    estimated marginal log density as ``log_density``).
 
     Each latent site's gradient is estimated by its strategy (module docstring).  `baseline`, a
     value independent of this draw, is subtracted from the learning signal of the draw's
@@ -542,6 +570,8 @@ def sample(guide: Any, *args: Any, baseline: Any = None, detach: bool = False, *
         >>> tr["z"], tr.log_density
     """
     ctx = _current("sample")
+    if hasattr(guide, "_vi_sample"):  # a vi.marginal
+        return guide._vi_sample(args, kwargs, baseline, detach)
     g = ppl.as_model(guide)
     prev_b = ctx._baseline
     ctx._baseline = 0.0 if baseline is None else sg(jnp.asarray(baseline))
@@ -554,6 +584,109 @@ def sample(guide: Any, *args: Any, baseline: Any = None, detach: bool = False, *
     return make_trace(sites, retval, args, kwargs)
 
 
+class _NeedsLoop(Exception):
+    """Raised inside a vmapped particle block that meets an enum or MVD site."""
+
+
+_BIG = 1 << 62
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _partition(tree: Any):
+    """(array leaves, rebuild): split a pytree of records into arrays and static metadata."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    dyn = [j for j, x in enumerate(leaves) if _is_array(x)]
+    static = list(leaves)
+
+    def rebuild(arrays: list) -> Any:
+        ls = list(static)
+        for j, x in zip(dyn, arrays):
+            ls[j] = x
+        return jax.tree_util.tree_unflatten(treedef, ls)
+
+    return [leaves[j] for j in dyn], rebuild
+
+
+def _expand(b: Any, ndim: int) -> Any:
+    b = jnp.asarray(b)
+    return jnp.reshape(b, b.shape + (1,) * max(0, ndim - b.ndim))
+
+
+def _particles_vmapped(ctx: "_Ctx", num: int, fn: Callable[[], Any]) -> Any:
+    """Run the particles with ``jax.vmap``: the block is one record (index) of the run whose
+    inner records carry a leading ``num`` axis; raises :class:`_NeedsLoop` (state restored)
+    when a particle meets an enum or MVD site (those re-run the program per value)."""
+    from inference import sharding
+
+    saved = (ctx.key, ctx.index, ctx.records, ctx.scores, ctx.replay, ctx.prev, ctx.shared, ctx.override)
+    i = ctx.index
+    mode = ctx.mode
+    inner_in = None
+    recorded = None
+    if mode == "grad":
+        recorded = ctx.replay
+    elif mode == "branch" and i < ctx.override[0]:
+        recorded = ctx.replay
+    elif mode == "sample" and ctx.prev is not None and i < ctx.shared:
+        recorded = ctx.prev
+    if recorded is not None:
+        if i >= len(recorded):
+            raise VIError("the objective is not deterministic given its random choices: it made more choices when re-run.")
+        rec = recorded[i]
+        if rec.get("strategy") != "block":  # the first pass ran these particles as a loop
+            raise _NeedsLoop(rec.get("name"))
+        if rec.get("num") != num:
+            raise VIError(
+                f"the objective is not deterministic given its random choices: a vi.particles block "
+                f"of {rec.get('num')} is now one of {num}."
+            )
+        inner_in = rec["inner"]
+    key = ctx.next_key()
+    after_key = ctx.key
+    keys = sharding.constrain_batch(jax.random.split(key, num))
+    in_leaves, rebuild_in = _partition(inner_in)
+    in_leaves = sharding.constrain_batch(in_leaves)
+    meta: dict = {}
+
+    def body(k, leaves):
+        inner = rebuild_in(leaves) if inner_in is not None else None
+        ctx.key, ctx.index, ctx.records, ctx.scores = k, 0, [], []
+        if mode in ("grad", "branch"):
+            ctx.replay = inner
+            if mode == "branch":
+                ctx.override = (_BIG, None) if inner is not None else (-1, None)
+        elif mode == "sample":
+            ctx.prev, ctx.shared = inner, (_BIG if inner is not None else 0)
+        ctx.block_depth += 1
+        try:
+            out = fn()
+        finally:
+            ctx.block_depth -= 1
+        out = jax.tree_util.tree_map(jnp.asarray, out)
+        recs, meta["records"] = _partition(ctx.records)
+        scores = [(t.log_q, jnp.asarray(t.baseline, dtype=jnp.result_type(t.log_q))) for t in ctx.scores]
+        return out, recs, scores
+
+    try:
+        out, recs, scores = jax.vmap(body)(keys, in_leaves)
+    except BaseException:
+        (ctx.key, ctx.index, ctx.records, ctx.scores, ctx.replay, ctx.prev, ctx.shared, ctx.override) = saved
+        raise
+    (_, _, ctx.records, ctx.scores, ctx.replay, ctx.prev, ctx.shared, ctx.override) = saved
+    ctx.key, ctx.index = after_key, i + 1
+    out = sharding.constrain_batch(out)
+    if mode == "sample":
+        inner = meta["records"](sharding.constrain_batch(recs))
+        ctx.records.append({"name": "<vi.particles>", "strategy": "block", "num": num, "inner": inner})
+    start = len(ctx.scores)
+    for log_q, b in scores:
+        ctx.scores.append(_Score(log_q, b))
+    return out, start
+
+
 def particles(num: int, fn: Callable[[], Any], baseline: Callable[[Any], Any] | None = None) -> Any:
     """Run ``fn()`` `num` times independently; return the outputs stacked on a leading axis.
 
@@ -562,6 +695,11 @@ def particles(num: int, fn: Callable[[], Any], baseline: Callable[[Any], Any] | 
     unbiased only when b_k does not depend on particle k's own random choices (VIMCO's
     leave-one-out baselines); it is computed from stop-gradient values.
 
+    The particles run vectorised (``jax.vmap``, their axis split across devices when there are
+    several, see ``inference.sharding``); they run as a Python loop under an eager interpreter
+    (the exact enumerator of the tests) and when a particle contains an ``"enum"`` or ``"mvd"``
+    site, whose re-runs are per value.  Both give the same estimator.
+
     Example:
         >>> log_w = vi.particles(10, lambda: log_weight(vi.sample(guide, x)))
     """
@@ -569,19 +707,39 @@ def particles(num: int, fn: Callable[[], Any], baseline: Callable[[Any], Any] | 
     num = int(num)
     if num < 1:
         raise VIError(f"vi.particles: num must be at least 1, got {num}.")
-    outs, spans = [], []
-    for _ in range(num):
-        start = len(ctx.scores)
-        outs.append(fn())
-        spans.append((start, len(ctx.scores)))
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
-    if baseline is not None and ctx.mode == "grad":
+    block = None
+    if ctx.mode != "init" and num > 1 and not requires_eager():  # one particle: no vmap axis
+        try:
+            block = _particles_vmapped(ctx, num, fn)
+        except _NeedsLoop:
+            if ctx.block_depth:  # an enclosing block must run as a loop too
+                raise
+    if block is not None:
+        stacked, start = block
+        spans = None
+    else:
+        # the same keys as the vmapped block: particle k runs from key k of the split
+        keys = jax.random.split(ctx.next_key(), num)
+        after_key = ctx.key
+        outs, spans = [], []
+        for k in range(num):
+            start = len(ctx.scores)
+            ctx.key = keys[k]
+            outs.append(fn())
+            spans.append((start, len(ctx.scores)))
+        ctx.key = after_key
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+    if baseline is not None and ctx.mode in ("grad", "direct"):
         b = sg(jnp.asarray(baseline(jax.tree_util.tree_map(sg, stacked))))
         if b.shape != (num,):
             raise VIError(f"vi.particles: baseline must return shape ({num},), got {b.shape}.")
-        for k, (a, e) in enumerate(spans):
-            for t in ctx.scores[a:e]:
-                t.baseline = t.baseline + b[k]
+        if spans is None:
+            for t in ctx.scores[start:]:
+                t.baseline = t.baseline + _expand(b, jnp.ndim(t.log_q))
+        else:
+            for k, (a, e) in enumerate(spans):
+                for t in ctx.scores[a:e]:
+                    t.baseline = t.baseline + b[k]
     return stacked
 
 
@@ -727,13 +885,18 @@ class Objective:
 
     def _surrogate_parts(self, key: Any, uparams: Mapping[str, Any], args: tuple, kwargs: dict):
         """(surrogate, value, score sum) of one evaluation (see docs/design/vi.md)."""
+        if not requires_eager():
+            try:
+                return self._one_pass(key, uparams, args, kwargs)
+            except _NeedsTwoPasses:
+                pass
         paths = self._first_pass(key, uparams, args, kwargs)
         total, value, score_total = 0.0, 0.0, 0.0
         for p in paths:
             g = _Ctx("grad", key, uparams, self.strategies, replay=p.records)
             F = g.call(self.fn, args, kwargs)
-            S = sum((t.log_q - sg(t.log_q) for t in g.scores), jnp.zeros(()))
-            B = sum((sg(t.baseline) * (t.log_q - sg(t.log_q)) for t in g.scores), jnp.zeros(()))
+            S = sum((jnp.sum(t.log_q - sg(t.log_q)) for t in g.scores), jnp.zeros(()))
+            B = sum((jnp.sum(sg(t.baseline) * (t.log_q - sg(t.log_q))) for t in g.scores), jnp.zeros(()))
             M = jnp.zeros(())
             for term in g.mvd:
                 for (param, idx, _, _, _), sig in zip(term.alts, term.signals):
@@ -746,6 +909,15 @@ class Objective:
             value = value + sg(w) * sg(F)
             score_total = score_total + sg(w) * S
         return total, value, score_total
+
+    def _one_pass(self, key: Any, uparams: Mapping[str, Any], args: tuple, kwargs: dict):
+        """The surrogate of a program without enum / MVD sites in one pass (same value and
+        gradient as the two passes, from the same draws; see docs/design/vi.md)."""
+        g = _Ctx("direct", key, uparams, self.strategies)
+        F = g.call(self.fn, args, kwargs)
+        S = sum((jnp.sum(t.log_q - sg(t.log_q)) for t in g.scores), jnp.zeros(()))
+        B = sum((jnp.sum(sg(t.baseline) * (t.log_q - sg(t.log_q))) for t in g.scores), jnp.zeros(()))
+        return F + sg(F) * S - B, sg(F), S
 
     def surrogate(
         self,

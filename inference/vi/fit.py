@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,6 +101,66 @@ def _args_from(data: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return (data,) + tuple(args), dict(kwargs)
 
 
+def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict) -> dict:
+    """``objective.init_params`` compiled once per objective (an eager run of a network-sized
+    program costs more than many optimisation steps); eager when the program cannot be traced."""
+    f = objective.__dict__.get("_init_jit")
+    if f is None:
+        f = objective._init_jit = eqx.filter_jit(lambda k, a, kw: objective.init_params(k, *a, **kw))
+    try:
+        return dict(f(key, args, kwargs))
+    except VIError:
+        raise
+    except Exception:  # e.g. a program that needs concrete values while initialising
+        return objective.init_params(key, *args, **kwargs)
+
+
+def _compiled_chunk(objective: Objective, optimizer: Any, num_steps: int, chunk: int, num_samples: int, baseline: Any, progress: bool):
+    """The compiled chunk of the optimisation loop, cached on the objective: a second ``fit``
+    with the same objective, optimizer, settings and argument shapes compiles nothing."""
+    every = max(1, num_steps // 20)
+    cache_key = (optimizer, num_steps, chunk, num_samples, baseline, progress)
+    cache = objective.__dict__.setdefault("_fit_cache", {})
+    try:
+        hit = cache.get(cache_key)
+    except TypeError:  # an unhashable optimizer: no caching
+        cache_key, hit = None, None
+    if hit is not None:
+        return hit
+
+    def run_chunk(u, st, k, start, args, kwargs):
+        def loss(u, k):
+            s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
+            return -s, v
+
+        def step(carry, xs):
+            u, st = carry
+            t, k = xs
+            g, v = jax.grad(loss, has_aux=True)(u, k)
+            updates, st2 = optimizer.update(g, st, u)
+            u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
+            live = t < num_steps
+            if num_steps % chunk:  # the last chunk runs past num_steps: freeze those steps
+                u2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), u2, u)
+                st2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), st2, st)
+            if progress:
+                jax.lax.cond(
+                    live & (((t + 1) % every == 0) | (t + 1 == num_steps)),
+                    lambda: jax.debug.callback(_report, num_steps, t + 1, v),
+                    lambda: None,
+                )
+            return (u2, st2), v
+
+        ts = start + jnp.arange(chunk)
+        keys = jax.vmap(lambda t: jax.random.fold_in(k, t))(ts)
+        return jax.lax.scan(step, (u, st), (ts, keys))
+
+    compiled = eqx.filter_jit(run_chunk)
+    if cache_key is not None:
+        cache[cache_key] = compiled
+    return compiled
+
+
 def fit(
     key: Any,
     objective: Objective,
@@ -128,6 +189,9 @@ def fit(
     less than ``min_delta · max(1, |mean|)``.
 
     Returns a :class:`VIResult` with constrained ``params`` and the objective's ``history``.
+    The compiled loop (and the parameters' initialisation) is cached on the objective: fitting
+    the same objective again with the same optimizer, settings and argument shapes (new data
+    values, a new key) compiles nothing.
 
     Example:
         >>> result = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(1e-2),
@@ -143,11 +207,15 @@ def fit(
     if num_steps < 1:
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
     if strategies:
-        objective = objective.with_strategies(strategies)
+        variants = objective.__dict__.setdefault("_variants", {})
+        skey = tuple(sorted(dict(strategies).items()))
+        if skey not in variants:
+            variants[skey] = objective.with_strategies(strategies)
+        objective = variants[skey]
     args, kwargs = _args_from(data, args, kwargs)
     progress = _progress_default() if progress is None else bool(progress)
     k_init, k_run = jax.random.split(key)
-    uparams = objective.init_params(k_init, *args, **kwargs)
+    uparams = _init_params(objective, k_init, args, kwargs)
     if init_params:
         unknown = [k for k in init_params if k not in uparams]
         if unknown:
@@ -156,35 +224,9 @@ def fit(
     opt_state = optimizer.init(uparams)
 
     chunk = num_steps if patience is None else int(chunk_size or max(10, num_steps // 20))
-    every = max(1, num_steps // 20)
     n_chunks = -(-num_steps // chunk)
 
-    def loss(u, k):
-        s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
-        return -s, v
-
-    def step(carry, xs):
-        u, st = carry
-        t, k = xs
-        g, v = jax.grad(loss, has_aux=True)(u, k)
-        updates, st2 = optimizer.update(g, st, u)
-        u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
-        live = t < num_steps
-        u2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), u2, u)
-        st2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), st2, st)
-        if progress:
-            jax.lax.cond(
-                live & (((t + 1) % every == 0) | (t + 1 == num_steps)),
-                lambda: jax.debug.callback(_report, num_steps, t + 1, v),
-                lambda: None,
-            )
-        return (u2, st2), v
-
-    @jax.jit
-    def run_chunk(u, st, k, start):
-        ts = start + jnp.arange(chunk)
-        keys = jax.vmap(lambda t: jax.random.fold_in(k, t))(ts)
-        return jax.lax.scan(step, (u, st), (ts, keys))
+    run_chunk = _compiled_chunk(objective, optimizer, num_steps, chunk, num_samples, baseline, progress)
 
     history: list[np.ndarray] = []
     prev = None
@@ -192,7 +234,7 @@ def fit(
     stopped = False
     done = 0
     for c in range(n_chunks):
-        (uparams, opt_state), vals = run_chunk(uparams, opt_state, k_run, c * chunk)
+        (uparams, opt_state), vals = run_chunk(uparams, opt_state, k_run, jnp.asarray(c * chunk), args, kwargs)
         vals = np.asarray(vals)[: num_steps - c * chunk]
         history.append(vals)
         done += len(vals)

@@ -18,8 +18,21 @@ import jax.numpy as jnp
 import ppl
 
 from .core import Objective, VIError, objective, particles, sample
+from .marginals import marginal
 
-__all__ = ["log_weight", "elbo", "iwae", "renyi", "vimco", "p_wake", "q_wake", "rws", "vimco_baselines"]
+__all__ = [
+    "log_weight",
+    "elbo",
+    "iwae",
+    "renyi",
+    "vimco",
+    "p_wake",
+    "q_wake",
+    "rws",
+    "vimco_baselines",
+    "hvi",
+    "iwhvi",
+]
 
 sg = jax.lax.stop_gradient
 
@@ -198,3 +211,46 @@ def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         return bound + (q_term - sg(q_term))
 
     return Objective(rws_program, name=f"rws{K}")
+
+
+def iwhvi(
+    model: Any,
+    guide: Any,
+    aux: Any,
+    proposal: Any,
+    num_particles: int = 5,
+    strategies: dict | None = None,
+) -> Objective:
+    """Importance-weighted hierarchical VI (Sobolev & Vetrov 2019) for a guide q(z, λ) with
+    auxiliary addresses `aux`: F = log p(x, z) − log q̂_K(z), (z, λ_0) ~ q, with the marginal
+    density estimated from λ_0 and K draws of the reverse model `proposal` τ(λ | z)
+    (:func:`vi.marginal`).  Only z is scored by the model.
+
+    E[F] ≤ log p(x) for every K and τ, increasing with K to the ELBO of the marginal q(z);
+    ``grad`` is unbiased for the gradient of E[F] w.r.t. the parameters of model, guide and τ.
+
+    Example:
+        >>> obj = vi.iwhvi(model, guide, aux=["lam"], proposal=reverse, num_particles=5)
+    """
+    K = int(num_particles)
+    if K < 0:
+        raise VIError(f"vi.iwhvi: num_particles must be at least 0, got {K}.")
+    q = marginal(guide, aux, proposal, K)
+
+    def iwhvi_program(*args: Any, **kwargs: Any) -> jax.Array:
+        return log_weight(model, sample(q, *args, **kwargs), *args, **kwargs)
+
+    return Objective(iwhvi_program, strategies, name=f"iwhvi{K}")
+
+
+def hvi(model: Any, guide: Any, aux: Any, proposal: Any, strategies: dict | None = None) -> Objective:
+    """Hierarchical VI's bound (Ranganath et al. 2016): E_q(z,λ)[log p(x, z) + log r(λ | z) −
+    log q(z, λ)] ≤ log p(x), with `proposal` as the reverse model r.  It is :func:`iwhvi` with
+    K = 0 (the auxiliary draw λ of q is the only candidate); ``grad`` is unbiased for its gradient.
+
+    Example:
+        >>> obj = vi.hvi(model, guide, aux=["lam"], proposal=reverse)
+    """
+    obj = iwhvi(model, guide, aux, proposal, 0, strategies)
+    obj.name = "hvi"
+    return obj
