@@ -109,8 +109,12 @@ def constrain_batch(tree: Any) -> Any:
 def to_host(tree: Any) -> Any:
     """Gather every leaf to a NumPy array on this host (all processes' shards after
     ``jax.distributed.initialize()``)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
 
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree.map(lambda x: np.asarray(x) if hasattr(x, "shape") else x, tree)
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x) if hasattr(x, "shape") else x
+
+    return jax.tree.map(get, tree)

@@ -41,3 +41,55 @@ def run_on_devices(code: str, n: int = 8, timeout: float = 600.0) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"multi-device check failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+MULTIHOST_PRELUDE = """
+import os, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address="localhost:{port}", num_processes={p}, process_id=int(sys.argv[1]))
+assert jax.process_count() == {p} and jax.device_count() == {p} * {n}, (jax.process_count(), jax.devices())
+"""
+
+
+def run_on_processes(code: str, num_processes: int = 2, devices_per_process: int = 4, timeout: float = 600.0) -> list[str]:
+    """Run ``code`` as ``num_processes`` cooperating JAX processes on this machine (as on several
+    hosts: ``jax.distributed.initialize`` over localhost, CPU collectives by gloo), each with
+    ``devices_per_process`` CPU devices; return each process's stdout."""
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("PPL_SHARDING", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    script = textwrap.dedent(MULTIHOST_PRELUDE.format(port=_free_port(), p=num_processes, n=devices_per_process))
+    script += textwrap.dedent(code)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(i)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(num_processes)
+    ]
+    outs = []
+    failed = []
+    for i, proc in enumerate(procs):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise AssertionError(f"process {i} of the multi-process check timed out") from None
+        outs.append(out)
+        if proc.returncode != 0:
+            failed.append(f"process {i} (exit {proc.returncode}):\n{out}\n{err[-5000:]}")
+    if failed:
+        raise AssertionError("multi-process check failed:\n" + "\n".join(failed))
+    return outs
