@@ -26,14 +26,20 @@ assert jax.device_count() == {n}, jax.devices()
 """
 
 
-def run_on_devices(code: str, n: int = 8, timeout: float = 600.0) -> str:
-    """Run ``code`` with ``n`` host devices; return its stdout (raises AssertionError on failure)."""
+def _env(n: int) -> dict:
+    """This process's environment with ``n`` CPU devices, sharding on, and the repo importable."""
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("PPL_SHARDING", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_on_devices(code: str, n: int = 8, timeout: float = 600.0) -> str:
+    """Run ``code`` with ``n`` host devices; return its stdout (raises AssertionError on failure)."""
+    env = _env(n)
     script = textwrap.dedent(PRELUDE.format(n=n)) + textwrap.dedent(code)
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -65,12 +71,7 @@ def run_on_processes(code: str, num_processes: int = 2, devices_per_process: int
     """Run ``code`` as ``num_processes`` cooperating JAX processes on this machine (as on several
     hosts: ``jax.distributed.initialize`` over localhost, CPU collectives by gloo), each with
     ``devices_per_process`` CPU devices; return each process's stdout."""
-    env = dict(os.environ)
-    flags = env.get("XLA_FLAGS", "")
-    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices_per_process}".strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("PPL_SHARDING", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = _env(devices_per_process)
     script = textwrap.dedent(MULTIHOST_PRELUDE.format(port=_free_port(), p=num_processes, n=devices_per_process))
     script += textwrap.dedent(code)
     procs = [
