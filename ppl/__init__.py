@@ -47,6 +47,8 @@ from .transforms import UnconstrainedView, unconstrained  # noqa: E402
 
 __version__ = "0.1.0"
 
+_cache.freeze_gc()
+
 __all__ = [
     "dist",
     "constraints",

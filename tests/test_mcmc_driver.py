@@ -85,6 +85,35 @@ def test_first_run_compiles_two_programs_init_and_chunk():
     assert c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
 
 
+@dataclasses.dataclass(frozen=True)
+class _CountingNUTS(mcmc.NUTS):
+    """NUTS that counts how often its transition is traced (a Python call = a trace)."""
+
+    calls: tuple = dataclasses.field(default_factory=lambda: ([],), compare=False, hash=False)
+
+    def transition(self, bound, key, state):
+        self.calls[0].append(1)
+        return super().transition(bound, key, state)
+
+
+def test_first_run_traces_the_kernel_step_once():
+    # choosing the chunk size reads the step's output shapes; the chunk reuses that trace
+    k = _CountingNUTS()
+    mcmc.sample(jax.random.key(0), k, normal_mean, Y, num_warmup=10, num_samples=10, num_chains=2, progress=False)
+    assert len(k.calls[0]) == 1, f"the NUTS transition was traced {len(k.calls[0])} times"
+
+
+def test_init_by_map_equals_init_by_vmap(monkeypatch):
+    from inference.mcmc import driver
+
+    kw = dict(num_warmup=0, num_samples=1, num_chains=3, progress=False)
+    a = mcmc.sample(jax.random.key(3), mcmc.NUTS(step_size=0.5), normal_mean, Y, **kw)
+    monkeypatch.setattr(driver, "_MAP_INIT_CHAINS", 0)  # vmap over chains
+    b = mcmc.sample(jax.random.key(3), mcmc.NUTS(step_size=0.5), normal_mean, Y, num_warmup=0, num_samples=1, num_chains=3, progress=False, chunk_size=7)
+    for name in a.samples:
+        np.testing.assert_allclose(a.samples[name], b.samples[name], rtol=1e-5, atol=1e-6)
+
+
 def test_draws_do_not_depend_on_the_chunk_size():
     kw = dict(num_warmup=23, num_samples=31, num_chains=2, progress=False)
     a = mcmc.sample(jax.random.key(7), mcmc.RWM(), normal_mean, Y, chunk_size=5, **kw)
