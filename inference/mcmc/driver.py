@@ -766,7 +766,7 @@ def sample(
     num_warmup = prog.num_warmup
     prog.prepare(key, dyn, init_values, strategy, num_warmup + num_samples)
     state, log_dens, k_warm, k_samp = prog.init(key, dyn, init_values, strategy=strategy)
-    ok = np.isfinite(np.asarray(log_dens))
+    ok = np.isfinite(sharding.to_host(log_dens))
     if not ok.all():
         c = int(np.argmin(ok))
         state_c = jax.tree.map(lambda v: v[c], state)
