@@ -280,16 +280,25 @@ def _init_path_key(path):
                     "hmm/y": tuple(int(v) for v in YS2)})
 
 
-def test_pgas_with_an_initial_model_leaves_the_path_posterior_invariant():
+def _pgas_with_init_law():
     bound = smc.ParticleGibbs(init=s0_model, num_particles=2, name="hmm", ancestor_sampling=True).bind(step_from, (YS2,))
 
     def kernel(key, tr):
         ref = {"s0": jnp.asarray(tr.choices["s0"]), "hmm/s": jnp.asarray(tr.choices["hmm/s"])}
         return bound.step(key, smc.PGState(ref))[0].path
 
-    law = semantics.laws.invariant(kernel, hmm_with_init, YS2, state_key=_init_path_key)
+    return semantics.laws.invariant(kernel, hmm_with_init, YS2, state_key=_init_path_key)
+
+
+def test_pgas_with_an_initial_model_leaves_the_path_posterior_invariant():
+    law = _pgas_with_init_law()
     law.assert_()
     assert np.all(law.details["matrix"].K > 0)  # x_0 moves too
+
+
+def test_planted_bug_pgas_with_an_initial_model_and_weights_without_the_transition_fails(monkeypatch):
+    monkeypatch.setattr(pmcmc, "_ancestor_logits", lambda lw, logp: lw)
+    assert not _pgas_with_init_law().ok
 
 
 def test_particle_gibbs_runs_under_jit():
