@@ -72,6 +72,9 @@ def batch_sharding(ndim: int = 1) -> NamedSharding:
 def shard_batch(tree: Any) -> Any:
     """Place every array leaf whose leading axis divides evenly across the devices (outside jit).
 
+    Every process passes the whole batch (after ``jax.distributed.initialize()`` too); each
+    keeps the slices that belong to its own devices.
+
     Leaves that cannot be split (scalars, awkward lengths) are left where they are.  With one
     device, or sharding off, the tree is returned unchanged.
     """
@@ -81,8 +84,9 @@ def shard_batch(tree: Any) -> Any:
     def put(x):
         if not _shardable(x):
             return x
-        if jax.process_count() > 1 and not isinstance(x, jax.Array):
-            return jax.make_array_from_process_local_data(batch_sharding(np.ndim(x)), np.asarray(x))
+        if jax.process_count() > 1:  # every process holds the whole batch; each keeps its slices
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, batch_sharding(host.ndim), lambda idx: host[idx])
         return jax.device_put(x, batch_sharding(np.ndim(x)))
 
     return jax.tree.map(put, tree)

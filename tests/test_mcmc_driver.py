@@ -406,3 +406,11 @@ def test_active_mask_of_cond_sites():
     assert "a" not in run.summary() and "k" in run.summary()  # partly inactive sites are left out
     a_draws = run.samples["a"][run.active["a"]]  # the draws of a where it exists
     assert a_draws.ndim == 1 and set(np.unique(a_draws)) <= {0, 1, 2}
+
+
+def test_load_of_a_missing_path_names_it(tmp_path):
+    from ppl.errors import ModelError
+
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(ModelError, match="no-such-run.*does not exist"):
+        mcmc.load(missing, mcmc.NUTS(), normal_mean, jnp.ones(2))

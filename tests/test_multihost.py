@@ -22,6 +22,12 @@ from inference import mcmc, sharding, smc, vi
 assert sharding.num_devices() == 8
 results = {}
 
+# --- shard_batch: every process passes the whole batch, the global array is that batch
+batch = np.arange(16.0 * 3).reshape(16, 3)
+placed = sharding.shard_batch(batch)
+assert placed.shape == (16, 3) and len(placed.sharding.device_set) == 8, placed.sharding
+np.testing.assert_array_equal(sharding.to_host(placed), batch)
+
 # --- a particle filter (resampling gathers particles across hosts)
 @ppl.model
 def x0():

@@ -809,6 +809,8 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
     """
     path = os.fspath(path)
     directory = None
+    if not os.path.exists(path):
+        raise ModelError(f"mcmc.load: {path!r} does not exist; expected a file written by Run.save or a run's stream_to directory.")
     if os.path.isdir(path):  # the stream_to directory of a run (e.g. one that crashed)
         directory = Path(path)
         path = os.path.join(path, "checkpoint.npz")
