@@ -61,6 +61,13 @@ _CHUNK_BYTES = 64 * 2**20
 _MAP_INIT_CHAINS = 16
 #: XLA options of the ``init`` program on CPU (it runs once: compile time matters, speed not)
 _INIT_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+#: XLA options of the ``chunk`` program on CPU: LLVM's -O1 compiles the NUTS chunk ~20% faster
+#: (1.76 -> 1.42 s on a logistic regression) and ran as fast as -O2 on the benchmark models
+_CHUNK_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def _chunk_compiler_options() -> dict | None:
+    return _CHUNK_CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +143,7 @@ class _Program:
         # faster (0.65 -> 0.5 s on eight schools) at no cost that matters
         opts = _INIT_CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
         self.init = jax.jit(self._init, static_argnames=("strategy",), compiler_options=opts)
-        self.chunk = jax.jit(self._chunk)
+        self.chunk = jax.jit(self._chunk, compiler_options=_chunk_compiler_options())
         # the chains' step, traced once: ``choose_chunk_size`` reads its output shapes and the
         # chunk's scan body calls it with the same shapes (JAX's trace cache), so the kernel
         # (e.g. the vmapped NUTS tree builder, the costliest part to trace) is traced once

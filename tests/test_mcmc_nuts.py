@@ -1,0 +1,200 @@
+"""Our NUTS trajectory (:func:`inference.mcmc.nuts.nuts_trajectory`) has the law of NumPyro's
+``hmc_util.build_tree``, and our window adapter makes NumPyro's ``warmup_adapter`` updates.
+
+NUTS from a *fixed* point and momentum is a finite random choice: the doubling directions and
+the multinomial picks select one of finitely many leapfrog points, at some tree depth.  So the
+two implementations, run M times each from the same (x, r), give two samples of a discrete law
+(outcome = depth, number of steps, the point chosen) that must be equal: a χ² test of
+homogeneity, at the suite's per-test false-alarm level (``semantics.stats``), for several
+starting points, a diagonal and a dense mass matrix, and a divergent case.  Planted bugs (no
+U-turn checks on sub-trees; uniform instead of biased progressive sampling between doublings;
+a checkpoint range off by one) must fail the same test with the same seeds.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer import hmc_util
+from numpyro.infer.hmc_util import IntegratorState, euclidean_kinetic_energy
+from scipy import stats as st
+
+from inference.mcmc import nuts
+from inference.mcmc.gradient import window_adapter
+from semantics.stats import BUDGET
+
+M = 20_000
+#: one level for the four law tests (each registered: the suite-wide bound holds)
+ALPHA = min(BUDGET.register(f"mcmc/nuts_law/{name}") for name in ("diag", "diag-2", "dense", "divergent"))
+
+SDS = jnp.array([1.0, 0.15, 0.5])
+
+
+def potential(x):
+    """A 3-d Gaussian with scales 1, 0.15, 0.5 and one correlation (U-turns at several depths)."""
+    z = x / SDS
+    return 0.5 * jnp.sum(z**2) + 0.6 * z[0] * z[2]
+
+
+def wall(x):
+    """The Gaussian with a steep exponential wall at x[0] > 0: trajectories running into it
+    diverge, the others do not."""
+    return potential(x) + jnp.exp(6.0 * x[0])
+
+
+vg = jax.value_and_grad(potential)
+
+CASES = {
+    # name: (x0, r0, inverse mass matrix, step size, max_delta_energy)
+    "diag": ([0.3, 0.05, -0.2], [1.0, 0.5, -0.8], [1.0, 1.0, 1.0], 0.09, 1000.0),
+    "diag-2": ([-1.2, 0.1, 0.4], [-0.3, 2.0, 0.6], [1.0, 0.02, 0.3], 0.4, 1000.0),
+    "dense": ([0.3, 0.05, -0.2], [0.4, -0.5, 1.1], [[1.0, 0.0, 0.3], [0.0, 0.03, 0.0], [0.3, 0.0, 0.3]], 0.3, 1000.0),
+    "divergent": ([-0.6, 0.05, -0.2], [2.0, 0.5, -0.8], [1.0, 1.0, 1.0], 0.15, 0.1),
+}
+
+
+#: the cases' potentials (default: ``potential``)
+CASE_POTENTIAL = {"divergent": wall}
+
+
+def ours(x0, r0, imm, eps, max_de, keys, U=potential):
+    vg = jax.value_and_grad(U)
+    x0, r0, imm = jnp.asarray(x0), jnp.asarray(r0), jnp.asarray(imm)
+    pe, g = vg(x0)
+
+    def one(k):
+        t = nuts.nuts_trajectory(vg, x0, pe, g, r0, imm, eps, k, max_tree_depth=10, max_delta_energy=max_de)
+        return t.x, t.depth, t.num_steps, t.diverging
+
+    return jax.jit(jax.vmap(one))(keys)
+
+
+def numpyro_(x0, r0, imm, eps, max_de, keys, U=potential):
+    x0, r0, imm = jnp.asarray(x0), jnp.asarray(r0), jnp.asarray(imm)
+    pe, g = jax.value_and_grad(U)(x0)
+    _, update = hmc_util.velocity_verlet(U, euclidean_kinetic_energy)
+
+    def one(k):
+        t = hmc_util.build_tree(update, euclidean_kinetic_energy, IntegratorState(x0, r0, pe, g), imm, eps, k,
+                                max_delta_energy=max_de, max_tree_depth=10)
+        return t.z_proposal, t.depth, t.num_proposals, t.diverging
+
+    return jax.jit(jax.vmap(one))(keys)
+
+
+def outcomes(out) -> list[tuple]:
+    x, depth, steps, div = (np.asarray(a) for a in out)
+    pts = np.round(x, 3)
+    return [(int(d), int(s), bool(v)) + tuple(p) for d, s, v, p in zip(depth, steps, div, pts)]
+
+
+def homogeneity_pvalue(a: list, b: list) -> tuple[float, int]:
+    """χ² test that two samples come from one discrete law (categories seen fewer than 10 times
+    in both samples together are pooled)."""
+    cats = {}
+    for o in a + b:
+        cats[o] = cats.get(o, 0) + 1
+    keep = {c for c, n in cats.items() if n >= 10}
+    idx = {c: i for i, c in enumerate(sorted(keep, key=repr))}
+    other = len(idx)
+    table = np.zeros((2, other + 1))
+    for row, sample in enumerate((a, b)):
+        for o in sample:
+            table[row, idx.get(o, other)] += 1
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2:
+        return 1.0, table.shape[1]
+    return float(st.chi2_contingency(table)[1]), table.shape[1]
+
+
+def law_pvalue(name: str) -> tuple[float, int]:
+    x0, r0, imm, eps, max_de = CASES[name]
+    k1, k2 = jax.random.split(jax.random.key(7))
+    U = CASE_POTENTIAL.get(name, potential)
+    a = outcomes(ours(x0, r0, imm, eps, max_de, jax.random.split(k1, M), U))
+    b = outcomes(numpyro_(x0, r0, imm, eps, max_de, jax.random.split(k2, M), U))
+    return homogeneity_pvalue(a, b)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_nuts_trajectory_has_numpyros_law(name):
+    p, ncat = law_pvalue(name)
+    assert ncat >= 4, f"{name}: the case is too easy ({ncat} outcomes)"
+    assert p > ALPHA, f"{name}: our NUTS and NumPyro's build_tree differ in law (p = {p:.2e}, {ncat} outcomes)"
+
+
+def test_divergent_case_diverges_sometimes():
+    x0, r0, imm, eps, max_de = CASES["divergent"]
+    div = np.asarray(ours(x0, r0, imm, eps, max_de, jax.random.split(jax.random.key(1), 2000), wall)[3])
+    assert 0.05 < div.mean() < 0.95, div.mean()
+
+
+# -- planted bugs ----------------------------------------------------------------------------------
+
+
+def _no_subtree_checks(n):
+    return jnp.ones_like(n), jnp.zeros_like(n)  # an empty range [1, 0]
+
+
+def _uniform_merge(w_new, w_old):
+    return jax.nn.sigmoid(w_new - w_old)
+
+
+_orig_range = nuts._checkpoint_range
+
+
+def _range_off_by_one(n):
+    lo, hi = _orig_range(n)
+    return lo + 1, hi
+
+TWINS = {
+    "no sub-tree U-turn checks": ("_checkpoint_range", _no_subtree_checks, "diag"),
+    "uniform merge": ("_merge_probability", _uniform_merge, "diag"),
+    "checkpoint range off by one": ("_checkpoint_range", _range_off_by_one, "diag"),
+}
+
+
+@pytest.mark.parametrize("bug", list(TWINS))
+def test_planted_bug_changes_the_law(bug, monkeypatch):
+    attr, fake, case = TWINS[bug]
+    monkeypatch.setattr(nuts, attr, fake)
+    p, _ = law_pvalue(case)
+    assert p < ALPHA, f"planted bug {bug!r} not detected (p = {p:.2e})"
+
+
+# -- the window adapter ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_window_adapter_makes_numpyros_updates(dense):
+    """Same inputs, same keys: our adapter's states equal NumPyro's at every step of a 200-step
+    warmup (Stan's windows 75 + 25 + 50 + ... + 50), step-size search at window ends included."""
+    n = 200
+    find = lambda *a: hmc_util.find_reasonable_step_size(  # noqa: E731
+        potential, euclidean_kinetic_energy, lambda z, mm_sqrt, k: (mm_sqrt * jax.random.normal(k, z.shape) if mm_sqrt.ndim == 1 else mm_sqrt @ jax.random.normal(k, z.shape)), *a)
+    kw = dict(find_reasonable_step_size=find, dense_mass=dense, target_accept_prob=0.8)
+    init_np, update_np = hmc_util.warmup_adapter(n, **kw)
+    init_us, update_us = window_adapter(n, **kw)
+    x0 = jnp.array([0.3, 0.05, -0.2])
+    z0 = IntegratorState(x0, None, *vg(x0))
+    s_np = init_np(z0, jax.random.key(3), 1.0, mass_matrix_size=3)
+    s_us = init_us(z0, jax.random.key(3), 1.0, mass_matrix_size=3)
+    xs = jax.random.normal(jax.random.key(4), (n, 3)) * SDS
+    accs = jax.random.uniform(jax.random.key(5), (n,))
+
+    def run(update, s):
+        def body(s, inp):
+            t, x, a = inp
+            s = update(t, a, IntegratorState(x, None, *vg(x)), s)
+            return s, (s.step_size, s.inverse_mass_matrix)
+
+        return jax.lax.scan(body, s, (jnp.arange(n), xs, accs))[1]
+
+    ss_np, imm_np = jax.jit(lambda s: run(update_np, s))(s_np)
+    ss_us, imm_us = jax.jit(lambda s: run(update_us, s))(s_us)
+    np.testing.assert_allclose(ss_us, ss_np, rtol=1e-5)
+    np.testing.assert_allclose(imm_us, imm_np, rtol=1e-5)
+    assert len(np.unique(np.asarray(ss_us))) > 50  # the step size did adapt
+    assert not np.allclose(imm_us[-1], imm_us[0])  # the mass matrix did adapt
