@@ -198,3 +198,83 @@ def test_window_adapter_makes_numpyros_updates(dense):
     np.testing.assert_allclose(imm_us, imm_np, rtol=1e-5)
     assert len(np.unique(np.asarray(ss_us))) > 50  # the step size did adapt
     assert not np.allclose(imm_us[-1], imm_us[0])  # the mass matrix did adapt
+
+
+# -- the step-size search ------------------------------------------------------------------------------
+
+
+def reference_search(U, step_size, A, x, momenta):
+    """Hoffman & Gelman (2014) Algorithm 4 as Stan runs it, in NumPy (float64): a fresh momentum
+    r ~ N(0, A⁻¹) per trial; double while the one-step acceptance exp(−ΔH) exceeds 0.8, halve
+    while it does not, stop at the first change of direction; the last step size tried."""
+    A = np.asarray(A, float)
+    grad = jax.grad(lambda z: U(z))
+    x = np.asarray(x, float)
+    eps, last, direction, i = float(step_size), 0, 0, 0
+    while last == 0 or direction == last:
+        eps = eps * 2.0 if direction == 1 else eps * 0.5 if direction == -1 else eps
+        r = momenta[i % len(momenta)]
+        g = np.asarray(grad(jnp.asarray(x)), float)
+        r_half = r - 0.5 * eps * g
+        x1 = x + eps * (A @ r_half if A.ndim == 2 else A * r_half)
+        r1 = r_half - 0.5 * eps * np.asarray(grad(jnp.asarray(x1)), float)
+        kin = (lambda r: 0.5 * r @ (A @ r)) if A.ndim == 2 else (lambda r: 0.5 * np.sum(A * r * r))
+        delta = (float(U(jnp.asarray(x1))) + kin(r1)) - (float(U(jnp.asarray(x))) + kin(r))
+        last, direction, i = direction, (1 if np.log(0.8) < -delta else -1), i + 1
+    return eps
+
+
+@pytest.mark.parametrize("A,start", [([1.0, 1.0, 1.0], 1.0), ([2.0, 0.01, 0.3], 0.001), ([[1.0, 0.0, 0.3], [0.0, 0.03, 0.0], [0.3, 0.0, 0.3]], 1.0)])
+def test_step_size_search_is_algorithm_4(A, start):
+    from inference.mcmc.gradient import _search_with_momenta
+
+    A = jnp.asarray(A)
+    x = jnp.array([0.3, 0.05, -0.2])
+    xi = jax.random.normal(jax.random.key(9), (16, 3))
+    # r ~ N(0, A⁻¹): ξ / sqrt(A) (diagonal) or L⁻ᵀ ξ with A = L Lᵀ
+    if A.ndim == 1:
+        momenta = np.asarray(xi) / np.sqrt(np.asarray(A))
+    else:
+        L = np.linalg.cholesky(np.asarray(A, float))
+        momenta = np.linalg.solve(L.T, np.asarray(xi, float).T).T
+    ours_eps = float(_search_with_momenta(vg, start, A, (x, None, *vg(x)), xi))
+    ref = reference_search(potential, start, A, x, momenta)
+    assert ours_eps == pytest.approx(ref, rel=1e-6)
+    assert ours_eps != start  # the search moved
+
+
+
+
+
+def test_average_restart_restarts_dual_averaging_at_its_average():
+    """``restart="average"`` (the kernels' default): at each middle window's end the step size
+    becomes the dual-averaging average (of the update at that step) and dual averaging restarts
+    there (its prox centre mu = log(10 ε)); the mass matrix is the same as with a search."""
+    from inference.mcmc.gradient import WindowAdapter
+
+    n = 200
+    avg, srch = WindowAdapter(n, restart="average"), WindowAdapter(n, restart="search")
+    x0 = jnp.array([0.3, 0.05, -0.2])
+    z0 = IntegratorState(x0, None, *vg(x0))
+    xs = jax.random.normal(jax.random.key(4), (n, 3)) * SDS
+    accs = 0.6 + 0.4 * jax.random.uniform(jax.random.key(5), (n,))  # around the 0.8 target
+    _, da_update = hmc_util.dual_averaging()
+
+    def run(a, s):
+        def body(s, inp):
+            t, x, acc = inp
+            s2 = a.update(t, acc, IntegratorState(x, None, *vg(x)), s)
+            da_avg = jnp.exp(da_update(0.8 - acc, s.ss_state)[1])  # the average after step t's update
+            return s2, (da_avg, s2.step_size, s2.ss_state[4], s2.inverse_mass_matrix)
+
+        return jax.lax.scan(body, s, (jnp.arange(n), xs, accs))[1]
+
+    da_avg, ss, mu, imm = jax.jit(lambda s: run(avg, s))(avg.init(z0, jax.random.key(3), 0.5, mass_matrix_size=3, search=False))
+    ends = [w.end for w in hmc_util.build_adaptation_schedule(n)][1:-1]
+    assert len(ends) >= 2
+    for e in ends:
+        assert float(ss[e]) == pytest.approx(float(da_avg[e]), rel=1e-5)
+        assert float(mu[e]) == pytest.approx(float(np.log(10.0 * ss[e])), rel=1e-5)
+        assert abs(float(np.log(ss[e] / ss[e - 1]))) > 1e-3  # a restart happened
+    imm_s = jax.jit(lambda s: run(srch, s))(srch.init(z0, jax.random.key(3), 0.5, mass_matrix_size=3, search=False))[3]
+    np.testing.assert_allclose(imm, imm_s, rtol=1e-6)

@@ -175,9 +175,10 @@ class _Program:
         return state, jax.vmap(b.log_density)(state), k_warm, k_samp
 
     def prepare(self, key, dyn, init_values, strategy, num_steps: int) -> None:
-        """Compile ``init`` and ``chunk`` for these argument shapes at the same time (the chunk
-        in a thread) the first time; later calls find both in JAX's caches.  Only the
-        compilation runs in parallel; the programs are the ones ``init`` / ``chunk`` use."""
+        """Compile ``init`` and ``chunk`` for these argument shapes the first time, overlapping
+        the compilation of ``init`` (in a thread; XLA releases the GIL) with the tracing and
+        lowering of the step and the chunk, and then with the chunk's compilation; later calls
+        find both programs in JAX's caches (the programs are the ones ``init`` / ``chunk`` use)."""
         sig = (strategy, jax.tree.map(lambda v: (np.shape(v), str(getattr(v, "dtype", type(v).__name__))), (dyn, init_values)))
         sig = jax.tree_util.tree_flatten(sig)
         sig = (tuple(sig[0]), sig[1])
@@ -186,21 +187,24 @@ class _Program:
         self._prepared.add(sig)
         lo_init = self.init.lower(key, dyn, init_values, strategy=strategy)
         state = lo_init.out_info[0]
-        self.choose_chunk_size(state, dyn, num_steps)
-        if sharding.num_devices() > 1 or (os.cpu_count() or 1) < 4:  # init's shardings, or no spare cores: compile in turn
+        if sharding.num_devices() > 1 or (os.cpu_count() or 1) < 2:  # init's shardings, or one core: in turn
+            self.choose_chunk_size(state, dyn, num_steps)
             return
-        lo_chunk = self.chunk.lower(key, state, dyn, np.int32(0), np.int32(0), np.bool_(True))
 
-        def compile_chunk():
+        def compile_init():
             try:
-                lo_chunk.compile()
-            except Exception:  # noqa: BLE001 - the chunk's own call compiles again and reports it
+                lo_init.compile()
+            except Exception:  # noqa: BLE001 - init's own call compiles again and reports it
                 pass
 
-        th = threading.Thread(target=compile_chunk, daemon=True)
+        th = threading.Thread(target=compile_init, daemon=True)
         th.start()
         try:
-            lo_init.compile()
+            self.choose_chunk_size(state, dyn, num_steps)
+            try:
+                self.chunk.lower(key, state, dyn, np.int32(0), np.int32(0), np.bool_(True)).compile()
+            except Exception:  # noqa: BLE001 - the chunk's own call compiles again and reports it
+                pass
         finally:
             th.join()
 
@@ -216,10 +220,18 @@ class _Program:
 
         def body(state, i):
             t = t0 + i
-            keys = sharding.constrain_batch(jax.random.split(jax.random.fold_in(key, t), chains))
-            new, info = self.step(keys, state, dyn, t, warm)
-            live = t < n_end
-            new = sharding.constrain_batch(jax.tree.map(lambda a, o: jnp.where(live, a, o), new, state))
+
+            def live(state):
+                keys = sharding.constrain_batch(jax.random.split(jax.random.fold_in(key, t), chains))
+                return self.step(keys, state, dyn, t, warm)
+
+            def past_the_end(state):  # the state unchanged, placeholder info (dropped on the host)
+                info = jax.eval_shape(live, state)[1]
+                return state, jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype), info)
+
+            # ``t < n_end`` is the same for every chain: a branch, not a select over the state
+            new, info = jax.lax.cond(t < n_end, live, past_the_end, state)
+            new = sharding.constrain_batch(new)
             out = {"samples": jax.vmap(b.samples)(new), "info": info}
             if active is not None:
                 out["active"] = jax.vmap(active)(new)

@@ -5,7 +5,15 @@ Every kernel here targets the density of the model's posterior in unconstrained 
 each site's bijection included), so mapping draws through ``to_constrained`` gives draws of the
 posterior.  With adaptation *frozen* (after warmup) each kernel leaves π invariant; during
 warmup the step size (dual averaging, Hoffman & Gelman 2014) and the mass matrix (Welford
-estimate over Stan's doubling windows) are tuned with NumPyro's ``hmc_util`` machinery.
+estimate over Stan's doubling windows) are tuned by :class:`WindowAdapter` (NumPyro's
+``hmc_util`` pieces, with branches that stay branches under ``vmap`` over chains).
+
+Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
+``adapt_mass_matrix``, ``dense_mass``, ``target_accept_prob``, ``find_heuristic_step_size``
+(search for the initial step size from ``step_size``, Hoffman & Gelman's Algorithm 4),
+``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
+``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
+NumPyro) and ``init_strategy``.
 
 The state is a :class:`GradState`; the tuning parameters (step size, inverse mass matrix) live
 in ``state.adapt`` (NumPyro's ``HMCAdaptState``).
@@ -30,7 +38,7 @@ import ppl
 from ._base import Kernel, metropolis_accept, split
 from .nuts import nuts_trajectory
 
-__all__ = ["GradState", "RWM", "MALA", "HMC", "NUTS", "window_adapter"]
+__all__ = ["GradState", "RWM", "MALA", "HMC", "NUTS", "WindowAdapter", "window_adapter", "search_step_size"]
 
 
 class GradState(eqx.Module):
@@ -57,76 +65,159 @@ def _scaled_noise(adapt: Any, xi: jax.Array) -> jax.Array:
     return t * xi if t.ndim == 1 else t.T @ xi
 
 
-def window_adapter(
-    num_warmup: int,
-    find_reasonable_step_size=None,
-    adapt_step_size: bool = True,
-    adapt_mass_matrix: bool = True,
-    dense_mass: bool = False,
-    target_accept_prob: float = 0.8,
-):
-    """Stan's windowed adaptation: ``(init_fn, update_fn)`` with the signatures and the
-    ``HMCAdaptState`` of NumPyro's ``hmc_util.warmup_adapter``, and the same updates (dual
-    averaging of the step size towards ``target_accept_prob``; a Welford estimate of the
-    (co)variance over Stan's doubling windows, regularised as in Stan, becoming the inverse mass
-    matrix at each window's end, where the step size is re-initialised by
-    ``find_reasonable_step_size``).
+#: momenta drawn per step-size search (reused in turn if a search needs more iterations)
+_SEARCH_MOMENTA = 16
 
-    The difference is where the *schedule* comes from: every branch (inside a window or not, a
-    window's end) is decided by the step ``t`` alone, never by the state.  ``t`` is the same for
-    every chain, so under ``vmap`` over chains each ``cond`` stays a branch.  (NumPyro reads the
-    window index from the per-chain state: under ``vmap`` its ``cond``s become ``select``s that
-    run the window-end update, a step-size search with leapfrog steps, at every step of every
-    chain: twice the cost of a warmup step of NUTS on a logistic regression.)
+
+def search_step_size(value_and_grad, step_size, inverse_mass_matrix, z_info, key):
+    """A reasonable initial step size (Hoffman & Gelman 2014, Algorithm 4, as Stan and NumPyro do
+    it): from ``step_size``, keep doubling (or halving) it while the acceptance probability of one
+    leapfrog step from ``z_info`` (position, _, U, ∇U) with a fresh momentum r ~ N(0, M)
+    (M = ``inverse_mass_matrix``⁻¹) stays above (below) 0.8; return the last step size tried.
+
+    Only a heuristic starting point for dual averaging (the chain's validity does not depend on
+    it).  Written for the compiler: the momenta are drawn before the loop (one random call; see
+    :func:`_search_with_momenta`), so the loop body is one leapfrog step.
+
+    Example:
+        >>> eps = search_step_size(jax.value_and_grad(U), 1.0, jnp.ones(d), (x, None, *vg(x)), key)
     """
-    ss_init, ss_update = hmc_util.dual_averaging()
-    mm_init, mm_update, mm_final = hmc_util.welford_covariance(diagonal=not dense_mass)
-    schedule = hmc_util.build_adaptation_schedule(num_warmup)
-    num_windows = len(schedule)
-    ends = np.asarray([w.end for w in schedule])
-    find_ss = find_reasonable_step_size or (lambda step_size, *_: step_size)
-    init_fn, _ = hmc_util.warmup_adapter(
-        num_warmup,
-        find_reasonable_step_size=find_reasonable_step_size,
-        adapt_step_size=adapt_step_size,
-        adapt_mass_matrix=adapt_mass_matrix,
-        dense_mass=dense_mass,
-        target_accept_prob=target_accept_prob,
-    )
+    x = z_info[0]
+    xi = jax.random.normal(key, (_SEARCH_MOMENTA,) + x.shape, x.dtype)
+    return _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info, xi)
 
-    def at_window_end(z_info, key, state):
-        if adapt_mass_matrix:
-            inv_mm, mm_sqrt, mm_sqrt_inv = mm_final(state.mm_state, regularize=True)
-            state = state._replace(
-                inverse_mass_matrix=inv_mm, mass_matrix_sqrt=mm_sqrt, mass_matrix_sqrt_inv=mm_sqrt_inv,
-                mm_state=mm_init(inv_mm.shape[-1]),
-            )
-        if adapt_step_size:
-            step_size = find_ss(state.step_size, state.inverse_mass_matrix, z_info, key)
-            state = state._replace(step_size=step_size, ss_state=ss_init(jnp.log(10) + jnp.log(step_size)))
+
+def _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info, xi):
+    """:func:`search_step_size` with standard normal draws ``xi`` (rows; used in turn)."""
+    x, _, pe, g = z_info
+    A = inverse_mass_matrix
+    dtype = x.dtype
+    if A.ndim == 1:
+        momenta = xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
+        kinetic = lambda r: 0.5 * jnp.sum(A * r * r)  # noqa: E731
+        velocity = lambda r: A * r  # noqa: E731
+    else:  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹
+        L = jnp.linalg.cholesky(A)
+        momenta = jax.scipy.linalg.solve_triangular(L.T, xi.T, lower=False).T
+        kinetic = lambda r: 0.5 * r @ (A @ r)  # noqa: E731
+        velocity = lambda r: A @ r  # noqa: E731
+    log_target = jnp.log(jnp.asarray(0.8, dtype))
+    finfo = jnp.finfo(dtype)
+
+    def body(c):
+        eps, _, direction, i = c
+        eps = jnp.where(direction == 1, 2.0 * eps, jnp.where(direction == -1, 0.5 * eps, eps))
+        r = momenta[i % xi.shape[0]]
+        r_half = r - 0.5 * eps * g
+        pe1, g1 = value_and_grad(x + eps * velocity(r_half))
+        r1 = r_half - 0.5 * eps * g1
+        delta = (pe1 + kinetic(r1)) - (pe + kinetic(r))
+        new_direction = jnp.where(log_target < -delta, 1, -1).astype(jnp.int32)  # a NaN delta halves
+        return eps, direction, new_direction, i + 1
+
+    def cond(c):
+        eps, last, direction, _ = c
+        not_extreme = ((eps > finfo.tiny) | (direction >= 0)) & ((eps < finfo.max) | (direction <= 0))
+        return not_extreme & ((last == 0) | (direction == last))
+
+    zero = jnp.zeros((), jnp.int32)
+    eps, *_ = jax.lax.while_loop(cond, body, (jnp.asarray(step_size, dtype), zero, zero, zero))
+    return eps
+
+
+class WindowAdapter:
+    """Stan's windowed adaptation, with NumPyro's ``HMCAdaptState``: dual averaging of the step
+    size towards ``target_accept_prob``; a Welford estimate of the (co)variance over Stan's
+    doubling windows (75 + 25, 50, 100, ... + 50 steps for 1000), regularised as in Stan,
+    becoming the inverse mass matrix at the end of each middle window.
+
+    At the end of a window dual averaging restarts, from
+
+    - ``restart="search"``: a step size found by ``find_reasonable_step_size`` (a search by
+      leapfrog steps; Stan and NumPyro). ``init`` and ``update`` are then NumPyro's
+      ``warmup_adapter`` pair (``tests/test_mcmc_nuts.py`` checks the states are equal at every
+      step);
+    - ``restart="average"``: its own averaged step size (Blackjax), no search.  Measured on the
+      benchmark models, the two give the same ESS per gradient; the search is a second copy of
+      the model's gradient in every compiled warmup program (~0.25 s of XLA time on CPU).
+
+    The initial step size is searched for in ``init`` (unless ``search=False``) in both modes.
+
+    Every branch (a window's end, inside a window or not) is decided by the step ``t`` alone,
+    never by the state.  ``t`` is the same for every chain, so under ``vmap`` over chains each
+    ``cond`` stays a branch.  (NumPyro reads the window index from the per-chain state: under
+    ``vmap`` its ``cond``s become ``select``s that run the window-end search at every step of
+    every chain, which made a warmup step of NUTS cost twice a sampling step.)
+    """
+
+    def __init__(self, num_warmup: int, find_reasonable_step_size=None, adapt_step_size: bool = True,
+                 adapt_mass_matrix: bool = True, dense_mass: bool = False, target_accept_prob: float = 0.8,
+                 restart: str = "search"):
+        if restart not in ("search", "average"):
+            raise ValueError(f"WindowAdapter: restart must be 'search' or 'average', got {restart!r}.")
+        self.num_warmup = int(num_warmup)
+        self.adapt_step_size, self.adapt_mass_matrix = bool(adapt_step_size), bool(adapt_mass_matrix)
+        self.target_accept_prob, self.restart = target_accept_prob, restart
+        self.ss_init, self.ss_update = hmc_util.dual_averaging()
+        self.mm_init, self.mm_update, self.mm_final = hmc_util.welford_covariance(diagonal=not dense_mass)
+        schedule = hmc_util.build_adaptation_schedule(self.num_warmup)
+        self.num_windows = len(schedule)
+        self.ends = np.asarray([w.end for w in schedule])
+        self.find_ss = find_reasonable_step_size or (lambda step_size, *_: step_size)
+        kw = dict(adapt_step_size=adapt_step_size, adapt_mass_matrix=adapt_mass_matrix, dense_mass=dense_mass,
+                  target_accept_prob=target_accept_prob)
+        self._init_search, _ = hmc_util.warmup_adapter(self.num_warmup, find_reasonable_step_size=find_reasonable_step_size, **kw)
+        self._init_plain, _ = hmc_util.warmup_adapter(self.num_warmup, find_reasonable_step_size=None, **kw)
+
+    def init(self, z_info, rng_key, step_size=1.0, inverse_mass_matrix=None, mass_matrix_size=None, search: bool = True):
+        """The adaptation state at the initial point (the step size from a search started at
+        ``step_size``, unless ``search=False``)."""
+        f = self._init_search if search else self._init_plain
+        return f(z_info, rng_key, step_size, inverse_mass_matrix=inverse_mass_matrix, mass_matrix_size=mass_matrix_size)
+
+    def _window(self, t):
+        """(index of the window of step t, whether it is a middle window, whether t ends it)."""
+        ends = jnp.asarray(self.ends)
+        w = jnp.minimum(jnp.sum(ends < t), self.num_windows - 1)
+        middle = (w > 0) & (w < self.num_windows - 1)
+        return w, middle, t == ends[w]
+
+    def _window_end(self, z_info, key, state):
+        if self.adapt_mass_matrix:
+            inv_mm, mm_sqrt, mm_sqrt_inv = self.mm_final(state.mm_state, regularize=True)
+            state = state._replace(inverse_mass_matrix=inv_mm, mass_matrix_sqrt=mm_sqrt, mass_matrix_sqrt_inv=mm_sqrt_inv,
+                                   mm_state=self.mm_init(inv_mm.shape[-1]))
+        if self.adapt_step_size:
+            if self.restart == "search":
+                step_size = self.find_ss(state.step_size, state.inverse_mass_matrix, z_info, key)
+            else:
+                step_size = jnp.exp(state.ss_state[1])  # the averaged log step size
+            state = state._replace(step_size=step_size, ss_state=self.ss_init(jnp.log(10) + jnp.log(step_size)))
         return state
 
-    def update_fn(t, accept_prob, z_info, state):
+    def update(self, t, accept_prob, z_info, state):
         """The adaptation state after warmup step ``t`` (0-based) with acceptance ``accept_prob``
         and new integrator state ``z_info``."""
         key, key_ss = jax.random.split(state.rng_key)
         state = state._replace(rng_key=key)
-        if adapt_step_size:
-            ss_state = ss_update(target_accept_prob - accept_prob, state.ss_state)
+        if self.adapt_step_size:
+            ss_state = self.ss_update(self.target_accept_prob - accept_prob, state.ss_state)
             log_step_size, log_step_size_avg, *_ = ss_state
-            step_size = jnp.where(t == num_warmup - 1, jnp.exp(log_step_size_avg), jnp.exp(log_step_size))
+            step_size = jnp.where(t == self.num_warmup - 1, jnp.exp(log_step_size_avg), jnp.exp(log_step_size))
             finfo = jnp.finfo(jnp.result_type(step_size))
             state = state._replace(ss_state=ss_state, step_size=jnp.clip(step_size, finfo.tiny, finfo.max))
-        window = jnp.minimum(jnp.sum(jnp.asarray(ends) < t), num_windows - 1)  # the window of step t
-        middle = (window > 0) & (window < num_windows - 1)
-        if adapt_mass_matrix:
-            mm_state = jax.lax.cond(middle, lambda: mm_update(z_info[0], state.mm_state), lambda: state.mm_state)
+        window, middle, at_end = self._window(t)
+        if self.adapt_mass_matrix:
+            mm_state = jax.lax.cond(middle, lambda: self.mm_update(z_info[0], state.mm_state), lambda: state.mm_state)
             state = state._replace(mm_state=mm_state)
-        at_end = t == jnp.asarray(ends)[window]
         state = state._replace(window_idx=jnp.where(at_end, window + 1, window).astype(jnp.asarray(state.window_idx).dtype))
-        return jax.lax.cond(at_end & middle, lambda: at_window_end(z_info, key_ss, state), lambda: state)
+        return jax.lax.cond(at_end & middle, lambda: self._window_end(z_info, key_ss, state), lambda: state)
 
-    return init_fn, update_fn
+
+def window_adapter(num_warmup: int, **kwargs):
+    """NumPyro-compatible ``(init_fn, update_fn)`` of a :class:`WindowAdapter`."""
+    a = WindowAdapter(num_warmup, **kwargs)
+    return a.init, a.update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +228,7 @@ class _GradientKernel(Kernel):
     dense_mass: bool = False
     target_accept_prob: float = 0.8
     find_heuristic_step_size: bool = True
+    step_size_restart: str = "average"
     init_strategy: str = "uniform"
 
     adaptive = True
@@ -168,22 +260,18 @@ class _BoundGradient:
         self.potential = kernel.target_potential(self.view)
         self.vg = jax.value_and_grad(self.potential)
         kinetic = euclidean_kinetic_energy
-        find_ss = None
-        if kernel.find_heuristic_step_size:
-            find_ss = partial(
-                hmc_util.find_reasonable_step_size,
-                self.potential,
-                kinetic,
-                lambda z, mm_sqrt, k: _momentum(k, mm_sqrt),
-            )
-        self.wa_init, self.wa_update = window_adapter(
+        find_ss = partial(search_step_size, self.vg) if kernel.find_heuristic_step_size else None
+        self.adapter = WindowAdapter(
             max(self.num_warmup, 1),
             find_reasonable_step_size=find_ss,
             adapt_step_size=kernel.adapt_step_size,
             adapt_mass_matrix=kernel.adapt_mass_matrix,
             dense_mass=kernel.dense_mass,
             target_accept_prob=kernel.target_accept_prob,
+            restart=kernel.step_size_restart,
         )
+        # NumPyro's pair (the initial search included): tempered SMC's moves use it too
+        self.wa_init, self.wa_update = self.adapter.init, self.adapter.update
 
     # -- protocol ----------------------------------------------------------------------------------
 
@@ -214,7 +302,8 @@ class _BoundGradient:
             )
             _, x, pe, g, _ = c
         z_info = IntegratorState(x, None, pe, g)
-        adapt = self.wa_init(z_info, k_wa, jnp.asarray(self.kernel.step_size, dtype=x.dtype), mass_matrix_size=self.view.dim)
+        step_size = jnp.asarray(self.kernel.step_size, dtype=x.dtype)
+        adapt = self.adapter.init(z_info, k_wa, step_size, mass_matrix_size=self.view.dim)
         return GradState(x, pe, g, adapt)
 
     def step(self, key: Any, state: GradState) -> tuple[GradState, dict]:
@@ -222,20 +311,21 @@ class _BoundGradient:
         info["step_size"] = state.adapt.step_size
         return new, info
 
+    def _update(self, t, info, new: GradState, adapt):
+        z_info = IntegratorState(new.x, None, new.potential_energy, new.grad)
+        return self.adapter.update(t, info["accept_prob"], z_info, adapt)
+
     def warmup_step(self, key: Any, state: GradState, t: Any) -> tuple[GradState, dict]:
         new, info = self.step(key, state)
-        z_info = IntegratorState(new.x, None, new.potential_energy, new.grad)
-        adapt = self.wa_update(t, info["accept_prob"], z_info, state.adapt)
-        return eqx.tree_at(lambda s: s.adapt, new, adapt), info
+        return eqx.tree_at(lambda s: s.adapt, new, self._update(t, info, new, state.adapt)), info
 
     def phase_step(self, key: Any, state: GradState, t: Any, warm: Any) -> tuple[GradState, dict]:
         """``warmup_step`` when ``warm`` (a traced boolean) is true, else ``step``: the
         transition is computed (and compiled) once; only the adaptation is switched."""
         new, info = self.step(key, state)
-        z_info = IntegratorState(new.x, None, new.potential_energy, new.grad)
 
         def adapt(_):
-            a = self.wa_update(t, info["accept_prob"], z_info, state.adapt)
+            a = self._update(t, info, new, state.adapt)
             return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), a, state.adapt)
 
         a = jax.lax.cond(warm, adapt, lambda _: state.adapt, None)

@@ -12,7 +12,8 @@ It is organised for the compiler rather than for the reader of the recursion:
   same body and applied with ``where``; there is no nested loop and no ``cond``;
 - the U-turn checks of the sub-trees ending at a leaf are one vectorised expression over the
   ``max_tree_depth`` checkpoints (masked to the ones that apply), not an inner loop;
-- the carry is a few flat vectors per chain.
+- the carry is three arrays per chain (vectors, scalars, integers): under ``vmap`` a loop
+  selects every carry array between the new and the old value at every step.
 
 Under ``vmap`` (chains) a loop with one body is cheaper to trace and compile, and each
 iteration runs fewer, larger fused operations than the nested loops of the recursive
@@ -40,6 +41,18 @@ class Trajectory(NamedTuple):
     num_steps: jax.Array  #: leapfrog steps taken
     accept_prob: jax.Array  #: mean of min(1, exp(H0 − H)) over the new points (what dual averaging targets)
     diverging: jax.Array  #: an energy error above ``max_delta_energy`` (or a NaN) ended the trajectory
+
+
+# Rows of the loop's vector carry: the two ends of the trajectory (index 0 = left, 1 = right:
+# position, momentum, gradient), the trajectory's draw (position, gradient), the current
+# doubling's draw, the momentum sums of the trajectory and of the doubling, then K checkpoint
+# momenta and K checkpoint momentum sums.
+_X_END, _R_END, _G_END, _X, _G, _SUB_X, _SUB_G, _R_SUM, _SUB_R_SUM, _R_CK = 0, 2, 4, 6, 7, 8, 9, 10, 11, 12
+# the scalar carry: the draw's U and H, the trajectory's log weight, the doubling draw's U and H,
+# the doubling's log weight, the sum of acceptance probabilities
+_PE, _E, _W, _SUB_PE, _SUB_E, _SUB_W, _SUM_ACCEPT = range(7)
+# the integer carry
+_DEPTH, _LEAF, _STEPS, _DIVERGING, _DONE = range(5)
 
 
 def _velocity(inverse_mass_matrix: jax.Array, r: jax.Array) -> jax.Array:
@@ -100,31 +113,24 @@ def nuts_trajectory(
     dtype = x.dtype
     step_size = jnp.asarray(step_size, dtype)
     k_dir, k_step = jax.random.split(key)
-    directions = jax.random.bernoulli(k_dir, 0.5, (K,))  # the direction of each doubling
+    directions = jax.random.bernoulli(k_dir, 0.5, (K,)).astype(jnp.int32)  # of each doubling: 1 = right
     v0 = _velocity(inverse_mass_matrix, r)
     energy0 = potential_energy + 0.5 * jnp.dot(v0, r)
-    zeros_ck = jnp.zeros((K,) + x.shape, dtype)
-    ck_index = jnp.arange(K)
-    itype = jnp.int32
-
-    # (x, r, grad) of each end of the trajectory: index 0 = left, 1 = right
-    init = dict(
-        ends_x=jnp.stack([x, x]), ends_r=jnp.stack([r, r]), ends_g=jnp.stack([grad, grad]),
-        # the trajectory's draw and log weight (log Σ exp(−ΔH)), momentum sum
-        x=x, pe=potential_energy, g=grad, e=energy0, w=jnp.zeros((), dtype), r_sum=r,
-        # the current doubling's (sub-tree's) draw, log weight, momentum sum
-        sx=x, spe=potential_energy, sg=grad, se=energy0, sw=jnp.zeros((), dtype), s_r_sum=r,
-        r_ck=zeros_ck, r_sum_ck=zeros_ck,
-        depth=jnp.zeros((), itype), leaf=jnp.zeros((), itype), steps=jnp.zeros((), itype),
-        sum_accept=jnp.zeros((), dtype), diverging=jnp.zeros((), bool), done=jnp.zeros((), bool),
-    )
+    # The carry is three arrays (under vmap each carry array costs a select per step).
+    # V: vectors (rows), S: scalars, I: integers.
+    V0 = jnp.concatenate([jnp.stack([x, x, r, r, grad, grad, x, grad, x, grad, r, r]), jnp.zeros((2 * K,) + x.shape, dtype)])
+    S0 = jnp.stack([potential_energy, energy0, 0.0, potential_energy, energy0, 0.0, 0.0]).astype(dtype)
+    I0 = jnp.zeros((5,), jnp.int32)
+    ck = jnp.arange(K)
 
     def body(c):
-        right = directions[c["depth"]]
-        side = right.astype(itype)
-        x0, r0, g0 = c["ends_x"][side], c["ends_r"][side], c["ends_g"][side]
-        eps = jnp.where(right, step_size, -step_size)
+        V, S, I = c
+        depth, n, steps = I[_DEPTH], I[_LEAF], I[_STEPS]
+        side = directions[depth]
+        right = side == 1
         # one leapfrog step from the end of the trajectory in this doubling's direction
+        x0, r0, g0 = V[_X_END + side], V[_R_END + side], V[_G_END + side]
+        eps = jnp.where(right, step_size, -step_size)
         r_half = r0 - 0.5 * eps * g0
         x1 = x0 + eps * _velocity(inverse_mass_matrix, r_half)
         pe1, g1 = value_and_grad(x1)
@@ -136,56 +142,55 @@ def nuts_trajectory(
         w1 = -delta
         diverging = delta > max_delta_energy
         accept = jnp.minimum(1.0, jnp.exp(-delta))
-        u_leaf, u_merge = jax.random.uniform(jax.random.fold_in(k_step, c["steps"]), (2,), dtype)
+        u_leaf, u_merge = jax.random.uniform(jax.random.fold_in(k_step, steps), (2,), dtype)
 
         # the sub-tree of this doubling: uniform progressive sampling of its draw
-        first = c["leaf"] == 0
-        sw = jnp.where(first, w1, jnp.logaddexp(c["sw"], w1))
+        first = n == 0
+        sw = jnp.where(first, w1, jnp.logaddexp(S[_SUB_W], w1))
         take = first | (u_leaf < jnp.exp(w1 - sw))
-        sx, spe, sg, se = (jnp.where(take, a, b) for a, b in ((x1, c["sx"]), (pe1, c["spe"]), (g1, c["sg"]), (e1, c["se"])))
-        s_r_sum = jnp.where(first, r1, c["s_r_sum"] + r1)
-        ends_x = c["ends_x"].at[side].set(x1)
-        ends_r = c["ends_r"].at[side].set(r1)
-        ends_g = c["ends_g"].at[side].set(g1)
+        sx, sg = jnp.where(take, x1, V[_SUB_X]), jnp.where(take, g1, V[_SUB_G])
+        spe, se = jnp.where(take, pe1, S[_SUB_PE]), jnp.where(take, e1, S[_SUB_E])
+        s_r_sum = jnp.where(first, r1, V[_SUB_R_SUM] + r1)
 
         # U-turns of the sub-trees of this doubling that end at this leaf (checkpoints: the
         # momentum and momentum sum at the first leaf of each pending sub-tree)
-        n = c["leaf"]
         lo, hi = _checkpoint_range(n)
-        store = ((n % 2) == 0) & (ck_index == hi)
-        r_ck = jnp.where(store[:, None], r1, c["r_ck"])
-        r_sum_ck = jnp.where(store[:, None], s_r_sum, c["r_sum_ck"])
-        sub_sum = s_r_sum - r_sum_ck + r_ck
-        sub_turn = _turning(_velocity(inverse_mass_matrix, r_ck), v1, r_ck, r1, sub_sum)
-        turning = jnp.any(sub_turn & (ck_index >= lo) & (ck_index <= hi))
+        store = ((n % 2) == 0) & (ck == hi)
+        r_ck = jnp.where(store[:, None], r1, V[_R_CK:_R_CK + K])
+        r_sum_ck = jnp.where(store[:, None], s_r_sum, V[_R_CK + K:])
+        sub_turn = _turning(_velocity(inverse_mass_matrix, r_ck), v1, r_ck, r1, s_r_sum - r_sum_ck + r_ck)
+        turning = jnp.any(sub_turn & (ck >= lo) & (ck <= hi))
 
-        # end of the doubling: merge the sub-tree into the trajectory (biased progressive sampling)
-        end = (n + 1 == (1 << c["depth"])) | turning | diverging
-        valid = ~turning & ~diverging
-        move = valid & (u_merge < _merge_probability(sw, c["w"]))
-        r_sum = c["r_sum"] + s_r_sum
-        v_ends = _velocity(inverse_mass_matrix, ends_r)
-        whole_turn = _turning(v_ends[0], v_ends[1], ends_r[0], ends_r[1], r_sum)
-        depth = c["depth"] + 1
-        stop = end & (turning | diverging | whole_turn | (depth >= K))
+        # end of the doubling: merge the sub-tree into the trajectory (biased progressive
+        # sampling) and check the whole trajectory for a U-turn
+        end = (n + 1 == (1 << depth)) | turning | diverging
+        move = end & ~turning & ~diverging & (u_merge < _merge_probability(sw, S[_W]))
+        r_left, r_right = jnp.where(right, V[_R_END], r1), jnp.where(right, r1, V[_R_END + 1])
+        r_sum = V[_R_SUM] + s_r_sum
+        v_left, v_right = _velocity(inverse_mass_matrix, r_left), _velocity(inverse_mass_matrix, r_right)
+        stop = end & (turning | diverging | _turning(v_left, v_right, r_left, r_right, r_sum) | (depth + 1 >= K))
 
-        new = dict(
-            ends_x=ends_x, ends_r=ends_r, ends_g=ends_g,
-            sx=sx, spe=spe, sg=sg, se=se, sw=sw, s_r_sum=s_r_sum, r_ck=r_ck, r_sum_ck=r_sum_ck,
-            steps=c["steps"] + 1, sum_accept=c["sum_accept"] + accept, diverging=diverging, done=stop,
-        )
-        merged = dict(
-            x=jnp.where(move, sx, c["x"]), pe=jnp.where(move, spe, c["pe"]),
-            g=jnp.where(move, sg, c["g"]), e=jnp.where(move, se, c["e"]),
-            w=jnp.logaddexp(c["w"], sw), r_sum=r_sum, depth=depth, leaf=jnp.zeros((), itype),
-        )
-        for k, v in merged.items():
-            new[k] = jnp.where(end, v, c[k])
-        new["leaf"] = jnp.where(end, 0, n + 1)
-        return new
+        V = jnp.concatenate([
+            jnp.stack([
+                jnp.where(right, V[_X_END], x1), jnp.where(right, x1, V[_X_END + 1]), r_left, r_right,
+                jnp.where(right, V[_G_END], g1), jnp.where(right, g1, V[_G_END + 1]),
+                jnp.where(move, sx, V[_X]), jnp.where(move, sg, V[_G]), sx, sg,
+                jnp.where(end, r_sum, V[_R_SUM]), s_r_sum,
+            ]),
+            r_ck, r_sum_ck,
+        ])
+        S = jnp.stack([
+            jnp.where(move, spe, S[_PE]), jnp.where(move, se, S[_E]), jnp.where(end, jnp.logaddexp(S[_W], sw), S[_W]),
+            spe, se, sw, S[_SUM_ACCEPT] + accept,
+        ])
+        I = jnp.stack([
+            jnp.where(end, depth + 1, depth), jnp.where(end, 0, n + 1), steps + 1,
+            diverging.astype(jnp.int32), stop.astype(jnp.int32),
+        ])
+        return V, S, I
 
-    c = jax.lax.while_loop(lambda c: ~c["done"], body, init)
+    V, S, I = jax.lax.while_loop(lambda c: c[2][_DONE] == 0, body, (V0, S0, I0))
     return Trajectory(
-        c["x"], c["pe"], c["g"], c["e"], c["depth"], c["steps"],
-        c["sum_accept"] / jnp.maximum(c["steps"], 1).astype(dtype), c["diverging"],
+        V[_X], S[_PE], V[_G], S[_E], I[_DEPTH], I[_STEPS],
+        S[_SUM_ACCEPT] / jnp.maximum(I[_STEPS], 1).astype(dtype), I[_DIVERGING] == 1,
     )
