@@ -10,8 +10,8 @@ It is organised for the compiler rather than for the reader of the recursion:
   place in the tree (which doubling, which leaf of it).  The end of a doubling (merging the new
   sub-tree into the trajectory, the U-turn check of the whole trajectory) is computed in the
   same body and applied with ``where``; there is no nested loop and no ``cond``;
-- the U-turn checks of the sub-trees ending at a leaf are one vectorised expression over the
-  ``max_tree_depth`` checkpoints (masked to the ones that apply), not an inner loop;
+- the U-turn checks of the sub-trees ending at a leaf are a small inner loop over the
+  checkpoints that apply (their range is index arithmetic on the leaf's number);
 - the carry is three arrays per chain (vectors, scalars, integers): under ``vmap`` a loop
   selects every carry array between the new and the old value at every step.
 
@@ -113,7 +113,7 @@ def nuts_trajectory(
     dtype = x.dtype
     step_size = jnp.asarray(step_size, dtype)
     k_dir, k_step = jax.random.split(key)
-    directions = jax.random.bernoulli(k_dir, 0.5, (K,)).astype(jnp.int32)  # of each doubling: 1 = right
+    directions = jax.random.bernoulli(k_dir, 0.5, (K,))  # of each doubling: True = right
     v0 = _velocity(inverse_mass_matrix, r)
     energy0 = potential_energy + 0.5 * jnp.dot(v0, r)
     # The carry is three arrays (under vmap each carry array costs a select per step).
@@ -126,10 +126,12 @@ def nuts_trajectory(
     def body(c):
         V, S, I = c
         depth, n, steps = I[_DEPTH], I[_LEAF], I[_STEPS]
-        side = directions[depth]
-        right = side == 1
+        # (selects, not indexing: under vmap a per-chain index is a gather, slow on CPU)
+        right = jnp.any((ck == depth) & directions)
         # one leapfrog step from the end of the trajectory in this doubling's direction
-        x0, r0, g0 = V[_X_END + side], V[_R_END + side], V[_G_END + side]
+        x0 = jnp.where(right, V[_X_END + 1], V[_X_END])
+        r0 = jnp.where(right, V[_R_END + 1], V[_R_END])
+        g0 = jnp.where(right, V[_G_END + 1], V[_G_END])
         eps = jnp.where(right, step_size, -step_size)
         r_half = r0 - 0.5 * eps * g0
         x1 = x0 + eps * _velocity(inverse_mass_matrix, r_half)
@@ -158,8 +160,16 @@ def nuts_trajectory(
         store = ((n % 2) == 0) & (ck == hi)
         r_ck = jnp.where(store[:, None], r1, V[_R_CK:_R_CK + K])
         r_sum_ck = jnp.where(store[:, None], s_r_sum, V[_R_CK + K:])
-        sub_turn = _turning(_velocity(inverse_mass_matrix, r_ck), v1, r_ck, r1, s_r_sum - r_sum_ck + r_ck)
-        turning = jnp.any(sub_turn & (ck >= lo) & (ck <= hi))
+
+        def check(c):  # the sub-tree from checkpoint i to this leaf
+            i, _ = c
+            r_i = r_ck[i]
+            sub_sum = s_r_sum - r_sum_ck[i] + r_i
+            return i - 1, _turning(_velocity(inverse_mass_matrix, r_i), v1, r_i, r1, sub_sum)
+
+        # a small loop over the (usually 0-2) checkpoints that apply, not a vectorised check of
+        # all K: with many chains the K x D work per step cost more than the loop (2x at 64 chains)
+        _, turning = jax.lax.while_loop(lambda c: (c[0] >= lo) & ~c[1], check, (hi, jnp.zeros((), bool)))
 
         # end of the doubling: merge the sub-tree into the trajectory (biased progressive
         # sampling) and check the whole trajectory for a U-turn
