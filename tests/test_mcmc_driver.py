@@ -153,16 +153,21 @@ def test_one_program_equals_separate_warmup_and_sampling_scans():
 def test_interrupt_between_chunks_keeps_the_draws_and_resumes(monkeypatch):
     from inference.mcmc import driver
 
-    calls = {"n": 0}
     write = driver._Sink.write
 
-    def interrupting(self, out, t0, m):
-        calls["n"] += 1
-        if calls["n"] == 4:  # two warmup chunks, one sampling chunk, then Ctrl-C
-            raise KeyboardInterrupt
-        return write(self, out, t0, m)
+    def ctrl_c_at(call: int):
+        """``_Sink.write`` that raises KeyboardInterrupt at its ``call``-th call."""
+        calls = {"n": 0}
 
-    monkeypatch.setattr(driver._Sink, "write", interrupting)
+        def interrupting(self, out, t0, m):
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise KeyboardInterrupt
+            return write(self, out, t0, m)
+
+        return interrupting
+
+    monkeypatch.setattr(driver._Sink, "write", ctrl_c_at(4))  # two warmup chunks, one sampling chunk, then Ctrl-C
     with pytest.warns(UserWarning, match="interrupted"):
         run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
     monkeypatch.setattr(driver._Sink, "write", write)
@@ -174,15 +179,7 @@ def test_interrupt_between_chunks_keeps_the_draws_and_resumes(monkeypatch):
     assert not more.interrupted and more.samples["mu"].shape == (2, 40)
 
     # interrupted during warmup: resume finishes the warmup first
-    calls["n"] = 0
-
-    def early(self, out, t0, m):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return write(self, out, t0, m)
-
-    monkeypatch.setattr(driver._Sink, "write", early)
+    monkeypatch.setattr(driver._Sink, "write", ctrl_c_at(2))
     with pytest.warns(UserWarning, match="interrupted"):
         run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
     monkeypatch.setattr(driver._Sink, "write", write)

@@ -22,7 +22,7 @@ from numpyro.infer.hmc_util import IntegratorState, euclidean_kinetic_energy
 from scipy import stats as st
 
 from inference.mcmc import nuts
-from inference.mcmc.gradient import window_adapter
+from inference.mcmc.gradient import WindowAdapter
 from semantics.stats import BUDGET
 
 M = 20_000
@@ -176,7 +176,8 @@ def test_window_adapter_makes_numpyros_updates(dense):
         potential, euclidean_kinetic_energy, lambda z, mm_sqrt, k: (mm_sqrt * jax.random.normal(k, z.shape) if mm_sqrt.ndim == 1 else mm_sqrt @ jax.random.normal(k, z.shape)), *a)
     kw = dict(find_reasonable_step_size=find, dense_mass=dense, target_accept_prob=0.8)
     init_np, update_np = hmc_util.warmup_adapter(n, **kw)
-    init_us, update_us = window_adapter(n, **kw)
+    ours_adapter = WindowAdapter(n, **kw)
+    init_us, update_us = ours_adapter.init, ours_adapter.update
     x0 = jnp.array([0.3, 0.05, -0.2])
     z0 = IntegratorState(x0, None, *vg(x0))
     s_np = init_np(z0, jax.random.key(3), 1.0, mass_matrix_size=3)
@@ -250,8 +251,6 @@ def test_average_restart_restarts_dual_averaging_at_its_average():
     """``restart="average"`` (the kernels' default): at each middle window's end the step size
     becomes the dual-averaging average (of the update at that step) and dual averaging restarts
     there (its prox centre mu = log(10 ε)); the mass matrix is the same as with a search."""
-    from inference.mcmc.gradient import WindowAdapter
-
     n = 200
     avg, srch = WindowAdapter(n, restart="average"), WindowAdapter(n, restart="search")
     x0 = jnp.array([0.3, 0.05, -0.2])
@@ -278,3 +277,40 @@ def test_average_restart_restarts_dual_averaging_at_its_average():
         assert abs(float(np.log(ss[e] / ss[e - 1]))) > 1e-3  # a restart happened
     imm_s = jax.jit(lambda s: run(srch, s))(srch.init(z0, jax.random.key(3), 0.5, mass_matrix_size=3, search=False))[3]
     np.testing.assert_allclose(imm, imm_s, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,arg", [
+    ("NUTS(max_tree_depth=0)", "max_tree_depth"), ("NUTS(max_tree_depth=2.5)", "max_tree_depth"),
+    ("NUTS(max_delta_energy=-1.0)", "max_delta_energy"), ("NUTS(step_size=0.0)", "step_size"),
+    ("NUTS(target_accept_prob=1.2)", "target_accept_prob"), ("NUTS(step_size_restart='stan')", "step_size_restart"),
+    ("HMC(num_steps=0)", "num_steps"), ("MALA(step_size=float('nan'))", "step_size"),
+])
+def test_bad_kernel_options_name_the_option(kernel, arg):
+    from inference import mcmc
+
+    with pytest.raises(ValueError, match=f"{kernel.split('(')[0]}: {arg} must be .*, got"):
+        eval(kernel, {"NUTS": mcmc.NUTS, "HMC": mcmc.HMC, "MALA": mcmc.MALA})
+
+
+def test_stan_restart_runs_end_to_end():
+    """``step_size_restart="search"`` (Stan's window-end search) samples a conjugate model right:
+    the posterior mean of a Normal mean within 5 Monte Carlo standard errors."""
+    import ppl
+    from inference import mcmc
+    from ppl import dist
+
+    y = jnp.array([0.8, 1.9, 0.4, 1.3, 0.2, 1.1])
+
+    @ppl.model
+    def normal_mean(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("data", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    run = mcmc.sample(jax.random.key(0), mcmc.NUTS(step_size_restart="search"), normal_mean, y,
+                      num_warmup=300, num_samples=1000, num_chains=2, progress=False)
+    mu = np.asarray(run.samples["mu"])
+    post_var = 1.0 / (1.0 + len(y))
+    ess = float(np.min(mcmc.ess_bulk(mu[..., None])))
+    z = (mu.mean() - post_var * float(y.sum())) / np.sqrt(post_var / ess)
+    assert abs(z) < 5, z

@@ -38,7 +38,7 @@ import ppl
 from ._base import Kernel, metropolis_accept, split
 from .nuts import nuts_trajectory
 
-__all__ = ["GradState", "RWM", "MALA", "HMC", "NUTS", "WindowAdapter", "window_adapter", "search_step_size"]
+__all__ = ["GradState", "RWM", "MALA", "HMC", "NUTS", "WindowAdapter", "search_step_size"]
 
 
 class GradState(eqx.Module):
@@ -134,8 +134,8 @@ class WindowAdapter:
     At the end of a window dual averaging restarts, from
 
     - ``restart="search"``: a step size found by ``find_reasonable_step_size`` (a search by
-      leapfrog steps; Stan and NumPyro). ``init`` and ``update`` are then NumPyro's
-      ``warmup_adapter`` pair (``tests/test_mcmc_nuts.py`` checks the states are equal at every
+      leapfrog steps; Stan and NumPyro). ``init`` and ``update`` then make the updates of
+      NumPyro's ``warmup_adapter`` pair (``tests/test_mcmc_nuts.py`` checks the states are equal at every
       step);
     - ``restart="average"``: its own averaged step size (Blackjax), no search.  Measured on the
       benchmark models, the two give the same ESS per gradient; the search is a second copy of
@@ -214,10 +214,21 @@ class WindowAdapter:
         return jax.lax.cond(at_end & middle, lambda: self._window_end(z_info, key_ss, state), lambda: state)
 
 
-def window_adapter(num_warmup: int, **kwargs):
-    """NumPyro-compatible ``(init_fn, update_fn)`` of a :class:`WindowAdapter`."""
-    a = WindowAdapter(num_warmup, **kwargs)
-    return a.init, a.update
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_positive(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check(kernel: str, arg: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{kernel}: {arg} must be {expected}, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +243,14 @@ class _GradientKernel(Kernel):
     init_strategy: str = "uniform"
 
     adaptive = True
+
+    def __post_init__(self):
+        name = type(self).__name__
+        _check(name, "step_size", self.step_size, _is_positive(self.step_size), "a positive finite number")
+        _check(name, "target_accept_prob", self.target_accept_prob,
+               _is_number(self.target_accept_prob) and 0 < self.target_accept_prob < 1, "a number in (0, 1)")
+        _check(name, "step_size_restart", self.step_size_restart, self.step_size_restart in ("average", "search"),
+               "'average' (Blackjax) or 'search' (Stan, NumPyro)")
 
     def bind(self, model, args=(), kwargs=None, num_warmup=0):
         return _BoundGradient(self, model, args, kwargs or {}, num_warmup)
@@ -259,7 +278,6 @@ class _BoundGradient:
         self.num_warmup = int(num_warmup)
         self.potential = kernel.target_potential(self.view)
         self.vg = jax.value_and_grad(self.potential)
-        kinetic = euclidean_kinetic_energy
         find_ss = partial(search_step_size, self.vg) if kernel.find_heuristic_step_size else None
         self.adapter = WindowAdapter(
             max(self.num_warmup, 1),
@@ -270,8 +288,8 @@ class _BoundGradient:
             target_accept_prob=kernel.target_accept_prob,
             restart=kernel.step_size_restart,
         )
-        # NumPyro's pair (the initial search included): tempered SMC's moves use it too
-        self.wa_init, self.wa_update = self.adapter.init, self.adapter.update
+        # the adaptation state at a point (initial search included): tempered SMC's moves use it
+        self.wa_init = self.adapter.init
 
     # -- protocol ----------------------------------------------------------------------------------
 
@@ -464,6 +482,13 @@ class HMC(_GradientKernel):
     trajectory_length: float = 2 * math.pi
     max_delta_energy: float = 1000.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check(type(self).__name__, "num_steps", self.num_steps, self.num_steps is None or (_is_int(self.num_steps) and self.num_steps >= 1),
+               "a positive integer or None")
+        _check(type(self).__name__, "trajectory_length", self.trajectory_length, _is_positive(self.trajectory_length), "a positive finite number")
+        _check(type(self).__name__, "max_delta_energy", self.max_delta_energy, _is_positive(self.max_delta_energy), "a positive finite number")
+
     def transition(self, bound, key, state):
         k_r, k_acc = split(key, 2)
         a = state.adapt
@@ -504,6 +529,12 @@ class NUTS(_GradientKernel):
 
     max_tree_depth: int = 10
     max_delta_energy: float = 1000.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(type(self).__name__, "max_tree_depth", self.max_tree_depth, _is_int(self.max_tree_depth) and 1 <= self.max_tree_depth <= 30,
+               "an integer from 1 to 30")
+        _check(type(self).__name__, "max_delta_energy", self.max_delta_energy, _is_positive(self.max_delta_energy), "a positive finite number")
 
     def transition(self, bound, key, state):
         k_r, k_tree = split(key, 2)
