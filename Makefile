@@ -13,7 +13,7 @@ export PIP_NO_INPUT := 1
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: FORCE all venv demo test test-fast docs serve-docs bench clean distclean
+.PHONY: FORCE all venv demo test test-fast mutants docs serve-docs bench clean distclean
 
 all: test
 
@@ -42,6 +42,12 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -n 2 -q -m "not slow and not statistical" $(PYTEST_ARGS)
+
+# Mutation testing (on demand, not in CI): plant each catalogued bug, run the tests that must
+# catch it, report the score. MUTANTS_ARGS="--only mcmc/" runs a subset.
+MUTANTS_ARGS ?=
+mutants: venv
+	$(PY) tests/mutants/run.py --python $(PY) $(MUTANTS_ARGS)
 
 docs: venv
 	$(PY) -m mkdocs build --strict --site-dir site

@@ -3,10 +3,11 @@
 Rules (DESIGN.md §4, tier 3):
 
 * every statistical test uses a **fixed seed** (hypothesis never chooses seeds);
-* the whole suite shares a **false-alarm budget** of ``SUITE_FALSE_ALARM = 1e-6``, split by
-  Bonferroni: a test's level is ``alpha_per_test()`` = budget / number of registered statistical
-  tests (:data:`BUDGET`; register a test's name once with ``BUDGET.register(name)``, or pass
-  ``n_tests`` explicitly);
+* the whole suite shares a **false-alarm budget** of ``SUITE_FALSE_ALARM = 1e-6``: every
+  statistical decision (a budgeted test, or a fixed threshold at its real level) is declared in
+  one registry, a :class:`Budget`, with how many times it is taken, and the union bound over
+  all of them must stay under the budget (the suite's registry is ``tests/_budget.py``; it
+  prints its total at the end of every run);
 * sample sizes come from a **power calculation** (:func:`sample_size`) for the smallest effect
   the test must detect;
 * each statistical test has a **planted-bug twin** that must fail.
@@ -35,6 +36,7 @@ from scipy import stats as _st
 __all__ = [
     "SUITE_FALSE_ALARM",
     "Budget",
+    "Decision",
     "BUDGET",
     "alpha_per_test",
     "sample_size",
@@ -54,35 +56,137 @@ SUITE_FALSE_ALARM = 1e-6
 SUITE_PLANNED_TESTS = 200
 
 
-class Budget:
-    """A suite-wide false-alarm budget split by Bonferroni over registered tests.
+@dataclass(frozen=True)
+class Decision:
+    """One kind of statistical decision in the suite: its name, per-decision level and count.
 
-    ``alpha`` is ``total / max(planned, registered)``: registering more tests than planned
-    lowers every test's level, so the suite-wide bound always holds.
+    ``alpha`` is the probability that one such decision rejects when the code is right;
+    ``count`` how many such decisions the test makes (e.g. one per parameter checked), so the
+    decision contributes ``count * alpha`` to the suite's false-alarm probability.  A fixed
+    threshold (``|z| < 4``) is declared by its threshold, and its level is what the threshold
+    means under the test's null distribution.
+    """
+
+    name: str
+    alpha: float
+    count: int = 1
+    kind: str = "budgeted"
+    note: str = ""
+
+    @property
+    def total(self) -> float:
+        """The decision's share of the suite's false-alarm probability (Bonferroni)."""
+        return self.alpha * self.count
+
+
+class Budget:
+    """A suite-wide false-alarm budget: a registry of every statistical decision and its level.
+
+    Every statistical decision a test suite makes is *declared* once (:meth:`declare`) with how
+    many times it is taken; a test reads its level back with :meth:`level` (an undeclared name
+    is an error, so no decision escapes the registry).  :meth:`total` is the union bound on the
+    probability that at least one declared decision raises a false alarm; it must stay under
+    ``total_budget``.  A budgeted decision's default level is ``total_budget / planned``;
+    decisions made against a fixed threshold are declared with ``z=`` (normal two-sided tail)
+    or ``alpha=`` and count at their real level.
+
+    ``register(name)`` (the older form) declares a budgeted decision taken once, idempotently,
+    and returns its level.
 
     Example:
         >>> b = Budget(total=1e-6, planned=100)
         >>> b.alpha
         1e-08
+        >>> b.declare("nuts/eight_schools_means", count=10).level("nuts/eight_schools_means")
+        1e-08
+        >>> round(b.declare("posteriordb/means", count=21, z=4.0).total() / 1e-3, 2)
+        1.33
+        >>> b.ok()
+        False
     """
 
     def __init__(self, total: float = SUITE_FALSE_ALARM, planned: int = SUITE_PLANNED_TESTS):
-        self.total = float(total)
+        self.total_budget = float(total)
         self.planned = int(planned)
-        self.names: set[str] = set()
+        self.decisions: dict[str, Decision] = {}
+
+    # -- declaring -------------------------------------------------------------------------
+    def declare(
+        self,
+        name: str,
+        count: int = 1,
+        *,
+        alpha: float | None = None,
+        z: float | None = None,
+        two_sided: bool = True,
+        note: str = "",
+    ) -> "Budget":
+        """Declare a decision taken `count` times, at level `alpha` (default: the budgeted
+        share) or at the fixed normal threshold ``|z|`` (level ``2·P(Z > z)`` two-sided).
+        Returns the budget, so declarations chain."""
+        if alpha is not None and z is not None:
+            raise ValueError(f"Budget.declare({name!r}): give alpha or z, not both")
+        if int(count) < 1:
+            raise ValueError(f"Budget.declare({name!r}): count must be ≥ 1, got {count!r}")
+        if z is not None:
+            level, kind = float(_st.norm.sf(float(z)) * (2 if two_sided else 1)), "threshold"
+        elif alpha is not None:
+            level, kind = float(alpha), "fixed"
+        else:
+            level, kind = self.alpha, "budgeted"
+        if not (0.0 <= level < 1.0):
+            raise ValueError(f"Budget.declare({name!r}): level must be in [0, 1), got {level!r}")
+        d = Decision(name, level, int(count), kind, note)
+        old = self.decisions.get(name)
+        if old is not None and old != d:
+            raise ValueError(f"Budget.declare: {name!r} is already declared as {old}, now as {d}")
+        self.decisions[name] = d
+        return self
 
     def register(self, name: str) -> float:
-        """Register a statistical test by name (idempotent); return the per-test level."""
-        self.names.add(name)
-        return self.alpha
+        """Declare a budgeted decision taken once (idempotent); return its level."""
+        if name not in self.decisions:
+            self.declare(name)
+        return self.decisions[name].alpha
+
+    # -- reading ---------------------------------------------------------------------------
+    def level(self, name: str) -> float:
+        """The per-decision level of a declared decision (an undeclared name is an error)."""
+        try:
+            return self.decisions[name].alpha
+        except KeyError:
+            raise KeyError(
+                f"statistical decision {name!r} is not declared in the suite's budget; declare it "
+                f"(with its count and level) before using it. Declared: {sorted(self.decisions)[:8]}..."
+            ) from None
 
     @property
     def alpha(self) -> float:
-        """The per-test false-alarm probability."""
-        return self.total / max(self.planned, len(self.names), 1)
+        """The default per-decision level of a budgeted decision: ``total / planned``."""
+        return self.total_budget / max(self.planned, 1)
+
+    def total(self) -> float:
+        """The union bound on the probability of at least one false alarm among all decisions."""
+        return math.fsum(d.total for d in self.decisions.values())
+
+    def ok(self) -> bool:
+        """Whether the declared decisions fit the budget."""
+        return self.total() <= self.total_budget * (1 + 1e-12)
+
+    def report(self, top: int = 10) -> str:
+        """A short table: the total against the budget and the largest shares."""
+        ds = sorted(self.decisions.values(), key=lambda d: -d.total)
+        n = sum(d.count for d in ds)
+        lines = [
+            f"false-alarm budget: {self.total():.3g} of {self.total_budget:.3g} "
+            f"({len(ds)} declared decisions, {n} tests of them in all)"
+        ]
+        for d in ds[:top]:
+            lines.append(f"  {d.total:.2e}  {d.name} ({d.count} × {d.alpha:.2e}, {d.kind})")
+        return "\n".join(lines)
 
 
-#: The suite's shared budget.
+#: A budget for ad-hoc use (the test suite declares its own, complete registry).
 BUDGET = Budget()
 
 
@@ -139,9 +243,11 @@ class StatResult:
 
 
 def z_test(samples: Any, expected: float, alpha: float | None = None, sd: float | None = None) -> StatResult:
-    """Two-sided z-test that the mean of i.i.d. `samples` is `expected`.
+    """Two-sided test that the mean of i.i.d. `samples` is `expected`.
 
-    `sd` is the known standard deviation (default: the sample's).  Rejects when p < alpha.
+    With a known standard deviation `sd` this is the z-test (normal quantiles); without, the
+    sample's sd is used and the statistic is referred to Student's t with n − 1 degrees of
+    freedom (the one-sample t-test).  Rejects when p < alpha.
 
     Example:
         >>> z_test(np.ones(10) * 3.0 + np.arange(10) % 2, expected=3.5).ok
@@ -162,7 +268,9 @@ def z_test(samples: Any, expected: float, alpha: float | None = None, sd: float 
     se = s / math.sqrt(n)
     diff = mean - float(expected)
     z = diff / se if se > 0 else (0.0 if diff == 0 else math.inf)
-    p = float(2 * _st.norm.sf(abs(z)))
+    # with the sd estimated from the sample the statistic is Student-t with n − 1 degrees of
+    # freedom (exact for normal samples; normal quantiles would be too liberal at small n)
+    p = float(2 * (_st.norm.sf(abs(z)) if sd is not None else _st.t.sf(abs(z), df=max(n - 1, 1))))
     ok = p >= alpha
     msg = f"mean {np.mean(x):.6g} vs expected {expected:.6g} (z = {z:.3g}, p = {p:.3g}, alpha = {alpha:.3g}, n = {n})"
     return StatResult("z_test", ok, z, p, alpha, msg)

@@ -2,8 +2,11 @@
 
 - float64 everywhere: exact tests compare to 1e-12, which float32 cannot meet.
 - Hypothesis profiles: ``ci`` is derandomised and bounded so the suite is repeatable and fits
-  its time; ``dev`` explores more. ``ci`` is loaded whenever the ``CI`` environment variable
-  is set (override with ``HYPOTHESIS_PROFILE=<name>``).
+  its time, and is what every run uses (``make test`` and CI alike); ``dev`` explores more
+  and is opt-in (``HYPOTHESIS_PROFILE=dev``).
+- Markers: ``slow`` and ``statistical`` tests are deselected by ``make test-fast``; ``gpu``
+  tests are skipped where JAX has no accelerator.
+- The suite's false-alarm budget (``tests/_budget.py``) is printed at the end of every run.
 """
 
 from __future__ import annotations
@@ -35,5 +38,21 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-_default_profile = "ci" if os.environ.get("CI") else "dev"
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default_profile))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    if any(item.get_closest_marker("gpu") for item in items):
+        if not any(d.platform != "cpu" for d in jax.devices()):
+            skip = pytest.mark.skip(reason="needs an accelerator (JAX sees only CPU devices)")
+            for item in items:
+                if item.get_closest_marker("gpu"):
+                    item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from _budget import BUDGET
+
+    terminalreporter.write_line(BUDGET.report(top=5))

@@ -11,21 +11,45 @@ import pytest
 
 import ppl
 from ppl import dist
+from pathlib import Path
+
+from scipy import stats as sp_stats
+
 from semantics import stats
+from _budget import BUDGET
 
-ALPHA = stats.BUDGET.register("test_semantics_stats")
+ALPHA = BUDGET.level("semantics/stats_helpers")
 
 
-def test_budget_is_split_by_bonferroni():
+def test_budget_counts_every_declared_decision_at_its_level():
     assert stats.SUITE_FALSE_ALARM == 1e-6
     assert stats.alpha_per_test(100) == pytest.approx(1e-8)
-    b = stats.Budget(total=1e-6, planned=2)
-    assert b.alpha == pytest.approx(5e-7)
-    for name in "abc":
-        b.register(name)
-    b.register("a")  # idempotent
-    assert b.alpha == pytest.approx(1e-6 / 3)
-    assert ALPHA <= stats.SUITE_FALSE_ALARM / stats.SUITE_PLANNED_TESTS
+    b = stats.Budget(total=1e-6, planned=100)
+    b.declare("a", 3).declare("b", alpha=1e-9).declare("c", 2, z=6.0)
+    assert b.level("a") == pytest.approx(1e-8) and b.level("b") == 1e-9
+    assert b.level("c") == pytest.approx(2 * sp_stats.norm.sf(6.0))
+    assert b.total() == pytest.approx(3e-8 + 1e-9 + 4 * sp_stats.norm.sf(6.0))
+    assert b.ok()
+    b.declare("a", 3)  # the same declaration again is fine
+    with pytest.raises(ValueError, match="already declared"):
+        b.declare("a", 4)  # a different one under the same name is not
+    with pytest.raises(KeyError, match="not declared"):
+        b.level("undeclared")
+    # a fixed |z| < 4 threshold on 21 parameters (posteriordb's old check) breaks the budget
+    b.declare("posteriordb", 21, z=4.0)
+    assert not b.ok() and "posteriordb" in b.report()
+
+
+def test_the_suites_budget_holds_and_every_declared_decision_is_used():
+    """The union bound over the suite's declared decisions stays under the budget, and no
+    declaration is stale (each name appears in some test module)."""
+    assert BUDGET.ok(), BUDGET.report(top=20)
+    sources = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    unused = [name for name in BUDGET.decisions if f'"{name}' not in sources and f"'{name}" not in sources]
+    assert not unused, f"declared but used by no test: {unused}"
+    # tests read their levels from the registry, never from a private budget
+    registering = [p.name for p in Path(__file__).parent.glob("test_*.py") if "BUDGET.register(" in p.read_text()]
+    assert not registering, f"these modules register levels outside tests/_budget.py: {registering}"
 
 
 def test_sample_size_from_power():

@@ -1,0 +1,54 @@
+"""The suite's false-alarm budget: every statistical decision the tests take, declared once.
+
+A statistical test reads its level with ``BUDGET.level(name)``; an undeclared name is an error,
+so no decision escapes this registry.  Each declaration says how many times the decision is
+taken (one per parameter, per time step, per case...) and at what level: the budgeted share
+(``declare(name, count)``), an explicit level (``alpha=``), or the real level of a fixed
+threshold (``z=4`` for ``|z| < 4``).  ``test_semantics_stats.py`` checks that the union bound
+over all of them stays under ``SUITE_FALSE_ALARM`` and that every declared name is used; the
+total is printed at the end of every run (``conftest.py``).
+
+Planted-bug twins are not declared: a twin that passes is a missed bug (a power failure), not a
+false alarm.  Keep each family's declarations in its own section.
+"""
+
+from __future__ import annotations
+
+from semantics.stats import SUITE_FALSE_ALARM, Budget
+
+BUDGET = Budget(total=SUITE_FALSE_ALARM)
+declare = BUDGET.declare
+
+
+# ---------------------------------------------------------------------------------------------
+# semantics (tests/test_semantics_*.py)
+
+declare("semantics/stats_helpers", 4, note="check_mean, check_frequencies, two SBC runs on exact samplers")
+
+
+# ---------------------------------------------------------------------------------------------
+# mcmc (tests/test_mcmc_*.py)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# smc (tests/test_smc_*.py)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# vi (tests/test_vi_*.py)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# causal (tests/test_causal_*.py)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# ppl, docs and examples (tests/test_ppl_*.py, test_docs.py, ...)
+
+
+
+# ---------------------------------------------------------------------------------------------
