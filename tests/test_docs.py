@@ -48,6 +48,7 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 _PAGES_WITH_CODE = [p for p in _pages() if python_blocks(p.read_text(encoding="utf-8"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "page", _PAGES_WITH_CODE, ids=[str(p.relative_to(ROOT)) for p in _PAGES_WITH_CODE]
 )
@@ -88,6 +89,7 @@ def test_block_extractor() -> None:
     assert blocks[0][0] == 3
 
 
+@pytest.mark.slow
 def test_quickstart_example_runs() -> None:
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")
@@ -108,6 +110,7 @@ def test_quickstart_example_runs() -> None:
     )
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """The site builds with --strict (broken links, nav entries, API docstrings fail it)."""
     pytest.importorskip("mkdocs")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests._multidevice import run_on_processes
 
 CODE = """
@@ -89,6 +91,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_batch_and_agree():
     outs = run_on_processes(CODE, num_processes=2, devices_per_process=4)
     a, b = (json.loads(o.strip().splitlines()[-1]) for o in outs)

@@ -197,6 +197,7 @@ def assert_same_choices(a: dict, b: dict, **kw):
 # simulate, log_density, generate
 
 
+@pytest.mark.slow
 @given(specs())
 def test_simulate_log_density_is_log_density_of_choices(spec):
     m = build(spec)
@@ -428,6 +429,7 @@ def test_do_on_a_confounded_site_differs_from_conditioning(v):
 # jit and vmap
 
 
+@pytest.mark.slow
 @given(specs(max_nodes=3))
 @settings(max_examples=5)
 def test_simulate_identical_under_jit_and_vmap(spec):
@@ -446,6 +448,7 @@ def test_simulate_identical_under_jit_and_vmap(spec):
         close(m.log_density(row.active_choices()), one.log_density)
 
 
+@pytest.mark.slow
 @given(specs(max_nodes=3), st.data())
 @settings(max_examples=4)
 def test_log_density_generate_update_identical_under_jit(spec, data):
@@ -679,6 +682,7 @@ def schools(sigma, y=None):
         ppl.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
+@pytest.mark.slow
 def test_predictive_prior_and_posterior_shapes():
     sigma = jnp.ones(8)
     prior = ppl.predictive(schools, None, sigma, key=K_SIM, num_samples=5)

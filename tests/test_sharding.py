@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +20,7 @@ def test_single_device_is_a_no_op():
     np.testing.assert_array_equal(sharding.to_host(x)["a"], np.asarray(x["a"]))
 
 
+@pytest.mark.slow
 def test_eight_devices_split_the_batch_and_keep_the_numbers():
     out = run_on_devices(
         """
