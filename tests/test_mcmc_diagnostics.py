@@ -107,7 +107,9 @@ def _ess_ref(x: np.ndarray) -> float:
     for p in pairs[1:]:
         if p < 0:  # initial positive sequence: stop at the first negative pair
             break
-        tau_pairs.append(min(p, tau_pairs[-1]) if len(tau_pairs) > 1 else p)  # initial monotone
+        # initial monotone sequence, from the second pair on (as NumPyro; Stan also caps the
+        # second pair by the first, which differs only for antithetic chains, ρ̂₂ + ρ̂₃ > 1 + ρ̂₁)
+        tau_pairs.append(min(p, tau_pairs[-1]) if len(tau_pairs) > 1 else p)
     tau = -1.0 + 2.0 * sum(tau_pairs)
     return M * N / tau
 

@@ -88,6 +88,7 @@ def beta_coin():
     ppl.sample("y", dist.Bernoulli(probs=p), obs=k)
 
 
+@pytest.mark.slow
 def test_grid_measure_blocks_and_integrals():
     """Z = Σ_k ½ E[p^k (1−p)^(1−k)] = ½ (2/5 + 3/5) = ½; E[p] under the posterior = ½ (E[p²] + E[p(1−p)]) / Z."""
     g = semantics.integrate(beta_coin, bounds={"p": (0.0, 1.0)})
@@ -164,6 +165,7 @@ def test_sbc_result_ranks_of_an_exact_sampler():
     np.testing.assert_array_equal(np.asarray(r.details["counts"]), np.bincount(ranks, minlength=10))
 
 
+@pytest.mark.slow
 @given(S.mixtures())
 @settings(max_examples=5)
 def test_mixtures_strategy_models_match_their_oracle(spec):

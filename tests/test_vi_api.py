@@ -70,6 +70,7 @@ def params():
     return {**u, "la": u["la"] - 0.4}
 
 
+@pytest.mark.slow
 def test_expectation_is_the_mean_of_independent_runs(params):
     """F = mean of K = 2 independent log weights: E[F] is the ELBO and E[F²] = Var_q/2 + ELBO²
     (a single run, or two equal ones, would give Var_q + ELBO²)."""
@@ -101,6 +102,7 @@ def test_expectation_is_the_mean_of_independent_runs(params):
     semantics.laws.assert_unbiased_gradient(lambda key: obj.grad(key, params, Y)[1], truth, tol=1e-9)
 
 
+@pytest.mark.slow
 def test_every_strategy_gives_the_exact_elbo_in_expectation(params):
     assert set(vi.STRATEGIES) == {"reparam", "reinforce", "enum", "mvd"}
     mean = math.fsum(q * lw for q, lw in _atoms(params))
