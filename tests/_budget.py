@@ -29,6 +29,10 @@ declare("semantics/stats_helpers", 4, note="check_mean, check_frequencies, two S
 # ---------------------------------------------------------------------------------------------
 # mcmc (tests/test_mcmc_*.py)
 
+declare("mcmc/diagnostics_ar1_ess", 2, z=6.0,
+        note="test_mcmc_diagnostics: bulk and tail ESS of AR(1) chains against their closed forms; "
+             "|ratio - 1| < 6 sd + bias, sd measured over 200 seeds")
+
 
 
 # ---------------------------------------------------------------------------------------------

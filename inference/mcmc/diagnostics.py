@@ -39,9 +39,14 @@ def _nd():
 
 
 def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of split chains ``x``; NaN when they hold fewer than 2 draws each (fewer than 4 draws
+    per chain before splitting, as in ArviZ), where NumPyro's estimator is undefined."""
+    x = np.asarray(x, dtype=float)
+    if x.shape[1] < 2:
+        return np.full(x.shape[2:], np.nan)
     nd = _nd()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(nd.effective_sample_size(np.asarray(x, dtype=float)))
+        return np.asarray(nd.effective_sample_size(x))
 
 
 def ess_bulk(x: np.ndarray) -> np.ndarray:
@@ -50,11 +55,14 @@ def ess_bulk(x: np.ndarray) -> np.ndarray:
 
 
 def ess_tail(x: np.ndarray) -> np.ndarray:
-    """Tail ESS: the smaller ESS of the indicators of the 5% and 95% quantiles (split chains)."""
-    x = _split(np.asarray(x, dtype=float))
+    """Tail ESS: the smaller ESS of the indicators of the 5% and 95% quantiles (split chains).
+
+    The quantiles are those of all the draws (before splitting, which drops the middle draw of
+    an odd-length chain), as in Vehtari et al. (2021), the ``posterior`` R package and ArviZ."""
+    x = np.asarray(x, dtype=float)
     flat = x.reshape((-1,) + x.shape[2:])
     q05, q95 = np.quantile(flat, 0.05, axis=0), np.quantile(flat, 0.95, axis=0)
-    return np.minimum(_ess((x <= q05).astype(float)), _ess((x <= q95).astype(float)))
+    return np.minimum(_ess(_split((x <= q05).astype(float))), _ess(_split((x <= q95).astype(float))))
 
 
 def r_hat(x: np.ndarray) -> np.ndarray:

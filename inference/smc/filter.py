@@ -109,6 +109,7 @@ def trajectories(choices: dict, ancestors: jax.Array) -> dict:
     ``choices[a]`` is (T, N, ...) (step t's choices of the particles at step t) and
     ``ancestors[t]`` maps particles at step t to their parents at step t − 1.
     """
+    ancestors = jnp.asarray(ancestors, dtype=jnp.int32)  # int64 indices (x64) would break the scan's carry
     T, N = ancestors.shape
     last = jnp.arange(N, dtype=jnp.int32)
 
