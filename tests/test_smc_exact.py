@@ -65,6 +65,7 @@ def _offspring_problems(cls, W) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCHEMES)
 @settings(max_examples=5)
 @given(W=st.integers(2, 4).flatmap(lambda n: sst.rational_probs(n, max_weight=5)))
@@ -206,6 +207,7 @@ def _check_pf(spec, N, scheme, ess_threshold=None, proposal=None):
 small_hmms = sst.hmms(max_states=2, max_symbols=2, max_T=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES)
 @settings(max_examples=3)
 @given(spec=small_hmms)
@@ -241,11 +243,13 @@ def _fixed_hmm(T=3):
     return sst.ModelSpec("hmm", None, (), params, oracle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["systematic", "stratified", "residual"])
 def test_particle_filter_three_steps(scheme):
     _check_pf(_fixed_hmm(3), 2, scheme)
 
 
+@pytest.mark.slow
 def test_particle_filter_three_particles_systematic():
     _check_pf(_fixed_hmm(2), 3, "systematic")
 
@@ -382,6 +386,7 @@ def test_planted_bug_init_without_the_proposal_correction(monkeypatch):
     assert not res.ok and not ev.ok
 
 
+@pytest.mark.slow
 def test_extend_model_adds_a_batch_of_data_then_resample_and_rejuvenate():
     first, full = jnp.array([1.0]), jnp.array([1.0, 0.0])
 
@@ -397,6 +402,7 @@ def test_extend_model_adds_a_batch_of_data_then_resample_and_rejuvenate():
     res.assert_(), ev.assert_()
 
 
+@pytest.mark.slow
 def test_change_target_then_ess_triggered_resample():
     ys = jnp.array([1.0, 1.0])
 
@@ -420,6 +426,7 @@ def test_change_target_then_ess_triggered_resample():
     ev.assert_()
 
 
+@pytest.mark.slow
 def test_planted_bug_rejuvenating_with_a_kernel_for_the_wrong_target_fails():
     ys = jnp.array([1.0, 1.0])
 
