@@ -535,3 +535,27 @@ def test_planted_bug_next_beta(monkeypatch, edit):
     plant(monkeypatch, "inference/smc/tempering.py", edit)
     with pytest.raises(AssertionError):
         test_next_beta_is_the_largest_temperature_meeting_the_conditional_ess()
+
+
+# ---------------------------------------------------------------------------------------------
+# ESS-triggered resampling decides by ESS < ρN, on the compiled path
+
+
+def test_ess_triggered_resampling_decides_by_the_ess_fraction():
+    """Under jit, the filter resamples at step t > 0 exactly when the ESS before it is below ρN
+    (a deterministic check of the recorded decisions against the recorded ESS).  Any such rule
+    keeps the laws exact, so only this check sees a threshold compared on the wrong scale."""
+
+    def step(x_prev, y_t):
+        x = ppl.sample("x", dist.Normal(0.9 * x_prev, 0.7))
+        ppl.sample("y", dist.Normal(x, 0.5), obs=y_t)
+        return x, x
+
+    ys = jnp.asarray(np.random.default_rng(5).normal(size=12))
+    N, rho = 32, 0.5
+    run = jax.jit(lambda k: smc.particle_filter(k, step, 0.0, ys, N, ess_threshold=rho))
+    res = run(jax.random.key(3))
+    ess, resampled = np.asarray(res.ess), np.asarray(res.resampled)
+    assert not resampled[0]
+    np.testing.assert_array_equal(resampled[1:], ess[1:] < rho * N)
+    assert 0 < resampled[1:].sum() < len(ys) - 1  # both branches are taken
