@@ -34,7 +34,7 @@ declare("semantics/stats_helpers", 4, note="check_mean, check_frequencies, two S
 # ---------------------------------------------------------------------------------------------
 # smc (tests/test_smc_*.py)
 # The t-tests of Ẑ/Z run at 1/4 of their declared level (SKEW_MARGIN in test_smc_stats.py): the
-# declared level bounds the real one for the skewness observed (Edgeworth factor < 2.5).
+# declared level bounds the real one for the skewness observed (Edgeworth factor < 2).
 
 declare("smc/lgssm_evidence", 4, note="E[Ẑ/Z] = 1 on a small linear Gaussian model, one per resampling scheme (t-test, N = 128, 1000 runs)")
 declare("smc/nile_evidence", 1, note="E[Ẑ/Z] = 1 on the Nile local-level model (t-test, N = 256, 400 runs)")
