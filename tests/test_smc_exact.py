@@ -3,7 +3,11 @@
 Every random choice of the blocks (model draws, ancestor vectors, accept coins) goes through
 ``ppl.randomness.draw``, so ``semantics.enumerate_paths`` walks every branch and the laws are
 equalities in float64 (1e-12): E[Ẑ] = Z and E[(1/N) Σ w_i δ_{x_i}] = the target measure.
-Each law has a planted-bug twin that must fail.
+Each law has planted-bug twins that must fail: each breaks *that* block (a resampler's offset,
+a missing proposal correction, a genealogy off by one step, the unresampled branch of
+ESS-triggered resampling, the tempering increment, the bisection of the next temperature, the
+ESS formula), planted in the shipped source by ``_smc_plant.plant`` and run through the same
+check as the real test.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from ppl import dist
 from semantics import strategies as sst
 from semantics.measure import Choices, Measure
 
+from _smc_plant import plant
+
+pytestmark = pytest.mark.exact
+
 SCHEMES = ["multinomial", "systematic", "stratified", "residual"]
 
 
@@ -33,9 +41,9 @@ SCHEMES = ["multinomial", "systematic", "stratified", "residual"]
 # resampling schemes: exact offspring counts
 
 
-def _expected_offspring(cls, W):
-    N = len(W)
-    m = semantics.enumerate_block(lambda k: ppl.randomness.draw(k, cls(jnp.log(jnp.asarray(W))), name="ancestors"))
+def _expected_offspring(cls, log_weights):
+    N = len(log_weights)
+    m = semantics.enumerate_block(lambda k: ppl.randomness.draw(k, cls(jnp.asarray(log_weights)), name="ancestors"))
     counts = np.zeros(N)
     for atom, w in m.items():
         for a in atom:
@@ -43,14 +51,61 @@ def _expected_offspring(cls, W):
     return counts, m.total_mass()
 
 
+def _offspring_problems(cls, W) -> list[str]:
+    """The scheme's exact law (enumerated support and log_prob) has mass 1 and expected offspring
+    N W_j.  The log weights are shifted by a constant: a scheme must not assume they are
+    normalised."""
+    W = np.asarray(W, dtype=float)
+    counts, total = _expected_offspring(cls, np.log(W) + 0.7)
+    problems = []
+    if abs(total - 1.0) > 1e-12:
+        problems.append(f"total mass {total!r}")
+    if np.max(np.abs(counts - len(W) * W)) > 1e-12:
+        problems.append(f"expected offspring {counts} vs N W = {len(W) * W}")
+    return problems
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCHEMES)
 @settings(max_examples=5)
 @given(W=st.integers(2, 4).flatmap(lambda n: sst.rational_probs(n, max_weight=5)))
 def test_resampler_expected_offspring_is_N_times_weight(name, W):
-    W = np.array([float(w) for w in W])
-    counts, total = _expected_offspring(smc.resampling.SCHEMES[name], W)
-    assert abs(total - 1.0) < 1e-12
-    np.testing.assert_allclose(counts, len(W) * W, rtol=0, atol=1e-12)
+    assert _offspring_problems(smc.resampling.SCHEMES[name], [float(w) for w in W]) == []
+
+
+W_TWIN = [0.45, 0.3, 0.15, 0.1]  # the weights every resampler twin is checked on
+
+#: one subtle planted bug per resampler, in the scheme's exact law (its log_prob and support)
+RESAMPLER_TWINS = {
+    # log_prob with the unnormalised log weights: right only when they already sum to one
+    "multinomial": [("return jnp.sum(jnp.log(self.weights)[a])", "return jnp.sum(self.log_weights[a])")],
+    # the shared offset U drawn from [0, N/(N+1)) (divided by N + 1 instead of N), its density
+    # renormalised: every stratum misses its top 1/(N+1)
+    "systematic": [
+        ("upper = jnp.minimum(jnp.min(N * hi - i), 1.0)", "upper = jnp.minimum(jnp.min(N * hi - i), N / (N + 1))"),
+        ("return jnp.log(jnp.maximum(upper - lower, 0.0))",
+         "return jnp.log(jnp.maximum(upper - lower, 0.0) * (self.num_particles + 1) / self.num_particles)"),
+    ],
+    # stratum i is [i/N, i/N + 1/(N+1)): the uniform divided by N + 1 (an off-by-one)
+    "stratified": [
+        ("length = jnp.minimum(hi, (i + 1) / N) - jnp.maximum(lo, i / N)",
+         "length = jnp.minimum(hi, i / N + 1 / (N + 1)) - jnp.maximum(lo, i / N)"),
+        ("return N * jnp.maximum(length, 0.0)", "return (N + 1) * jnp.maximum(length, 0.0)"),
+    ],
+    # the random tail drawn from the weights W instead of the residual weights
+    "residual": [("r = jnp.where(R > 0, resid / jnp.maximum(R, 1.0), 1.0 / N)", "r = jnp.where(R > 0, self.weights, 1.0 / N)")],
+}
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_resampler_expected_offspring_on_the_twins_weights(name):
+    assert _offspring_problems(smc.resampling.SCHEMES[name], W_TWIN) == []
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_planted_bug_each_resampler_fails_the_offspring_check(monkeypatch, name):
+    plant(monkeypatch, "inference/smc/resampling.py", *RESAMPLER_TWINS[name])
+    assert _offspring_problems(smc.resampling.SCHEMES[name], W_TWIN) != []
 
 
 @pytest.mark.parametrize("name", SCHEMES)
@@ -58,26 +113,42 @@ def test_resampler_with_a_zero_weight_never_picks_it(name):
     W = np.array([0.6, 0.0, 0.4])
     m = semantics.enumerate_block(lambda k: ppl.randomness.draw(k, smc.resampling.SCHEMES[name](jnp.log(W)), name="a"))
     assert all(1 not in atom for atom in m.atoms)
-    counts, _ = _expected_offspring(smc.resampling.SCHEMES[name], W)
-    np.testing.assert_allclose(counts, 3 * W, atol=1e-12)
+    assert _offspring_problems(smc.resampling.SCHEMES[name], W) == []
 
 
-class _BiasedSystematic(smc.Systematic):
-    """Planted bug: systematic resampling with the strata shifted by half a stratum (U ∈ [0.5, 1))."""
+def test_offspring_counts_and_ess_and_log_mean_exp_values():
+    """Values against hand computations in exact arithmetic (independent of the code)."""
+    np.testing.assert_array_equal(np.asarray(smc.offspring_counts(jnp.array([0, 0, 2, 2, 2]))), [2, 0, 3, 0, 0])
+    np.testing.assert_array_equal(
+        np.asarray(smc.offspring_counts(jnp.array([[1, 1, 1], [0, 2, 2]]))), [[0, 3, 0], [1, 0, 2]]
+    )
+    w = [Fraction(3), Fraction(1), Fraction(1, 2), Fraction(1, 4)]  # unnormalised weights
+    lw = jnp.log(jnp.asarray([float(x) for x in w]))
+    ess = sum(w) ** 2 / sum(x * x for x in w)
+    assert abs(float(smc.ess(lw)) / float(ess) - 1) < 1e-12
+    assert abs(float(smc.log_mean_exp(lw)) - math.log(float(sum(w) / 4))) < 1e-12
+    assert abs(float(smc.Particles.from_states(jnp.zeros(4), lw).log_evidence) - math.log(float(sum(w) / 4))) < 1e-12
 
-    def _interval(self, a):
-        lo, hi = super()._interval(a)
-        return jnp.maximum(lo, 0.5), hi
 
-
-def test_planted_bug_biased_resampler_fails_offspring_check():
-    W = np.array([0.5, 0.3, 0.2])
-    d = _BiasedSystematic(jnp.log(W))
-    S = d.enumerate_support()
-    p = np.exp(np.asarray(d.log_prob(S)))
-    p = p / p.sum()
-    counts = sum(pi * np.bincount(np.asarray(a), minlength=3) for pi, a in zip(p, S))
-    assert np.abs(counts - 3 * W).max() > 1e-3
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # ESS as 1/Σ w² (right only for normalised weights)
+        ("inference/smc/particles.py", "return jnp.exp(2 * jax.scipy.special.logsumexp(lw, axis=-1) - jax.scipy.special.logsumexp(2 * lw, axis=-1))",
+         "return jnp.exp(-jax.scipy.special.logsumexp(2 * lw, axis=-1))"),
+        # offspring counts by scatter-set: a particle copied k times counts once
+        ("inference/smc/resampling.py", ".at[..., a].add(1)", ".at[..., a].set(1)"),
+        # log-mean-exp dividing by N − 1
+        ("inference/smc/particles.py", "return jax.scipy.special.logsumexp(lw, axis=axis) - math.log(N)",
+         "return jax.scipy.special.logsumexp(lw, axis=axis) - math.log(N - 1)"),
+    ],
+    ids=["ess_unnormalised", "offspring_set", "log_mean_exp_N_minus_1"],
+)
+def test_planted_bug_diagnostic_values(monkeypatch, edit):
+    file, find, replace = edit
+    plant(monkeypatch, file, (find, replace))
+    with pytest.raises(AssertionError):
+        test_offspring_counts_and_ess_and_log_mean_exp_values()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +207,7 @@ def _check_pf(spec, N, scheme, ess_threshold=None, proposal=None):
 small_hmms = sst.hmms(max_states=2, max_symbols=2, max_T=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES)
 @settings(max_examples=3)
 @given(spec=small_hmms)
@@ -171,21 +243,59 @@ def _fixed_hmm(T=3):
     return sst.ModelSpec("hmm", None, (), params, oracle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["systematic", "stratified", "residual"])
 def test_particle_filter_three_steps(scheme):
     _check_pf(_fixed_hmm(3), 2, scheme)
 
 
+@pytest.mark.slow
 def test_particle_filter_three_particles_systematic():
     _check_pf(_fixed_hmm(2), 3, "systematic")
 
 
-def test_particle_filter_with_a_user_proposal():
-    @ppl.model
-    def proposal(prev, y_t):
-        ppl.sample("s", dist.Categorical(probs=jnp.where(y_t == 0, jnp.array([0.25, 0.75]), jnp.array([0.5, 0.5]))))
+@ppl.model
+def hmm_proposal(prev, y_t):
+    ppl.sample("s", dist.Categorical(probs=jnp.where(y_t == 0, jnp.array([0.25, 0.75]), jnp.array([0.5, 0.5]))))
 
-    _check_pf(_fixed_hmm(2), 2, "stratified", proposal=proposal)
+
+def test_particle_filter_with_a_user_proposal():
+    _check_pf(_fixed_hmm(2), 2, "stratified", proposal=hmm_proposal)
+
+
+#: planted bugs in the particle filter's own blocks: (file, find, replace), and the check they
+#: are run through (the same as the real test's)
+PF_TWINS = {
+    # the guided filter's increment without the proposal correction −log q(x' | x)
+    "no_proposal_correction": (("inference/smc/blocks.py", "lw = lw - qt.log_density", "lw = lw"),
+                               dict(spec=2, N=2, scheme="stratified", proposal=hmm_proposal)),
+    # the genealogy traced back through the previous step's ancestor vector (off by one step)
+    "genealogy_off_by_one": (("inference/smc/filter.py", "return ancestors[t][b], here", "return ancestors[max(t - 1, 0) if isinstance(t, int) else jnp.maximum(t - 1, 0)][b], here"),
+                             dict(spec=2, N=2, scheme="systematic")),
+    # ESS-triggered resampling: the branch that does *not* resample renormalises the weights
+    "unresampled_branch_renormalises": (
+        ("inference/smc/blocks.py", "kept = Particles(particles.states, lw, identity)", "kept = Particles(particles.states, lw - log_mean_exp(lw), identity)"),
+        dict(spec=2, N=2, scheme="systematic", ess_threshold=0.9)),
+    # resampling copies the next particle's state (ancestor index shifted by one)
+    "ancestor_shifted": (("inference/smc/blocks.py", "return Particles(index_particles(particles.states, a), resampled_log_weights(lw, a), a)",
+                          "return Particles(index_particles(particles.states, (a + 1) % N), resampled_log_weights(lw, a), a)"),
+                         dict(spec=2, N=2, scheme="multinomial")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PF_TWINS))
+def test_particle_filter_on_the_twins_cases(name):
+    case = dict(PF_TWINS[name][1])
+    _check_pf(_fixed_hmm(case.pop("spec")), **case)
+
+
+@pytest.mark.parametrize("name", sorted(PF_TWINS))
+def test_planted_bug_particle_filter_blocks_break_the_laws(monkeypatch, name):
+    (file, find, replace), case = PF_TWINS[name]
+    case = dict(case)
+    plant(monkeypatch, file, (find, replace))
+    with pytest.raises(AssertionError):
+        _check_pf(_fixed_hmm(case.pop("spec")), **case)
 
 
 @pytest.mark.parametrize(
@@ -266,6 +376,17 @@ def test_init_from_the_prior_and_from_a_proposal_is_properly_weighted():
         res.assert_(), ev.assert_()
 
 
+def test_planted_bug_init_without_the_proposal_correction(monkeypatch):
+    @ppl.model
+    def q(ys):
+        ppl.sample("z", dist.Bernoulli(probs=0.75))
+
+    plant(monkeypatch, "inference/smc/blocks.py", ("return tr, lw - qt.log_density", "return tr, lw"))
+    res, ev = _law(lambda key, ys: smc.init(key, coin_model, 2, ys, proposal=q), (jnp.array([1.0, 0.0]),))
+    assert not res.ok and not ev.ok
+
+
+@pytest.mark.slow
 def test_extend_model_adds_a_batch_of_data_then_resample_and_rejuvenate():
     first, full = jnp.array([1.0]), jnp.array([1.0, 0.0])
 
@@ -281,6 +402,7 @@ def test_extend_model_adds_a_batch_of_data_then_resample_and_rejuvenate():
     res.assert_(), ev.assert_()
 
 
+@pytest.mark.slow
 def test_change_target_then_ess_triggered_resample():
     ys = jnp.array([1.0, 1.0])
 
@@ -304,6 +426,7 @@ def test_change_target_then_ess_triggered_resample():
     ev.assert_()
 
 
+@pytest.mark.slow
 def test_planted_bug_rejuvenating_with_a_kernel_for_the_wrong_target_fails():
     ys = jnp.array([1.0, 1.0])
 
@@ -317,3 +440,122 @@ def test_planted_bug_rejuvenating_with_a_kernel_for_the_wrong_target_fails():
 
     res, _ = _law(block, (ys,))
     assert not res.ok
+
+
+# ---------------------------------------------------------------------------------------------
+# tempering: the temper block exactly, and the next temperature's bisection
+
+
+def _coin_log_likelihood(tr):
+    """log L(x) of a coin_model trace, scored afresh by the untempered model."""
+    t2, _ = coin_model.generate(jax.random.key(0), dict(tr.latent), YS_TEMPER)
+    return t2.log_likelihood
+
+
+YS_TEMPER = jnp.array([1.0, 0.0])
+
+
+def _tempered_laws(b0=0.3, b1=0.8):
+    """init at β0 (weights L^β0), temper to β1, resample: properly weighted for p(x) L(x)^β1."""
+    tm = smc.tempered_model(coin_model)
+
+    def block(key, beta, ys):
+        k1, k2 = jax.random.split(key)
+        p = smc.init(k1, tm, 2, b0, ys)
+        p = smc.temper(p, _coin_log_likelihood, b0, beta)
+        p, _ = smc.resample(k2, p, "systematic")
+        return p
+
+    pw = semantics.laws.properly_weighted(block, tm, b1, YS_TEMPER, atoms=_population_atoms)
+    ev = semantics.laws.unbiased_evidence(block, tm, b1, YS_TEMPER, log_evidence=lambda p: p.log_evidence)
+    return pw, ev
+
+
+def test_temper_block_is_properly_weighted_for_the_tempered_target():
+    pw, ev = _tempered_laws()
+    pw.assert_(), ev.assert_()
+
+
+def test_planted_bug_temper_with_a_slightly_wrong_increment(monkeypatch):
+    # 95% of the increment β' − β (the issue's 0.9 was caught; any factor ≠ 1 must be)
+    plant(monkeypatch, "inference/smc/blocks.py",
+          ("return reweight(particles, lambda x: (new_beta - beta) * log_likelihood(x))",
+           "return reweight(particles, lambda x: 0.95 * (new_beta - beta) * log_likelihood(x))"))
+    pw, ev = _tempered_laws()
+    assert not pw.ok and not ev.ok
+
+
+LW_NB = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05]))  # non-uniform current weights
+LL_NB = np.array([-3.0, -0.5, -7.0, -1.5, -2.2])
+
+
+def _cess(delta, lw=LW_NB, ll=LL_NB):
+    """Conditional ESS fraction (Σ W v)² / Σ W v², v = L^δ (Zhou, Johansen & Aston 2016), in numpy."""
+    W = np.exp(lw - np.logaddexp.reduce(lw))
+    v = np.exp(delta * (ll - ll.max()))
+    return float(np.sum(W * v) ** 2 / np.sum(W * v * v))
+
+
+def _next_beta_problems(beta, target) -> list[str]:
+    """β' = next_beta(...) is the largest β' ≤ 1 with cESS(β' − β) ≥ target (to 1e-7 in β)."""
+    nb = float(smc.next_beta(jnp.asarray(LW_NB), jnp.asarray(LL_NB), jnp.asarray(beta), target))
+    problems = []
+    if not beta < nb <= 1.0:
+        problems.append(f"β' = {nb} not in ({beta}, 1]")
+    if _cess(nb - beta) < target - 1e-9:
+        problems.append(f"cESS(β' − β) = {_cess(nb - beta)} below the target {target}")
+    if nb < 1.0 and _cess(nb - beta + 1e-7) >= target:
+        problems.append(f"β' = {nb} is not the largest: cESS at β' + 1e-7 is {_cess(nb - beta + 1e-7)} ≥ {target}")
+    return problems
+
+
+NB_CASES = [(0.0, 0.5), (0.2, 0.8), (0.6, 0.3), (0.9, 0.5)]
+
+
+def test_next_beta_is_the_largest_temperature_meeting_the_conditional_ess():
+    for beta, target in NB_CASES:
+        assert _next_beta_problems(beta, target) == [], (beta, target)
+    # the last step reaches 1 exactly when the whole remaining increment meets the target
+    assert _cess(1.0 - 0.9) >= 0.5 and float(smc.next_beta(jnp.asarray(LW_NB), jnp.asarray(LL_NB), jnp.asarray(0.9), 0.5)) == 1.0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # a coarse bisection (4 halvings): β' biased low, the conditional ESS above its target
+        ("iters: int = 30", "iters: int = 4"),
+        # the conditional ESS with W² in the denominator: the ESS of the new weights, not cESS
+        ("- jax.scipy.special.logsumexp(logW + 2 * delta * ll))", "- jax.scipy.special.logsumexp(2 * logW + 2 * delta * ll))"),
+        # the last step stops just short of β = 1
+        ("return jnp.minimum(beta + delta, 1.0)", "return jnp.minimum(beta + delta, 1.0 - 1e-6)"),
+    ],
+    ids=["coarse_bisection", "ess_not_conditional", "never_reaches_one"],
+)
+def test_planted_bug_next_beta(monkeypatch, edit):
+    plant(monkeypatch, "inference/smc/tempering.py", edit)
+    with pytest.raises(AssertionError):
+        test_next_beta_is_the_largest_temperature_meeting_the_conditional_ess()
+
+
+# ---------------------------------------------------------------------------------------------
+# ESS-triggered resampling decides by ESS < ρN, on the compiled path
+
+
+def test_ess_triggered_resampling_decides_by_the_ess_fraction():
+    """Under jit, the filter resamples at step t > 0 exactly when the ESS before it is below ρN
+    (a deterministic check of the recorded decisions against the recorded ESS).  Any such rule
+    keeps the laws exact, so only this check sees a threshold compared on the wrong scale."""
+
+    def step(x_prev, y_t):
+        x = ppl.sample("x", dist.Normal(0.9 * x_prev, 0.7))
+        ppl.sample("y", dist.Normal(x, 0.5), obs=y_t)
+        return x, x
+
+    ys = jnp.asarray(np.random.default_rng(5).normal(size=12))
+    N, rho = 32, 0.5
+    run = jax.jit(lambda k: smc.particle_filter(k, step, 0.0, ys, N, ess_threshold=rho))
+    res = run(jax.random.key(3))
+    ess, resampled = np.asarray(res.ess), np.asarray(res.resampled)
+    assert not resampled[0]
+    np.testing.assert_array_equal(resampled[1:], ess[1:] < rho * N)
+    assert 0 < resampled[1:].sum() < len(ys) - 1  # both branches are taken

@@ -5,6 +5,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+# end-to-end runs of the examples: slow, and they take no statistical decision (smoke runs
+# with fixed seeds; the SMC beats greedy under the example's own fixed seed)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -21,6 +21,11 @@ For T = 1 the particle filter itself runs inside the kernel under the enumerator
 Particle Gibbs.  Its state is one trajectory; ``semantics.laws.invariant`` builds K from the
 shipped conditional-SMC step on every trajectory of a T = 2 HMM (N = 2) and checks π K = π for
 the path posterior; the unconditioned sweep (plain SMC, then pick a path) fails.
+
+More planted twins, in the shipped source (``_smc_plant.plant``): PMMH with half its Hastings
+term (the reverse proposal density dropped, under an asymmetric proposal); conditional SMC
+whose reference keeps the *last* particle as its ancestor instead of itself; PGAS ancestor
+weights without the transition density.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ from inference import smc
 from inference.smc import blocks, pmcmc
 from ppl import dist
 from semantics.measure import Choices
+
+from _smc_plant import plant
+
+# every test here takes seconds to minutes (enumerating SMC sweeps); the exact ones are marked so
+pytestmark = pytest.mark.slow
 
 PRIOR = jnp.array([0.25, 0.75])
 INIT = jnp.array([0.6, 0.4])
@@ -157,12 +167,14 @@ def law2():
     return evidence_law(YS2)
 
 
+@pytest.mark.exact
 def test_pmmh_leaves_the_extended_target_invariant_with_the_particle_filter_inside():
     law = evidence_law(YS1)
     bound = smc.PMMH(pf_log_evidence).bind(prior, (YS1,))
     assert check_pmmh(bound.step, law, YS1) == []
 
 
+@pytest.mark.exact
 def test_pmmh_T2_with_resampling_and_a_user_proposal(law2):
     @ppl.model
     def flip(tr):  # a deterministic-support proposal: the other value w.p. 3/4
@@ -172,6 +184,30 @@ def test_pmmh_T2_with_resampling_and_a_user_proposal(law2):
         assert check_pmmh(kern.bind(prior, (YS2,)).step, law2, YS2) == []
 
 
+@ppl.model
+def lopsided(tr):  # an asymmetric proposal: q(1 | 0) = 3/4, q(0 | 1) = 1/2
+    ppl.sample("theta", dist.Categorical(probs=jnp.where(tr.choices["theta"] == 0, jnp.array([0.25, 0.75]), jnp.array([0.5, 0.5]))))
+
+
+def _pmmh_asymmetric_problems():
+    law = evidence_law(YS1)
+    return check_pmmh(smc.PMMH(distilled(law), proposal=lopsided).bind(prior, (YS1,)).step, law, YS1)
+
+
+@pytest.mark.exact
+def test_pmmh_with_an_asymmetric_proposal():
+    assert _pmmh_asymmetric_problems() == []
+
+
+@pytest.mark.exact
+def test_planted_bug_pmmh_with_half_its_hastings_term(monkeypatch):
+    # the reverse proposal density q(θ | θ') dropped from the ratio
+    plant(monkeypatch, "inference/smc/pmcmc.py", ("w = w + rev.log_density - fwd.log_density", "w = w - fwd.log_density"))
+    problems = _pmmh_asymmetric_problems()
+    assert problems and all("π̄K" in p for p in problems)
+
+
+@pytest.mark.exact
 def test_planted_bug_pmmh_recomputing_the_current_estimate_fails():
     law = evidence_law(YS1)
     est = distilled(law)
@@ -180,6 +216,7 @@ def test_planted_bug_pmmh_recomputing_the_current_estimate_fails():
     assert problems and all("π̄K" in p for p in problems)
 
 
+@pytest.mark.exact
 def test_planted_bug_pmmh_with_a_renormalised_filter_fails(monkeypatch):
     monkeypatch.setattr(blocks, "resampled_log_weights", lambda lw, a: jnp.zeros_like(lw))
     law = evidence_law(YS2)
@@ -231,6 +268,7 @@ def _path_key(path):
     return Choices({"hmm/s": tuple(int(v) for v in np.asarray(path["hmm/s"])), "hmm/y": tuple(int(v) for v in YS2)})
 
 
+@pytest.mark.exact
 def test_particle_gibbs_leaves_the_path_posterior_invariant():
     law = semantics.laws.invariant(_pg_kernel(), hmm0, YS2, state_key=_path_key)
     law.assert_()
@@ -238,11 +276,22 @@ def test_particle_gibbs_leaves_the_path_posterior_invariant():
     assert np.all(law.details["matrix"].K > 0)
 
 
+@pytest.mark.exact
+def test_planted_bug_conditional_smc_reference_descends_from_the_wrong_particle(monkeypatch):
+    # the retained particle's ancestor pinned to the last particle instead of to itself (0)
+    plant(monkeypatch, "inference/smc/pmcmc.py", ("drawn = jnp.concatenate([jnp.zeros((N - n_free,), jnp.int32), drawn])",
+                                                  "drawn = jnp.concatenate([jnp.full((N - n_free,), N - 1, jnp.int32), drawn])"))
+    law = semantics.laws.invariant(_pg_kernel(), hmm0, YS2, state_key=_path_key)
+    assert not law.ok
+
+
+@pytest.mark.exact
 def test_planted_bug_particle_gibbs_without_conditioning_fails():
     law = semantics.laws.invariant(_pg_kernel(conditional=False), hmm0, YS2, state_key=_path_key)
     assert not law.ok
 
 
+@pytest.mark.exact
 def test_pgas_leaves_the_path_posterior_invariant():
     law = semantics.laws.invariant(_pg_kernel(ancestor_sampling=True), hmm0, YS2, state_key=_path_key)
     law.assert_()
@@ -252,6 +301,7 @@ def test_pgas_leaves_the_path_posterior_invariant():
     assert np.trace(law.details["matrix"].K) < np.trace(plain.details["matrix"].K)
 
 
+@pytest.mark.exact
 def test_planted_bug_pgas_ancestor_weights_without_the_transition_fail(monkeypatch):
     # the reference's ancestor drawn from the filtering weights alone (p(x*_t | x_{t-1}^i) dropped)
     monkeypatch.setattr(pmcmc, "_ancestor_logits", lambda lw, logp: lw)
@@ -290,12 +340,14 @@ def _pgas_with_init_law():
     return semantics.laws.invariant(kernel, hmm_with_init, YS2, state_key=_init_path_key)
 
 
+@pytest.mark.exact
 def test_pgas_with_an_initial_model_leaves_the_path_posterior_invariant():
     law = _pgas_with_init_law()
     law.assert_()
     assert np.all(law.details["matrix"].K > 0)  # x_0 moves too
 
 
+@pytest.mark.exact
 def test_planted_bug_pgas_with_an_initial_model_and_weights_without_the_transition_fails(monkeypatch):
     monkeypatch.setattr(pmcmc, "_ancestor_logits", lambda lw, logp: lw)
     assert not _pgas_with_init_law().ok

@@ -5,7 +5,9 @@ model's measure and E[Ẑ] = Z, to 1e-12 — on a small coin model (with Gibbs r
 generated Bayes nets whose evidence arrives one observation at a time (a node is latent until its
 observation arrives), for every resampling scheme, ESS-triggered resampling and N = 3.
 Statistical: Ẑ/Z has mean 1 on a conjugate normal model fed in batches.  Each has a planted-bug
-twin that must fail.
+twin that must fail, planted in the shipped driver (``_smc_plant.plant``): the move bound to the
+previous stage's target, a newly observed node scored as if kept, extend_model replacing the
+incoming weights instead of multiplying them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from inference.smc import blocks
 from ppl import dist
 from semantics import oracles
 from semantics import strategies as sst
-from semantics.stats import BUDGET, z_test
+from semantics.stats import z_test
+
+from _budget import BUDGET
+from _smc_plant import plant
+
+# each test enumerates a resample-move run or compiles a vmapped one: seconds to a minute
+pytestmark = pytest.mark.slow
 
 SCHEMES = ["multinomial", "systematic", "stratified", "residual"]
 
@@ -61,6 +69,7 @@ def coin(ys):
 YS = jnp.array([1.0, 0.0])
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("scheme", ["systematic", "residual"])
 def test_resample_move_is_unbiased_and_properly_weighted(scheme):
     def block(key, ys):
@@ -70,6 +79,39 @@ def test_resample_move_is_unbiased_and_properly_weighted(scheme):
     pw.assert_(), ev.assert_()
 
 
+def stage_gibbs(args):
+    """A move built for one stage's arguments: z redrawn from its exact posterior given the data
+    in `args` (computed here from the model's density), whatever data the trace holds."""
+    (ys,) = args
+    lp = jnp.stack([coin.log_density({"z": jnp.asarray(z)}, ys) for z in (0, 1)])
+
+    def step(key, tr):
+        z = ppl.randomness.draw(key, dist.Categorical(logits=lp), name="gibbs_z")
+        new, _, _ = coin.update(key, tr, {"z": z})
+        return new, {}
+
+    return step
+
+
+def _stage_move_laws():
+    return _laws(lambda key, ys: smc.resample_move(key, coin, [ys[:1], ys[1:]], 2, stage_gibbs), coin, YS)
+
+
+@pytest.mark.exact
+def test_resample_move_with_a_stage_built_move():
+    pw, ev = _stage_move_laws()
+    pw.assert_(), ev.assert_()
+
+
+@pytest.mark.exact
+def test_planted_bug_resample_move_rejuvenating_for_the_previous_stage(monkeypatch):
+    # the move after stage k's reweighting and resampling is built for stage k − 1's target
+    plant(monkeypatch, "inference/smc/resample_move.py", ("step = kernel(stage_list[k])", "step = kernel(stage_list[k - 1])"))
+    pw, ev = _stage_move_laws()
+    assert ev.ok and not pw.ok  # a move leaves the weights alone: only the measure breaks
+
+
+@pytest.mark.exact
 def test_planted_bug_resample_move_with_a_move_that_forgets_the_mh_correction_fails():
     def prior_redraw(args):
         # always accept a prior redraw of z: leaves the prior invariant, not the posterior
@@ -132,6 +174,7 @@ def _check_net(case, N, scheme, ess_threshold=None, kernel=None):
     return pw, ev
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("scheme", SCHEMES)
 @settings(max_examples=3)
 @given(case=staged_nets())
@@ -140,6 +183,7 @@ def test_bayes_net_evidence_one_observation_at_a_time(scheme, case):
     pw.assert_(), ev.assert_()
 
 
+@pytest.mark.exact
 @settings(max_examples=2)
 @given(case=staged_nets(), threshold=st.sampled_from([0.5, 1.0]))
 def test_bayes_net_with_ess_triggered_resampling_and_gibbs_on_the_root(case, threshold):
@@ -149,6 +193,7 @@ def test_bayes_net_with_ess_triggered_resampling_and_gibbs_on_the_root(case, thr
     pw.assert_(), ev.assert_()
 
 
+@pytest.mark.exact
 @settings(max_examples=2)
 @given(case=staged_nets(max_nodes=2))
 def test_bayes_net_three_particles(case):
@@ -156,6 +201,7 @@ def test_bayes_net_three_particles(case):
     pw.assert_(), ev.assert_()
 
 
+@pytest.mark.exact
 def test_planted_bug_keeping_the_value_of_a_newly_observed_node_fails(monkeypatch):
     # x0 → x1, both observed in turn: x1 is latent at stage 1, observed at stage 2
     spec = sst.ModelSpec(
@@ -203,30 +249,38 @@ def rw(tr):
     ppl.sample("mu", dist.Normal(tr.choices["mu"], 0.5))
 
 
-def _ratios(reps=400, N=64):
-    Z = oracles.normal_normal(0.0, 2.0, 1.0, Y_CONJ).log_evidence
+def _runs(reps=400, N=64):
+    """Per run: Ẑ/Z and the weighted posterior mean of mu (three batches, MH moves)."""
     y = jnp.asarray(Y_CONJ)
     batches = [y[:2], y[2:4], y[4:]]
-    run = jax.jit(jax.vmap(lambda k: smc.resample_move(k, normal_mean, batches, N, mcmc.MH(rw), num_mcmc_steps=2).log_evidence))
-    return np.exp(np.asarray(run(jax.random.split(jax.random.key(7), reps))) - Z)
+
+    def one(k):
+        res = smc.resample_move(k, normal_mean, batches, N, mcmc.MH(rw), num_mcmc_steps=2)
+        return res.log_evidence, res.particles.weights @ res.particles.states.choices["mu"]
+
+    le, m = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(7), reps))
+    return np.exp(np.asarray(le) - POST.log_evidence), np.asarray(m)
 
 
-def _mean_one(r, alpha):
-    return bool(np.all(np.isfinite(r))) and z_test(r, 1.0, alpha).ok
+POST = oracles.normal_normal(0.0, 2.0, 1.0, Y_CONJ)
 
 
-def test_resample_move_evidence_ratio_has_mean_one_on_a_conjugate_model():
-    alpha = BUDGET.register("smc/resample_move_evidence")
-    assert _mean_one(_ratios(), alpha)
-    # and the posterior is right: particles after the last move vs the conjugate posterior
-    post = oracles.normal_normal(0.0, 2.0, 1.0, Y_CONJ)
-    y = jnp.asarray(Y_CONJ)
-    res = smc.resample_move(jax.random.key(8), normal_mean, [y[:2], y[2:4], y[4:]], 2000, mcmc.MH(rw), num_mcmc_steps=3)
-    mu = np.asarray(res.particles.states.choices["mu"])
-    assert abs(float(res.particles.weights @ mu) - post.mean) < 6 * math.sqrt(post.var / 500)
+def _unbiased(r, m, alpha):
+    """E[Ẑ/Z] = 1 and E[(Ẑ/Z) Σ W_i mu_i] = E[mu | y] (the unnormalised estimate is exactly
+    unbiased: the final population is properly weighted for p(mu, y)).  t-tests at a quarter of
+    the declared level: Ẑ/Z is right-skewed (skewness 0.24 here, 400 runs), see test_smc_stats.py."""
+    ok = bool(np.all(np.isfinite(r))) and z_test(r, 1.0, alpha / 4).ok
+    return ok and z_test(r * m, POST.mean, alpha / 4).ok
 
 
-def test_planted_bug_resample_move_forgetting_Z(monkeypatch):
-    alpha = BUDGET.register("smc/resample_move_evidence")
-    monkeypatch.setattr(blocks, "resampled_log_weights", lambda lw, a: jnp.zeros_like(lw))
-    assert not _mean_one(_ratios(), alpha)
+@pytest.mark.statistical
+def test_resample_move_is_unbiased_for_evidence_and_posterior_mean_on_a_conjugate_model():
+    assert _unbiased(*_runs(), BUDGET.level("smc/resample_move_evidence"))
+
+
+@pytest.mark.statistical
+def test_planted_bug_resample_move_extend_model_replacing_the_weights(monkeypatch):
+    # extend_model sets each weight to the increment instead of multiplying it in
+    plant(monkeypatch, "inference/smc/blocks.py", ("return Particles(traces, particles.log_weights + inc, particles.ancestors)",
+                                                   "return Particles(traces, inc, particles.ancestors)"))
+    assert not _unbiased(*_runs(), BUDGET.level("smc/resample_move_evidence"))
