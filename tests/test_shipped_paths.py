@@ -68,29 +68,51 @@ def tiny():
     ppl.sample("x", dist.Bernoulli(probs=p), obs=1)
 
 
-def _states(model, *args):
-    """One representative trace per state of `model` and the normalised target π."""
-    reps, mass = {}, {}
-    for tr, lw, _, _ in E.enumerate_traces(model, *args):
-        k = E.trace_key(tr)
-        reps.setdefault(k, tr)
-        mass[k] = mass.get(k, 0.0) + math.exp(lw)
-    states = list(reps)
-    pi = np.array([mass[s] for s in states])
+def _states(model, compiled=False):
+    """The states of `model` (atoms of its exact measure), the normalised target π, and one
+    representative trace of each: from the eager enumeration, or (``compiled``) traces made by
+    the jitted ``model.simulate``, whose union structure (every branch's sites, with active
+    flags) is what a user's compiled chain carries."""
+    target = semantics.enumerate(model)
+    states = list(target.atoms)
+    pi = np.array([math.exp(target.log_weight(s)) for s in states])
+    if compiled:
+        traces = [cp.compiled for cp in E.compiled_paths(lambda key: model.simulate(key))]
+    else:
+        traces = [tr for tr, _, _, _ in E.enumerate_traces(model)]
+    reps = {}
+    for tr in traces:
+        reps.setdefault(E.trace_key(tr), tr)
     return states, [reps[s] for s in states], pi / pi.sum()
 
 
-def compiled_kernel_law(step, model, *args, reversible=True):
+def _same_trace(eager, compiled):
+    """Eager and compiled traces may differ in representation (the compiled one keeps every
+    branch's sites, inactive ones flagged); the state and its density must be the same."""
+    assert E.trace_key(eager) == E.trace_key(compiled), (E.trace_key(eager), E.trace_key(compiled))
+    assert abs(float(eager.log_density) - float(compiled.log_density)) < 1e-12
+
+
+def compiled_kernel_law(step, model, reversible=True, compiled_states=False):
     """Eager and compiled steps agree on every outcome from every state; then the exact law
-    (πK = π, detailed balance when `reversible`, a transition that moves) of the *compiled* K."""
-    states, reps, pi = _states(model, *args)
+    (πK = π, detailed balance when `reversible`, a transition that moves) of the *compiled* K.
+
+    With ``compiled_states`` the chain starts from jit-made traces and the outputs are compared
+    as states (trace_key and log density) rather than leaf by leaf."""
+    states, reps, pi = _states(model, compiled=compiled_states)
     index = {s: i for i, s in enumerate(states)}
-    runs = E.check_compiled_each(step, [(tr,) for tr in reps])
+    if compiled_states:
+        runs = E.compiled_paths_each(step, [(tr,) for tr in reps])
+    else:
+        runs = E.check_compiled_each(step, [(tr,) for tr in reps])
     n = len(states)
     K = np.zeros((n, n))
     for i, paths in enumerate(runs):
         for cp in paths:
             out = cp.compiled[0] if isinstance(cp.compiled, tuple) else cp.compiled
+            if compiled_states:
+                eager = cp.path.value[0] if isinstance(cp.path.value, tuple) else cp.path.value
+                _same_trace(eager.trace, out.trace)
             K[i, index[E.trace_key(out.trace)]] += math.exp(cp.path.log_prob)
     assert np.max(np.abs(K.sum(axis=1) - 1)) < 1e-12
     assert np.max(np.abs(pi @ K - pi)) < 1e-12, "the compiled kernel does not leave π invariant"
@@ -131,6 +153,40 @@ def test_phase_step_with_a_traced_warm_flag_equals_the_eager_one():
 
     _, reps, _ = _states(tiny)
     E.check_compiled_each(step, [(tr,) for tr in reps[:2]])
+
+
+@ppl.model
+def switching():
+    """The set of addresses depends on k ({k, a} or {k, b}), through ppl.cond so it compiles."""
+    k = ppl.sample("k", dist.Bernoulli(probs=0.4))
+    p = ppl.cond(
+        k == 1,
+        lambda: jnp.array([0.1, 0.5, 0.9])[ppl.sample("a", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))],
+        lambda: jnp.where(ppl.sample("b", dist.Bernoulli(probs=0.7)) == 1, 0.3, 0.6),
+    )
+    ppl.sample("y", dist.Bernoulli(probs=p), obs=1)
+
+
+@ppl.model
+def jump_k(tr):
+    """Switch branch and propose the new branch's site from a non-prior proposal."""
+    k_new = ppl.sample("k", dist.Bernoulli(probs=jnp.where(tr["k"] == 1, 0.0, 1.0)))
+    ppl.cond(
+        k_new == 1,
+        lambda: ppl.sample("a", dist.Categorical(probs=jnp.array([0.5, 0.25, 0.25]))),
+        lambda: ppl.sample("b", dist.Bernoulli(probs=0.2)),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", [mcmc.Regenerate("k"), mcmc.MH(jump_k)], ids=["regenerate-k", "mh-jump"])
+def test_structure_changing_moves_under_jit_keep_the_law(kernel):
+    """Moves that change the set of addresses, from the union-structure traces jit makes: the
+    compiled MH ratio must count a site the proposal sampled only where it is active (it once
+    counted every branch's sites of a ppl.cond proposal, so jit skipped the Hastings correction
+    for a removed site that the reverse move re-proposes: 0.3 of the right acceptance)."""
+    bound = kernel.bind(switching, (), {})
+    compiled_kernel_law(lambda key, tr: bound.step(key, TraceState(tr)), switching, compiled_states=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,6 +79,18 @@ MUTANTS = [
         "step 0 (its ancestors are drawn, then replaced by the identity); the eager loop resamples.",
     ),
     Mutant(
+        id="shipped/mh-compiled-counts-inactive-proposed-sites",
+        file="inference/mcmc/trace_kernels.py",
+        find="mask = _active(old, a) & ~_active(new, a) & _active(rev, a) & ~_active(fwd, a)",
+        replace="mask = _active(old, a) & ~_active(new, a) & _active(rev, a) & (a not in fwd.latent)",
+        tests=(SHIPPED + "::test_structure_changing_moves_under_jit_keep_the_law",),
+        description="The bug this work found and fixed: MH treats every site in the forward proposal's "
+        "trace as proposed, also the inactive sites of a ppl.cond branch it did not take (under jit the "
+        "trace holds every branch), so a removed site that the reverse move re-proposes keeps its prior "
+        "score: the compiled acceptance ratio is off by that prior (0.3 of the right one in the test). "
+        "Eagerly the two conditions agree.",
+    ),
+    Mutant(
         id="shipped/filter-compiled-trajectories-forward",
         file="inference/smc/filter.py",
         find="_, stacked = jax.lax.scan(back, last, jnp.arange(T), reverse=True)",
