@@ -40,11 +40,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,7 @@ __all__ = [
     "enumerate_block",
     "enumerate_paths",
     "compiled_paths",
+    "compiled_programs",
     "compiled_paths_each",
     "check_compiled",
     "check_compiled_each",
@@ -350,7 +352,38 @@ def enumerate_paths(fn: Callable, *args: Any, max_paths: int = 200_000, **kwargs
         >>> [(int(p.value), p.prob) for p in paths]
         [(0, Fraction(1, 2)), (1, Fraction(1, 2))]
     """
+    if _COMPILED:
+        return [
+            Path(cp.compiled, cp.path.log_prob, cp.path.prob, cp.path.draws)
+            for cp in compiled_paths(fn, *args, max_paths=max_paths, **kwargs)
+        ]
     return [p for p, _ in _walk(fn, _Walker(), args, kwargs, max_paths)]
+
+
+_COMPILED: list = []
+
+
+@contextlib.contextmanager
+def compiled_programs() -> Iterator[None]:
+    """Inside this context, :func:`enumerate_paths` (so :func:`enumerate_block` and every law of
+    ``semantics.laws`` built on it) gives each path the output of the *compiled* block.
+
+    Each call runs the block eagerly to find its paths and then ``jax.jit`` of it on each path's
+    outcomes (:func:`compiled_paths`, which also checks that the compiled program makes the same
+    draws with the same probabilities), so an exact law checked inside the context is the law of
+    the program a user runs under ``jit``.  Models are still enumerated eagerly
+    (:func:`enumerate`, :func:`enumerate_traces`: the target measure of a law).  Each call
+    compiles the block once.
+
+    Example:
+        >>> with compiled_programs():
+        ...     laws.invariant(step, model).assert_()
+    """
+    _COMPILED.append(True)
+    try:
+        yield
+    finally:
+        _COMPILED.pop()
 
 
 def _walk(fn: Callable, walker: _Walker, args: tuple, kwargs: dict, max_paths: int) -> list[tuple[Path, list]]:
@@ -719,7 +752,7 @@ def enumerate_traces(model: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, f
         return tr, scorer.prob
 
     out = []
-    for p in enumerate_paths(run):
+    for p, _ in _walk(run, _Walker(), (), {}, 200_000):  # models: always eager
         tr, prob = p.value
         out.append((tr, float(tr.log_density), prob, p))
     return out

@@ -340,3 +340,39 @@ def test_scan_and_switch_compiled_equal_eager():
         pairs.append((E.trace_key(compiled), float(compiled.log_density), None))
     # the compiled program's measure is the model's
     semantics.Measure.from_pairs(pairs).assert_equal(semantics.enumerate(scanned), tol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the laws of semantics.laws, unchanged, on the compiled program
+
+
+@ppl.model
+def pair():
+    a = ppl.sample("a", dist.Bernoulli(probs=0.3))
+    b = ppl.sample("b", dist.Bernoulli(probs=jnp.where(a == 1, 0.8, 0.4)))
+    ppl.sample("y", dist.Bernoulli(probs=jnp.where(a == b, 0.9, 0.2)), obs=1)
+
+
+@pytest.mark.slow
+def test_properly_weighted_and_unbiased_on_the_compiled_init_and_resample():
+    """init from the prior (vmap over particles) and ESS-triggered resampling (lax.cond):
+    inside ``compiled_programs()`` the laws of ``semantics.laws``, unchanged, see the outputs of
+    the jitted block."""
+    N = 2
+
+    def block(key):
+        k1, k2 = jax.random.split(key)
+        p = smc.init(k1, pair, N)
+        p, _ = smc.resample(k2, p, "multinomial", ess_threshold=0.9)
+        return p.states.choices, p.log_weights
+
+    def atoms(out):
+        ch, lw = out
+        return [(Choices({k: int(np.asarray(v)[i]) for k, v in ch.items()}), float(lw[i]) - math.log(N)) for i in range(N)]
+
+    def log_z(out):
+        return float(jax.nn.logsumexp(out[1]) - math.log(N))
+
+    with E.compiled_programs():
+        semantics.laws.properly_weighted(block, pair, atoms=atoms).assert_()
+        semantics.laws.unbiased_evidence(block, pair, log_evidence=log_z).assert_()
