@@ -28,6 +28,20 @@ choices) and weight ``exp(trace.log_density)``: the prior of every latent, the l
 observations and the factors.  Equivalently w = (path probability) × exp(trace.log_likelihood)
 for a model whose latents are all drawn (tests check both agree).
 
+Keys.  The block receives a *guarded* key (:func:`ppl.randomness.guarded_key`): it splits and
+folds like a production key, but ``jax.random`` sampling from it raises
+:class:`ppl.randomness.RandomnessBypassError`, so randomness that bypasses
+``ppl.randomness.draw`` (and would be one fixed value on every path) is an error, not a silent
+pass.
+
+The compiled program.  Under the enumerator blocks take their eager branches (Python ``if``,
+loops over particles and candidates); under ``jit`` they take ``jnp.where``, ``lax.switch``,
+``lax.cond``, ``vmap``, ``lax.scan``.  :func:`compiled_paths` runs ``jax.jit`` of the block on
+every outcome vector of the eager enumeration (each draw fed its value by name and key) and
+checks that it makes the same draws with the same probabilities; :func:`check_compiled`
+compares the outputs too, :func:`enumerate_compiled` gives the law of the compiled program, and
+inside :func:`compiled_programs` every law of ``semantics.laws`` runs on the compiled program.
+
 Example:
     >>> @ppl.model
     ... def coin():
