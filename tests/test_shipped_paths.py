@@ -307,6 +307,43 @@ def test_conditional_smc_compiled_equals_eager():
     E.check_compiled(block, jnp.array([0, 1], dtype=jnp.int32))
 
 
+THETA_EMIT = jnp.array([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.2, 0.8]]])  # [θ, s, y]
+
+
+@ppl.model
+def theta_prior(ys):
+    ppl.sample("theta", dist.Categorical(probs=jnp.array([0.25, 0.75])))
+
+
+@ppl.model
+def theta_flip(tr):
+    ppl.sample("theta", dist.Categorical(probs=jnp.where(tr.choices["theta"] == 0, jnp.array([0.25, 0.75]), jnp.array([0.75, 0.25]))))
+
+
+def _pf_log_evidence(key, theta, ys):
+    def step(prev, y_t):
+        s = ppl.sample("s", dist.Categorical(probs=jnp.array([0.6, 0.4])))
+        ppl.sample("y", dist.Categorical(probs=THETA_EMIT[theta["theta"]][s]), obs=y_t)
+        return s, s
+
+    return smc.particle_filter(key, step, jnp.asarray(-1), ys, 2, scheme="systematic").log_evidence
+
+
+@pytest.mark.slow
+def test_pmmh_compiled_step_equals_eager():
+    """PMMH's own select (jnp.where over (θ, Ẑ)) around a particle filter, from both θ."""
+    ys = jnp.array([1])
+    bound = smc.PMMH(_pf_log_evidence, proposal=theta_flip).bind(theta_prior, (ys,))
+    states = [
+        smc.PMMHState(theta_prior.generate(jax.random.key(0), {"theta": jnp.asarray(th)}, ys)[0], jnp.asarray(math.log(0.3 + 0.2 * th)))
+        for th in (0, 1)
+    ]
+    runs = E.check_compiled_each(lambda key, s: bound.step(key, s), [(s,) for s in states])
+    # the move is a real one: from each θ, some path accepts the other θ
+    for paths in runs:
+        assert len({int(cp.compiled[0].trace.choices["theta"]) for cp in paths}) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # the language: ppl.scan (lax.scan) and ppl.switch (lax.switch) inside a model
 

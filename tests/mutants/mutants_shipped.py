@@ -91,6 +91,15 @@ MUTANTS = [
         "Eagerly the two conditions agree.",
     ),
     Mutant(
+        id="shipped/pmmh-compiled-keeps-old-evidence",
+        file="inference/smc/pmcmc.py",
+        find="    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)",
+        replace="    return jax.tree.map(lambda a, b: jnp.where(pred, a, b) if jnp.ndim(a) or a.dtype != jnp.float64 else b, on_true, on_false)",
+        tests=(SHIPPED + "::test_pmmh_compiled_step_equals_eager",),
+        description="Under jit an accepted PMMH move takes the new θ but keeps the old Ẑ (and the old "
+        "trace's scalar log densities): the kept estimate no longer belongs to the state.",
+    ),
+    Mutant(
         id="shipped/filter-compiled-trajectories-forward",
         file="inference/smc/filter.py",
         find="_, stacked = jax.lax.scan(back, last, jnp.arange(T), reverse=True)",
