@@ -622,12 +622,14 @@ def compiled_paths_each(
 
 
 def _first_difference(a: Any, b: Any, rtol: float, atol: float) -> str | None:
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    if len(la) != len(lb):
-        return f"different structures: {ta} vs {tb}"
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
-    for where, x, y in zip(paths, la, lb):
+    fa = jax.tree_util.tree_flatten_with_path(a)[0]
+    fb = jax.tree_util.tree_flatten_with_path(b)[0]
+    paths = [jax.tree_util.keystr(p) for p, _ in fa]
+    paths_b = [jax.tree_util.keystr(p) for p, _ in fb]
+    if paths != paths_b:
+        only = sorted(set(paths) ^ set(paths_b))
+        return f"different structures (leaves {only[:5]} are in one output only)" if only else "leaves in another order"
+    for where, (_, x), (_, y) in zip(paths, fa, fb):
         x, y = np.asarray(x), np.asarray(y)
         if x.shape != y.shape:
             return f"{where or 'output'}: shape {x.shape} vs {y.shape}"

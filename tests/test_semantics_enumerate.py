@@ -282,7 +282,10 @@ def _branchy(compiled_bug=None):
             c = ppl.randomness.draw(k2, dist.Categorical(probs=probs), name="c").astype(x.dtype)
             return x + (c if compiled_bug != "output" else 2 - c)
 
-        return jax.lax.cond(b == 1, yes, lambda x: x, x), b
+        out = jax.lax.cond(b == 1, yes, lambda x: x, x)
+        if compiled_bug == "structure":
+            return {"x": out}, b
+        return out, b
 
     return block
 
@@ -300,6 +303,7 @@ def test_compiled_path_check_passes_when_both_branches_agree():
     ("output", "output differs"),
     ("probability", "log-probability"),
     ("missing draw", "never made the draw 'c'"),
+    ("structure", "different structures"),
 ])
 def test_compiled_path_check_catches_a_compiled_branch_that_differs(bug, message):
     with pytest.raises(_E.CompiledPathMismatch, match=message):
