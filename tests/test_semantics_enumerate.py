@@ -199,7 +199,7 @@ def test_irrational_parameters_drop_exactness_not_floats():
 
 import importlib  # noqa: E402
 
-from ppl.randomness import RandomnessBypassError, guarded_key  # noqa: E402
+from ppl.randomness import RandomnessBypassError, guarded_key, is_guarded  # noqa: E402
 
 _E = importlib.import_module("semantics.enumerate")
 
@@ -245,6 +245,7 @@ def test_the_same_bypass_is_silent_with_a_plain_key():
 def test_guarded_keys_split_and_fold_like_production_keys():
     """Blocks may split and fold the key: same key data as threefry, and draws still work."""
     g, k = guarded_key(7), jax.random.key(7)
+    assert is_guarded(g) and is_guarded(jax.random.split(g)[1]) and not is_guarded(k)
     for f in (lambda x: jax.random.split(x, 3), lambda x: jax.random.fold_in(x, 11), lambda x: jax.random.split(jax.random.fold_in(x, 2))[1]):
         np.testing.assert_array_equal(np.asarray(jax.random.key_data(f(g))), np.asarray(jax.random.key_data(f(k))))
 
@@ -293,6 +294,7 @@ def _branchy(compiled_bug=None):
 @pytest.mark.exact
 def test_compiled_path_check_passes_when_both_branches_agree():
     paths = _E.check_compiled(_branchy(), jnp.asarray(10, jnp.int32))
+    assert all(isinstance(cp, _E.CompiledPath) for cp in paths)
     assert sorted((int(cp.compiled[0]), cp.path.prob) for cp in paths) == [(10, F(1, 8)), (10, F(3, 4)), (11, F(1, 16)), (12, F(1, 16))]
     m = _E.enumerate_compiled(_branchy(), jnp.asarray(10, jnp.int32), key=lambda out: int(out[0]))
     assert m.exact == {10: F(7, 8), 11: F(1, 16), 12: F(1, 16)}
