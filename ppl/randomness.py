@@ -13,6 +13,13 @@ distribution whose support is the set of outcomes (e.g. an accept step draws
 ``Bernoulli(probs=alpha)``, not a uniform compared with ``alpha``), so that its probabilities are
 known to an interpreter.
 
+Randomness that bypasses :func:`draw` (a direct ``jax.random.normal(key)``, ``d.sample(key)``)
+is invisible to an interpreter.  The exact enumerator therefore hands blocks a *guarded key*
+(:func:`guarded_key`): a typed key of its own PRNG implementation whose ``split`` and
+``fold_in`` are threefry's (so keys derive exactly as in production) but from which no random
+bits can be drawn: any ``jax.random`` sampling from it, or from a key derived from it, raises
+:class:`RandomnessBypassError` (eagerly and under ``jit``/``vmap``/``lax`` loops alike).
+
 Example:
     >>> import jax, ppl
     >>> from ppl import dist
@@ -24,7 +31,18 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Protocol
 
-__all__ = ["draw", "interpreter", "current_interpreter", "requires_eager", "Interpreter"]
+import jax
+
+__all__ = [
+    "draw",
+    "interpreter",
+    "current_interpreter",
+    "requires_eager",
+    "Interpreter",
+    "guarded_key",
+    "is_guarded",
+    "RandomnessBypassError",
+]
 
 
 class Interpreter(Protocol):
@@ -70,3 +88,61 @@ def draw(key: Any, d: Any, sample_shape: tuple = (), name: str | None = None) ->
     if it is not None:
         return it.draw(key, d, tuple(sample_shape), name)
     return d.sample(key, tuple(sample_shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# guarded keys: split and fold_in work, sampling raises
+
+
+class RandomnessBypassError(RuntimeError):
+    """``jax.random`` sampled from a guarded key: a random draw that bypassed :func:`draw`."""
+
+
+def _guarded_bits(keys: Any, bit_width: int, shape: tuple) -> Any:
+    raise RandomnessBypassError(
+        f"a random draw bypassed ppl.randomness.draw: jax.random was asked for {bit_width}-bit "
+        f"random bits of shape {tuple(shape)} from a key handed out by an interpreter (the exact "
+        "enumerator), which would silently make it a fixed, unenumerated value. Draw every random "
+        "quantity of a model or inference block through ppl.randomness.draw(key, distribution, "
+        "name=...) (for a uniform compared with a probability, draw Bernoulli(probs=p) instead); "
+        "splitting and folding the key is fine."
+    )
+
+
+def _make_guarded_impl() -> Any:
+    from jax.extend import random as jxr
+
+    t = jxr.threefry_prng_impl
+    return jxr.define_prng_impl(
+        key_shape=t.key_shape,
+        seed=t.seed,
+        split=t.split,
+        random_bits=_guarded_bits,
+        fold_in=t.fold_in,
+        name="ppl_guarded_threefry",
+        tag="ppl_guarded",
+    )
+
+
+_GUARDED_IMPL = _make_guarded_impl()
+
+
+def guarded_key(seed: int = 0) -> jax.Array:
+    """A typed key that splits and folds like ``jax.random.key(seed)`` but cannot be sampled from.
+
+    Its key data equals ``jax.random.key_data(jax.random.key(seed))`` and every key derived from
+    it by ``jax.random.split``/``fold_in`` has the same data as in production; ``jax.random``
+    sampling from any of them raises :class:`RandomnessBypassError`.
+
+    Example:
+        >>> k1, k2 = jax.random.split(guarded_key(0))           # fine
+        >>> jax.random.normal(k1)                                # doctest: +SKIP
+        RandomnessBypassError: a random draw bypassed ppl.randomness.draw ...
+    """
+    return jax.random.key(seed, impl=_GUARDED_IMPL)
+
+
+def is_guarded(key: Any) -> bool:
+    """Whether `key` is (an array of) guarded keys."""
+    dt = getattr(key, "dtype", None)
+    return dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key) and str(dt) == "key<ppl_guarded>"

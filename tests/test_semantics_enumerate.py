@@ -192,3 +192,143 @@ def test_irrational_parameters_drop_exactness_not_floats():
     assert math.isclose(mu.weight({"x": 1}), 1 / math.pi, rel_tol=1e-14)
     assert semantics.rational(1 / 3) == F(1, 3) and semantics.rational(math.pi) is None
     assert semantics.exact_prob(dist.Binomial(3, probs=0.5), 2) == F(3, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# guarded keys: randomness that bypasses ppl.randomness.draw is an error under the enumerator
+
+import importlib  # noqa: E402
+
+from ppl.randomness import RandomnessBypassError, guarded_key, is_guarded  # noqa: E402
+
+_E = importlib.import_module("semantics.enumerate")
+
+
+def _flip(key):
+    return ppl.randomness.draw(key, dist.Bernoulli(probs=0.25), name="flip")
+
+
+BYPASSES = {
+    "jax.random.normal": lambda key: _flip(key) + jax.random.normal(key),
+    "after split": lambda key: _flip(key) + jax.random.bernoulli(jax.random.split(key)[1], 0.5),
+    "after fold_in, under jit": lambda key: _flip(key) + jax.jit(lambda k: jax.random.uniform(k))(jax.random.fold_in(key, 3)),
+    "under vmap": lambda key: _flip(key) + jax.vmap(lambda k: jax.random.categorical(k, jnp.zeros(3)))(jax.random.split(key, 2)).sum(),
+    "numpyro sample": lambda key: _flip(key) + dist.Normal(0.0, 1.0).sample(key),
+    "jax.random.permutation": lambda key: _flip(key) + jax.random.permutation(key, 3)[0],
+}
+
+
+@pytest.mark.exact
+@pytest.mark.parametrize("name", list(BYPASSES))
+def test_randomness_that_bypasses_draw_raises_under_the_enumerator(name):
+    block = BYPASSES[name]
+    with pytest.raises(RandomnessBypassError, match=r"bypassed ppl\.randomness\.draw.*ppl\.randomness\.draw\(key"):
+        semantics.enumerate_paths(block)
+
+
+@pytest.mark.exact
+def test_the_same_bypass_is_silent_with_a_plain_key():
+    """The twin: with an ordinary key the bypassing block enumerates without complaint, its
+    jax.random value a fixed number on every path (what the guard exists to prevent)."""
+    block = BYPASSES["jax.random.normal"]
+    walker = _E._Walker()
+    with ppl.randomness.interpreter(walker):
+        walker.start()
+        out = block(jax.random.key(0))  # no error: the bypass is invisible
+    assert np.isfinite(float(out))
+    with pytest.raises(RandomnessBypassError):
+        with ppl.randomness.interpreter(_E._Walker()):
+            block(guarded_key(0))
+
+
+@pytest.mark.exact
+def test_guarded_keys_split_and_fold_like_production_keys():
+    """Blocks may split and fold the key: same key data as threefry, and draws still work."""
+    g, k = guarded_key(7), jax.random.key(7)
+    assert is_guarded(g) and is_guarded(jax.random.split(g)[1]) and not is_guarded(k)
+    for f in (lambda x: jax.random.split(x, 3), lambda x: jax.random.fold_in(x, 11), lambda x: jax.random.split(jax.random.fold_in(x, 2))[1]):
+        np.testing.assert_array_equal(np.asarray(jax.random.key_data(f(g))), np.asarray(jax.random.key_data(f(k))))
+
+    def block(key):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
+        return _flip(k1) + 2 * ppl.randomness.draw(k2, dist.Bernoulli(probs=0.5), name="b")
+
+    m = semantics.enumerate_block(block)
+    assert m.exact == {0: F(3, 8), 1: F(1, 8), 2: F(3, 8), 3: F(1, 8)}
+    # a model with latent choices enumerates as before (its draws go through draw)
+    assert semantics.enumerate(coin).exact_total_mass() == F(9, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled-path check catches each way a compiled branch can differ from the eager one
+
+
+def _branchy(compiled_bug=None):
+    """A block with an eager branch and a compiled one, like select/mixture/resample."""
+
+    def block(key, x):
+        k1, k2 = jax.random.split(key)
+        b = ppl.randomness.draw(k1, dist.Bernoulli(probs=0.25), name="b")
+        probs = jnp.array([0.5, 0.25, 0.25])
+        if ppl.randomness.requires_eager():
+            if bool(b):
+                c = ppl.randomness.draw(k2, dist.Categorical(probs=probs), name="c")
+                return x + c.astype(x.dtype), b
+            return x, b
+        if compiled_bug == "probability":
+            probs = jnp.array([0.25, 0.5, 0.25])
+        if compiled_bug == "missing draw":
+            return jnp.where(b == 1, x + 1, x), b
+        def yes(x):
+            c = ppl.randomness.draw(k2, dist.Categorical(probs=probs), name="c").astype(x.dtype)
+            return x + (c if compiled_bug != "output" else 2 - c)
+
+        out = jax.lax.cond(b == 1, yes, lambda x: x, x)
+        if compiled_bug == "structure":
+            return {"x": out}, b
+        return out, b
+
+    return block
+
+
+@pytest.mark.exact
+def test_compiled_path_check_passes_when_both_branches_agree():
+    paths = _E.check_compiled(_branchy(), jnp.asarray(10, jnp.int32))
+    assert all(isinstance(cp, _E.CompiledPath) for cp in paths)
+    assert sorted((int(cp.compiled[0]), cp.path.prob) for cp in paths) == [(10, F(1, 8)), (10, F(3, 4)), (11, F(1, 16)), (12, F(1, 16))]
+    m = _E.enumerate_compiled(_branchy(), jnp.asarray(10, jnp.int32), key=lambda out: int(out[0]))
+    assert m.exact == {10: F(7, 8), 11: F(1, 16), 12: F(1, 16)}
+
+
+@pytest.mark.exact
+@pytest.mark.parametrize("bug,message", [
+    ("output", "output differs"),
+    ("probability", "log-probability"),
+    ("missing draw", "never made the draw 'c'"),
+    ("structure", "different structures"),
+])
+def test_compiled_path_check_catches_a_compiled_branch_that_differs(bug, message):
+    with pytest.raises(_E.CompiledPathMismatch, match=message):
+        _E.check_compiled(_branchy(bug), jnp.asarray(10, jnp.int32))
+
+
+@pytest.mark.exact
+def test_compiled_path_check_feeds_per_particle_draws_under_vmap_and_scan():
+    """Each vmapped particle and each lax.scan step reads its own outcome (by its key)."""
+
+    def block(key):
+        keys = jax.random.split(key, 3)
+        one = lambda k: ppl.randomness.draw(k, dist.Bernoulli(probs=0.5), name="p")  # noqa: E731
+        if ppl.randomness.requires_eager():
+            xs = jnp.stack([one(k) for k in keys])
+            tot = 0
+            for k in keys:
+                tot = 2 * tot + one(jax.random.fold_in(k, 1))
+        else:
+            xs = jax.vmap(one)(keys)
+            tot, _ = jax.lax.scan(lambda t, k: (2 * t + one(jax.random.fold_in(k, 1)), None), 0, keys)
+        return xs, tot
+
+    paths = _E.check_compiled(block)
+    assert len(paths) == 64
+    assert len({(tuple(np.asarray(cp.compiled[0])), int(cp.compiled[1])) for cp in paths}) == 64

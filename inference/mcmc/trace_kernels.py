@@ -177,7 +177,7 @@ class _BoundMH(_BoundTraceKernel):
                 )
         # `update` scores removed sites by their prior (as if the reverse move redrew them from
         # it); a removed site that the reverse proposal samples is scored by q instead.
-        w = w - _removed_and_reproposed(tr, new, rev, proposed)
+        w = w - _removed_and_reproposed(tr, new, rev, fwd)
         log_alpha = self.kernel.log_accept_ratio(w, rev.log_density, fwd.log_density)
         acc, p = metropolis_accept(k_acc, log_alpha)
         return TraceState(select(acc, new, tr)), _trace_info(p, acc)
@@ -189,13 +189,18 @@ def _active(tr: Trace, a: str) -> jax.Array:
     return jnp.asarray(tr.active.get(a, True))
 
 
-def _removed_and_reproposed(old: Trace, new: Trace, rev: Trace, proposed: dict) -> jax.Array:
-    """Σ prior log density (in `old`) of the sites that `new` no longer has and `rev` samples."""
+def _removed_and_reproposed(old: Trace, new: Trace, rev: Trace, fwd: Trace) -> jax.Array:
+    """Σ prior log density (in `old`) of the sites that `new` no longer has and `rev` samples.
+
+    A site the forward proposal sampled is not "removed" (its new value was proposed), but only
+    where the proposal actually sampled it: under ``jit`` a proposal with ``ppl.cond`` has every
+    branch's sites in ``fwd.latent``, the untaken ones inactive.
+    """
     total = jnp.zeros(())
     for a in rev.latent:
-        if a in proposed or a not in old.latent:
+        if a not in old.latent:
             continue
-        mask = _active(old, a) & ~_active(new, a) & _active(rev, a)
+        mask = _active(old, a) & ~_active(new, a) & _active(rev, a) & ~_active(fwd, a)
         total = total + jnp.where(mask, jnp.sum(old.log_probs[a]), 0.0)
     return total
 
