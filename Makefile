@@ -13,7 +13,7 @@ export PIP_NO_INPUT := 1
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: FORCE all venv demo test test-fast mutants docs serve-docs bench clean distclean
+.PHONY: FORCE all venv demo test test-fast test-shuffled mutants docs serve-docs bench clean distclean
 
 all: test
 
@@ -37,11 +37,17 @@ $(STAMP): pyproject.toml constraints.txt $(PKG_LIST)
 demo: venv
 	$(PY) examples/quickstart.py
 
+# The suite in file order (what CI runs). Plain `pytest` shuffles (pytest-randomly); the suite
+# must pass both ways: `make test-shuffled SEED=<n>` repeats one shuffled order.
+SEED         ?= 20261202
 test: venv
-	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -q -p no:randomly $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -n 2 -q -m "not slow and not statistical" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -q -p no:randomly -m "not slow and not statistical" $(PYTEST_ARGS)
+
+test-shuffled: venv
+	$(PY) -m pytest -n 2 -q --randomly-seed=$(SEED) $(PYTEST_ARGS)
 
 # Mutation testing (on demand, not in CI): plant each catalogued bug, run the tests that must
 # catch it, report the score. MUTANTS_ARGS="--only mcmc/" runs a subset.

@@ -4,7 +4,9 @@
   :class:`GridMeasure` for quadrature with an error bound.
 * :func:`enumerate` — the exact measure of a model with finite discrete choices;
   :func:`enumerate_block` — the distribution of an *inference block's* output over its own
-  randomness (the shipped block runs under the exact enumerator).
+  randomness (the shipped block runs under the exact enumerator; a ``jax.random`` draw that
+  bypasses ``ppl.randomness.draw`` raises); :func:`check_compiled` — the jitted block, run on
+  every outcome vector of that enumeration, makes the same draws and returns the same outputs.
 * :func:`integrate` — the measure of a model with 1–3 continuous latent dimensions by quadrature.
 * :mod:`semantics.oracles` — conjugate posteriors and evidences, Kalman filter, HMM forward.
 * :mod:`semantics.laws` — the laws every inference block is checked against.
@@ -26,8 +28,12 @@ from __future__ import annotations
 
 from . import laws, oracles, stats
 from .enumerate import (
+    CompiledPathMismatch,
     NotEnumerableError,
     Path,
+    check_compiled,
+    compiled_paths,
+    compiled_programs,
     enumerate,
     enumerate_block,
     enumerate_paths,
@@ -65,6 +71,10 @@ __all__ = [
     "enumerate_block",
     "enumerate_paths",
     "enumerate_traces",
+    "compiled_paths",
+    "compiled_programs",
+    "check_compiled",
+    "CompiledPathMismatch",
     "trace_key",
     "exact_prob",
     "rational",

@@ -73,6 +73,18 @@ def references(source: str) -> set[tuple[int, str]]:
                         continue
                 alias[a.asname or a.name] = obj
                 out.add((id(obj), a.name))
+        elif (  # E = importlib.import_module("semantics.enumerate"): a module a function shadows
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr == "import_module"
+            and node.value.args
+            and isinstance(node.value.args[0], ast.Constant)
+            and str(node.value.args[0].value).split(".")[0] in PACKAGES
+        ):
+            alias[node.targets[0].id] = importlib.import_module(node.value.args[0].value)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             chain, v = [], node

@@ -135,6 +135,18 @@ def test_every_scheme_has_mean_offspring_n_w(name):
     np.testing.assert_allclose(np.asarray(d.mean_offspring()), [1.8, 0.2, 1.2, 0.8], atol=1e-12)
 
 
+def test_scheme_classes_are_the_registered_schemes_and_resample_with_them():
+    """``smc.Multinomial`` etc. are what ``resample(..., scheme=<name>)`` uses: passing the class
+    or its name gives the same ancestors on the same key."""
+    p = smc.Particles(jnp.arange(4.0), jnp.log(jnp.array([0.45, 0.05, 0.3, 0.2])), jnp.arange(4))
+    for name, cls in [("multinomial", smc.Multinomial), ("systematic", smc.Systematic),
+                      ("stratified", smc.Stratified), ("residual", smc.Residual)]:
+        assert smc.resampling.SCHEMES[name] is cls
+        by_cls, _ = smc.resample(jax.random.key(7), p, cls)
+        by_name, _ = smc.resample(jax.random.key(7), p, name)
+        np.testing.assert_array_equal(np.asarray(by_cls.ancestors), np.asarray(by_name.ancestors))
+
+
 def test_residual_scheme_by_hand():
     """N = 3, W = (0.5, 0.3, 0.2): N W = (1.5, 0.9, 0.6), one deterministic copy of particle 0,
     then R = 2 i.i.d. draws from the residuals (0.5, 0.9, 0.6) / 2."""

@@ -22,9 +22,7 @@ level would have meant anything.)
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +37,12 @@ from semantics import oracles
 from semantics.stats import chi2_test, z_test
 
 from _budget import BUDGET
+from _data import load_json
 from _smc_plant import plant
 
 pytestmark = [pytest.mark.statistical, pytest.mark.slow]
 
-# the data sets live beside the checkout (../shared/data), never at an absolute path
-NILE = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "nile.json").read_text())
+NILE = load_json("nile.json")
 
 #: the t-test on Ẑ/Z runs at this fraction of its declared level (skewness margin, see above)
 SKEW_MARGIN = 4.0
