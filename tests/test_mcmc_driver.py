@@ -80,9 +80,13 @@ def test_first_run_compiles_two_programs_init_and_chunk():
             ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
 
     jax.block_until_ready(Y)
+    # the key is made outside the count: jax.random.key compiles two small programs of its own
+    # the first time (jit(stage), _threefry_seed), so counting it made this test pass only after
+    # another test had made a key (it failed when run alone)
+    key = jax.block_until_ready(jax.random.key(0))
     with CompileCounter() as c:
-        mcmc.sample(jax.random.key(0), mcmc.NUTS(), fresh, Y, num_warmup=20, num_samples=20, num_chains=2, progress=False)
-    assert c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
+        mcmc.sample(key, mcmc.NUTS(), fresh, Y, num_warmup=20, num_samples=20, num_chains=2, progress=False)
+    assert 0 < c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
 
 
 @dataclasses.dataclass(frozen=True)
