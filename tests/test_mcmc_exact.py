@@ -230,3 +230,14 @@ def test_regenerate_and_gibbs_on_random_chains(p1, q, obs):
 
     for kern, block in ((mcmc.Regenerate("a"), "a"), (mcmc.Gibbs("b"), "b")):
         laws.detailed_balance(stepper(kern, chain), chain, moves=block).assert_()
+
+
+def test_mixture_matrix_is_the_weighted_sum_of_its_parts():
+    """A mixture's transition matrix is Σ w_i K_i exactly (each part's matrix from its own run):
+    weights swapped or misread change it, though every mixture stays invariant."""
+    parts = [mcmc.Regenerate("z1"), mcmc.Gibbs("c"), mcmc.MH(flip_z1)]
+    w = [0.5, 0.3, 0.2]
+    K_mix = laws.transition_matrix(stepper(mcmc.mixture(parts, w), net), net)
+    Ks = [laws.transition_matrix(stepper(p, net), net) for p in parts]
+    assert all(k.states == K_mix.states for k in Ks)
+    np.testing.assert_allclose(K_mix.K, sum(wi * k.K for wi, k in zip(w, Ks)), rtol=0, atol=1e-14)
