@@ -66,6 +66,7 @@ class GibbsFromPrior(mcmc.Regenerate):
         return B(self, model, args, kwargs)
 
 
+@pytest.mark.exact
 def test_block_gibbs_of_trace_kernels_is_invariant_exactly():
     kern = mcmc.block_gibbs(mcmc.Gibbs("z1"), mcmc.MH(_flip_z2))
     # c is not updated by this sweep: irreducible on the block (z1, z2)
@@ -136,6 +137,7 @@ M, SWEEPS = 4000, 5
 ALPHA = BUDGET.level("mcmc/blocks_invariance")
 
 
+@pytest.mark.exact
 def test_closed_form_matches_quadrature():
     g = semantics.integrate(outliers, Y, bounds={"mu": (-12.0, 12.0)}).normalize()
     assert abs(g.mean("mu") - MU_MEAN) < 1e-8

@@ -20,6 +20,8 @@ from inference.mcmc.trace_kernels import TraceState, _BoundRegenerate
 from ppl import dist
 from semantics import laws
 
+pytestmark = [pytest.mark.exact]
+
 # ---------------------------------------------------------------------------------------------
 # models
 

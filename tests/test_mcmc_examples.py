@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.mark.parametrize("script", ["mcmc_gibbs_mixture.py", "mcmc_custom_proposal.py"])
 def test_example_runs(script: str) -> None:

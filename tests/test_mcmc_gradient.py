@@ -17,8 +17,8 @@ its Hastings term, HMC accepting with half the energy error, and our NUTS tree w
 progressive-sampling weight of the new doubling inflated by 1.5 (``nuts._merge_probability``).
 
 The chains must also *move* (invariance alone holds for a kernel that never moves): the fraction
-of chains whose final draw differs from their start must exceed 0.2 (each kernel's is above 0.5;
-Hoeffding bounds the false alarm by exp(−2M(0.5 − 0.2)²), declared as ``mcmc/gradient_moves``).
+of chains whose final draw differs from their start must exceed 0.2 (each kernel's is above 0.4;
+Hoeffding bounds the false alarm by exp(−2M(0.4 − 0.2)²), declared as ``mcmc/gradient_moves``).
 The exact checks of the accept/reject logic on given proposals are in test_mcmc_accept_exact.py.
 """
 
@@ -51,9 +51,10 @@ ALPHA = BUDGET.level("mcmc/gradient_invariance")
 EFFECT = 0.06
 M, STEPS = sample_size(EFFECT, sd=1.0, alpha=ALPHA, power=0.999), 3
 MOVED_MIN = 0.2
-# a right kernel here moves more than half of the chains (measured: 0.55 to 0.95); Hoeffding then
-# bounds P(moved fraction <= MOVED_MIN) by exp(-2M(0.5 - MOVED_MIN)^2), within the declared level
-assert math.exp(-2 * M * (0.5 - MOVED_MIN) ** 2) <= BUDGET.level("mcmc/gradient_moves")
+# a right kernel here moves at least 0.4 of the chains (measured: HMC 0.45, MALA 0.53, RWM 0.59,
+# NUTS 0.9998); Hoeffding then bounds P(moved fraction <= MOVED_MIN) by exp(-2M(0.4 - MOVED_MIN)^2),
+# within the declared level
+assert math.exp(-2 * M * (0.4 - MOVED_MIN) ** 2) <= BUDGET.level("mcmc/gradient_moves")
 
 
 @ppl.model

@@ -17,6 +17,7 @@ from ppl import dist
 from tests._multidevice import run_on_devices
 
 
+@pytest.mark.slow
 def test_nuts_chains_sharded_over_eight_devices_equal_unsharded():
     out = run_on_devices(
         """

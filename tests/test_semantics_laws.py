@@ -17,6 +17,8 @@ from ppl import dist
 from semantics import laws
 from semantics import strategies as S
 
+pytestmark = [pytest.mark.exact]
+
 
 @ppl.model
 def net(n):
