@@ -283,9 +283,9 @@ def moves_problems(tm: TransitionMatrix, moves: Any = "irreducible") -> list[str
     ``moves``:
 
     - ``"irreducible"`` (the default of the MCMC laws): every state of the support reaches every
-      other with positive probability in some number of steps.  With π K = π this is what
-      makes the chain converge to π (its only invariant law), and it rejects the identity
-      kernel and any kernel that never leaves a state;
+      other with positive probability in some number of steps.  With π K = π this makes π the
+      chain's unique invariant law (so its ergodic averages converge to π-expectations), and
+      it rejects the identity kernel and any kernel that never leaves a state;
     - a sequence of addresses (or one address), for a kernel that legitimately updates only
       that *block* (a single-site Gibbs or MH move): the kernel never changes the other
       addresses, and among the states that agree outside the block it is irreducible;
