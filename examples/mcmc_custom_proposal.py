@@ -87,7 +87,7 @@ def main() -> None:
     mcse = np.sqrt(p_sick * (1 - p_sick) / ess)
     print(f"P(sick | positive test): exact {p_sick:.4f}   MH + Gibbs {sick.mean():.4f} ± {mcse:.4f} (ESS {ess:.0f})")
     print("acceptance rate of the proposal:", np.round(run.diagnostics["accept_prob"], 3))
-    assert abs(sick.mean() - p_sick) < 5 * mcse
+    assert abs(sick.mean() - p_sick) < 6 * mcse  # 6 MCSE: a false alarm of 2e-9
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ declare("mcmc/blocks_invariance", 4, note="test_mcmc_blocks: 4 statistics of NUT
 declare("mcmc/driver_regenerate_jit", note="test_mcmc_driver: exact binomial test of P(k = 1) over 4000 independent chains")
 declare("mcmc/sbc", 2, note="test_mcmc_sbc: chi2 on SBC ranks of NUTS, mu and sigma")
 declare("mcmc/nuts_divergent_sanity", alpha=1e-30, note="test_mcmc_nuts: 0.05 < divergent fraction < 0.95 over 2000 draws, true rate 0.81 (Hoeffding 1e-34)")
+declare("mcmc/examples_mcse", 2, z=6.0, note="examples/mcmc_*.py (run by test_mcmc_examples): |estimate - exact| < 6 MCSE")
 declare("mcmc/gradient_moves", 4, alpha=1e-300, note="test_mcmc_gradient: moved fraction > 0.2 with M ~ 22 000 chains whose true rate is >= 0.4 (HMC 0.45); Hoeffding exp(-2M 0.2^2) < 1e-300")
 
 

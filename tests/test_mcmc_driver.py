@@ -129,6 +129,7 @@ def test_draws_do_not_depend_on_the_chunk_size():
     assert a.warmup_info["accepted"].shape == (2, 23) and a.info["accepted"].shape == (2, 31)
 
 
+@pytest.mark.slow
 def test_one_program_equals_separate_warmup_and_sampling_scans():
     # the chunk switches adaptation with a traced flag; it must equal warmup_step then step
     kern, nw, ns, chains = mcmc.NUTS(), 30, 12, 2
