@@ -65,12 +65,13 @@ def main() -> None:
 
     # 1. exact checks of the proposal (transition matrices on the 6 traces of the model)
     good, bad = mcmc.MH(flip_sick), MHForgetsHastings(flip_sick)
-    print("MH(flip_sick), invariance:     ", laws.invariant(step_of(good), disease))
-    print("MH(flip_sick), detailed balance:", laws.detailed_balance(step_of(good), disease))
-    print("forgets Hastings, invariance:   ", laws.invariant(step_of(bad), disease))
-    laws.invariant(step_of(good), disease).assert_()
-    laws.detailed_balance(step_of(good), disease).assert_()
-    assert not laws.invariant(step_of(bad), disease).ok, "the planted bug must be caught"
+    # (MH(flip_sick) updates only "sick": the laws check it is irreducible on that block)
+    print("MH(flip_sick), invariance:     ", laws.invariant(step_of(good), disease, moves="sick"))
+    print("MH(flip_sick), detailed balance:", laws.detailed_balance(step_of(good), disease, moves="sick"))
+    print("forgets Hastings, invariance:   ", laws.invariant(step_of(bad), disease, moves="sick"))
+    laws.invariant(step_of(good), disease, moves="sick").assert_()
+    laws.detailed_balance(step_of(good), disease, moves="sick").assert_()
+    assert not laws.invariant(step_of(bad), disease, moves="sick").ok, "the planted bug must be caught"
 
     # a sweep with exact Gibbs on the other site is invariant too
     sweep = mcmc.block_gibbs(good, mcmc.Gibbs("severity"))
@@ -86,7 +87,7 @@ def main() -> None:
     mcse = np.sqrt(p_sick * (1 - p_sick) / ess)
     print(f"P(sick | positive test): exact {p_sick:.4f}   MH + Gibbs {sick.mean():.4f} ± {mcse:.4f} (ESS {ess:.0f})")
     print("acceptance rate of the proposal:", np.round(run.diagnostics["accept_prob"], 3))
-    assert abs(sick.mean() - p_sick) < 5 * mcse
+    assert abs(sick.mean() - p_sick) < 6 * mcse  # 6 MCSE: a false alarm of 2e-9
 
 
 if __name__ == "__main__":

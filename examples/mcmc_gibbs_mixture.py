@@ -57,7 +57,7 @@ def main() -> None:
     print(f"E[mu]: exact {e_mu:.3f}   NUTS-within-Gibbs {mu.mean():.3f} ± {mcse:.3f} (MCSE, ESS {ess:.0f})")
     for i, p in enumerate(p_out):
         print(f"P(point {i} is an outlier): exact {p:.3f}   sampled {float(run.samples['z'][..., i].mean()):.3f}")
-    assert abs(mu.mean() - e_mu) < 5 * mcse, (mu.mean(), e_mu, mcse)
+    assert abs(mu.mean() - e_mu) < 6 * mcse, (mu.mean(), e_mu, mcse)  # 6 MCSE: a false alarm of 2e-9
     assert float(mcmc.r_hat(mu)) < 1.05
 
 

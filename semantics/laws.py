@@ -13,8 +13,8 @@ raises :class:`LawViolation` with the message, and every law has an ``assert_<la
 Laws:
     properly_weighted   E[Σ_i w_i δ_{x_i}] = μ                  (importance sampling, SMC)
     unbiased_evidence   E[Ẑ] / Z = 1                             (tested on Ẑ/Z, never log Ẑ)
-    invariant           π K = π                                  (MCMC kernels)
-    detailed_balance    π(x) K(x, y) = π(y) K(y, x)              (reversible MCMC kernels)
+    invariant           π K = π, and K moves (irreducible)       (MCMC kernels)
+    detailed_balance    π(x) K(x, y) = π(y) K(y, x), K moves     (reversible MCMC kernels)
     unbiased_gradient   E[ĝ] = ∇ objective                       (VI gradient estimators)
     surgery_commutes    μ_do(model, x) = truncated factorisation (interventions)
 
@@ -46,6 +46,7 @@ __all__ = [
     "unbiased_evidence",
     "transition_matrix",
     "TransitionMatrix",
+    "moves_problems",
     "invariant",
     "detailed_balance",
     "unbiased_gradient",
@@ -238,16 +239,106 @@ def transition_matrix(kernel: Callable, model: Any, *args: Any, state_key: Calla
     return TransitionMatrix(states, pi, K, escaped)
 
 
+def _reach(adj: np.ndarray, start: int) -> np.ndarray:
+    """Boolean vector of the states reachable from `start` along edges adj[i, j] (itself included)."""
+    seen = np.zeros(len(adj), bool)
+    seen[start] = True
+    frontier = [start]
+    while frontier:
+        nxt = np.flatnonzero(adj[frontier].any(axis=0) & ~seen)
+        seen[nxt] = True
+        frontier = list(nxt)
+    return seen
+
+
+def _names(states: list, idx: Any, limit: int = 4) -> str:
+    idx = list(idx)
+    shown = ", ".join(repr(states[i]) for i in idx[:limit])
+    return shown + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
+
+
+def _irreducible_problems(states: list, adj: np.ndarray, members: list[int], what: str) -> list[str]:
+    """Why the chain restricted to `members` is not irreducible (empty when it is)."""
+    if len(members) < 2:
+        return []
+    sub = adj[np.ix_(members, members)]
+    out = []
+    stuck = [members[k] for k in range(len(members)) if not np.any(np.delete(sub[k], k))]
+    if stuck:
+        out.append(f"{what}the kernel never leaves {_names(states, stuck)}")
+    fwd = _reach(sub, 0)
+    bwd = _reach(sub.T, 0)
+    if not fwd.all():
+        out.append(f"{what}from {states[members[0]]!r} the chain never reaches "
+                   f"{_names(states, [members[k] for k in np.flatnonzero(~fwd)])}")
+    if not bwd.all():
+        out.append(f"{what}{_names(states, [members[k] for k in np.flatnonzero(~bwd)])} never reach "
+                   f"{states[members[0]]!r}")
+    return out
+
+
+def moves_problems(tm: TransitionMatrix, moves: Any = "irreducible") -> list[str]:
+    """Why the kernel with matrix ``tm`` does not move as ``moves`` demands (empty when it does).
+
+    ``moves``:
+
+    - ``"irreducible"`` (the default of the MCMC laws): every state of the support reaches every
+      other with positive probability in some number of steps.  With π K = π this makes π the
+      chain's unique invariant law (so its ergodic averages converge to π-expectations), and
+      it rejects the identity kernel and any kernel that never leaves a state;
+    - a sequence of addresses (or one address), for a kernel that legitimately updates only
+      that *block* (a single-site Gibbs or MH move): the kernel never changes the other
+      addresses, and among the states that agree outside the block it is irreducible;
+    - ``"some"``: the kernel leaves at least one state with positive probability (K ≠ I);
+    - ``None``: no check (a kernel that may legitimately stay put, e.g. on a one-state block).
+    """
+    if moves is None:
+        return []
+    states = tm.states
+    adj = tm.K > 0
+    n = len(states)
+    off = adj & ~np.eye(n, dtype=bool)
+    if isinstance(moves, str) and moves == "some":
+        return [] if n < 2 or off.any() else [f"the kernel never leaves any of the {n} states (K is the identity)"]
+    if isinstance(moves, str) and moves == "irreducible":
+        return _irreducible_problems(states, adj, list(range(n)), "not irreducible: ")
+    block = [moves] if isinstance(moves, str) else list(moves)
+    if not block or not all(isinstance(a, str) for a in block):
+        raise ValueError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
+    if not all(isinstance(s, Mapping) for s in states):
+        raise ValueError("moves=<addresses> needs states that are choice maps (no state_key)")
+    rest = [Choices(s).drop(block) if not isinstance(s, Choices) else s.drop(block) for s in states]
+    problems = []
+    outside = [(i, j) for i, j in zip(*np.nonzero(off)) if rest[i] != rest[j]]
+    if outside:
+        i, j = outside[0]
+        problems.append(f"the kernel of block {block} changed other addresses: {states[i]!r} -> {states[j]!r}")
+    classes: dict = {}
+    for i, r in enumerate(rest):
+        classes.setdefault(r, []).append(i)
+    for members in classes.values():
+        problems += _irreducible_problems(states, adj, members, f"not irreducible on block {block}: ")
+    return problems
+
+
 def _worst(vec: np.ndarray, states: list, label: str, limit: int = 5) -> str:
     order = np.argsort(-np.abs(vec))[:limit]
     return "\n".join(f"  {label} {states[i]!r}: {vec[i]:+.3g}" for i in order if vec[i] != 0)
 
 
-def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, **kwargs: Any) -> LawResult:
-    """Check π K = π exactly: the MCMC kernel leaves the model's normalised measure invariant.
+def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, moves: Any = "irreducible", **kwargs: Any) -> LawResult:
+    """Check π K = π exactly, and that the kernel moves: it leaves the model's normalised
+    measure invariant and (by default) is irreducible on its support.
 
     `kernel(key, trace) -> trace` is one step of the shipped kernel targeting `model` (run with
     `args`); its accept/reject and proposals must draw through ``ppl.randomness.draw``.
+
+    π K = π alone holds for the identity kernel, so the law also checks that the kernel moves
+    (``moves``, see :func:`moves_problems`): ``"irreducible"`` (default: π-invariant and
+    irreducible, so the chain converges to π), a sequence of addresses for a kernel that
+    updates only that block (irreducible within the block, other addresses unchanged),
+    ``"some"`` (K ≠ I) or ``None`` (no check).  The message names the states that cannot be
+    left or reached.
 
     Example:
         >>> def mh(key, tr):
@@ -268,14 +359,17 @@ def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, **kw
         problems.append(f"rows of K do not sum to 1 (max error {np.max(np.abs(rows - 1)):.3g})")
     if np.max(np.abs(err)) > tol:
         problems.append(f"πK ≠ π (max |πK − π| = {np.max(np.abs(err)):.3g}):\n" + _worst(err, tm.states, "πK − π at"))
+    problems += moves_problems(tm, moves)
     details = {"matrix": tm, "max_error": float(np.max(np.abs(err))) if len(err) else 0.0}
     if problems:
         return LawResult("invariant", False, "; ".join(problems), details)
-    return LawResult("invariant", True, f"πK = π on {len(tm.states)} states (max error {details['max_error']:.3g})", details)
+    return LawResult("invariant", True, f"πK = π on {len(tm.states)} states (max error {details['max_error']:.3g}); {_moves_word(moves)}", details)
 
 
-def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, **kwargs: Any) -> LawResult:
-    """Check π(x) K(x, y) = π(y) K(y, x) for all states: the kernel is reversible w.r.t. π.
+def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, moves: Any = "irreducible", **kwargs: Any) -> LawResult:
+    """Check π(x) K(x, y) = π(y) K(y, x) for all states: the kernel is reversible w.r.t. π;
+    and that it moves, as in :func:`invariant` (``moves``: ``"irreducible"`` by default, a block
+    of addresses, ``"some"`` or ``None``).
 
     Example:
         >>> detailed_balance(mh, model).ok
@@ -286,16 +380,29 @@ def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-1
     err = flow - flow.T
     m = float(np.max(np.abs(err))) if err.size else 0.0
     details = {"matrix": tm, "max_error": m}
-    if tm.escaped or m > tol:
-        i, j = np.unravel_index(np.argmax(np.abs(err)), err.shape)
-        msg = (
-            f"π(x)K(x,y) ≠ π(y)K(y,x): max difference {m:.3g} at x={tm.states[i]!r}, "
-            f"y={tm.states[j]!r} ({flow[i, j]:.17g} vs {flow[j, i]:.17g})"
-        )
+    stuck = moves_problems(tm, moves)
+    if tm.escaped or m > tol or stuck:
+        parts = []
+        if m > tol:
+            i, j = np.unravel_index(np.argmax(np.abs(err)), err.shape)
+            parts.append(
+                f"π(x)K(x,y) ≠ π(y)K(y,x): max difference {m:.3g} at x={tm.states[i]!r}, "
+                f"y={tm.states[j]!r} ({flow[i, j]:.17g} vs {flow[j, i]:.17g})"
+            )
         if tm.escaped:
-            msg += f"; the kernel moved outside the support, e.g. to {tm.escaped[0][1]!r}"
-        return LawResult("detailed_balance", False, msg, details)
-    return LawResult("detailed_balance", True, f"detailed balance holds on {len(tm.states)} states (max error {m:.3g})", details)
+            parts.append(f"the kernel moved outside the support, e.g. to {tm.escaped[0][1]!r}")
+        return LawResult("detailed_balance", False, "; ".join(parts + stuck), details)
+    return LawResult("detailed_balance", True, f"detailed balance holds on {len(tm.states)} states (max error {m:.3g}); {_moves_word(moves)}", details)
+
+
+def _moves_word(moves: Any) -> str:
+    if moves is None:
+        return "moves not checked"
+    if moves == "irreducible":
+        return "the kernel is irreducible"
+    if moves == "some":
+        return "the kernel moves (K ≠ I)"
+    return f"the kernel is irreducible on block {[moves] if isinstance(moves, str) else list(moves)}"
 
 
 # ---------------------------------------------------------------------------------------------

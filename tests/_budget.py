@@ -33,6 +33,19 @@ declare("mcmc/diagnostics_ar1_ess", 2, z=6.0,
         note="test_mcmc_diagnostics: bulk and tail ESS of AR(1) chains against their closed forms; "
              "|ratio - 1| < 6 sd + bias, sd measured over 200 seeds")
 
+declare("mcmc/gradient_invariance", 16, note="test_mcmc_gradient: 4 exact-null statistics x 4 kernels (RWM, MALA, HMC, NUTS) from exact draws")
+declare("mcmc/nuts_law", 4, note="test_mcmc_nuts: chi2 homogeneity of our NUTS tree vs NumPyro's build_tree, 4 cases")
+declare("mcmc/nuts_stan_restart", note="test_mcmc_nuts: posterior mean with step_size_restart='search', sd from ESS")
+declare("mcmc/reference_means", 21, alpha=1e-9, note="test_mcmc_reference: posteriordb means, 10 + 3 + 8 parameters")
+declare("mcmc/reference_sds", 21, alpha=1e-9, note="test_mcmc_reference: posteriordb sds (delta-method se from the draws' kurtosis)")
+declare("mcmc/reference_rhat", 21, alpha=1e-9, note="test_mcmc_reference: R-hat <= 1 + 31/ESS (chi2_7 approximation of split R-hat)")
+declare("mcmc/sharding_draws", 2, alpha=1e-9, note="test_mcmc_sharding: mean and sd of a million RWM draws of N(0, 1), se from the ESS")
+declare("mcmc/blocks_invariance", 4, note="test_mcmc_blocks: 4 statistics of NUTS-within-Gibbs from exact draws")
+declare("mcmc/driver_regenerate_jit", note="test_mcmc_driver: exact binomial test of P(k = 1) over 4000 independent chains")
+declare("mcmc/sbc", 2, note="test_mcmc_sbc: chi2 on SBC ranks of NUTS, mu and sigma")
+declare("mcmc/nuts_divergent_sanity", alpha=1e-30, note="test_mcmc_nuts: 0.05 < divergent fraction < 0.95 over 2000 draws, true rate 0.81 (Hoeffding 1e-34)")
+declare("mcmc/examples_mcse", 2, z=6.0, note="examples/mcmc_*.py (run by test_mcmc_examples): |estimate - exact| < 6 MCSE")
+declare("mcmc/gradient_moves", 4, alpha=1e-300, note="test_mcmc_gradient: moved fraction > 0.2 with M ~ 22 000 chains whose true rate is >= 0.4 (HMC 0.45); Hoeffding exp(-2M 0.2^2) < 1e-300")
 
 
 # ---------------------------------------------------------------------------------------------

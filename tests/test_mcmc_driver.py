@@ -58,8 +58,13 @@ def nuts_run():
 
 
 def test_second_run_and_resume_compile_nothing(nuts_run):
-    run, first_compiles = nuts_run
-    assert first_compiles > 0  # the counter does see compilations
+    run, _ = nuts_run
+    # the counter does see compilations: a new function always compiles.  (Not the fixture's own
+    # count: when the module's tests are interleaved with others, pytest may set the fixture up
+    # again, and its program is then in the cache: a count of 0 that says nothing wrong.)
+    with CompileCounter() as probe:
+        jax.block_until_ready(jax.jit(lambda x: x * 2.5 + 1.0)(jnp.ones(7)))
+    assert probe.n > 0
     y2 = jax.block_until_ready(Y + 1.0)  # new data, same shapes
     with CompileCounter() as c:
         run2 = mcmc.sample(jax.random.key(1), mcmc.NUTS(), normal_mean, y2, num_warmup=60, num_samples=40, num_chains=3, progress=False)
@@ -80,9 +85,13 @@ def test_first_run_compiles_two_programs_init_and_chunk():
             ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
 
     jax.block_until_ready(Y)
+    # the key is made outside the count: jax.random.key compiles two small programs of its own
+    # the first time (jit(stage), _threefry_seed), so counting it made this test pass only after
+    # another test had made a key (it failed when run alone)
+    key = jax.block_until_ready(jax.random.key(0))
     with CompileCounter() as c:
-        mcmc.sample(jax.random.key(0), mcmc.NUTS(), fresh, Y, num_warmup=20, num_samples=20, num_chains=2, progress=False)
-    assert c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
+        mcmc.sample(key, mcmc.NUTS(), fresh, Y, num_warmup=20, num_samples=20, num_chains=2, progress=False)
+    assert 0 < c.n <= 2, f"{c.n} compilations for a first run (expected init + chunk)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +134,7 @@ def test_draws_do_not_depend_on_the_chunk_size():
     assert a.warmup_info["accepted"].shape == (2, 23) and a.info["accepted"].shape == (2, 31)
 
 
+@pytest.mark.slow
 def test_one_program_equals_separate_warmup_and_sampling_scans():
     # the chunk switches adaptation with a traced flag; it must equal warmup_step then step
     kern, nw, ns, chains = mcmc.NUTS(), 30, 12, 2
@@ -338,13 +348,20 @@ def _p_k1(kernel) -> float:
     return float(np.mean(np.asarray(run.samples["k"])[:, -1]))
 
 
+@pytest.mark.statistical
 def test_regenerate_under_jit_matches_exact_posterior_and_twin_fails():
+    """The 4000 chains' last draws are independent (after 40 steps of a finite chain, close to
+    the posterior): an exact binomial test of #{k = 1} at the declared level; the twin fails it."""
+    from scipy import stats
+
+    from _budget import BUDGET
+
+    alpha = BUDGET.level("mcmc/driver_regenerate_jit")
     p = semantics.enumerate(switching).expectation(lambda atom: float(atom["k"] == 1))
-    se = np.sqrt(p * (1 - p) / 4000)  # the 4000 chains' last draws are independent
     est = _p_k1(mcmc.cycle(mcmc.Regenerate("k"), mcmc.Regenerate(("a", "b"))))
-    assert abs(est - p) / se < 5, (est, p)
+    assert stats.binomtest(round(est * 4000), 4000, p).pvalue >= alpha, (est, p)
     bug = _p_k1(RegenerateWrongSize("k"))
-    assert abs(bug - p) / se > 5, (bug, p)
+    assert stats.binomtest(round(bug * 4000), 4000, p).pvalue < alpha, (bug, p)
 
 
 # -- save / load ------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from inference.mcmc.trace_kernels import TraceState, _BoundRegenerate
 from ppl import dist
 from semantics import laws
 
+pytestmark = [pytest.mark.exact]
+
 # ---------------------------------------------------------------------------------------------
 # models
 
@@ -46,9 +48,11 @@ def switching():
     ppl.sample("y", dist.Bernoulli(probs=p), obs=1)
 
 
-def assert_invariant_and_reversible(f, model):
-    """pi K = pi (semantics.laws.invariant) and pi(x)K(x,y) = pi(y)K(y,x), from one matrix."""
-    res = laws.invariant(f, model)
+def assert_invariant_and_reversible(f, model, moves="irreducible"):
+    """pi K = pi (semantics.laws.invariant, which also checks that the kernel moves: irreducible,
+    or irreducible on the block ``moves`` it updates) and pi(x)K(x,y) = pi(y)K(y,x), from one
+    matrix."""
+    res = laws.invariant(f, model, moves=moves)
     res.assert_()
     tm = res.details["matrix"]
     flow = tm.pi[:, None] * tm.K
@@ -127,25 +131,28 @@ class GibbsFromPrior(mcmc.Regenerate):
 
 
 @pytest.mark.parametrize(
-    "kernel",
+    "kernel,block",
     [
-        mcmc.Regenerate("z1"),
-        mcmc.Regenerate(("z2", "c")),
-        mcmc.Gibbs("z2"),
-        mcmc.Gibbs("c"),
-        mcmc.MH(flip_z1),
-        mcmc.mixture([mcmc.Regenerate("z1"), mcmc.Gibbs("c"), mcmc.MH(flip_z1)], [0.5, 0.25, 0.25]),
+        (mcmc.Regenerate("z1"), "z1"),
+        (mcmc.Regenerate(("z2", "c")), ("z2", "c")),
+        (mcmc.Gibbs("z2"), "z2"),
+        (mcmc.Gibbs("c"), "c"),
+        (mcmc.MH(flip_z1), "z1"),
+        (mcmc.mixture([mcmc.Regenerate("z1"), mcmc.Gibbs("c"), mcmc.MH(flip_z1), mcmc.Gibbs("z2")], [0.4, 0.2, 0.2, 0.2]), "irreducible"),
     ],
     ids=["regen-z1", "regen-z2c", "gibbs-z2", "gibbs-c", "mh-flip", "mixture"],
 )
-def test_reversible_kernels_on_bayes_net(kernel):
-    assert_invariant_and_reversible(stepper(kernel, net), net)
+def test_reversible_kernels_on_bayes_net(kernel, block):
+    """A single-site kernel is checked irreducible on its block (it updates only those
+    addresses: the opt-out of semantics.laws); the mixture of moves on every site is checked
+    irreducible on the whole support."""
+    assert_invariant_and_reversible(stepper(kernel, net), net, moves=block)
 
 
 def test_gibbs_on_z1_changes_children_distribution_exactly():
     # z1 is a parent of z2 and c: its full conditional involves both children.
     f = stepper(mcmc.Gibbs("z1"), net)
-    res = laws.detailed_balance(f, net)
+    res = laws.detailed_balance(f, net, moves="z1")
     res.assert_()
     K = res.details["matrix"].K
     # a Gibbs step on z1 only moves between states that agree on z2 and c
@@ -155,9 +162,15 @@ def test_gibbs_on_z1_changes_children_distribution_exactly():
                 assert s["z2"] == t["z2"] and s["c"] == t["c"]
 
 
+@pytest.mark.slow
 def test_cycle_is_invariant():
-    kern = mcmc.cycle(mcmc.Gibbs("z1"), mcmc.Regenerate("z2"))
+    kern = mcmc.cycle(mcmc.Gibbs("z1"), mcmc.Regenerate("z2"), mcmc.Gibbs("c"))
     laws.invariant(stepper(kern, net), net).assert_()
+    # a cycle that never updates c is invariant but reducible: the law says so, and it is
+    # irreducible on its block (z1, z2)
+    part = laws.invariant(stepper(mcmc.cycle(mcmc.Gibbs("z1"), mcmc.Regenerate("z2")), net), net)
+    assert not part.ok and "never reaches" in part.message and part.details["max_error"] < 1e-12
+    assert laws.moves_problems(part.details["matrix"], ("z1", "z2")) == []
 
 
 @pytest.mark.parametrize(
@@ -219,5 +232,16 @@ def test_regenerate_and_gibbs_on_random_chains(p1, q, obs):
         b = ppl.sample("b", dist.Bernoulli(probs=jnp.where(a == 1, q[0], q[1])))
         ppl.sample("o", dist.Bernoulli(probs=jnp.where(a == b, 0.75, 0.25)), obs=int(obs))
 
-    for kern in (mcmc.Regenerate("a"), mcmc.Gibbs("b")):
-        laws.detailed_balance(stepper(kern, chain), chain).assert_()
+    for kern, block in ((mcmc.Regenerate("a"), "a"), (mcmc.Gibbs("b"), "b")):
+        laws.detailed_balance(stepper(kern, chain), chain, moves=block).assert_()
+
+
+def test_mixture_matrix_is_the_weighted_sum_of_its_parts():
+    """A mixture's transition matrix is Σ w_i K_i exactly (each part's matrix from its own run):
+    weights swapped or misread change it, though every mixture stays invariant."""
+    parts = [mcmc.Regenerate("z1"), mcmc.Gibbs("c"), mcmc.MH(flip_z1)]
+    w = [0.5, 0.3, 0.2]
+    K_mix = laws.transition_matrix(stepper(mcmc.mixture(parts, w), net), net)
+    Ks = [laws.transition_matrix(stepper(p, net), net) for p in parts]
+    assert all(k.states == K_mix.states for k in Ks)
+    np.testing.assert_allclose(K_mix.K, sum(wi * k.K for wi, k in zip(w, Ks)), rtol=0, atol=1e-14)

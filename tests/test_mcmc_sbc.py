@@ -5,7 +5,7 @@ S = 600 simulations draws (mu, sigma, y) from the prior predictive and runs one 
 its y (warmup 200 steps with step-size and mass-matrix adaptation, then 19 draws thinned by 4);
 the simulations run vectorised, as 600 chains of one compiled program.  When NUTS samples the
 posterior, the rank of the true value among the 19 draws is uniform on {0..19}; a χ² test on 4
-rank bins at the suite's per-test level (semantics.stats.BUDGET) checks it, for mu and for sigma.
+rank bins at the declared level ``mcmc/sbc`` (tests/_budget.py, 2 decisions) checks it, for mu and for sigma.
 
 The planted-bug twin forgets the log-Jacobian of sigma's exp transform (it samples p(sigma | y)
 / sigma) and must fail the same check on sigma with the same seed.
@@ -18,11 +18,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 import ppl
 from inference import mcmc
 from ppl import dist
 from semantics import stats
+from _budget import BUDGET
+
+pytestmark = [pytest.mark.statistical, pytest.mark.slow]
 
 N_OBS, S, L, THIN, WARMUP, BINS = 3, 600, 19, 4, 200, 4
 
@@ -79,6 +83,7 @@ def run_sbc(kernel, q: int, seed: int = 11):
         num_draws=L,
         seed=seed,
         bins=BINS,
+        alpha=BUDGET.level("mcmc/sbc"),
     )
 
 

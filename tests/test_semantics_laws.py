@@ -17,6 +17,8 @@ from ppl import dist
 from semantics import laws
 from semantics import strategies as S
 
+pytestmark = [pytest.mark.exact]
+
 
 @ppl.model
 def net(n):
@@ -111,11 +113,15 @@ def test_generate_properly_weighted_on_generated_models(spec):
 
 @pytest.mark.parametrize("address", ["z", "b"])
 def test_mh_is_invariant_and_reversible(address):
-    r = laws.invariant(mh(net, address), net, 2)
+    # a single-site MH kernel updates only its block: irreducible within it
+    r = laws.invariant(mh(net, address), net, 2, moves=address)
     assert r.ok, r.message
     tm = r.details["matrix"]
     assert len(tm.states) == 6 and abs(tm.pi.sum() - 1) < 1e-14
-    laws.assert_detailed_balance(mh(net, address), net, 2)
+    laws.assert_detailed_balance(mh(net, address), net, 2, moves=address)
+    # ... and not irreducible on the whole support, which the default check says
+    r = laws.invariant(mh(net, address), net, 2)
+    assert not r.ok and "not irreducible" in r.message
 
 
 def test_mh_without_hastings_correction_is_rejected():
@@ -138,7 +144,7 @@ def test_mh_invariant_on_bayes_nets(spec, data):
     address = data.draw(st.sampled_from(spec.latent)) if spec.latent else None
     if address is None:
         return
-    laws.assert_invariant(mh(spec.model, address), spec.model)
+    laws.assert_invariant(mh(spec.model, address), spec.model, moves=address)
 
 
 @given(S.dynamic_models())
@@ -146,8 +152,12 @@ def test_mh_invariant_on_bayes_nets(spec, data):
 def test_mh_invariant_when_addresses_change(spec):
     """Regenerating the switch site moves between executions with different sets of addresses."""
     first = "n" if spec.kind == "random_components" else "b"
-    laws.assert_invariant(mh(spec.model, first), spec.model, *spec.args)
-    laws.assert_detailed_balance(mh(spec.model, first), spec.model, *spec.args)
+    # regenerating the switch site never changes the sites both branches share (so the kernel
+    # is reducible, and the sites it does change depend on the branch): the laws check that it
+    # moves at all (moves="some"), unless the switch site has one value (one component)
+    moves = None if spec.kind == "random_components" and len(spec.params["pn"]) == 1 else "some"
+    laws.assert_invariant(mh(spec.model, first), spec.model, *spec.args, moves=moves)
+    laws.assert_detailed_balance(mh(spec.model, first), spec.model, *spec.args, moves=moves)
 
 
 # -- gradients ------------------------------------------------------------------------------------
@@ -198,3 +208,47 @@ def test_do_implemented_as_condition_is_rejected():
     assert not r.ok and "truncated factorisation" in r.message
     assert laws.surgery_commutes(net, {"z": 1}, 2).ok
     assert laws.surgery_commutes(net, {"b": 0, "z": 2}, 2).ok
+
+
+# -- the laws reject kernels that do not move ------------------------------------------------------
+
+
+def _never_moves(key, tr):
+    """The identity kernel: πI = π, so invariance alone would accept it."""
+    return tr
+
+
+def test_identity_kernel_fails_the_laws():
+    for law in (laws.invariant, laws.detailed_balance):
+        r = law(_never_moves, net, 2)
+        assert not r.ok and "never leaves" in r.message, r.message
+        assert not law(_never_moves, net, 2, moves="some").ok
+        assert not law(_never_moves, net, 2, moves="z").ok
+        assert law(_never_moves, net, 2, moves=None).ok  # the opt-out, for what it is worth
+
+
+def test_kernel_that_never_leaves_one_state_fails_the_laws():
+    def stuck(key, tr):  # π-invariant: Metropolis between z = 0 and z = 1, and z = 2 never moves
+        return tr if int(tr.choices["z"]) == 2 else _mh_among_01(key, tr)
+
+    assert laws.invariant(stuck, net, 2, moves=None).ok  # πK = π holds
+    assert laws.invariant(stuck, net, 2, moves="some").ok  # and it moves somewhere
+    for law in (laws.invariant, laws.detailed_balance):
+        r = law(stuck, net, 2, moves="z")
+        assert not r.ok and "never leaves" in r.message and "'z': 2" in r.message, r.message
+        assert not law(stuck, net, 2).ok
+
+
+def _mh_among_01(key, tr):
+    """Metropolis between z = 0 and z = 1 (b fixed), through ppl.randomness: π-invariant."""
+    k1, k2 = jax.random.split(key)
+    z = int(tr.choices["z"])
+    new, _ = net.generate(k1, {"z": 1 - z, "b": tr.choices["b"]}, 2)
+    log_w = new.log_density - tr.log_density
+    accept = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(log_w))))
+    return new if accept else tr
+
+
+def test_block_option_rejects_a_kernel_that_changes_other_addresses():
+    r = laws.invariant(mh(net, "b"), net, 2, moves="z")
+    assert not r.ok and "changed other addresses" in r.message

@@ -1,0 +1,123 @@
+"""Planted bugs in inference/mcmc/: kernels, their accept rules, our NUTS tree, adaptation and the
+combinators (the diagnostics' mutants live with the diagnostics' tests)."""
+
+from catalogue import Mutant
+
+ACCEPT = "tests/test_mcmc_accept_exact.py"
+EXACT = "tests/test_mcmc_exact.py"
+NUTS_LAW = "tests/test_mcmc_nuts.py::test_nuts_trajectory_has_numpyros_law"
+
+MUTANTS = [
+    Mutant(
+        id="mcmc/mala-half-hastings",
+        file="inference/mcmc/gradient.py",
+        find="        return log_target_ratio + log_q_reverse - log_q_forward",
+        replace="        return log_target_ratio + 0.5 * (log_q_reverse - log_q_forward)",
+        tests=(ACCEPT,),
+        description="MALA accepts with half of its Hastings term log q(x|x') − log q(x'|x).",
+    ),
+    Mutant(
+        id="mcmc/nan-ratio-accepted",
+        file="inference/mcmc/_base.py",
+        find="log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)",
+        replace="log_alpha = jnp.where(jnp.isnan(log_alpha), jnp.inf, log_alpha)",
+        tests=(f"{ACCEPT}::test_a_nan_potential_is_rejected",),
+        description="A NaN log acceptance ratio (a proposal where the density is NaN) is accepted instead of rejected.",
+    ),
+    Mutant(
+        id="mcmc/hmc-nan-energy-accepted",
+        file="inference/mcmc/gradient.py",
+        find="delta = jnp.where(jnp.isnan(h1), jnp.inf, h1 - h0)",
+        replace="delta = jnp.where(jnp.isnan(h1), -jnp.inf, h1 - h0)",
+        tests=(f"{ACCEPT}::test_a_nan_potential_is_rejected",),
+        description="HMC treats a NaN energy at the end of the trajectory as an energy gain (accepted).",
+    ),
+    Mutant(
+        id="mcmc/hmc-final-energy-old-momentum",
+        file="inference/mcmc/gradient.py",
+        find="h1 = z1.potential_energy + K(a.inverse_mass_matrix, z1.r)",
+        replace="h1 = z1.potential_energy + K(a.inverse_mass_matrix, r)",
+        tests=(ACCEPT,),
+        description="HMC's final energy uses the initial momentum (accepts on the potential change only).",
+    ),
+    Mutant(
+        id="mcmc/mala-logq-mass-matrix-not-inverted",
+        file="inference/mcmc/gradient.py",
+        find="return -0.5 * jnp.sum(d * d / A) / eps**2",
+        replace="return -0.5 * jnp.sum(d * d * A) / eps**2",
+        tests=(ACCEPT,),
+        description="MALA's proposal density uses A instead of A⁻¹ (diagonal inverse mass matrix).",
+    ),
+    Mutant(
+        id="mcmc/mala-drift-half",
+        file="inference/mcmc/gradient.py",
+        find="x_new = state.x - 0.5 * eps**2 * drift + eps * _scaled_noise(a, xi)",
+        replace="x_new = state.x - 0.25 * eps**2 * drift + eps * _scaled_noise(a, xi)",
+        tests=(ACCEPT,),
+        description="MALA proposes with half the Langevin drift, but scores q with the full drift.",
+    ),
+    Mutant(
+        id="mcmc/nuts-merge-weight",
+        file="inference/mcmc/nuts.py",
+        find="return jnp.minimum(1.0, jnp.exp(w_new - w_old))",
+        replace="return jnp.minimum(1.0, jnp.exp(w_new - w_old + 0.3))",
+        tests=(NUTS_LAW,),
+        description="NUTS's biased progressive sampling moves to the new doubling with weight 1.35 W_new / W_old.",
+    ),
+    Mutant(
+        id="mcmc/nuts-leaf-sampling-old-weight",
+        file="inference/mcmc/nuts.py",
+        find="take = first | (u_leaf < jnp.exp(w1 - sw))",
+        replace="take = first | (u_leaf < jnp.exp(w1 - S[_SUB_W]))",
+        tests=(NUTS_LAW,),
+        description="NUTS's uniform progressive sampling inside a doubling divides by the sub-tree's old weight, not the new total.",
+    ),
+    Mutant(
+        id="mcmc/nuts-checkpoint-off-by-one",
+        file="inference/mcmc/nuts.py",
+        find="return hi - trailing_ones + 1, hi",
+        replace="return hi - trailing_ones + 2, hi",
+        tests=("tests/test_mcmc_nuts.py::test_checkpoint_range_is_the_subtrees_ending_at_each_leaf", NUTS_LAW),
+        description="NUTS skips the U-turn check of the smallest sub-tree ending at a leaf.",
+    ),
+    Mutant(
+        id="mcmc/mh-half-hastings",
+        file="inference/mcmc/trace_kernels.py",
+        find="        return update_weight + log_q_reverse - log_q_forward",
+        replace="        return update_weight + 0.5 * (log_q_reverse - log_q_forward)",
+        tests=(EXACT,),
+        description="MH with a model as proposal accepts with half its Hastings term.",
+    ),
+    Mutant(
+        id="mcmc/gibbs-tempered-conditional",
+        file="inference/mcmc/trace_kernels.py",
+        find='i = randomness.draw(k_draw, dist.Categorical(logits=lps), (), f"mcmc/gibbs/{a}")',
+        replace='i = randomness.draw(k_draw, dist.Categorical(logits=0.9 * lps), (), f"mcmc/gibbs/{a}")',
+        tests=(EXACT,),
+        description="Gibbs draws from the full conditional raised to the power 0.9.",
+    ),
+    Mutant(
+        id="mcmc/mixture-weights-reversed",
+        file="inference/mcmc/combinators.py",
+        find="dist.Categorical(probs=jnp.asarray(self.probs))",
+        replace="dist.Categorical(probs=jnp.asarray(self.probs[::-1]))",
+        tests=(f"{EXACT}::test_mixture_matrix_is_the_weighted_sum_of_its_parts",),
+        description="A mixture picks its kernels with the weights in reverse order (still invariant, not the mixture asked for).",
+    ),
+    Mutant(
+        id="mcmc/cycle-skips-last-kernel",
+        file="inference/mcmc/combinators.py",
+        find="for i, (p, k) in enumerate(zip(self.parts, split(key, len(self.parts)))):",
+        replace="for i, (p, k) in enumerate(zip(self.parts[:-1], split(key, len(self.parts)))):",
+        tests=(f"{EXACT}::test_cycle_is_invariant",),
+        description="A cycle never applies its last kernel (invariant, but reducible: the law's moves check catches it).",
+    ),
+    Mutant(
+        id="mcmc/dual-averaging-target",
+        file="inference/mcmc/gradient.py",
+        find="ss_state = self.ss_update(self.target_accept_prob - accept_prob, state.ss_state)",
+        replace="ss_state = self.ss_update(0.9 * self.target_accept_prob - accept_prob, state.ss_state)",
+        tests=("tests/test_mcmc_nuts.py::test_window_adapter_makes_numpyros_updates",),
+        description="Dual averaging targets 0.9 of the requested acceptance probability.",
+    ),
+]
