@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ from scipy import stats as st
 
 import ppl
 from _budget import BUDGET
+from _data import data_path
 from inference import mcmc
 from ppl import dist
 
@@ -43,7 +43,7 @@ Z_SD = st.norm.isf(BUDGET.level("mcmc/reference_sds") / 2)
 #: R̂ ≤ 1 + RHAT_SLOPE / ESS_bulk (see the module docstring); the χ²₇ quantile at the budgeted level
 RHAT_SLOPE = 4 * st.chi2.isf(BUDGET.level("mcmc/reference_rhat"), 7) / 7
 
-PDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "posteriordb"
+PDB = data_path("posteriordb")
 
 
 def posterior(name: str) -> tuple[dict, dict]:
