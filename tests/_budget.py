@@ -39,6 +39,8 @@ declare("semantics/stats_helpers", 4, note="check_mean, check_frequencies, two S
 # ---------------------------------------------------------------------------------------------
 # vi (tests/test_vi_*.py)
 
+declare("vi/gaussian_estimators", 22, note="test_vi_gaussian: t-test per gradient component, 3 Normal-Normal cases x 2 + 4 mixed cases x 4")
+declare("vi/gaussian_elbo_value", 1, note="test_vi_gaussian: the ELBO estimate's mean against its closed form")
 
 
 # ---------------------------------------------------------------------------------------------
