@@ -46,6 +46,9 @@ declare("vi/gaussian_elbo_value", 1, note="test_vi_gaussian: the ELBO estimate's
 # ---------------------------------------------------------------------------------------------
 # causal (tests/test_causal_*.py)
 
+declare("causal/continuous_do_mean", 1, note="test_causal_surgery: mean of y | do(x = 3) from the sampler, z-test with known sd")
+declare("causal/bayes_effect_covers_truth", 1, note="test_causal_bayes: posterior mean of the effect within z posterior sd of the truth")
+declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bayesian front-door estimate within z posterior sd of the truth")
 
 
 # ---------------------------------------------------------------------------------------------

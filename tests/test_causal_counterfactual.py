@@ -16,6 +16,8 @@ from inference import causal
 from inference.causal import laws, testing
 from ppl import dist
 
+pytestmark = [pytest.mark.exact]
+
 TOL = 1e-10
 P_ORDER, P_NERVES = 0.6, 0.1
 EXO = {"exogenous": True}
