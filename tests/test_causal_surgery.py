@@ -307,6 +307,11 @@ def _check_do_against_reference(spec, cut, surgery_fn=causal.surgery):
 def test_do_surgery_and_query_equal_a_plain_enumerator(sc):
     spec, cut = sc
     assert _check_do_against_reference(spec, cut) <= TOL
+    # the cut boxes lose every input wire (the drawn diagram shows the cut), and nothing else changes
+    d = causal.diagram(testing.build(spec))
+    cutd = causal.surgery(d, cut)
+    assert not [w for w in cutd.wires if w.dst in cut]
+    assert {(w.src, w.dst) for w in cutd.wires} == {(w.src, w.dst) for w in d.wires if w.dst not in cut}
 
 
 def _surgery_keeping_one_wire(d, cut):

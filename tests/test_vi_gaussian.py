@@ -107,13 +107,21 @@ def check_unbiased(draws, truth, name=""):
 NN_CASES = [{"z": "reparam"}, {"z": "reinforce"}, {"z": "mvd"}]
 
 
+def nn_draws(strategies):
+    """Draws for a Normal-Normal case: MVD's location gradient has sd ≈ 1.5 per draw; enough
+    draws to see a 4.5% error in its constant 1/(σ√(2π)) (0.04 on a gradient of 0.9)."""
+    if strategies["z"] == "mvd":
+        return stats.sample_size(0.04, sd=1.5, alpha=BUDGET.level("vi/gaussian_estimators"))
+    return N_DRAWS
+
+
 @pytest.mark.statistical
 @pytest.mark.parametrize("strategies", NN_CASES, ids=lambda s: s["z"])
 def test_normal_normal_estimators_are_unbiased(strategies):
     obj = vi.elbo(nn_model, nn_guide).with_strategies(strategies)
     u = obj.init_params(jax.random.key(0), X)
     truth = jax.grad(nn_elbo)(u)
-    assert not check_unbiased(gradient_draws(obj, u), truth, f"nn-{strategies['z']}")
+    assert not check_unbiased(gradient_draws(obj, u, n=nn_draws(strategies)), truth, f"nn-{strategies['z']}")
 
 
 MIXED_CASES = [
@@ -213,7 +221,7 @@ def test_planted_twin_of_each_case_is_rejected(kind, strategies, plant, monkeypa
     if kind == "nn":
         obj = vi.elbo(nn_model, nn_guide).with_strategies(strategies)
         u = obj.init_params(jax.random.key(0), X)
-        draws, truth = gradient_draws(obj, u), jax.grad(nn_elbo)(u)
+        draws, truth = gradient_draws(obj, u, n=nn_draws(strategies)), jax.grad(nn_elbo)(u)
     else:
         obj = vi.elbo(mixed_model, mixed_guide).with_strategies(strategies)
         u = obj.init_params(jax.random.key(0), X)
