@@ -357,3 +357,25 @@ def test_planted_surgery_keeping_one_incoming_wire_fails_against_the_reference()
     d = causal.diagram(model)
     assert _check_do_against_reference(spec, cut, surgery_fn=lambda dd, c: _surgery_keeping_one_wire(d, c)) > 1e-3
     assert _check_do_against_reference(spec, cut, surgery_fn=lambda dd, c: _surgery_as_condition(d, c)) > 1e-3
+
+
+@settings(max_examples=6)
+@given(spec_two_cuts())
+def test_composed_and_repeated_cuts_equal_a_plain_enumerator(sc):
+    """The laws of cuts compare surgery with surgery; here each side meets the reference."""
+    spec, a, b = sc
+    d = causal.diagram(testing.build(spec))
+    both = {**a, **b}
+    for cut in (causal.surgery(causal.surgery(d, a), b), causal.surgery(causal.surgery(d, b), a), causal.surgery(d, both)):
+        assert _distance_to_reference(causal.interpret(cut), spec, both) <= TOL
+    assert _distance_to_reference(causal.interpret(causal.surgery(causal.surgery(d, a), a)), spec, a) <= TOL
+    # a cut on a root is conditioning on it: the reference conditional, from the plain joint
+    names, cards, parents, _ = spec
+    root = names[0]
+    cutj = causal.interpret(causal.surgery(d, {root: 0})).normalized()
+    for on in names[1:]:
+        want = testing.spec_query(spec, on, given={root: 0})
+        np.testing.assert_allclose(np.asarray(cutj.marginal([on]).table), want, atol=TOL)
+    # planted: a second cut that forgets the first is caught by the reference
+    bad = _surgery_forgetting_earlier_cuts(causal.surgery(d, a), b)
+    assert _distance_to_reference(causal.interpret(bad), spec, both) > TOL
