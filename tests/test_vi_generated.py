@@ -10,8 +10,11 @@ Gauss–Hermite rule integrates it exactly.  So the law ``unbiased_gradient`` is
 equality: the *shipped* estimator runs under an interpreter that enumerates the finite draws
 (``semantics``' walker) and answers each Normal draw with the Gauss–Hermite nodes, and E[ĝ] is
 compared with ``jax.grad`` of the exact ELBO, summed independently from the guide's and model's
-``log_density`` (no VI code).  The planted bug (a score-function site without its score term)
-fails on the same kind of model.
+``log_density`` (no VI code).  The test is parametrised over the four strategies (one site,
+chosen by hypothesis, uses the strategy; 4 examples each), so every strategy is drawn under the
+derandomised ci profile.  A planted twin per strategy (reparam with the location detached, enum
+weights without their gradient, MVD constants 0.9 c, a score term without gradient) fails the
+same check on a fixed small case.
 """
 
 from __future__ import annotations
