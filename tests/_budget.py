@@ -68,11 +68,16 @@ declare("smc/sharded_evidence", 1, note="E[Ẑ/Z] = 1 with the particles split o
 # ---------------------------------------------------------------------------------------------
 # vi (tests/test_vi_*.py)
 
+declare("vi/gaussian_estimators", 22, note="test_vi_gaussian: t-test per gradient component, 3 Normal-Normal cases x 2 + 4 mixed cases x 4")
+declare("vi/gaussian_elbo_value", 1, note="test_vi_gaussian: the ELBO estimate's mean against its closed form")
 
 
 # ---------------------------------------------------------------------------------------------
 # causal (tests/test_causal_*.py)
 
+declare("causal/continuous_do_mean", 1, note="test_causal_surgery: mean of y | do(x = 3) from the sampler, z-test with known sd")
+declare("causal/bayes_effect_covers_truth", 1, note="test_causal_bayes: posterior mean of the effect within z posterior sd of the truth")
+declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bayesian front-door estimate within z posterior sd of the truth")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ import ppl
 from inference import causal
 from inference.causal import laws, testing
 from ppl import dist
+
+pytestmark = [pytest.mark.exact]
 
 TOL = 1e-10
 P_ORDER, P_NERVES = 0.6, 0.1
@@ -175,3 +179,86 @@ def test_counterfactual_laws_on_random_scms(sq):
     evidence = {n: int(vals[n]["value"]) for n in ev_sites}
     laws.counterfactual_sound(model, evidence, do, [y]).assert_()
     laws.counterfactual_consistent(model, evidence, [y]).assert_()
+
+
+# ---------------------------------------------------------------------------------------------
+# references that share no code with the code under test
+
+
+def _abduction_on_first_evidence_only(model, *args, evidence, do, query, exogenous=None, **kwargs):
+    """Planted bug: abduction conditions on the first evidence site only."""
+    first = dict(list(evidence.items())[:1])
+    return causal.counterfactual(model, *args, evidence=first, do=do, query=query, exogenous=exogenous, **kwargs)
+
+
+def _table(cf):
+    return {k: v for k, v in laws._joint_as_dict(cf).items() if v > 0}
+
+
+def _close(got: dict, want: dict) -> bool:
+    return all(abs(got.get(k, 0.0) - float(want.get(k, 0))) <= 1e-12 for k in set(got) | set(want))
+
+
+def test_consistency_and_twin_network_against_hand_computed_fractions():
+    """Abduction, action and prediction by hand, in exact fractions."""
+    p, q = Fraction(3, 5), Fraction(1, 10)  # P_ORDER, P_NERVES
+    assert float(p) == P_ORDER and float(q) == P_NERVES
+    # firing squad, seeing a = 1: the worlds (order, nerves) with order or nerves
+    post_order = p / (p + (1 - p) * q)  # = 15/16
+    assert post_order == Fraction(15, 16)
+    # consistency: do(a = 1) where a = 1 was seen changes nothing: b = order
+    got = _table(causal.counterfactual(firing_squad, evidence={"a": 1}, do={"a": 1}, query="b"))
+    assert _close(got, {(1,): post_order, (0,): 1 - post_order})
+    laws.counterfactual_consistent(firing_squad, {"a": 1}, ["b"]).assert_()
+    # y = (x + uy) mod 3, ux ~ Bernoulli(3/10), uy ~ (1/2, 1/5, 3/10); seeing y = 2
+    pux, puy = Fraction(3, 10), [Fraction(1, 2), Fraction(1, 5), Fraction(3, 10)]
+    w0, w1 = (1 - pux) * puy[2], pux * puy[1]  # (x = 0, uy = 2), (x = 1, uy = 1)
+    assert w1 / (w0 + w1) == Fraction(2, 9)
+    # consistency: do(y = 2) leaves the posterior of x as it is
+    got = _table(causal.counterfactual(xor_scm, evidence={"y": 2}, do={"y": 2}, query="x"))
+    assert _close(got, {(0,): Fraction(7, 9), (1,): Fraction(2, 9)})
+    laws.counterfactual_consistent(xor_scm, {"y": 2}, ["x"]).assert_()
+    # the twin network: had x been 1, y = (1 + uy) mod 3 in each abducted world
+    got = _table(causal.counterfactual(xor_scm, evidence={"y": 2}, do={"x": 1}, query=["y", "factual/x"]))
+    want = {(0, 0): Fraction(7, 9), (2, 1): Fraction(2, 9)}
+    assert _close(got, want)
+    # seeing x = 1 and y = 2 pins uy = 1: had x been 0, y = 1 surely
+    ev = {"x": 1, "y": 2}
+    assert _close(_table(causal.counterfactual(xor_scm, evidence=ev, do={"x": 0}, query="y")), {(1,): 1})
+    # planted: abduction on the first evidence site only (x = 1: uy keeps its prior)
+    bad = _table(_abduction_on_first_evidence_only(xor_scm, evidence=ev, do={"x": 0}, query="y"))
+    assert not _close(bad, {(1,): 1})
+    assert not laws.counterfactual_sound(xor_scm, ev, {"x": 0}, ["y"], counterfactual_fn=_abduction_on_first_evidence_only).ok
+
+
+def _cf_error(spec, evidence, do, query, fn=causal.counterfactual):
+    got = _table(fn(testing.build_scm(spec), evidence=evidence, do=do, query=query))
+    want = testing.scm_counterfactual(spec, evidence, do, query)
+    return max(abs(got.get(k, 0.0) - want.get(k, 0.0)) for k in set(got) | set(want))
+
+
+@settings(max_examples=8)
+@given(scm_query())
+def test_counterfactuals_equal_a_plain_abduction_action_prediction(sq):
+    spec, world, ev_sites, do, y = sq
+    vals = testing._scm_solve(spec, {n: world[f"u_{n}"] for n in spec[0]}, world.get("c"), {})
+    evidence = {n: vals[n] for n in ev_sites}
+    assert _cf_error(spec, evidence, do, [y, f"factual/{y}"]) <= TOL
+    # consistency: do(evidence site = its observed value) gives the factual posterior
+    for n, v in evidence.items():
+        if n != y:
+            assert _cf_error(spec, evidence, {n: v}, [y]) <= TOL
+            assert max(
+                abs(a - b)
+                for a, b in zip(
+                    [testing.scm_counterfactual(spec, evidence, {n: v}, [y]).get((k,), 0.0) for k in range(spec[1][y])],
+                    [testing.scm_counterfactual(spec, evidence, {}, [y]).get((k,), 0.0) for k in range(spec[1][y])],
+                )
+            ) <= TOL
+    # planted bug: skipping abduction is caught by the reference whenever the evidence is
+    # informative about the query
+    with_ev = testing.scm_counterfactual(spec, evidence, do, [y])
+    without = testing.scm_counterfactual(spec, {}, do, [y])
+    if max(abs(with_ev.get(k, 0.0) - without.get(k, 0.0)) for k in set(with_ev) | set(without)) > 1e-9:
+        assert _cf_error(spec, evidence, do, [y], fn=_no_abduction) > 1e-9
+

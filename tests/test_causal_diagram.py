@@ -13,6 +13,8 @@ from inference import causal
 from inference.causal import testing
 from ppl import dist
 
+pytestmark = [pytest.mark.exact]
+
 
 @ppl.model
 def smoking():

@@ -16,6 +16,8 @@ import semantics
 from inference import causal
 from ppl import dist
 
+pytestmark = [pytest.mark.exact]
+
 interp = importlib.import_module("inference.causal.interpret")
 
 TOL = 1e-10

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_vae_example_runs() -> None:
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")

@@ -69,6 +69,7 @@ def test_early_stopping_on_a_plateau():
     assert float(jax.nn.sigmoid(res.params["logit"])) == pytest.approx(coin_posterior(1.5), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_user_objective_constrained_params_and_predictive():
     @vi.objective
     def my_objective(x):

@@ -10,8 +10,11 @@ Gauss–Hermite rule integrates it exactly.  So the law ``unbiased_gradient`` is
 equality: the *shipped* estimator runs under an interpreter that enumerates the finite draws
 (``semantics``' walker) and answers each Normal draw with the Gauss–Hermite nodes, and E[ĝ] is
 compared with ``jax.grad`` of the exact ELBO, summed independently from the guide's and model's
-``log_density`` (no VI code).  The planted bug (a score-function site without its score term)
-fails on the same kind of model.
+``log_density`` (no VI code).  The test is parametrised over the four strategies (one site,
+chosen by hypothesis, uses the strategy; 4 examples each), so every strategy is drawn under the
+derandomised ci profile.  A planted twin per strategy (reparam with the location detached, enum
+weights without their gradient, MVD constants 0.9 c, a score term without gradient) fails the
+same check on a fixed small case.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from inference.vi import core as vi_core
 from ppl import dist
 from ppl.randomness import interpreter
 from semantics.enumerate import _Node, _Walker
+
+pytestmark = [pytest.mark.exact]
 
 Y = 0.7
 GH_T, GH_W = np.polynomial.hermite.hermgauss(4)
@@ -149,13 +154,23 @@ SMALL = st.sampled_from([-0.5, 0.3, 0.8])
 SITES = st.tuples(st.sampled_from(["bern", "cat", "normal"]), SMALL, SMALL, SMALL)
 
 
+FOCUS = ("reparam", "reinforce", "enum", "mvd")
+
+
 @st.composite
-def specs_and_strategies(draw):
+def specs_and_strategies(draw, focus):
+    """A chain and its strategies, one site (chosen by hypothesis) using the strategy `focus`:
+    the test is parametrised over the strategies, so each is drawn under any profile."""
     spec = draw(st.lists(SITES, min_size=1, max_size=3))
+    j = draw(st.integers(0, len(spec) - 1))
+    if focus == "reparam" and spec[j][0] != "normal":
+        spec[j] = ("normal",) + spec[j][1:]
+    if focus in ("enum", "mvd") and spec[j][0] == "normal":
+        spec[j] = (draw(st.sampled_from(["bern", "cat"])),) + spec[j][1:]
     strategies = {}
     for i, (kind, *_) in enumerate(spec):
         options = ["reparam", "reinforce"] if kind == "normal" else ["reinforce", "enum", "mvd"]
-        strategies[f"z{i}"] = draw(st.sampled_from(options))
+        strategies[f"z{i}"] = focus if i == j else draw(st.sampled_from(options))
     assume(_work(spec, strategies) <= MAX_WORK)
     return spec, strategies
 
@@ -182,9 +197,7 @@ def _work(spec, strategies):
     return W * (R + 1)  # + the grad pass
 
 
-@settings(max_examples=6)
-@given(specs_and_strategies())
-def test_elbo_gradient_is_unbiased_on_generated_models(case):
+def check_generated(case):
     spec, strategies = case
     model, guide, guide_site = build(spec)
     obj = vi.elbo(model, guide, strategies=strategies)
@@ -193,6 +206,18 @@ def test_elbo_gradient_is_unbiased_on_generated_models(case):
     mean = expectation(lambda key: obj.grad(key, u, Y)[1])
     for k in truth:
         np.testing.assert_allclose(mean[k], np.asarray(truth[k]), rtol=1e-8, atol=1e-10, err_msg=f"{k} {spec} {strategies}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("focus", FOCUS)
+def test_elbo_gradient_is_unbiased_on_generated_models(focus):
+    # 4 examples per strategy (16 in all): each is an exact check of about a second
+    @settings(max_examples=4)
+    @given(specs_and_strategies(focus))
+    def run(case):
+        check_generated(case)
+
+    run()
 
 
 def test_planted_bug_missing_score_term_fails_on_a_generated_model(monkeypatch):
@@ -206,3 +231,62 @@ def test_planted_bug_missing_score_term_fails_on_a_generated_model(monkeypatch):
     monkeypatch.setattr(vi_core, "_score_term", lambda d, value, msg: jax.lax.stop_gradient(jnp.sum(d.log_prob(value))))
     bad = expectation(lambda key: obj.grad(key, u, Y)[1])
     assert not all(np.allclose(bad[k], np.asarray(truth[k]), rtol=1e-6, atol=1e-8) for k in truth)
+
+
+sg = jax.lax.stop_gradient
+
+
+def _loc_detached(monkeypatch):
+    orig = vi_core._reparam
+
+    def bad(d, V):
+        rep = orig(d, V)
+        if type(d).__name__ == "Normal":
+            return rep[0], lambda e: sg(d.loc) + d.scale * e
+        return rep
+
+    monkeypatch.setattr(vi_core, "_reparam", bad)
+
+
+def _enum_weight_detached(monkeypatch):
+    orig = vi_core._Ctx._grad_site
+
+    def bad(self, i, name, d, strategy, key, msg):
+        value = orig(self, i, name, d, strategy, key, msg)
+        if strategy == "enum":
+            self.enum_logq[-1] = sg(self.enum_logq[-1])
+        return value
+
+    monkeypatch.setattr(vi_core._Ctx, "_grad_site", bad)
+
+
+def _mvd_weight_off(monkeypatch):
+    orig = vi_core._mvd_alternatives
+    monkeypatch.setattr(
+        vi_core, "_mvd_alternatives", lambda *a: [(p, i, 0.9 * c, vp, vm) for p, i, c, vp, vm in orig(*a)]
+    )
+
+
+def _no_score(monkeypatch):
+    monkeypatch.setattr(vi_core, "_score_term", lambda d, value, msg: sg(jnp.sum(d.log_prob(value))))
+
+
+GEN_TWINS = {
+    # strategy -> (a fixed case using it, the planted bug: reparam with the location detached,
+    # enum weights without their gradient, MVD constants 0.9 c, a score term without gradient)
+    "reparam": (([("normal", 0.3, 0.0, 0.8), ("bern", -0.5, 0.8, 0.3)], {"z0": "reparam", "z1": "enum"}), _loc_detached),
+    "enum": (([("bern", 0.3, 0.0, 0.8), ("cat", -0.5, 0.8, 0.3)], {"z0": "enum", "z1": "reinforce"}), _enum_weight_detached),
+    "mvd": (([("bern", 0.3, 0.0, 0.8), ("cat", -0.5, 0.8, 0.3)], {"z0": "reinforce", "z1": "mvd"}), _mvd_weight_off),
+    "reinforce": (([("normal", 0.3, 0.0, 0.8), ("cat", -0.5, 0.8, 0.3)], {"z0": "reparam", "z1": "reinforce"}), _no_score),
+}
+
+
+@pytest.mark.parametrize("focus", FOCUS)
+def test_planted_twin_of_each_strategy_fails_on_a_generated_model(focus, monkeypatch):
+    case, plant = GEN_TWINS[focus]
+    assert _work(*case) <= MAX_WORK
+    check_generated(case)  # the case passes as it is
+    plant(monkeypatch)
+    with pytest.raises(AssertionError):
+        check_generated(case)
+

@@ -36,6 +36,7 @@ def amortised_guide(x):
         ppl.sample("z", dist.Normal(out[:, 0], jnp.exp(out[:, 1])))
 
 
+@pytest.mark.slow
 def test_network_params_are_named_and_trained_to_the_exact_amortised_posterior():
     obj = vi.elbo(local_model, amortised_guide, num_particles=4)
     u = obj.init_params(jax.random.key(1), X)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests._multidevice import run_on_devices
 
 
+@pytest.mark.slow
 def test_particles_shard_over_eight_devices_and_keep_the_numbers():
     out = run_on_devices(
         """

@@ -219,12 +219,20 @@ def counterfactual_sound(model: Any, evidence: Mapping[str, Any], do: Mapping[st
 
 def counterfactual_consistent(model: Any, evidence: Mapping[str, Any], query: Sequence[str], *args: Any, counterfactual_fn: Callable | None = None, exogenous: Sequence[str] | None = None, tol: float = 1e-10, **kwargs: Any):
     """Consistency: intervening on an evidence site at its observed value changes nothing, so
-    the counterfactual equals the factual posterior P(query | evidence), for every such site."""
+    the counterfactual equals the factual posterior P(query | evidence), for every such site.
+
+    The factual posterior is computed by :func:`three_step_counterfactual` with no intervention
+    (abduction over the exogenous values, each world run by ``ppl.do``), not by the twin network
+    under test; for a model with non-exogenous sample sites, where the three steps do not
+    apply, it falls back to the twin network with ``do={}``."""
     from .counterfactual import counterfactual
 
     fn = counterfactual_fn or counterfactual
     query = [query] if isinstance(query, str) else list(query)
-    post = _joint_as_dict(counterfactual(model, *args, evidence=evidence, do={}, query=query, exogenous=exogenous, **kwargs))
+    try:
+        post = three_step_counterfactual(model, evidence, {}, query, *args, exogenous=exogenous, **kwargs)
+    except ValueError:
+        post = _joint_as_dict(counterfactual(model, *args, evidence=evidence, do={}, query=query, exogenous=exogenous, **kwargs))
     worst = 0.0
     for n, v in evidence.items():
         if n in query:

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-
+import itertools
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +21,17 @@ import numpy as np
 import ppl
 from ppl import dist
 
-__all__ = ["build", "random_spec", "specs", "confounded_specs", "build_scm", "scm_specs"]
+__all__ = [
+    "build",
+    "random_spec",
+    "specs",
+    "confounded_specs",
+    "build_scm",
+    "scm_specs",
+    "spec_joint",
+    "spec_query",
+    "scm_counterfactual",
+]
 
 
 def build(spec: tuple, name: str = "bayes_net") -> ppl.Model:
@@ -157,3 +167,79 @@ def scm_specs(min_nodes: int = 2, max_nodes: int = 3):
         return names, cards, parents, noise, tables, confounded
 
     return strat()
+
+
+# ---------------------------------------------------------------------------------------------
+# a reference enumerator, separate from the code under test
+#
+# Plain Python over the spec's own tables: it never builds a ppl model, and calls neither
+# ppl.do, causal.surgery / interpret / counterfactual, nor semantics' enumerator.  Interventions
+# follow the truncated factorisation (an intervened node takes its value with probability one and
+# its table's factor is dropped); counterfactuals follow abduction, action, prediction over the
+# SCM's exogenous noise.  Tests check the library's results against these.
+
+
+def spec_joint(spec: tuple, do: dict | None = None) -> dict:
+    """{values in ``names`` order: probability} of the Bayes-net spec under the hard
+    interventions `do` (node -> value), by the truncated factorisation."""
+    names, cards, parents, cpts = spec
+    do = dict(do or {})
+    out = {}
+    for vals in itertools.product(*[range(cards[n]) for n in names]):
+        v = dict(zip(names, vals))
+        if any(v[n] != int(x) for n, x in do.items()):
+            continue
+        p = 1.0
+        for n in names:
+            if n in do:
+                continue
+            p *= float(cpts[n][tuple(v[q] for q in parents[n]) + (v[n],)])
+        out[vals] = p
+    return out
+
+
+def spec_query(spec: tuple, on: str, do: dict | None = None, given: dict | None = None) -> np.ndarray:
+    """P(on | given, do(...)) as a vector over on's values, from :func:`spec_joint`."""
+    names, cards = spec[0], spec[1]
+    given = dict(given or {})
+    out = np.zeros(cards[on])
+    for vals, p in spec_joint(spec, do).items():
+        v = dict(zip(names, vals))
+        if all(v[n] == int(x) for n, x in given.items()):
+            out[v[on]] += p
+    return out / out.sum()
+
+
+def _scm_solve(spec: tuple, noise_values: dict, c: int | None, do: dict) -> dict:
+    names, _, parents, _, tables, confounded = spec
+    vals: dict = {}
+    for n in names:
+        if n in do:
+            vals[n] = int(do[n])
+            continue
+        idx = tuple(vals[q] for q in parents[n]) + (noise_values[n],) + ((c,) if n in confounded else ())
+        vals[n] = int(np.asarray(tables[n])[idx])
+    return vals
+
+
+def scm_counterfactual(spec: tuple, evidence: dict, do: dict, query: list) -> dict:
+    """{query values: P(query in the world do(...) | evidence in the factual world)} for an SCM
+    spec (:func:`build_scm`), by abduction (the noise values that reproduce the evidence, with
+    their prior weights), action (the intervened equations) and prediction.  Query names are
+    endogenous nodes of the counterfactual world, or ``"factual/<node>"``."""
+    names, _, _, noise, _, confounded = spec
+    cs = [(0, 2.0 / 3.0), (1, 1.0 / 3.0)] if confounded else [(None, 1.0)]
+    out: dict = {}
+    total = 0.0
+    for us in itertools.product(*[range(len(noise[n])) for n in names]):
+        u = dict(zip(names, us))
+        pu = float(np.prod([noise[n][u[n]] for n in names]))
+        for c, pc in cs:
+            fact = _scm_solve(spec, u, c, {})
+            if any(fact[n] != int(x) for n, x in evidence.items()):
+                continue
+            cf = _scm_solve(spec, u, c, do)
+            key = tuple(fact[q[len("factual/"):]] if q.startswith("factual/") else cf[q] for q in query)
+            out[key] = out.get(key, 0.0) + pu * pc
+            total += pu * pc
+    return {k: v / total for k, v in out.items()}

@@ -1,0 +1,121 @@
+"""Planted bugs in inference/vi/: the gradient estimators and the objectives."""
+
+from catalogue import Mutant
+
+EX = "tests/test_vi_exact.py"
+GA = "tests/test_vi_gaussian.py"
+
+MUTANTS = [
+    Mutant(
+        id="vi/reinforce-score-scaled",
+        file="inference/vi/core.py",
+        find='''    """log q(z) of a score-function site (summed over its elements), with gradients."""
+    return jnp.sum(d.log_prob(value))''',
+        replace='''    """log q(z) of a score-function site (summed over its elements), with gradients."""
+    return 0.95 * jnp.sum(d.log_prob(value))''',
+        tests=(f"{EX}::test_expected_gradient_is_exact[elbo-reinforce-enum]",),
+        description="The score-function term is 0.95 log q(z): every REINFORCE gradient is biased by 5% of its score part.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/enum-weight-detached",
+        file="inference/vi/core.py",
+        find='''            value = rec["value"]
+            self.enum_logq.append(jnp.sum(d.log_prob(value)))''',
+        replace='''            value = rec["value"]
+            self.enum_logq.append(sg(jnp.sum(d.log_prob(value))))''',
+        tests=(f"{EX}::test_expected_gradient_is_exact[elbo-enum-enum]",),
+        description="enum: the weight q(v) of each enumerated value is detached in the gradient pass (Σ_v ∇q(v) E[F|v] lost).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/mvd-bernoulli-against-q",
+        file="inference/vi/core.py",
+        find='alts.append(("probs", idx, 1.0, value.at[idx].set(one), value.at[idx].set(0 * one)))',
+        replace='alts.append(("probs", idx, 1.0, value.at[idx].set(one), None))',
+        tests=(f"{EX}::test_expected_gradient_is_exact[elbo-mvd-enum]",),
+        description="MVD for a Bernoulli site uses δ₁ − q (Categorical's form) instead of δ₁ − δ₀: the derivative is (1 − p) times too small.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/mvd-normal-loc-constant",
+        file="inference/vi/core.py",
+        find="c_loc = 1.0 / (s * math.sqrt(2.0 * math.pi))",
+        replace="c_loc = 1.0 / (s * math.sqrt(2.2 * math.pi))",
+        tests=(f"{GA}::test_normal_normal_estimators_are_unbiased[mvd]",),
+        description="MVD for a Normal location: the constant 1/(σ√(2π)) computed with 2.2π (about 5% small).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/mvd-normal-scale-maxwell",
+        file="inference/vi/core.py",
+        find="m = jnp.sqrt(draw(k2, dist.Gamma(1.5, 0.5), (), f\"{name}/mvd_maxwell\"))",
+        replace="m = jnp.sqrt(draw(k2, dist.Gamma(1.5, 0.55), (), f\"{name}/mvd_maxwell\"))",
+        tests=(f"{GA}::test_normal_normal_estimators_are_unbiased[mvd]",),
+        description="MVD for a Normal scale: the double-Maxwell branch drawn with rate 0.55 instead of 0.5 (its radius ~5% small).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/reparam-loc-detached",
+        file="inference/vi/core.py",
+        find='return dist.Normal(jnp.zeros(V), 1.0), lambda e: d.loc + d.scale * e',
+        replace='return dist.Normal(jnp.zeros(V), 1.0), lambda e: sg(d.loc) + d.scale * e',
+        tests=(f"{GA}::test_normal_normal_estimators_are_unbiased[reparam]",),
+        description="reparam: z = sg(μ) + σε, the pathwise derivative through the location is missing.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/vimco-baseline-includes-own",
+        file="inference/vi/objectives.py",
+        find="mean_others = (jnp.sum(log_w) - log_w) / (K - 1)",
+        replace="mean_others = jnp.sum(log_w) / K",
+        tests=(f"{EX}::test_expected_gradient_is_exact[vimco2-reinforce-reinforce]",),
+        description="VIMCO's baseline for particle k uses the mean of all log weights, its own included: the baseline depends on the particle's own sample.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/loo-baseline-includes-own",
+        file="inference/vi/core.py",
+        find="c = (jnp.sum(v) - v) / (num_samples - 1)",
+        replace="c = jnp.sum(v) / num_samples",
+        tests=(f"{EX}::test_leave_one_out_baseline_is_unbiased",),
+        description="baseline='loo' uses the mean of all evaluations, its own included (a baseline that depends on its own sample).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/renyi-log-k-outside",
+        file="inference/vi/objectives.py",
+        find="return (jax.nn.logsumexp((1.0 - alpha) * lw) - math.log(K)) / (1.0 - alpha)",
+        replace="return jax.nn.logsumexp((1.0 - alpha) * lw) / (1.0 - alpha) - math.log(K)",
+        tests=(f"{EX}::test_hand_values_of_the_other_objectives[renyi]",),
+        description="Rényi bound: log K subtracted outside the 1/(1 − α) factor (the value is off by a constant; the gradient is not, so only the value check can see it).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/p-wake-not-detached",
+        file="inference/vi/objectives.py",
+        find="lw = _particle_log_weights(model, guide, K, args, kwargs, detach=True)",
+        replace="lw = _particle_log_weights(model, guide, K, args, kwargs, detach=False)",
+        tests=(f"{EX}::test_expected_gradient_is_exact[p_wake2-default]",),
+        description="p-wake without detaching the guide: the guide's parameters receive IWAE's gradient.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/q-wake-weights-not-detached",
+        file="inference/vi/objectives.py",
+        find="return jnp.sum(jax.nn.softmax(sg(lw)) * log_q)",
+        replace="return jnp.sum(jax.nn.softmax(lw) * log_q)",
+        tests=(f"{EX}::test_q_wake_and_rws_expected_gradients",),
+        description="q-wake with the self-normalised weights not detached: the model's parameters get a gradient from the guide update.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/iwhvi-marginal-normaliser",
+        file="inference/vi/marginals.py",
+        find="return jax.nn.logsumexp(all_w) - math.log(all_w.shape[0])",
+        replace="return jax.nn.logsumexp(all_w) - math.log(all_w.shape[0] + 1)",
+        tests=("tests/test_vi_hierarchical.py::test_bounds_are_ordered_and_tighten_with_k",),
+        description="IWHVI's marginal density estimate divides by K + 2 instead of K + 1 (a constant offset of the bound).",
+        area="estimator",
+    ),
+]
