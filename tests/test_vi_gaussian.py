@@ -10,9 +10,7 @@ gradient) is rejected through the same check with the same seed.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +24,7 @@ from inference.vi import core as vi_core
 from ppl import dist
 from semantics import stats
 from _budget import BUDGET
+from _data import load_json
 
 X = 1.3
 N_DRAWS = 20_000
@@ -248,7 +247,7 @@ def test_elbo_value_matches_closed_form():
 
 # -- VI on exactly Gaussian posteriors ---------------------------------------------------------------
 
-_NILE = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "nile.json").read_text())
+_NILE = load_json("nile.json")
 T = 4
 SCALE = 100.0
 Y = jnp.asarray(_NILE["y"][:T]) / SCALE
