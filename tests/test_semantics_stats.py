@@ -40,6 +40,16 @@ def test_budget_counts_every_declared_decision_at_its_level():
     assert not b.ok() and "posteriordb" in b.report()
 
 
+def test_the_ad_hoc_budget_and_the_older_register_form():
+    """``stats.BUDGET`` is a user's ad-hoc budget at the default level; ``register`` declares a
+    budgeted decision taken once, idempotently, and returns its level."""
+    assert isinstance(stats.BUDGET, stats.Budget)
+    assert stats.BUDGET.alpha == stats.SUITE_FALSE_ALARM / stats.SUITE_PLANNED_TESTS
+    b = stats.Budget(total=1e-6, planned=10)
+    assert b.register("x") == pytest.approx(1e-7) and b.register("x") == pytest.approx(1e-7)
+    assert b.total() == pytest.approx(1e-7) and b.decisions["x"].count == 1
+
+
 def test_the_suites_budget_holds_and_every_declared_decision_is_used():
     """The union bound over the suite's declared decisions stays under the budget, and no
     declaration is stale (each name appears in some test module)."""
