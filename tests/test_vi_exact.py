@@ -24,6 +24,7 @@ import ppl
 import semantics
 from inference import vi
 from inference.vi import core as vi_core
+import _vi_twins as twins
 from ppl import dist
 
 pytestmark = [pytest.mark.exact]
@@ -255,28 +256,6 @@ def test_q_wake_and_rws_expected_gradients():
 sg = jax.lax.stop_gradient
 
 
-def _enum_weight_detached(monkeypatch):
-    """enum: the weight q(v) of each enumerated value carries no gradient (its log-prob term is
-    missing from the surrogate), so Σ_v ∇q(v) E[F | v] is lost."""
-    orig = vi_core._Ctx._grad_site
-
-    def bad(self, i, name, d, strategy, key, msg):
-        value = orig(self, i, name, d, strategy, key, msg)
-        if strategy == "enum":
-            self.enum_logq[-1] = sg(self.enum_logq[-1])
-        return value
-
-    monkeypatch.setattr(vi_core._Ctx, "_grad_site", bad)
-
-
-def _mvd_weight_off(monkeypatch):
-    """mvd: the weak-derivative constant c of every branch is 0.9 c."""
-    orig = vi_core._mvd_alternatives
-    monkeypatch.setattr(
-        vi_core, "_mvd_alternatives", lambda *a: [(p, i, 0.9 * c, vp, vm) for p, i, c, vp, vm in orig(*a)]
-    )
-
-
 def _score_of_first_element_only(monkeypatch):
     """reinforce: the score term of a Categorical site is log q(b) with its softmax normaliser
     detached (∇ log q = ∇ logit_b instead of ∇ logit_b − E[∇ logit])."""
@@ -311,11 +290,11 @@ def _p_wake_not_detached(y):
 
 TWINS = {
     # case (as in CASES) -> (how the bug is planted: a patch of the library, or a buggy program)
-    "elbo-enum-enum": ("elbo", ENUM_ALL, _enum_weight_detached),
-    "elbo-reinforce-enum": ("elbo", {"a": "reinforce", "b": "enum"}, _enum_weight_detached),
+    "elbo-enum-enum": ("elbo", ENUM_ALL, twins.enum_weight_detached),
+    "elbo-reinforce-enum": ("elbo", {"a": "reinforce", "b": "enum"}, twins.enum_weight_detached),
     "elbo-reinforce-reinforce": ("elbo", SAMPLE_ALL, _score_of_first_element_only),
-    "elbo-mvd-enum": ("elbo", {"a": "mvd", "b": "enum"}, _mvd_weight_off),
-    "elbo-enum-mvd": ("elbo", {"a": "enum", "b": "mvd"}, _mvd_weight_off),
+    "elbo-mvd-enum": ("elbo", {"a": "mvd", "b": "enum"}, twins.mvd_weight_off),
+    "elbo-enum-mvd": ("elbo", {"a": "enum", "b": "mvd"}, twins.mvd_weight_off),
     "iwae2-reinforce-reinforce": ("iwae2", SAMPLE_ALL, _iwae_pathwise_surrogate),
     # iwae2-reinforce-enum: its enum weights are the same code as elbo-reinforce-enum's (that
     # twin); running it on two particles costs ~1 min, so it is not repeated here.
@@ -358,7 +337,7 @@ def test_planted_twin_q_wake_weights_not_detached():
 def test_planted_bug_missing_score_term_fails(monkeypatch):
     u, truth = params_and_truth("elbo")
     obj = vi.elbo(model, guide).with_strategies(SAMPLE_ALL)
-    monkeypatch.setattr(vi_core, "_score_term", lambda d, value, msg: jax.lax.stop_gradient(jnp.sum(d.log_prob(value))))
+    twins.no_score(monkeypatch)
     res = semantics.unbiased_gradient(lambda key: obj.grad(key, u, Y)[1], truth, tol=1e-6)
     assert not res.ok
 

@@ -21,6 +21,7 @@ import pytest
 import ppl
 from inference import vi
 from inference.vi import core as vi_core
+import _vi_twins as twins
 from ppl import dist
 from semantics import stats
 from _budget import BUDGET
@@ -152,34 +153,6 @@ def test_mixed_discrete_continuous_estimators_are_unbiased(strategies):
 sg = jax.lax.stop_gradient
 
 
-def _no_score(monkeypatch):
-    """reinforce without its score term."""
-    monkeypatch.setattr(vi_core, "_score_term", lambda d, value, msg: sg(jnp.sum(d.log_prob(value))))
-
-
-def _loc_detached(monkeypatch):
-    """reparam: z = sg(μ) + σ ε, the pathwise derivative through the location is lost (only the
-    guide density's explicit dependence on μ is left; at this point detaching σ instead moves the
-    expected gradient by only 0.02, the ELBO being nearly flat in log σ there)."""
-    orig = vi_core._reparam
-
-    def bad(d, V):
-        rep = orig(d, V)
-        if type(d).__name__ == "Normal":
-            return rep[0], lambda e: sg(d.loc) + d.scale * e
-        return rep
-
-    monkeypatch.setattr(vi_core, "_reparam", bad)
-
-
-def _mvd_weight_off(monkeypatch):
-    """mvd: every weak-derivative constant c is 0.9 c."""
-    orig = vi_core._mvd_alternatives
-    monkeypatch.setattr(
-        vi_core, "_mvd_alternatives", lambda *a: [(p, i, 0.9 * c, vp, vm) for p, i, c, vp, vm in orig(*a)]
-    )
-
-
 def _bernoulli_mvd_against_q(monkeypatch):
     """mvd: a Bernoulli site's weak derivative taken as δ₁ − q (Categorical's form) instead of
     δ₁ − δ₀: the derivative comes out (1 − p) times too small."""
@@ -194,27 +167,14 @@ def _bernoulli_mvd_against_q(monkeypatch):
     monkeypatch.setattr(vi_core, "_mvd_alternatives", bad)
 
 
-def _enum_weight_detached(monkeypatch):
-    """enum: the weights q(v) of the enumerated values carry no gradient."""
-    orig = vi_core._Ctx._grad_site
-
-    def bad(self, i, name, d, strategy, key, msg):
-        value = orig(self, i, name, d, strategy, key, msg)
-        if strategy == "enum":
-            self.enum_logq[-1] = sg(self.enum_logq[-1])
-        return value
-
-    monkeypatch.setattr(vi_core._Ctx, "_grad_site", bad)
-
-
 TWINS = [
-    ("nn", {"z": "reparam"}, _loc_detached),
-    ("nn", {"z": "reinforce"}, _no_score),
-    ("nn", {"z": "mvd"}, _mvd_weight_off),
-    ("mixed", {"c": "reinforce", "z": "reparam"}, _no_score),
-    ("mixed", {"c": "enum", "z": "reparam"}, _enum_weight_detached),
+    ("nn", {"z": "reparam"}, twins.loc_detached),
+    ("nn", {"z": "reinforce"}, twins.no_score),
+    ("nn", {"z": "mvd"}, twins.mvd_weight_off),
+    ("mixed", {"c": "reinforce", "z": "reparam"}, twins.no_score),
+    ("mixed", {"c": "enum", "z": "reparam"}, twins.enum_weight_detached),
     ("mixed", {"c": "mvd", "z": "reinforce"}, _bernoulli_mvd_against_q),
-    ("mixed", {"c": "enum", "z": "mvd"}, _mvd_weight_off),
+    ("mixed", {"c": "enum", "z": "mvd"}, twins.mvd_weight_off),
 ]
 
 
