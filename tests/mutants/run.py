@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for f in cf.as_completed(futs):
             r = f.result()
             results.append(r)
+            if a.json:  # written after every mutant, so an interrupted run keeps what it did
+                Path(a.json).write_text(json.dumps(results, indent=1))
             print(f"{r['status']:10s} {r['id']:45s} {r['seconds']:7.1f}s {' '.join(r['failed'][:1])}", flush=True)
             if r["status"] in ("survived", "error"):
                 print("    " + r["tail"][-600:].replace("\n", "\n    "), flush=True)
