@@ -131,6 +131,20 @@ def test_sbc_passes_for_the_exact_posterior_and_fails_for_planted_bugs():
         assert not r.ok, (bug.__name__, r.message)
 
 
+def test_sbc_ranks_count_the_draws_strictly_below_the_truth():
+    """rank = #{l : θ_l < θ*}, exactly: draws at θ* + (−0.5, −0.02, 0, 0.02, 0.5) rank 2 for every
+    simulation (a tie does not count, nor does a draw just above the truth)."""
+    offsets = jnp.array([-0.5, -0.02, 0.0, 0.02, 0.5])
+
+    def prior(key):
+        th = jax.random.uniform(key)
+        return th, th
+
+    r = stats.sbc(prior, lambda k, y, L: y + offsets, num_simulations=50, num_draws=5, seed=0, alpha=ALPHA)
+    assert np.all(r.details["ranks"] == 2), r.details["ranks"]
+    assert r.details["counts"].tolist() == [0, 0, 50, 0, 0, 0]
+
+
 def test_sbc_unvectorised_path():
     r = stats.sbc(prior_predictive, exact_posterior, num_simulations=200, num_draws=9, seed=4, alpha=ALPHA, bins=5, vectorized=False)
     assert r.ok and r.details["counts"].sum() == 200
