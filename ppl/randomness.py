@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Iterator, Protocol
 
 import jax
@@ -109,7 +110,9 @@ def _guarded_bits(keys: Any, bit_width: int, shape: tuple) -> Any:
     )
 
 
-def _make_guarded_impl() -> Any:
+@functools.lru_cache(maxsize=None)
+def _guarded_impl() -> Any:
+    """The guarded PRNG implementation, defined on first use (importing ppl registers nothing)."""
     from jax.extend import random as jxr
 
     t = jxr.threefry_prng_impl
@@ -124,9 +127,6 @@ def _make_guarded_impl() -> Any:
     )
 
 
-_GUARDED_IMPL = _make_guarded_impl()
-
-
 def guarded_key(seed: int = 0) -> jax.Array:
     """A typed key that splits and folds like ``jax.random.key(seed)`` but cannot be sampled from.
 
@@ -139,7 +139,7 @@ def guarded_key(seed: int = 0) -> jax.Array:
         >>> jax.random.normal(k1)                                # doctest: +SKIP
         RandomnessBypassError: a random draw bypassed ppl.randomness.draw ...
     """
-    return jax.random.key(seed, impl=_GUARDED_IMPL)
+    return jax.random.key(seed, impl=_guarded_impl())
 
 
 def is_guarded(key: Any) -> bool:
