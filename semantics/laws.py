@@ -307,6 +307,12 @@ def moves_problems(tm: TransitionMatrix, moves: Any = "irreducible") -> list[str
         raise ValueError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
     if not all(isinstance(s, Mapping) for s in states):
         raise ValueError("moves=<addresses> needs states that are choice maps (no state_key)")
+    unknown = [a for a in block if not any(a in s for s in states)]
+    if unknown:
+        raise ValueError(
+            f"moves={moves!r}: no state of the target has the address(es) {unknown}; expected "
+            f"'irreducible', 'some', None or addresses of the model, e.g. {sorted(states[0])[:6]}"
+        )
     rest = [Choices(s).drop(block) if not isinstance(s, Choices) else s.drop(block) for s in states]
     problems = []
     outside = [(i, j) for i, j in zip(*np.nonzero(off)) if rest[i] != rest[j]]

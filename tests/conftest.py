@@ -4,8 +4,7 @@
 - Hypothesis profiles: ``ci`` is derandomised and bounded so the suite is repeatable and fits
   its time, and is what every run uses (``make test`` and CI alike); ``dev`` explores more
   and is opt-in (``HYPOTHESIS_PROFILE=dev``).
-- Markers: ``slow`` and ``statistical`` tests are deselected by ``make test-fast``; ``gpu``
-  tests are skipped where JAX has no accelerator.
+- Markers: ``slow`` and ``statistical`` tests are deselected by ``make test-fast``.
 - The suite's false-alarm budget (``tests/_budget.py``) is printed at the end of every run.
 """
 
@@ -39,17 +38,6 @@ settings.register_profile(
 )
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-def pytest_collection_modifyitems(config, items):
-    import pytest
-
-    if any(item.get_closest_marker("gpu") for item in items):
-        if not any(d.platform != "cpu" for d in jax.devices()):
-            skip = pytest.mark.skip(reason="needs an accelerator (JAX sees only CPU devices)")
-            for item in items:
-                if item.get_closest_marker("gpu"):
-                    item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

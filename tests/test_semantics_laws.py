@@ -239,6 +239,12 @@ def test_kernel_that_never_leaves_one_state_fails_the_laws():
         assert not law(stuck, net, 2).ok
 
 
+def test_moves_naming_no_address_of_the_model_is_an_error():
+    """A misspelt option or address is refused with what was expected, never read as a block."""
+    with pytest.raises(ValueError, match="irreducable.*expected 'irreducible'"):
+        laws.invariant(_never_moves, net, 2, moves="irreducable")
+
+
 def _mh_among_01(key, tr):
     """Metropolis between z = 0 and z = 1 (b fixed), through ppl.randomness: π-invariant."""
     k1, k2 = jax.random.split(key)
