@@ -34,13 +34,15 @@ from .combinators import cond, scan, switch  # noqa: E402
 from .core import deterministic, factor, param, plate, sample  # noqa: E402
 from .errors import (  # noqa: E402
     AddressError,
+    ArgumentError,
+    ArgumentTypeError,
     ModelError,
     NaNLogDensityError,
     OutsideModelError,
     PPLError,
     SupportError,
 )
-from .handlers import block, condition, do, mask, replay, scale, scope, seed, substitute, trace  # noqa: E402
+from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace  # noqa: E402
 from .model import Model, Selection, Trace, as_model, call, model, select  # noqa: E402
 from .predictive import predictive  # noqa: E402
 from .transforms import UnconstrainedView, unconstrained  # noqa: E402
@@ -76,6 +78,7 @@ __all__ = [
     "trace",
     "condition",
     "substitute",
+    "Site",
     "replay",
     "do",
     "block",
@@ -88,6 +91,8 @@ __all__ = [
     "predictive",
     # errors
     "PPLError",
+    "ArgumentError",
+    "ArgumentTypeError",
     "ModelError",
     "AddressError",
     "SupportError",

@@ -29,6 +29,15 @@ class NaNLogDensityError(ModelError, FloatingPointError):
     """A log density is NaN; the message names the first site where it appeared."""
 
 
+class ArgumentError(PPLError, ValueError):
+    """An argument of a library function (not the model) is invalid; the message names it, says
+    what was expected and what was given."""
+
+
+class ArgumentTypeError(PPLError, TypeError):
+    """An argument of a library function has the wrong type; the message names it."""
+
+
 class OutsideModelError(PPLError, RuntimeError):
     """A primitive (`sample`, `param`, ...) was called outside any model or handler."""
 

@@ -19,6 +19,7 @@ returns a new :class:`ppl.Model` that runs under a fresh instance of the handler
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
@@ -35,6 +36,7 @@ __all__ = [
     "trace",
     "condition",
     "substitute",
+    "Site",
     "replay",
     "do",
     "block",
@@ -247,10 +249,71 @@ class condition(_AddressData):
             msg["supplied"] = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """A read-only view of one site, handed to the value-providing hook of :class:`substitute`.
+
+    Attributes: ``name`` (the full address), ``type`` (``"sample"`` or ``"param"``),
+    ``distribution`` (the site's distribution; ``None`` for a param), ``value`` (the value the
+    site has so far, ``None`` if not yet drawn), ``init`` and ``constraint`` (a param's initial
+    value and constraint; ``None`` for sample sites).
+    """
+
+    name: str
+    type: str
+    distribution: Any = None
+    value: Any = None
+    init: Any = None
+    constraint: Any = None
+
+
+def _site_view(msg: dict) -> Site:
+    kw = msg.get("kwargs") or {}
+    return Site(
+        name=msg["name"],
+        type=msg["type"],
+        distribution=msg["fn"] if msg["type"] == "sample" else None,
+        value=msg["value"],
+        init=kw.get("init") if msg["type"] == "param" else None,
+        constraint=kw.get("constraint") if msg["type"] == "param" else None,
+    )
+
+
 class substitute(_AddressData):
-    """Fix latent sample sites (and params) to the given values; they are still scored as latent."""
+    """Fix latent sample sites (and params) to given values; they are still scored as latent.
+
+    Values come from ``data`` (address -> value) and, for addresses not in ``data``, from
+    ``substitute_fn``: called with a :class:`Site` view of each latent sample site and param, it
+    returns the value to put there or ``None`` to leave the site alone.  The measure is the
+    model's density evaluated at the substituted values (nothing is added or dropped); this is
+    the public hook through which inference code provides values at sites.
+
+    Example:
+        >>> import jax, ppl
+        >>> @ppl.model
+        ... def m():
+        ...     return ppl.sample("x", ppl.dist.Normal(0.0, 1.0)) + ppl.sample("y", ppl.dist.Normal(0.0, 1.0))
+        >>> at_mean = ppl.substitute(m, substitute_fn=lambda site: site.distribution.mean)
+        >>> float(at_mean.simulate(jax.random.key(0)).retval)
+        0.0
+    """
 
     verb = "substitute"
+
+    def __init__(
+        self,
+        fn: Callable | None = None,
+        data: Mapping[str, Any] | None = None,
+        strict: bool = True,
+        substitute_fn: Callable[[Site], Any] | None = None,
+    ):
+        super().__init__(fn, data, strict=strict)
+        if substitute_fn is not None and not callable(substitute_fn):
+            raise ModelError(
+                f"ppl.{self.verb}: substitute_fn must be a function of a ppl.Site returning a value "
+                f"or None, got {type(substitute_fn).__name__}."
+            )
+        self.substitute_fn = substitute_fn
 
     def process_message(self, msg: dict) -> None:
         if msg["type"] not in ("sample", "param"):
@@ -261,6 +324,9 @@ class substitute(_AddressData):
             self._names.add(msg["name"])
             return
         found, value = self.lookup(msg)
+        if not found and self.substitute_fn is not None and not msg["intervened"]:
+            value = self.substitute_fn(_site_view(msg))
+            found = value is not None
         if found and not msg["intervened"]:
             msg["value"] = value
             msg["supplied"] = msg["type"] == "sample"
