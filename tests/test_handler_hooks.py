@@ -10,6 +10,7 @@ def test_substitute_fn_provides_values_at_sites():
         return x + y
     seen = []
     def f(site):
+        assert isinstance(site, ppl.Site)
         seen.append((site.name, site.type, type(site.distribution).__name__))
         return 2.0 if site.name == "x" else None
     tr = ppl.substitute(m, substitute_fn=f).simulate(jax.random.key(0))
