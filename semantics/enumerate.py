@@ -72,9 +72,9 @@ from .compiled import (
     compiled_paths_each,
     enumerate_compiled,
 )
-from .exact import MAX_DENOMINATOR, exact_prob, rational
+from .exact import MAX_DENOMINATOR, exact_prob, rational  # noqa: F401  (names of this module before the split)
 from .measure import Choices, Measure, freeze
-from .paths import MAX_ALTERNATIVES, NotEnumerableError, Path, _alternatives, _key_data, _Node, _walk, _Walker
+from .paths import MAX_ALTERNATIVES, NotEnumerableError, Path, _alternatives, _key_data, _Node, _walk, _Walker  # noqa: F401
 
 
 from .measure import Choices, Measure, freeze

@@ -18,7 +18,7 @@ from ppl import dist
 
 pytestmark = [pytest.mark.exact]
 
-interp = importlib.import_module("inference.causal.interpret")
+interp = importlib.import_module("inference.causal.cpt")  # the module whose factors() splits tables
 
 TOL = 1e-10
 Y = jnp.array([1, 0, 1])

@@ -22,9 +22,10 @@ Example:
 
 from .bayes import cpt_counts, cpt_posterior, effect_from_cpts, posterior_effect
 from .counterfactual import abduction, counterfactual, exogenous_sites, twin
-from .diagram import Box, Diagram, Mechanism, Wire, diagram, intervene, surgery
+from .diagram import Box, Diagram, Mechanism, Wire, diagram, surgery
+from .intervene import intervene
 from .identify import Estimand, NotIdentifiable, estimate, identify, observational
-from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, interpret, query
+from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, finitely_enumerable, interpret, query
 
 __all__ = [
     "Box",
@@ -38,6 +39,7 @@ __all__ = [
     "Sampler",
     "interpret",
     "factors",
+    "finitely_enumerable",
     "query",
     "enumerate_model",
     "as_measure",
