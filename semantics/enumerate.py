@@ -140,8 +140,10 @@ def compiled_programs() -> Iterator[None]:
     compiles the block once.
 
     Example:
+        >>> flip = lambda key: ppl.randomness.draw(key, dist.Bernoulli(probs=0.25), name="b")
         >>> with compiled_programs():
-        ...     laws.invariant(step, model).assert_()
+        ...     enumerate_block(flip).exact[1]
+        Fraction(1, 4)
     """
     _COMPILED.append(True)
     try:

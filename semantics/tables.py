@@ -61,7 +61,7 @@ def element_support(fn: Any) -> tuple | None:
 
     Example:
         >>> element_support(dist.Bernoulli(probs=jnp.full(3, 0.5)))
-        (0.0, 1.0)
+        (0, 1)
     """
     try:
         if not fn.has_enumerate_support or tuple(fn.event_shape):
