@@ -12,12 +12,21 @@ the general ID algorithm), which is then estimated from data (plug-in or Bayesia
 
 Example:
     >>> from inference import causal
+    >>> from inference.causal.examples import firing_squad, smoking
     >>> d = causal.diagram(smoking)
-    >>> print(d)
-    >>> causal.query(d, "cancer", do={"smoke": 1})
+    >>> d["cancer"].parents
+    ('hidden', 'tar')
+    >>> [round(float(p), 4) for p in causal.query(d, "cancer", do={"smoke": 1}).table]
+    [0.36, 0.64]
     >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
-    >>> causal.estimate(est, data)
-    >>> causal.counterfactual(scm, evidence={"dead": 1}, do={"a": 0}, query="dead")
+    >>> est.criterion
+    'front-door'
+    >>> data = {"smoke": jnp.array([0, 0, 1, 1]), "tar": jnp.array([0, 1, 1, 1]), "cancer": jnp.array([0, 1, 1, 0])}
+    >>> causal.estimate(est, data, do={"smoke": 1}).shape
+    (2,)
+    >>> cf = causal.counterfactual(firing_squad, evidence={"dead": 1}, do={"a": 0}, query="dead")
+    >>> round(float(cf.table[1]), 4)
+    0.9375
 """
 
 from .bayes import cpt_counts, cpt_posterior, effect_from_cpts, posterior_effect

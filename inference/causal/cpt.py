@@ -285,6 +285,7 @@ def finitely_enumerable(d: Diagram) -> bool:
     or a batched site with finite scalar elements small enough to unroll (and every table fits).
 
     Example:
+        >>> from inference.causal.examples import smoking
         >>> causal.finitely_enumerable(causal.diagram(smoking))
         True
     """

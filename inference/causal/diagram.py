@@ -43,9 +43,12 @@ class Mechanism:
     A mechanism with ``parents=()`` is a stochastic policy that ignores everything upstream.
 
     Example:
+        >>> from inference.causal.examples import smoking
+        >>> d = causal.diagram(smoking)
         >>> policy = causal.Mechanism(lambda: dist.Bernoulli(0.2), parents=())
         >>> follow = causal.Mechanism(lambda h: dist.Bernoulli(0.1 + 0.8 * h), parents=("hidden",))
-        >>> causal.surgery(d, {"smoke": policy})
+        >>> causal.surgery(d, {"smoke": policy})["smoke"].parents, causal.surgery(d, {"smoke": follow})["smoke"].parents
+        ((), ('hidden',))
     """
 
     fn: Callable
@@ -401,7 +404,8 @@ def surgery(d: Diagram, interventions: Mapping[str, Any]) -> Diagram:
     gives the measure of ``ppl.do(model, ...)`` (law ``surgery_commutes``).
 
     Example:
-        >>> cut = causal.surgery(d, {"smoke": 1})
+        >>> from inference.causal.examples import smoking
+        >>> cut = causal.surgery(causal.diagram(smoking), {"smoke": 1})
         >>> cut["smoke"].parents
         ()
     """

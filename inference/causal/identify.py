@@ -61,9 +61,11 @@ class Estimand:
         supports: observed site -> its values (from the diagram).
 
     Example:
+        >>> from inference.causal.examples import smoking
+        >>> d = causal.diagram(smoking)
         >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
-        >>> print(est)
-        >>> est.evaluate(joint, do={"smoke": 0})
+        >>> [round(float(p), 4) for p in est.evaluate(causal.observational(d, ["smoke", "tar", "cancer"]), do={"smoke": 0})]
+        [0.76, 0.24]
     """
 
     effect_of: tuple
@@ -128,7 +130,12 @@ class Estimand:
         position in each site's support; with `do` the effect_of axes are fixed to those values.
 
         Example:
-            >>> est.evaluate(jnp.array(p).reshape(2, 2, 2), do={"smoke": 1})
+            >>> from inference.causal.examples import smoking
+            >>> d = causal.diagram(smoking)
+            >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+            >>> joint = causal.observational(d, ["smoke", "tar", "cancer"]).table   # axes (smoke, tar, cancer)
+            >>> [round(float(p), 4) for p in est.evaluate(joint, do={"smoke": 1})]
+            [0.36, 0.64]
         """
         t = self._table(joint)
         vs, out = _eval(self.expr, t, list(self.observed))
@@ -267,7 +274,8 @@ def identify(d: Diagram, effect_of: Any, on: Any, observed: Sequence[str]) -> Es
     (the offending subgraph) when no formula exists.
 
     Example:
-        >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> from inference.causal.examples import smoking
+        >>> est = causal.identify(causal.diagram(smoking), effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
         >>> print(est)
         P(cancer | do(smoke)) = Σ_{tar} P(tar | smoke) Σ_{smoke'} P(cancer | smoke', tar) P(smoke')
           [front-door through {tar} (comb disintegration)]
@@ -367,8 +375,14 @@ def estimate(
     :meth:`Estimand.evaluate` (with a leading draw axis for ``"bayes"``).
 
     Example:
-        >>> causal.estimate(est, {"smoke": s, "tar": t, "cancer": c}, do={"smoke": 1})
-        >>> draws = causal.estimate(est, data, method="bayes", key=jax.random.key(0), do={"smoke": 1})
+        >>> from inference.causal.examples import smoking
+        >>> est = causal.identify(causal.diagram(smoking), effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> data = {"smoke": jnp.array([0, 0, 1, 1, 1, 0]), "tar": jnp.array([0, 1, 1, 1, 0, 0]),
+        ...         "cancer": jnp.array([0, 1, 1, 0, 1, 0])}
+        >>> [round(float(p), 4) for p in causal.estimate(est, data, do={"smoke": 1})]
+        [0.3333, 0.6667]
+        >>> causal.estimate(est, data, method="bayes", key=jax.random.key(0), do={"smoke": 1}).shape
+        (1000, 2)
     """
     table = counts(estimand, data)
     if method == "plugin":

@@ -36,8 +36,10 @@ def interpret(d: Diagram):
     plate too large to unroll) returns a :class:`Sampler` of the program the diagram denotes.
 
     Example:
-        >>> joint = causal.interpret(causal.surgery(d, {"smoke": 1}))
-        >>> joint.marginal(["cancer"]).table
+        >>> from inference.causal.examples import smoking
+        >>> joint = causal.interpret(causal.surgery(causal.diagram(smoking), {"smoke": 1}))
+        >>> [round(float(p), 4) for p in joint.marginal(["cancer"]).table]
+        [0.36, 0.64]
     """
     try:
         variables, fs = factors(d)
@@ -79,7 +81,10 @@ def query(d: Diagram, target: Any, given: Mapping[str, Any] | None = None, do: M
     for it is split elementwise), and each element can be named on its own.
 
     Example:
-        >>> causal.query(d, "rain", given={"wet": 1}, do={"sprinkler": 1}).table
+        >>> from inference.causal.examples import smoking
+        >>> d = causal.diagram(smoking)
+        >>> [round(float(p), 4) for p in causal.query(d, "hidden", given={"cancer": 1}, do={"smoke": 1}).table]
+        [0.6016, 0.3984]
     """
     targets = [target] if isinstance(target, str) else list(target)
     given = dict(given or {})
@@ -142,6 +147,7 @@ def enumerate_model(model: Any, *args: Any, **kwargs: Any) -> Joint:
     The table is :func:`semantics.enumerate_table`'s (one ``vmap`` over every assignment).
 
     Example:
+        >>> from inference.causal.examples import smoking
         >>> j = causal.enumerate_model(ppl.do(smoking, {"smoke": 1}))
         >>> j.names
         ('hidden', 'tar', 'cancer')
@@ -160,7 +166,10 @@ def as_measure(x: Any, joint: "Joint | None" = None):
     program ``d.to_model()``.
 
     Example:
-        >>> causal.as_measure(causal.surgery(d, {"smoke": 1}))
+        >>> from inference.causal.examples import smoking
+        >>> mu = causal.as_measure(causal.surgery(causal.diagram(smoking), {"smoke": 1}))
+        >>> round(mu.weight({"hidden": 0, "tar": 1, "cancer": 1}), 4)   # 0.7 * 0.9 * 0.6
+        0.378
     """
     from semantics import Measure
 

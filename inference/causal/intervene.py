@@ -55,7 +55,10 @@ def intervene(model: Any, mechanisms: Mapping[str, Mechanism]) -> ppl.Model:
     The intervened site stays a random choice (scored under its new distribution).
 
     Example:
+        >>> from inference.causal.examples import smoking
         >>> m2 = causal.intervene(smoking, {"smoke": causal.Mechanism(lambda h: dist.Bernoulli(0.5 * h), ("hidden",))})
+        >>> [round(float(p), 4) for p in causal.enumerate_model(m2).marginal(["smoke"]).table]   # P(smoke) = 0.3 * 0.5
+        [0.85, 0.15]
     """
     base = ppl.as_model(model)
     for k, m in mechanisms.items():

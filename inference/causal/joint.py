@@ -20,8 +20,10 @@ class Joint:
     ``(names[0] = supports[0][i], names[1] = supports[1][j], ...)``.
 
     Example:
-        >>> j = causal.interpret(d)
-        >>> j.marginal(["cancer"]).table
+        >>> from inference.causal.examples import smoking
+        >>> j = causal.interpret(causal.diagram(smoking))
+        >>> [round(float(p), 4) for p in j.marginal(["cancer"]).table]
+        [0.608, 0.392]
     """
 
     names: tuple

@@ -13,7 +13,9 @@ planted-bug surgery can be shown to be rejected.
     counterfactual_consistent  do(X = its observed value) changes nothing: the factual posterior
 
 Example:
-    >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
+    >>> from inference.causal.examples import smoking
+    >>> surgery_commutes(smoking, {"smoke": 1}).ok
+    True
 """
 
 from __future__ import annotations
