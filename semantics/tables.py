@@ -35,7 +35,15 @@ from ppl.model import run
 
 from .paths import NotEnumerableError
 
-__all__ = ["Table", "enumerate_table", "finite_support", "element_support", "product_grid", "latent_finite_sites"]
+__all__ = [
+    "Table",
+    "enumerate_table",
+    "finite_support",
+    "element_support",
+    "product_grid",
+    "latent_finite_sites",
+    "sites_at",
+]
 
 MAX_GRID = 1 << 20  # assignments of a table (product of the supports' sizes)
 
@@ -111,6 +119,27 @@ def latent_finite_sites(sites: Mapping[str, dict], what: str = "exact enumeratio
     return names, sups
 
 
+def sites_at(
+    model: Any, args: tuple, kwargs: dict, values: Mapping[str, Any], interventions: Mapping[str, Any] | None = None
+) -> dict:
+    """The site records of one run of `model` at a point of the grid: latent sample sites take
+    `values` (through ``ppl.substitute``, so they are scored at those values) and the sites in
+    `interventions` are set by ``ppl.do`` (not scored).  Pure: ``vmap`` it over a grid.
+
+    Example:
+        >>> @ppl.model
+        ... def two():
+        ...     a = ppl.sample("a", dist.Bernoulli(probs=0.5))
+        ...     ppl.sample("b", dist.Bernoulli(probs=0.25 + 0.5 * a))
+        >>> s = sites_at(ppl.as_model(two), (), {}, {"b": 1}, interventions={"a": 1})
+        >>> round(float(jnp.exp(s["b"]["log_prob"])), 4), float(s["a"]["log_prob"])
+        (0.75, 0.0)
+    """
+    handlers = [ppl.do(None, dict(interventions), strict=False)] if interventions else []
+    _, sites = run(model.fn, args, kwargs, *handlers, ppl.substitute(None, dict(values), strict=False))
+    return sites
+
+
 @dataclass
 class Table:
     """The exact joint of a finite model over the product grid of its latent sites.
@@ -174,7 +203,7 @@ def enumerate_table(
     cols, shape = product_grid(sups)
 
     def one(*vals: Any):
-        _, ss = run(model.fn, args, kwargs, ppl.substitute(None, dict(zip(names, vals)), strict=False))
+        ss = sites_at(model, args, kwargs, dict(zip(names, vals)))
         lp = sum(jnp.sum(s["log_prob"]) for s in ss.values() if s["type"] in ("sample", "factor"))
         return lp, {n: jnp.asarray(ss[n]["value"]) for n in read}
 

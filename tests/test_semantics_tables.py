@@ -80,3 +80,15 @@ def test_supports_grids_and_refusals():
         semantics.enumerate_table(chain, read=["ss"])
     names, sups = latent_finite_sites(chain.trace_sites(__import__("jax").random.key(0)))
     assert names == ["a", "b", "c"] and sups[1] == (0, 1, 2)
+
+
+def test_sites_at_scores_the_given_values_and_not_the_intervened():
+    from semantics.tables import sites_at
+
+    m = ppl.as_model(chain)
+    s = sites_at(m, (), {"y": 0.7}, {"a": 1, "b": 2, "c": 0})
+    lp = sum(float(np.sum(r["log_prob"])) for r in s.values() if r["type"] in ("sample", "factor"))
+    assert lp == pytest.approx(float(m.log_density({"a": 1, "b": 2, "c": 0}, y=0.7)), rel=1e-12)
+    cut = sites_at(m, (), {}, {"a": 1, "c": 1}, interventions={"b": 0, "s": 5})
+    assert float(cut["b"]["log_prob"]) == 0.0 and int(cut["s"]["value"]) == 5
+    assert float(jnp.exp(cut["c"]["log_prob"])) == pytest.approx(0.1 + 0.3, rel=1e-12)

@@ -20,11 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import ppl
 from ppl.errors import ModelError
-from ppl.model import run
 from semantics.paths import NotEnumerableError
-from semantics.tables import product_grid
+from semantics.tables import product_grid, sites_at
 
 from .diagram import Diagram, Mechanism
 
@@ -213,9 +211,9 @@ def _site_job(d: Diagram, site: str, fam: Sequence[str], info: dict, defaults: d
                 values[name] = x
             else:
                 values[name] = jnp.reshape(jnp.reshape(values[name], (-1,)).at[idx].set(x), shapes[name])
-        # latent values through the public hook; hard cuts (sample or deterministic boxes) are
-        # what they denote, ppl.do (the cut box's own density is never read: it has no factor)
-        _, sites = run(model.fn, d.args, d.kwargs, ppl.do(None, consts, strict=False), ppl.substitute(None, values, strict=False))
+        # hard cuts (sample or deterministic boxes) are what they denote, ppl.do (the cut box's
+        # own density is never read: it has no factor)
+        sites = sites_at(model, d.args, d.kwargs, values, interventions=consts)
         return _elementwise_log_prob(sites[site]) if batched else sites[site]["log_prob"]
 
     def job():
