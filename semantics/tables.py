@@ -16,7 +16,7 @@ Example:
     ...     z = ppl.sample("z", dist.Bernoulli(probs=0.25))
     ...     ppl.deterministic("w", 2 * z)
     >>> t = semantics.enumerate_table(coin, read=["w"])
-    >>> t.names, np.exp(np.asarray(t.log_weight)).round(2).tolist(), np.asarray(t.values["w"]).tolist()
+    >>> t.names, [round(float(w), 4) for w in np.exp(np.asarray(t.log_weight))], np.asarray(t.values["w"]).tolist()
     (('z',), [0.75, 0.25], [0, 2])
 """
 
@@ -184,7 +184,8 @@ def enumerate_table(
         ... def two():
         ...     a = ppl.sample("a", dist.Bernoulli(probs=0.5))
         ...     ppl.sample("b", dist.Bernoulli(probs=0.25 + 0.5 * a))
-        >>> np.exp(np.asarray(semantics.enumerate_table(two).log_weight)).tolist()
+        >>> w = np.exp(np.asarray(semantics.enumerate_table(two).log_weight))
+        >>> [[round(float(x), 4) for x in row] for row in w]
         [[0.375, 0.125], [0.125, 0.375]]
     """
     model = ppl.as_model(model)
