@@ -437,3 +437,13 @@ def surgery(d: Diagram, interventions: Mapping[str, Any]) -> Diagram:
                     )
             new[name] = dataclasses.replace(box, intervention=v, parents=(), observed=False)
     return d.replace(**new)
+
+
+def __getattr__(name: str) -> Any:
+    # `intervene` lived here before it got a module of its own (intervene.py imports Mechanism
+    # from this module, so it is re-exported lazily)
+    if name == "intervene":
+        from .intervene import intervene
+
+        return intervene
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
