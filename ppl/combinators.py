@@ -38,6 +38,8 @@ _FIELDS = ("value", "log_prob", "active", "fresh", "log_jac", "u")
 class _Collector(Messenger):
     """Records the sites made inside a combinator body and hides them from outer recorders."""
 
+    combinator_body = True
+
     def __init__(self) -> None:
         super().__init__()
         self.sites: "OrderedDict[str, dict]" = OrderedDict()

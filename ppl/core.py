@@ -35,6 +35,8 @@ __all__ = [
     "plate",
     "site_log_prob",
     "is_concrete",
+    "active_handlers",
+    "inside_combinator",
 ]
 
 
@@ -68,6 +70,9 @@ class Messenger:
     tables: tuple[str, ...] = ()
     #: True for handlers that only annotate sites (plates, scopes) and cannot run a model alone
     passive: bool = False
+    #: True for the recorder that a loop or branch combinator puts around its body (see
+    #: :func:`inside_combinator`)
+    combinator_body: bool = False
 
     def __init__(self, fn: Callable | None = None):
         self.fn = fn
@@ -454,3 +459,33 @@ class plate(Messenger):
         if self.subsample_size != self.size:
             s = self.size / self.subsample_size
             msg["scale"] = s if msg["scale"] is None else msg["scale"] * s
+
+
+# ---------------------------------------------------------------------------------------------
+# public queries of the handler stack (for inference code that must know where a site is made)
+
+
+def active_handlers(kind: type | tuple[type, ...] | None = None) -> tuple[Messenger, ...]:
+    """The handlers active right now (outermost first), those that are instances of `kind` if given.
+
+    A snapshot: a tuple, so changing it does not change the stack.  Empty outside a model.
+
+    Example:
+        >>> with ppl.seed(key=jax.random.key(0)):
+        ...     [type(h).__name__ for h in ppl.core.active_handlers()]
+        ['seed']
+    """
+    stack = tuple(_stack())
+    if kind is None:
+        return stack
+    return tuple(h for h in stack if isinstance(h, kind))
+
+
+def inside_combinator() -> bool:
+    """True while model code runs inside the body of a ``ppl.scan`` step or a
+    ``ppl.cond``/``ppl.switch`` branch.
+
+    Sites made there reach the handlers outside the combinator only after its body has run, as
+    stacked (scan) or flagged (branch) records, not one by one.  False outside any model.
+    """
+    return any(h.combinator_body for h in _stack())

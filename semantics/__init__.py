@@ -60,6 +60,7 @@ from .laws import (  # each law also has an ``assert_<law>`` form that raises on
 )
 from .measure import Choices, Measure, MeasureMismatch, freeze
 from .quadrature import GridMeasure, integrate
+from .tables import Table, element_support, enumerate_table, finite_support, product_grid
 
 __all__ = [
     "Measure",
@@ -80,6 +81,11 @@ __all__ = [
     "rational",
     "Path",
     "NotEnumerableError",
+    "Table",
+    "enumerate_table",
+    "finite_support",
+    "element_support",
+    "product_grid",
     "integrate",
     "LawResult",
     "assert_properly_weighted",

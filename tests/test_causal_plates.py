@@ -18,7 +18,7 @@ from ppl import dist
 
 pytestmark = [pytest.mark.exact]
 
-interp = importlib.import_module("inference.causal.interpret")
+interp = importlib.import_module("inference.causal.cpt")  # the module whose factors() splits tables
 
 TOL = 1e-10
 Y = jnp.array([1, 0, 1])
@@ -116,9 +116,32 @@ def test_large_plates_fall_back_to_the_sampler():
             ppl.sample("w", dist.Bernoulli(0.5))
 
     d = causal.diagram(big)
+    assert not causal.finitely_enumerable(d)
     assert isinstance(causal.interpret(d), causal.Sampler)
-    with pytest.raises(ppl.ModelError, match="unrolls"):
+    with pytest.raises(semantics.NotEnumerableError, match="unrolls"):
         causal.factors(d)
+    assert causal.finitely_enumerable(causal.diagram(clustered, y=Y))
+
+
+def test_the_sampler_fallback_is_decided_by_type_not_by_message(monkeypatch):
+    @ppl.model
+    def mixed():
+        z = ppl.sample("z", dist.Bernoulli(0.5))
+        ppl.sample("x", dist.Normal(z, 1.0))
+
+    d = causal.diagram(mixed)
+    assert not causal.finitely_enumerable(d)
+    assert isinstance(causal.interpret(d), causal.Sampler)
+    with pytest.raises(semantics.NotEnumerableError, match="'x'"):
+        causal.factors(d)
+
+    # a model error that merely mentions finite supports and plates is raised, not swallowed
+    def broken(*a, **k):
+        raise ppl.ModelError("a site without finite support in plates")
+
+    monkeypatch.setattr(interp, "_site_job", broken)
+    with pytest.raises(ppl.ModelError, match="finite support in plates"):
+        causal.interpret(causal.diagram(clustered, y=Y))
 
 
 @st.composite

@@ -12,19 +12,29 @@ the general ID algorithm), which is then estimated from data (plug-in or Bayesia
 
 Example:
     >>> from inference import causal
+    >>> from inference.causal.examples import firing_squad, smoking
     >>> d = causal.diagram(smoking)
-    >>> print(d)
-    >>> causal.query(d, "cancer", do={"smoke": 1})
+    >>> d["cancer"].parents
+    ('hidden', 'tar')
+    >>> [round(float(p), 4) for p in causal.query(d, "cancer", do={"smoke": 1}).table]
+    [0.36, 0.64]
     >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
-    >>> causal.estimate(est, data)
-    >>> causal.counterfactual(scm, evidence={"dead": 1}, do={"a": 0}, query="dead")
+    >>> est.criterion
+    'front-door'
+    >>> data = {"smoke": jnp.array([0, 0, 1, 1]), "tar": jnp.array([0, 1, 1, 1]), "cancer": jnp.array([0, 1, 1, 0])}
+    >>> causal.estimate(est, data, do={"smoke": 1}).shape
+    (2,)
+    >>> cf = causal.counterfactual(firing_squad, evidence={"dead": 1}, do={"a": 0}, query="dead")
+    >>> round(float(cf.table[1]), 4)
+    0.9375
 """
 
 from .bayes import cpt_counts, cpt_posterior, effect_from_cpts, posterior_effect
 from .counterfactual import abduction, counterfactual, exogenous_sites, twin
-from .diagram import Box, Diagram, Mechanism, Wire, diagram, intervene, surgery
+from .diagram import Box, Diagram, Mechanism, Wire, diagram, surgery
+from .intervene import intervene
 from .identify import Estimand, NotIdentifiable, estimate, identify, observational
-from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, interpret, query
+from .interpret import Joint, Sampler, as_measure, enumerate_model, factors, finitely_enumerable, interpret, query
 
 __all__ = [
     "Box",
@@ -38,6 +48,7 @@ __all__ = [
     "Sampler",
     "interpret",
     "factors",
+    "finitely_enumerable",
     "query",
     "enumerate_model",
     "as_measure",

@@ -9,9 +9,12 @@ becomes a point mass) gives a draw of P(on | do(x)).  The draws are one ``vmap``
 ``einsum``, so they run on GPU where there is one.
 
 Example:
-    >>> d = causal.diagram(confounded)                         # z -> x, z -> y, x -> y
+    >>> from inference.causal.examples import confounded          # z -> x, z -> y, x -> y
+    >>> d = causal.diagram(confounded)
+    >>> data = {"z": jnp.array([0, 1, 1, 0]), "x": jnp.array([0, 1, 0, 0]), "y": jnp.array([1, 1, 0, 0])}
     >>> draws = causal.posterior_effect(d, data, on="y", do={"x": 1}, key=jax.random.key(0))
-    >>> draws.shape                                            # (1000, 2): P(y | do(x = 1)) per draw
+    >>> draws.shape                                               # P(y | do(x = 1)) per draw
+    (1000, 2)
 """
 
 from __future__ import annotations
@@ -49,7 +52,11 @@ def cpt_counts(d: Diagram, data: Mapping[str, Any]) -> dict:
     """site -> the table of counts of (parents..., site) in `data` (site -> array of values).
 
     Example:
-        >>> causal.cpt_counts(d, {"z": z, "x": x, "y": y})["y"].shape   # (|z|, |x|, |y|)
+        >>> from inference.causal.examples import confounded
+        >>> d = causal.diagram(confounded)
+        >>> data = {"z": jnp.array([0, 1, 1, 0]), "x": jnp.array([0, 1, 0, 0]), "y": jnp.array([1, 1, 0, 0])}
+        >>> causal.cpt_counts(d, data)["x"].tolist()   # axes (z, x)
+        [[2.0, 0.0], [1.0, 1.0]]
     """
     names, parents = _structure(d)
     idx = {}
@@ -78,7 +85,11 @@ def cpt_posterior(d: Diagram, data: Mapping[str, Any], prior: float = 1.0) -> di
     """site -> Dirichlet concentrations of its CPT rows: ``prior + counts`` (axes (parents..., site)).
 
     Example:
-        >>> alpha = causal.cpt_posterior(d, data)      # P(y | z, x) rows ~ Dirichlet(alpha["y"][z, x])
+        >>> from inference.causal.examples import confounded
+        >>> d = causal.diagram(confounded)
+        >>> data = {"z": jnp.array([0, 1, 1, 0]), "x": jnp.array([0, 1, 0, 0]), "y": jnp.array([1, 1, 0, 0])}
+        >>> causal.cpt_posterior(d, data)["x"].tolist()   # row z of P(x | z) ~ Dirichlet(alpha[z])
+        [[3.0, 1.0], [2.0, 2.0]]
     """
     return {n: c + prior for n, c in cpt_counts(d, data).items()}
 
@@ -89,7 +100,13 @@ def effect_from_cpts(d: Diagram, cpts: Mapping[str, Any], on: str | Sequence[str
     ``vmap``-able over a leading axis of the CPTs.
 
     Example:
-        >>> effect_from_cpts(d, {"z": pz, "x": px_z, "y": py_zx}, on="y", do={"x": 1})
+        >>> from inference.causal.examples import confounded
+        >>> d = causal.diagram(confounded)
+        >>> pz = jnp.array([0.6, 0.4])
+        >>> px_z = jnp.array([[0.8, 0.2], [0.2, 0.8]])
+        >>> py_zx = jnp.array([[[0.9, 0.1], [0.4, 0.6]], [[0.6, 0.4], [0.1, 0.9]]])
+        >>> [round(float(p), 4) for p in causal.effect_from_cpts(d, {"z": pz, "x": px_z, "y": py_zx}, on="y", do={"x": 1})]
+        [0.28, 0.72]
     """
     names, parents = _structure(d)
     on = [on] if isinstance(on, str) else list(on)
@@ -128,8 +145,13 @@ def posterior_effect(
     shape ``(num_draws, |on|...)``.
 
     Example:
+        >>> from inference.causal.examples import confounded
+        >>> d = causal.diagram(confounded)
+        >>> data = {"z": jnp.array([0, 1, 1, 0]), "x": jnp.array([0, 1, 0, 0]), "y": jnp.array([1, 1, 0, 0])}
         >>> draws = causal.posterior_effect(d, data, on="y", do={"x": 1}, key=jax.random.key(0))
-        >>> draws[:, 1].mean(), jnp.quantile(draws[:, 1], jnp.array([0.05, 0.95]))
+        >>> lo, hi = jnp.quantile(draws[:, 1], jnp.array([0.05, 0.95]))   # P(y = 1 | do(x = 1))
+        >>> bool(0 < lo < hi < 1)
+        True
     """
     alpha = cpt_posterior(d, data, prior)
     keys = jax.random.split(key, len(alpha))

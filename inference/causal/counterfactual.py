@@ -26,13 +26,13 @@ Example:
     ...     a = ppl.deterministic("a", order | nerves)   # rifleman A fires
     ...     b = ppl.deterministic("b", order)            # rifleman B fires
     ...     ppl.deterministic("dead", a | b)
-    >>> causal.counterfactual(firing_squad, evidence={"dead": 1}, do={"a": 0}, query="dead").table
-    # P(dead_{a=0} = 1 | dead = 1) = 0.6 / (0.6 + 0.4 * 0.1)
+    >>> cf = causal.counterfactual(firing_squad, evidence={"dead": 1}, do={"a": 0}, query="dead")
+    >>> round(float(cf.table[1]), 4)   # P(dead_{a=0} = 1 | dead = 1) = 0.6 / (0.6 + 0.4 * 0.1)
+    0.9375
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -43,9 +43,8 @@ import ppl
 from ppl.core import Messenger
 from ppl.errors import AddressError, ModelError, nearest
 from ppl.handlers import scope
-from ppl.model import run
 
-from .interpret import Joint, _Plug
+from .joint import Joint
 
 __all__ = ["counterfactual", "abduction", "twin", "exogenous_sites"]
 
@@ -59,6 +58,7 @@ def exogenous_sites(model: Any, *args: Any, exogenous: Sequence[str] | None = No
     marked ``infer={"exogenous": True}``, in execution order.
 
     Example:
+        >>> from inference.causal.examples import firing_squad
         >>> causal.exogenous_sites(firing_squad)
         ('order', 'nerves')
     """
@@ -91,7 +91,11 @@ def _exogenous(sites: Mapping[str, dict], exogenous: Sequence[str] | None) -> tu
 
 class _Share(Messenger):
     """In the counterfactual world: a shared sample site takes its factual value and is not a
-    new site (hidden from every handler outside, so its wires come from the factual site)."""
+    new site (hidden from every handler outside, so its wires come from the factual site).
+
+    A Messenger, not ``ppl.substitute``: besides providing the value it stops the message, so
+    no recorder outside sees a second random choice.
+    """
 
     def __init__(self, values: Mapping[str, Any], names: set):
         super().__init__()
@@ -105,7 +109,11 @@ class _Share(Messenger):
 
 
 class _Values(Messenger):
-    """Record every sample/deterministic value, by its address inside the world's scope."""
+    """Record every sample/deterministic value, by its address inside the world's scope.
+
+    A recorder (it provides no value): it reads the values after every handler has run, so the
+    counterfactual world can be given the factual world's values of the same run.
+    """
 
     def __init__(self, prefix: str):
         super().__init__()
@@ -129,9 +137,13 @@ def twin(model: Any, do: Mapping[str, Any], *args: Any, exogenous: Sequence[str]
     draws counterfactual pairs (for any model, finite or not).
 
     Example:
+        >>> from inference.causal.examples import firing_squad
         >>> tw = causal.twin(firing_squad, {"a": 0})
+        >>> tw.shared
+        ('order', 'nerves')
         >>> tr = tw.simulate(jax.random.key(0))
-        >>> tr["factual/dead"], tr["counterfactual/dead"]
+        >>> bool(tr["counterfactual/dead"] <= tr["factual/dead"])   # A not firing cannot add a death
+        True
     """
     from .diagram import diagram
 
@@ -176,8 +188,9 @@ def twin(model: Any, do: Mapping[str, Any], *args: Any, exogenous: Sequence[str]
 
 
 def _enumerate(model: ppl.Model, args: tuple, kwargs: dict, read: Sequence[str]) -> tuple[np.ndarray, dict]:
-    """Every assignment of the latent sample sites of `model`: (weights, values of `read`)."""
-    from .diagram import _finite_support
+    """Every assignment of the latent sample sites of `model`: (weights, values of `read`),
+    flat; the joint is :func:`semantics.enumerate_table`'s."""
+    from semantics.tables import enumerate_table
 
     sites = model.trace_sites(jax.random.key(0), *args, **kwargs)
     for n in read:
@@ -185,35 +198,11 @@ def _enumerate(model: ppl.Model, args: tuple, kwargs: dict, read: Sequence[str])
             raise AddressError(f"no sample or deterministic site {n!r}{nearest(n, sites)}.")
         if np.ndim(sites[n]["value"]) != 0:
             raise ModelError(f"site {n!r} has shape {np.shape(sites[n]['value'])}; counterfactual queries read scalar sites.")
-    names, sups = [], []
-    for n, s in sites.items():
-        if s["type"] == "sample" and not s["is_observed"] and not s["intervened"]:
-            sup = _finite_support(s["fn"])
-            if sup is None:
-                raise ModelError(
-                    f"exact counterfactuals need every latent site to be a finite scalar; site {n!r} "
-                    f"({type(s['fn']).__name__}, shape {np.shape(s['value'])}) is not. Simulate "
-                    "causal.twin(...) instead."
-                )
-            names.append(n)
-            sups.append(sup)
-    size = int(np.prod([len(s) for s in sups])) if sups else 1
-    if size > MAX_GRID:
-        raise ModelError(f"exact counterfactual: {size} joint assignments of {len(names)} latent sites is too many to enumerate.")
-    grid = list(itertools.product(*sups))
-    cols = {n: jnp.asarray([g[i] for g in grid]) for i, n in enumerate(names)}
-
-    def one(vals: dict):
-        _, ss = run(model.fn, args, kwargs, _Plug(vals))
-        lp = sum(jnp.sum(s["log_prob"]) for s in ss.values() if s["type"] in ("sample", "factor"))
-        return lp, {n: jnp.asarray(ss[n]["value"]) for n in read}
-
-    if names:
-        lp, vals = jax.jit(jax.vmap(one))(cols)
-    else:
-        lp, vals = jax.jit(one)({})
-        lp, vals = lp[None], {k: v[None] for k, v in vals.items()}
-    return np.exp(np.asarray(lp, dtype=np.float64)), {k: np.asarray(v) for k, v in vals.items()}
+    t = enumerate_table(
+        model, *args, read=read, max_size=MAX_GRID, what="exact counterfactuals (simulate causal.twin(...) otherwise)", **kwargs
+    )
+    w = np.exp(np.asarray(t.log_weight, dtype=np.float64)).reshape(-1)
+    return w, {k: np.asarray(v).reshape(-1) for k, v in t.values.items()}
 
 
 def _matches(values: np.ndarray, target: Any) -> np.ndarray:
@@ -249,8 +238,10 @@ def abduction(model: Any, *args: Any, evidence: Mapping[str, Any], exogenous: Se
     be a finite scalar; the result is a normalised :class:`Joint` over the exogenous sites.
 
     Example:
-        >>> causal.abduction(firing_squad, evidence={"dead": 1}).marginal(["order"]).table
-        # P(order = 1 | dead) = 0.6 / 0.64
+        >>> from inference.causal.examples import firing_squad
+        >>> post = causal.abduction(firing_squad, evidence={"dead": 1})
+        >>> [round(float(p), 4) for p in post.marginal(["order"]).table]   # P(order = 1 | dead) = 0.6 / 0.64
+        [0.0625, 0.9375]
     """
     base = ppl.as_model(model)
     sites = base.trace_sites(jax.random.key(0), *args, **kwargs)
@@ -284,8 +275,10 @@ def counterfactual(
     to the value it has in the evidence, it is the factual posterior P(query | evidence).
 
     Example:
+        >>> from inference.causal.examples import firing_squad
         >>> cf = causal.counterfactual(firing_squad, evidence={"dead": 1}, do={"a": 0}, query="dead")
-        >>> float(cf.table[1])  # would the prisoner be dead had A not fired?  0.9375
+        >>> round(float(cf.table[1]), 4)  # would the prisoner be dead had A not fired?
+        0.9375
     """
     queries = [query] if isinstance(query, str) else list(query)
     evidence = dict(evidence)

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl import core
-from ppl.core import Messenger
 from ppl.errors import AddressError, ModelError, nearest
-from ppl.model import run
+from semantics.tables import element_support as _element_support
+from semantics.tables import finite_support as _finite_support
 
-__all__ = ["Box", "Wire", "Diagram", "Mechanism", "diagram", "surgery", "intervene"]
+from .dependencies import trace_dependencies
+
+__all__ = ["Box", "Wire", "Diagram", "Mechanism", "diagram", "surgery"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,9 +43,12 @@ class Mechanism:
     A mechanism with ``parents=()`` is a stochastic policy that ignores everything upstream.
 
     Example:
+        >>> from inference.causal.examples import smoking
+        >>> d = causal.diagram(smoking)
         >>> policy = causal.Mechanism(lambda: dist.Bernoulli(0.2), parents=())
         >>> follow = causal.Mechanism(lambda h: dist.Bernoulli(0.1 + 0.8 * h), parents=("hidden",))
-        >>> causal.surgery(d, {"smoke": policy})
+        >>> causal.surgery(d, {"smoke": policy})["smoke"].parents, causal.surgery(d, {"smoke": follow})["smoke"].parents
+        ((), ('hidden',))
     """
 
     fn: Callable
@@ -221,6 +224,8 @@ class Diagram:
         hard = {k: v for k, v in self.interventions.items() if not isinstance(v, Mechanism)}
         soft = {k: v for k, v in self.interventions.items() if isinstance(v, Mechanism)}
         if soft:
+            from .intervene import intervene
+
             soft = {k: Mechanism(v.fn, _mechanism_parents(self, self.boxes[k])) for k, v in soft.items()}
             m = intervene(m, soft)
         if hard:
@@ -301,96 +306,6 @@ def _mechanism_parents(d: Diagram, box: Box) -> tuple:
     return tuple(mech.parents) if mech.parents is not None else tuple(box.parents)
 
 
-# ---------------------------------------------------------------------------------------------
-# tracing the dependencies
-
-
-def _collector_active() -> bool:
-    from ppl.combinators import _Collector
-
-    return any(isinstance(h, _Collector) for h in core._stack())
-
-
-def _dist_leaves(d: Any) -> list:
-    try:
-        leaves = jax.tree_util.tree_leaves(d)
-    except Exception:  # a distribution that is not a pytree: look at its attributes
-        leaves = [v for v in vars(d).values()]
-    return [leaf for leaf in leaves if isinstance(leaf, (jax.Array, np.ndarray, float, int)) or hasattr(leaf, "aval")]
-
-
-class _Inputs(Messenger):
-    """Make every site's value an input (so dependencies can be traced) and record parameters."""
-
-    tables = ("values",)
-
-    def __init__(self, values: Mapping[str, Any]):
-        super().__init__()
-        self.values = dict(values)
-        self.outputs: "OrderedDict[str, list]" = OrderedDict()
-        self.inside: set[str] = set()
-
-    def process_message(self, msg: dict) -> None:
-        t, name = msg["type"], msg["name"]
-        if t not in ("sample", "deterministic", "factor"):
-            return
-        nested = _collector_active()
-        if nested:
-            self.inside.add(name)
-        elif t == "sample":
-            self.outputs[name] = [] if msg["intervened"] else _dist_leaves(msg["fn"])
-        else:
-            self.outputs[name] = [] if msg["intervened"] else [msg["value"]]
-        if t != "factor" and name in self.values:
-            msg["value"] = self.values[name]
-
-
-def _forward_deps(jaxpr: Any, in_deps: list, groups: list | None = None) -> list:
-    """For each output of `jaxpr`, the union of the input labels it depends on.
-
-    Each equation that is not looked into (``scan``, ``cond``, ``while``, ...) appends the union
-    of its inputs' labels to `groups`, in program order: everything computed inside it, the
-    sites of a ``ppl.scan``/``ppl.cond`` included, depends on those labels only."""
-    env: dict = {}
-
-    def read(a: Any) -> frozenset:
-        if type(a).__name__ == "Literal":
-            return frozenset()
-        return env.get(a, frozenset())
-
-    for v, d in zip(jaxpr.invars, in_deps):
-        env[v] = d
-    for eqn in jaxpr.eqns:
-        ins = [read(a) for a in eqn.invars]
-        sub = eqn.params.get("jaxpr", None)
-        if sub is None:
-            sub = eqn.params.get("call_jaxpr", None)
-        inner = getattr(sub, "jaxpr", sub)
-        if (
-            inner is not None
-            and hasattr(inner, "eqns")
-            and eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call")
-            and len(inner.invars) == len(ins)
-        ):
-            outs = _forward_deps(inner, ins, groups)
-        else:  # any other primitive (scan, cond, while included): every output from every input
-            u = frozenset().union(*ins) if ins else frozenset()
-            outs = [u] * len(eqn.outvars)
-            if groups is not None and _has_subjaxpr(eqn):
-                groups.append(u)
-        for v, d in zip(eqn.outvars, outs):
-            env[v] = d
-    return [read(v) for v in jaxpr.outvars]
-
-
-def _has_subjaxpr(eqn: Any) -> bool:
-    for v in eqn.params.values():
-        for x in v if isinstance(v, (tuple, list)) else (v,):
-            if hasattr(x, "eqns") or hasattr(getattr(x, "jaxpr", None), "eqns"):
-                return True
-    return False
-
-
 def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
     """The string diagram of `model` run on `args`: one box per sample/deterministic/factor site.
 
@@ -417,40 +332,14 @@ def diagram(model: Any, *args: Any, **kwargs: Any) -> Diagram:
     values = OrderedDict(
         (n, s["value"]) for n, s in sites.items() if s["type"] in ("sample", "deterministic")
     )
-    names = list(values)
-    captured: dict = {}
-
-    def f(vals: dict):
-        h = _Inputs(vals)
-        run(model.fn, args, kwargs, h)
-        captured["outputs"] = list(h.outputs)
-        captured["inside"] = set(h.inside)
-        captured["sizes"] = [len(h.outputs[n]) for n in h.outputs]
-        return [[jnp.asarray(x) for x in h.outputs[n]] for n in h.outputs]
-
-    closed = jax.make_jaxpr(f)({n: jnp.asarray(v) for n, v in values.items()})
-    flat_in = jax.tree_util.tree_leaves({n: jnp.asarray(v) for n, v in values.items()})
-    in_names = sorted(names)  # dict pytrees flatten in sorted-key order
-    assert len(flat_in) == len(in_names) == len(closed.jaxpr.invars)
-    groups: list = []
-    deps = _forward_deps(closed.jaxpr, [frozenset([n]) for n in in_names], groups)
-    out_struct = captured["outputs"]
-    sizes = captured["sizes"]
-    parents_of: dict[str, set] = {}
-    i = 0
-    for n, k in zip(out_struct, sizes):
-        ds = set()
-        for d_ in deps[i : i + k]:
-            ds |= d_
-        parents_of[n] = ds
-        i += k
+    parents_of, inside, groups = trace_dependencies(model, args, kwargs, values)
     order = list(sites)
     boxes: "OrderedDict[str, Box]" = OrderedDict()
     for pos, (n, s) in enumerate(sites.items()):
         t = s["type"]
         if t not in ("sample", "deterministic", "factor"):
             continue
-        approximate = n in captured["inside"] or n not in parents_of
+        approximate = n in inside or n not in parents_of
         # a site inside scan/cond: its value enters the program as an input of its own
         # combinator, the first opaque equation to read it; its distribution is computed inside
         # that equation, so from that equation's inputs only (the other sites of the same loop,
@@ -500,28 +389,6 @@ def _dist_name(fn: Any) -> str:
     return name
 
 
-def _finite_support(fn: Any) -> tuple | None:
-    """The support of a scalar distribution with an enumerable support, else None."""
-    try:
-        if not fn.has_enumerate_support or tuple(fn.batch_shape) or tuple(fn.event_shape):
-            return None
-        vals = np.asarray(fn.enumerate_support(expand=False)).reshape(-1)
-        return tuple(v.item() for v in vals)
-    except Exception:
-        return None
-
-
-def _element_support(fn: Any) -> tuple | None:
-    """The values of each element of a batched distribution with scalar, enumerable elements."""
-    try:
-        if not fn.has_enumerate_support or tuple(fn.event_shape):
-            return None
-        vals = np.asarray(fn.enumerate_support(expand=False)).reshape(-1)
-        return tuple(v.item() for v in vals)
-    except Exception:
-        return None
-
-
 # ---------------------------------------------------------------------------------------------
 # surgery
 
@@ -537,7 +404,8 @@ def surgery(d: Diagram, interventions: Mapping[str, Any]) -> Diagram:
     gives the measure of ``ppl.do(model, ...)`` (law ``surgery_commutes``).
 
     Example:
-        >>> cut = causal.surgery(d, {"smoke": 1})
+        >>> from inference.causal.examples import smoking
+        >>> cut = causal.surgery(causal.diagram(smoking), {"smoke": 1})
         >>> cut["smoke"].parents
         ()
     """
@@ -571,60 +439,11 @@ def surgery(d: Diagram, interventions: Mapping[str, Any]) -> Diagram:
     return d.replace(**new)
 
 
-# ---------------------------------------------------------------------------------------------
-# the program-level soft intervention
+def __getattr__(name: str) -> Any:
+    # `intervene` lived here before it got a module of its own (intervene.py imports Mechanism
+    # from this module, so it is re-exported lazily)
+    if name == "intervene":
+        from .intervene import intervene
 
-
-class _Soft(Messenger):
-    """Replace the distribution at some sites by a mechanism of earlier site values."""
-
-    def __init__(self, mechanisms: Mapping[str, Mechanism]):
-        super().__init__()
-        self.mechanisms = dict(mechanisms)
-        self.seen: dict = {}
-
-    def __enter__(self):
-        self.seen = {}
-        return super().__enter__()
-
-    def process_message(self, msg: dict) -> None:
-        name = msg["name"]
-        if msg["type"] == "sample" and name in self.mechanisms and not msg["intervened"]:
-            mech = self.mechanisms[name]
-            parents = mech.parents or ()
-            missing = [p for p in parents if p not in self.seen]
-            if missing:
-                raise ModelError(
-                    f"ppl intervene: the mechanism for {name!r} needs site {missing[0]!r}, which has "
-                    "not run before it."
-                )
-            msg["fn"] = mech.fn(*[self.seen[p] for p in parents])
-            msg["is_observed"] = False
-
-    def postprocess_message(self, msg: dict) -> None:
-        if msg["type"] in ("sample", "deterministic"):
-            self.seen[msg["name"]] = msg["value"]
-
-
-def intervene(model: Any, mechanisms: Mapping[str, Mechanism]) -> ppl.Model:
-    """The program-level soft intervention: `model` with each named site's mechanism replaced.
-
-    Each :class:`Mechanism` must name its parents (sites that run before the intervened one).
-    The intervened site stays a random choice (scored under its new distribution).
-
-    Example:
-        >>> m2 = causal.intervene(smoking, {"smoke": causal.Mechanism(lambda h: dist.Bernoulli(0.5 * h), ("hidden",))})
-    """
-    base = ppl.as_model(model)
-    for k, m in mechanisms.items():
-        if not isinstance(m, Mechanism) or m.parents is None:
-            raise ModelError(f"causal.intervene: the mechanism for {k!r} must be a Mechanism with explicit parents.")
-
-    def wrapped(*a: Any, **k: Any) -> Any:
-        with _Soft(mechanisms):
-            return base.fn(*a, **k)
-
-    out = ppl.Model(wrapped, name=base.name)
-    out._base = base
-    out._wrapper = (_Soft, (mechanisms,), {})
-    return out
+        return intervene
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

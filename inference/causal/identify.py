@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,178 +26,11 @@ import numpy as np
 
 from ppl.errors import AddressError, ModelError, PPLError, nearest
 
+from ._expr import Expr, Prob, Prod, Sum, _cond, _cond_of, _eval, _expand, _key, _marg
 from ._graph import ADMG, latent_projection
 from .diagram import Diagram
 
 __all__ = ["identify", "Estimand", "NotIdentifiable", "estimate", "observational", "admg"]
-
-
-# ---------------------------------------------------------------------------------------------
-# expressions over the observational distribution
-
-
-class Expr:
-    free: frozenset
-
-    def __str__(self) -> str:
-        return self.show()
-
-
-@dataclass(frozen=True, eq=False)
-class Prob(Expr):
-    """P(labels): a marginal of the observational joint; label ``x'`` reads variable ``x``."""
-
-    labels: tuple
-
-    @property
-    def free(self) -> frozenset:
-        return frozenset(self.labels)
-
-    def show(self) -> str:
-        return f"P({', '.join(self.labels)})"
-
-
-@dataclass(frozen=True, eq=False)
-class Sum(Expr):
-    over: tuple
-    body: Expr
-
-    @property
-    def free(self) -> frozenset:
-        return self.body.free - set(self.over)
-
-    def show(self) -> str:
-        if not self.over:
-            return self.body.show()
-        inner = self.body.show()
-        if isinstance(self.body, Ratio) and not _is_cond(self.body):
-            inner = f"[{inner}]"
-        return f"Σ_{{{','.join(self.over)}}} {inner}"
-
-
-@dataclass(frozen=True, eq=False)
-class Prod(Expr):
-    terms: tuple
-
-    @property
-    def free(self) -> frozenset:
-        out = frozenset()
-        for t in self.terms:
-            out |= t.free
-        return out
-
-    def show(self) -> str:
-        parts = []
-        for t in self.terms:
-            s = t.show()
-            parts.append(f"[{s}]" if isinstance(t, Sum) and t is not self.terms[-1] or (isinstance(t, Ratio) and not _is_cond(t)) else s)
-        return " ".join(parts) if parts else "1"
-
-
-@dataclass(frozen=True, eq=False)
-class Ratio(Expr):
-    num: Expr
-    den: Expr
-
-    @property
-    def free(self) -> frozenset:
-        return self.num.free | self.den.free
-
-    def show(self) -> str:
-        if _is_cond(self):
-            given = [l for l in self.num.labels if l in self.den.labels]
-            head = [l for l in self.num.labels if l not in self.den.labels]
-            return f"P({', '.join(head)} | {', '.join(given)})"
-        return f"({self.num.show()}) / ({self.den.show()})"
-
-
-def _is_cond(e: Expr) -> bool:
-    return (
-        isinstance(e, Ratio)
-        and isinstance(e.num, Prob)
-        and isinstance(e.den, Prob)
-        and set(e.den.labels) < set(e.num.labels)
-    )
-
-
-def _cond(head: Sequence[str], given: Sequence[str], order: Sequence[str]) -> Expr:
-    """P(head | given) of the observational joint."""
-    if not given:
-        return Prob(tuple(head))
-    num = tuple(sorted(set(head) | set(given), key=lambda v: _key(order, v)))
-    return Ratio(Prob(num), Prob(tuple(sorted(given, key=lambda v: _key(order, v)))))
-
-
-def _key(order: Sequence[str], label: str) -> tuple:
-    base = label.rstrip("'")
-    return (order.index(base) if base in order else len(order), label)
-
-
-def _marg(P: Expr, keep: Iterable[str], V: Iterable[str], order: Sequence[str]) -> Expr:
-    """Σ_{V \\ keep} P, simplified when P is a marginal of the joint."""
-    keep = set(keep)
-    drop = tuple(v for v in order if v in set(V) and v not in keep)
-    if not drop:
-        return P
-    if isinstance(P, Prob):
-        return Prob(tuple(l for l in P.labels if l not in drop))
-    if isinstance(P, Sum):
-        return Sum(tuple(sorted(set(P.over) | set(drop), key=lambda v: _key(order, v))), P.body)
-    return Sum(drop, P)
-
-
-def _cond_of(P: Expr, v: str, pre: Sequence[str], V: Iterable[str], order: Sequence[str]) -> Expr:
-    """P(v | pre) computed from the distribution P over V."""
-    num = _marg(P, set(pre) | {v}, V, order)
-    if isinstance(num, Prob) and not pre:
-        return num
-    den = _marg(P, set(pre), V, order)
-    return Ratio(num, den)
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation of expressions on a joint table
-
-
-def _eval(e: Expr, joint: jax.Array, names: Sequence[str]) -> tuple[tuple, jax.Array]:
-    if isinstance(e, Prob):
-        idx = [names.index(l.rstrip("'")) for l in e.labels]
-        other = [i for i in range(len(names)) if i not in idx]
-        t = jnp.sum(joint, axis=tuple(other)) if other else joint
-        kept = sorted(idx)
-        perm = [kept.index(i) for i in idx]
-        return tuple(e.labels), jnp.transpose(t, perm)
-    if isinstance(e, Sum):
-        vs, t = _eval(e.body, joint, names)
-        axes = tuple(vs.index(v) for v in e.over if v in vs)
-        return tuple(v for v in vs if v not in e.over), jnp.sum(t, axis=axes) if axes else t
-    if isinstance(e, Prod):
-        vs: tuple = ()
-        t = jnp.ones(())
-        for term in e.terms:
-            ws, u = _eval(term, joint, names)
-            allv = vs + tuple(w for w in ws if w not in vs)
-            t = _expand(vs, t, allv) * _expand(ws, u, allv)
-            vs = allv
-        return vs, t
-    if isinstance(e, Ratio):
-        nv, n = _eval(e.num, joint, names)
-        dv, d = _eval(e.den, joint, names)
-        allv = nv + tuple(w for w in dv if w not in nv)
-        n, d = _expand(nv, n, allv), _expand(dv, d, allv)
-        safe = jnp.where(d > 0, d, 1.0)
-        return allv, jnp.where(d > 0, n / safe, 0.0)
-    raise TypeError(type(e))
-
-
-def _expand(vs: tuple, t: jax.Array, target: tuple) -> jax.Array:
-    present = [v for v in target if v in vs]
-    t = jnp.transpose(t, [vs.index(v) for v in present]) if present else t
-    shape = []
-    it = iter(t.shape)
-    for v in target:
-        shape.append(next(it) if v in vs else 1)
-    return jnp.reshape(t, shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,9 +61,11 @@ class Estimand:
         supports: observed site -> its values (from the diagram).
 
     Example:
+        >>> from inference.causal.examples import smoking
+        >>> d = causal.diagram(smoking)
         >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
-        >>> print(est)
-        >>> est.evaluate(joint, do={"smoke": 0})
+        >>> [round(float(p), 4) for p in est.evaluate(causal.observational(d, ["smoke", "tar", "cancer"]), do={"smoke": 0})]
+        [0.76, 0.24]
     """
 
     effect_of: tuple
@@ -295,7 +130,12 @@ class Estimand:
         position in each site's support; with `do` the effect_of axes are fixed to those values.
 
         Example:
-            >>> est.evaluate(jnp.array(p).reshape(2, 2, 2), do={"smoke": 1})
+            >>> from inference.causal.examples import smoking
+            >>> d = causal.diagram(smoking)
+            >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+            >>> joint = causal.observational(d, ["smoke", "tar", "cancer"]).table   # axes (smoke, tar, cancer)
+            >>> [round(float(p), 4) for p in est.evaluate(joint, do={"smoke": 1})]
+            [0.36, 0.64]
         """
         t = self._table(joint)
         vs, out = _eval(self.expr, t, list(self.observed))
@@ -422,7 +262,7 @@ def _id(y: set, x: set, P: Expr, G: ADMG, order: Sequence[str]) -> Expr:
             terms = tuple(_cond_of(P, v, Vo[: Vo.index(v)], V, order) for v in Vo if v in Sp)
             P2 = Prod(terms) if len(terms) > 1 else terms[0]
             return _id(y, x & Sp, P2, G.subgraph(Sp), order)
-    raise AssertionError("ID: unreachable")  # pragma: no cover
+    raise PPLError("ID: unreachable")  # pragma: no cover
 
 
 def identify(d: Diagram, effect_of: Any, on: Any, observed: Sequence[str]) -> Estimand:
@@ -434,7 +274,8 @@ def identify(d: Diagram, effect_of: Any, on: Any, observed: Sequence[str]) -> Es
     (the offending subgraph) when no formula exists.
 
     Example:
-        >>> est = causal.identify(d, effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> from inference.causal.examples import smoking
+        >>> est = causal.identify(causal.diagram(smoking), effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
         >>> print(est)
         P(cancer | do(smoke)) = Σ_{tar} P(tar | smoke) Σ_{smoke'} P(cancer | smoke', tar) P(smoke')
           [front-door through {tar} (comb disintegration)]
@@ -534,8 +375,14 @@ def estimate(
     :meth:`Estimand.evaluate` (with a leading draw axis for ``"bayes"``).
 
     Example:
-        >>> causal.estimate(est, {"smoke": s, "tar": t, "cancer": c}, do={"smoke": 1})
-        >>> draws = causal.estimate(est, data, method="bayes", key=jax.random.key(0), do={"smoke": 1})
+        >>> from inference.causal.examples import smoking
+        >>> est = causal.identify(causal.diagram(smoking), effect_of="smoke", on="cancer", observed=["smoke", "tar", "cancer"])
+        >>> data = {"smoke": jnp.array([0, 0, 1, 1, 1, 0]), "tar": jnp.array([0, 1, 1, 1, 0, 0]),
+        ...         "cancer": jnp.array([0, 1, 1, 0, 1, 0])}
+        >>> [round(float(p), 4) for p in causal.estimate(est, data, do={"smoke": 1})]
+        [0.3333, 0.6667]
+        >>> causal.estimate(est, data, method="bayes", key=jax.random.key(0), do={"smoke": 1}).shape
+        (1000, 2)
     """
     table = counts(estimand, data)
     if method == "plugin":

@@ -13,7 +13,9 @@ planted-bug surgery can be shown to be rejected.
     counterfactual_consistent  do(X = its observed value) changes nothing: the factual posterior
 
 Example:
-    >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
+    >>> from inference.causal.examples import smoking
+    >>> surgery_commutes(smoking, {"smoke": 1}).ok
+    True
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError, ModelError
 
-from .diagram import Diagram, Mechanism, diagram, intervene, surgery
+from .diagram import Diagram, Mechanism, diagram, surgery
+from .intervene import intervene
 from .interpret import Joint, as_measure, interpret, query
 
 __all__ = [
@@ -103,7 +107,9 @@ def surgery_commutes(
 def cuts_compose(d: Diagram, first: Mapping[str, Any], second: Mapping[str, Any], surgery_fn: Callable = surgery, tol: float = 1e-10):
     """Cutting `first` then `second` = `second` then `first` = both at once (disjoint sites)."""
     if set(first) & set(second):
-        raise ValueError("cuts_compose: the two cuts must be on different sites")
+        raise ArgumentError(
+            f"cuts_compose: the two cuts must be on different sites; both name {sorted(set(first) & set(second))}."
+        )
     both = interpret(surgery(d, {**first, **second}))
     ab = interpret(surgery_fn(surgery_fn(d, first), second))
     ba = interpret(surgery_fn(surgery_fn(d, second), first))
@@ -123,7 +129,7 @@ def cut_idempotent(d: Diagram, cut: Mapping[str, Any], surgery_fn: Callable = su
 def root_cut_is_conditioning(d: Diagram, root: str, value: Any, surgery_fn: Callable = surgery, tol: float = 1e-10):
     """For a box without parents, do(root = v) gives every other variable its law given root = v."""
     if d[root].parents:
-        raise ValueError(f"root_cut_is_conditioning: {root!r} has parents {d[root].parents}")
+        raise ArgumentError(f"root_cut_is_conditioning: root must be a box without parents; {root!r} has parents {d[root].parents}.")
     cut = interpret(surgery_fn(d, {root: value})).normalized()
     cond = interpret(d).condition({root: value})
     e = joint_distance(cut, cond)
@@ -166,14 +172,14 @@ def three_step_counterfactual(model: Any, evidence: Mapping[str, Any], do: Mappi
     import jax
 
     from .counterfactual import _exogenous, _matches
-    from .diagram import _finite_support
+    from semantics.tables import finite_support as _finite_support
 
     base = ppl.as_model(model)
     sites = base.trace_sites(jax.random.key(0), *args, **kwargs)
     exo = _exogenous(sites, exogenous)
     other = [n for n, s in sites.items() if s["type"] == "sample" and n not in exo]
     if other:
-        raise ValueError(f"three_step_counterfactual: every sample site must be exogenous; {other[0]!r} is not.")
+        raise ModelError(f"three_step_counterfactual: every sample site must be exogenous; {other[0]!r} is not.")
     sups = [_finite_support(sites[n]["fn"]) for n in exo]
     out: dict = {}
     total = 0.0
@@ -231,7 +237,7 @@ def counterfactual_consistent(model: Any, evidence: Mapping[str, Any], query: Se
     query = [query] if isinstance(query, str) else list(query)
     try:
         post = three_step_counterfactual(model, evidence, {}, query, *args, exogenous=exogenous, **kwargs)
-    except ValueError:
+    except ModelError:  # a model with non-exogenous sample sites: the three steps do not apply
         post = _joint_as_dict(counterfactual(model, *args, evidence=evidence, do={}, query=query, exogenous=exogenous, **kwargs))
     worst = 0.0
     for n, v in evidence.items():

@@ -51,4 +51,13 @@ MUTANTS = [
         description="A hard cut keeps the wire from the box's first parent (the joint is unchanged, since a hard box ignores its parents; the drawn diagram and its wires are wrong).",
         area="estimator",
     ),
+    Mutant(
+        id="causal/sampler-fallback-on-any-model-error",
+        file="inference/causal/interpret.py",
+        find="    except NotEnumerableError:  # a latent site without finite support",
+        replace="    except ModelError:  # a latent site without finite support",
+        tests=("tests/test_causal_plates.py::test_the_sampler_fallback_is_decided_by_type_not_by_message",),
+        description="interpret() turns every model error of the exact interpretation into a Sampler, hiding real errors.",
+        area="other",
+    ),
 ]
