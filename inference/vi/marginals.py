@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import ppl
 from ppl.model import Trace
 
-from .core import VIError, _current, particles, sample
+from .program import _current, particles, sample
+from .terms import VIError
 
 __all__ = ["Marginal", "marginal"]
 
