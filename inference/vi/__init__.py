@@ -3,7 +3,8 @@
 Write an objective as a program (:func:`objective` with :func:`sample`, densities,
 :func:`expectation`, :func:`particles`); the library turns it into an unbiased gradient
 estimator by surrogate losses, choosing each random choice's estimator per site
-(``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``).  Built-in objectives (ELBO, IWAE,
+(``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``, or a :class:`Strategy` registered with
+:func:`register_strategy`).  Built-in objectives (ELBO, IWAE,
 Rényi, VIMCO, reweighted wake-sleep, and HVI / IWHVI through :func:`marginal`) are programs in
 the same language; guides are ppl models with ``ppl.param`` sites, hand-written, automatic, or
 amortised with equinox networks (:func:`network`); :func:`fit` optimises with optax in one
@@ -16,6 +17,7 @@ Example:
 """
 
 from .core import STRATEGIES, Objective, VIError, expectation, objective, particles, sample
+from .strategies import ENUM, MVD, REINFORCE, REPARAM, Reinforce, Strategy, register_strategy, registered_strategies
 from .fit import VIResult, fit, sample_posterior
 from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
 from .marginals import Marginal, marginal
@@ -24,6 +26,14 @@ from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, reny
 
 __all__ = [
     "STRATEGIES",
+    "Strategy",
+    "Reinforce",
+    "REPARAM",
+    "REINFORCE",
+    "ENUM",
+    "MVD",
+    "register_strategy",
+    "registered_strategies",
     "Objective",
     "VIError",
     "objective",

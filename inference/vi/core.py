@@ -46,14 +46,14 @@ Example:
 
 from __future__ import annotations
 
-from .objective import Objective, objective
+from .estimator import Objective, objective
 from .program import _NeedsLoop, _NeedsTwoPasses, _current, expectation, particles, sample
 from .strategies import MAX_ENUM_ALTERNATIVES, MAX_MVD_ELEMENTS, STRATEGIES
 from .terms import VIError
 
 # The modules: terms.py (surrogate terms, VIError), strategies.py (the estimators per site and
 # their registry), reparam.py (pathwise transforms per distribution type), program.py (the passes
-# and the constructs), objective.py (the estimators).  This module keeps the documentation of the
+# and the constructs), estimator.py (the estimators).  This module keeps the documentation of the
 # objective language and its names.
 
 __all__ = [

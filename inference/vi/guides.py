@@ -30,36 +30,30 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import ReshapeTransform, biject_to
 
 import ppl
-from ppl.core import Messenger
 from ppl.model import run
 
 __all__ = ["auto_normal", "auto_multivariate_normal", "auto_low_rank_normal"]
 
 
-class _Supports(Messenger):
-    """Give each latent site T(0) and record its support."""
+class _Supports:
+    """Give each latent site T(0) and record its support (a ``ppl.substitute`` hook)."""
 
     def __init__(self, shapes: dict):
-        super().__init__()
         self.shapes = shapes
         self.supports: dict[str, Any] = {}
 
-    def process_message(self, msg: dict) -> None:
-        if msg["type"] != "sample" or msg["is_observed"] or msg["intervened"] or msg["value"] is not None:
-            return
-        name = msg["name"]
-        if name not in self.shapes:
-            return
-        support = msg["fn"].support
-        self.supports[name] = support
-        msg["value"] = biject_to(support)(jnp.zeros(self.shapes[name]))
-        msg["in_support"] = True
+    def __call__(self, site: ppl.Site) -> Any:
+        if site.type != "sample" or site.value is not None or site.name not in self.shapes:
+            return None
+        support = site.distribution.support
+        self.supports[site.name] = support
+        return biject_to(support)(jnp.zeros(self.shapes[site.name]))
 
 
 def _layout(model: Any, args: tuple, kwargs: dict):
     view = ppl.unconstrained(model, *args, **kwargs)
     h = _Supports(dict(view.sites))
-    run(ppl.as_model(model).fn, args, kwargs, h)
+    run(ppl.as_model(model).fn, args, kwargs, ppl.substitute(substitute_fn=h, strict=False))
     sites = []
     offset = 0
     for name, ushape in view.sites.items():

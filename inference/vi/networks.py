@@ -28,7 +28,7 @@ import jax
 
 import ppl
 
-from .core import VIError
+from .terms import VIError
 
 __all__ = ["network", "network_from_params"]
 

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 import ppl
 
-from .core import Objective, VIError, objective, particles, sample
+from .estimator import Objective
+from .program import particles, sample
+from .terms import VIError
 from .marginals import marginal
 
 __all__ = [
@@ -67,7 +69,7 @@ def elbo(model: Any, guide: Any, num_particles: int = 1, strategies: dict | None
     def elbo_program(*args: Any, **kwargs: Any) -> jax.Array:
         return jnp.mean(_particle_log_weights(model, guide, K, args, kwargs))
 
-    return Objective(elbo_program, strategies, name="elbo")
+    return Objective(elbo_program, strategies, name="elbo", model=model, guide=guide)
 
 
 def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | None = None) -> Objective:
@@ -84,7 +86,7 @@ def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | Non
         lw = _particle_log_weights(model, guide, K, args, kwargs)
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(iwae_program, strategies, name=f"iwae{K}")
+    return Objective(iwae_program, strategies, name=f"iwae{K}", model=model, guide=guide)
 
 
 def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, strategies: dict | None = None) -> Objective:
@@ -105,7 +107,7 @@ def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, st
         lw = _particle_log_weights(model, guide, K, args, kwargs)
         return (jax.nn.logsumexp((1.0 - alpha) * lw) - math.log(K)) / (1.0 - alpha)
 
-    return Objective(renyi_program, strategies, name=f"renyi{alpha}")
+    return Objective(renyi_program, strategies, name=f"renyi{alpha}", model=model, guide=guide)
 
 
 def vimco_baselines(log_w: jax.Array) -> jax.Array:
@@ -140,7 +142,7 @@ def vimco(model: Any, guide: Any, num_particles: int = 5, strategies: dict | Non
         )
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(vimco_program, strategies, name=f"vimco{K}")
+    return Objective(vimco_program, strategies, name=f"vimco{K}", model=model, guide=guide)
 
 
 def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
@@ -158,7 +160,7 @@ def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         lw = _particle_log_weights(model, guide, K, args, kwargs, detach=True)
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(p_wake_program, name=f"p_wake{K}")
+    return Objective(p_wake_program, name=f"p_wake{K}", model=model, guide=guide)
 
 
 def _q_wake_terms(model: Any, guide: Any, K: int, args: tuple, kwargs: dict):
@@ -191,7 +193,7 @@ def q_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         lw, log_q = _q_wake_terms(model, guide, K, args, kwargs)
         return jnp.sum(jax.nn.softmax(sg(lw)) * log_q)
 
-    return Objective(q_wake_program, name=f"q_wake{K}")
+    return Objective(q_wake_program, name=f"q_wake{K}", model=model, guide=guide)
 
 
 def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
@@ -210,7 +212,7 @@ def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         q_term = jnp.sum(jax.nn.softmax(sg(lw)) * log_q)
         return bound + (q_term - sg(q_term))
 
-    return Objective(rws_program, name=f"rws{K}")
+    return Objective(rws_program, name=f"rws{K}", model=model, guide=guide)
 
 
 def iwhvi(
@@ -240,7 +242,7 @@ def iwhvi(
     def iwhvi_program(*args: Any, **kwargs: Any) -> jax.Array:
         return log_weight(model, sample(q, *args, **kwargs), *args, **kwargs)
 
-    return Objective(iwhvi_program, strategies, name=f"iwhvi{K}")
+    return Objective(iwhvi_program, strategies, name=f"iwhvi{K}", model=model, guide=guide)
 
 
 def hvi(model: Any, guide: Any, aux: Any, proposal: Any, strategies: dict | None = None) -> Objective:

@@ -1,6 +1,6 @@
 """The objective as a program: one run of it per pass of the estimator, and its constructs.
 
-An estimator (:mod:`.objective`) runs the objective program in *passes*, each a :class:`Run`
+An estimator (:mod:`.estimator`) runs the objective program in *passes*, each a :class:`Run`
 subclass that decides what happens at a latent site by calling one method of the site's
 strategy (:mod:`.strategies`):
 

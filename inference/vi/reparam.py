@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro.distributions.distribution import ExpandedDistribution, Independent, TransformedDistribution
@@ -21,7 +22,7 @@ __all__: list[str] = []
 _REPARAMS: dict[type, Callable[[Any, tuple], Any]] = {}
 
 
-def _reparam(d: Any, V: tuple):
+def _reparam(d: Any, V: tuple) -> tuple[Any, Callable[[jax.Array], jax.Array]] | None:
     """(noise distribution or None, f) with f(ε) ~ d for ε ~ noise, f differentiable in d's params.
 
     `V` is the shape of the value.  None when the family is not supported explicitly.

@@ -2,7 +2,7 @@
 
 A *strategy* knows, for one latent site z ~ q_φ of a guide run inside an objective, how to
 draw its value and how to build its surrogate term (GenJAX's ADEV is the model).  The estimator
-(:mod:`.objective`) runs the objective program in passes (:mod:`.program`); at each site the
+(:mod:`.estimator`) runs the objective program in passes (:mod:`.program`); at each site the
 pass calls one method of the site's strategy:
 
 * :meth:`Strategy.draw` -- first pass: draw a value, record in ``rec`` what replays it;

@@ -1,7 +1,7 @@
 """The surrogate terms that strategies build, and the errors and signals of the estimator.
 
 A strategy contributes to the surrogate loss of one run through three kinds of terms, which
-the estimator (:mod:`.objective`) assembles in one fixed form per run (``docs/design/vi.md``):
+the estimator (:mod:`.estimator`) assembles in one fixed form per run (``docs/design/vi.md``):
 
 * score terms (:class:`_Score`): log q(z) with gradients, times the learning signal F − b;
 * measure-valued terms (:class:`_MVDTerm`): θ − sg(θ) times a signal c (E_{q⁺}[F] − E_{q⁻}[F]);
