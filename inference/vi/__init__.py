@@ -11,9 +11,13 @@ amortised with equinox networks (:func:`network`); :func:`fit` optimises with op
 compiled loop.  See ``docs/tutorials/vi.md`` and ``docs/design/vi.md``.
 
 Example:
-    >>> obj = vi.elbo(model, guide)
-    >>> result = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), num_steps=2000, data=x)
-    >>> result.params, result.history
+    >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+    >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+    >>> obj = vi.elbo(model, guide, strategies={"z": "reinforce"})
+    >>> u = obj.init_params(jax.random.key(0), 1.0)
+    >>> value, g = obj.grad(jax.random.key(1), u, 1.0, num_samples=8)
+    >>> sorted(g)
+    ['m']
 """
 
 from .core import STRATEGIES, Objective, VIError, expectation, objective, particles, sample

@@ -36,12 +36,16 @@ Each strategy is an object (:mod:`.strategies`) registered by name; the built-in
   is re-run (value only) with the site set to draws of q⁺ and q⁻.
 
 Example:
+    >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+    >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
     >>> @vi.objective
     ... def my_elbo(x):
     ...     tr = vi.sample(guide, x)
     ...     return model.log_density(tr.choices, x) - tr.log_density
-    >>> u = my_elbo.init_params(jax.random.key(0), x)
-    >>> value, grads = my_elbo.grad(jax.random.key(1), u, x)
+    >>> u = my_elbo.init_params(jax.random.key(0), 1.0)
+    >>> value, grads = my_elbo.grad(jax.random.key(1), u, 1.0)
+    >>> sorted(grads)
+    ['m']
 """
 
 from __future__ import annotations

@@ -54,9 +54,13 @@ class Objective:
     objectives do), so that a fitted result can sample the guide without being given it again.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.elbo(model, guide)
-        >>> u = obj.init_params(jax.random.key(0), x)
-        >>> value, g = obj.grad(jax.random.key(1), u, x)
+        >>> u = obj.init_params(jax.random.key(0), 1.0)
+        >>> value, g = obj.grad(jax.random.key(1), u, 1.0)
+        >>> obj.constrain(u)
+        {'m': Array(0., ...)}
     """
 
     def __init__(
@@ -229,7 +233,11 @@ class Objective:
         """``(value, gradient)``: an unbiased estimate of ∇L w.r.t. the unconstrained parameters.
 
         Example:
-            >>> value, g = vi.elbo(model, guide).grad(jax.random.key(0), u, x)
+            >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+            >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+            >>> value, g = vi.elbo(model, guide).grad(jax.random.key(0), {"m": jnp.zeros(())}, 1.0)
+            >>> g["m"].shape
+            ()
         """
 
         def f(u):
@@ -251,11 +259,15 @@ def objective(fn: Callable | None = None, *, strategies: Mapping[str, Any] | Non
     """Decorator: an :class:`Objective` from a program using :func:`sample` and friends.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> @vi.objective
         ... def iwae5(x):
-        ...     lw = vi.particles(5, lambda: (lambda tr: model.log_density(tr.choices, x)
-        ...                                   - tr.log_density)(vi.sample(guide, x)))
+        ...     lw = vi.particles(5, lambda: vi.log_weight(model, vi.sample(guide, x), x))
         ...     return jax.nn.logsumexp(lw) - jnp.log(5.0)
+        >>> u = iwae5.init_params(jax.random.key(0), 1.0)
+        >>> iwae5.estimate(jax.random.key(1), u, 1.0).shape
+        ()
     """
     if fn is None:
         return lambda f: Objective(f, strategies, name)

@@ -13,8 +13,15 @@ Joint Gaussians are written site by site as exact conditionals u_j | u_<j, so ev
 its address.  Parameters are ``ppl.param`` sites named ``"<prefix>/loc"`` etc.
 
 Example:
+    >>> @ppl.model
+    ... def model(x):
+    ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+    ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+    ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+    >>> x = jnp.array([0.5, -0.2])
     >>> guide = vi.auto_multivariate_normal(model, x)
-    >>> result = vi.fit(key, vi.elbo(model, guide), optax.adam(1e-2), num_steps=1000, data=x)
+    >>> sorted(vi.elbo(model, guide).init_params(jax.random.key(0), x))
+    ['auto/loc', 'auto/scale_tril']
 """
 
 from __future__ import annotations
@@ -77,7 +84,15 @@ def auto_normal(model: Any, *args: Any, init_scale: float = 0.1, prefix: str = "
     """A mean-field normal guide in the model's unconstrained space (see module docstring).
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_normal(model, x)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
 
@@ -110,7 +125,15 @@ def auto_multivariate_normal(model: Any, *args: Any, init_scale: float = 0.1, pr
     """A full-rank normal guide N(loc, L Lᵀ) in the model's unconstrained space.
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_multivariate_normal(model, x)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
 
@@ -128,7 +151,15 @@ def auto_low_rank_normal(
     """A low-rank-plus-diagonal normal guide N(loc, W Wᵀ + diag(d)) in unconstrained space.
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_low_rank_normal(model, x, rank=2)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
     rank = int(rank)

@@ -61,8 +61,12 @@ def elbo(model: Any, guide: Any, num_particles: int = 1, strategies: dict | None
     Its estimate is the mean of `num_particles` log weights; ``grad`` is unbiased for ∇ ELBO.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.elbo(model, guide)
-        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), x), x)
+        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), 1.0), 1.0)
+        >>> sorted(g)
+        ['m']
     """
     K = _check_k(num_particles, "elbo")
 
@@ -78,7 +82,11 @@ def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | Non
     ``grad`` is unbiased for the gradient of the K-particle bound.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.iwae(model, guide, num_particles=10)
+        >>> obj.name
+        'iwae10'
     """
     K = _check_k(num_particles, "iwae")
 
@@ -96,7 +104,11 @@ def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, st
     gradient of the K-particle bound.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.renyi(model, guide, alpha=0.5, num_particles=4)
+        >>> obj.name
+        'renyi0.5'
     """
     K = _check_k(num_particles, "renyi")
     alpha = float(alpha)
@@ -128,7 +140,11 @@ def vimco(model: Any, guide: Any, num_particles: int = 5, strategies: dict | Non
     for discrete guides.  Needs K ≥ 2.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.vimco(model, guide, num_particles=5)
+        >>> obj.guide is guide
+        True
     """
     K = _check_k(num_particles, "vimco")
     if K < 2:
@@ -152,7 +168,11 @@ def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     unbiased for ∇_θ IWAE_K(θ, φ) (model parameters θ) and zero for the guide's parameters.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.p_wake(model, guide, num_particles=5)
+        >>> obj.name
+        'p_wake5'
     """
     K = _check_k(num_particles, "p_wake")
 
@@ -185,7 +205,11 @@ def q_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     consistent, not unbiased, for that gradient as K grows).
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.q_wake(model, guide, num_particles=5)
+        >>> obj.name
+        'q_wake5'
     """
     K = _check_k(num_particles, "q_wake")
 
@@ -202,7 +226,12 @@ def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     q-wake's (guide parameters).
 
     Example:
-        >>> result = vi.fit(key, vi.rws(model, guide, 5), optax.adam(1e-2), num_steps=500, data=x)
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+        >>> obj = vi.rws(model, guide, 5)
+        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), 1.0), 1.0)
+        >>> value.shape
+        ()
     """
     K = _check_k(num_particles, "rws")
 
@@ -232,7 +261,15 @@ def iwhvi(
     ``grad`` is unbiased for the gradient of E[F] w.r.t. the parameters of model, guide and τ.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> @ppl.model
+        ... def guide(x):
+        ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+        ...     ppl.sample("z", dist.Normal(lam, 0.5))
+        >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
         >>> obj = vi.iwhvi(model, guide, aux=["lam"], proposal=reverse, num_particles=5)
+        >>> sorted(obj.init_params(jax.random.key(0), 1.0))
+        ['m', 'r']
     """
     K = int(num_particles)
     if K < 0:
@@ -251,7 +288,15 @@ def hvi(model: Any, guide: Any, aux: Any, proposal: Any, strategies: dict | None
     K = 0 (the auxiliary draw λ of q is the only candidate); ``grad`` is unbiased for its gradient.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> @ppl.model
+        ... def guide(x):
+        ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+        ...     ppl.sample("z", dist.Normal(lam, 0.5))
+        >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
         >>> obj = vi.hvi(model, guide, aux=["lam"], proposal=reverse)
+        >>> obj.name
+        'hvi'
     """
     obj = iwhvi(model, guide, aux, proposal, 0, strategies)
     obj.name = "hvi"

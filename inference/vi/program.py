@@ -312,8 +312,14 @@ def sample(guide: Any, *args: Any, baseline: Any = None, detach: bool = False, *
     guide's parameters are constants (used by wake-sleep's p-wake).
 
     Example:
-        >>> tr = vi.sample(guide, x)
-        >>> tr["z"], tr.log_density
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+        >>> @vi.objective
+        ... def elbo1(x):
+        ...     tr = vi.sample(guide, x)
+        ...     return model.log_density(tr.choices, x) - tr.log_density
+        >>> elbo1.estimate(jax.random.key(0), {"m": jnp.zeros(())}, 1.0).shape
+        ()
     """
     ctx = _current("sample")
     if hasattr(guide, "_vi_sample"):  # a vi.marginal
@@ -435,7 +441,14 @@ def particles(num: int, fn: Callable[[], Any], baseline: Callable[[Any], Any] | 
     site, whose re-runs are per value.  Both give the same estimator.
 
     Example:
-        >>> log_w = vi.particles(10, lambda: log_weight(vi.sample(guide, x)))
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+        >>> @vi.objective
+        ... def iwae10(x):
+        ...     log_w = vi.particles(10, lambda: vi.log_weight(model, vi.sample(guide, x), x))
+        ...     return jax.nn.logsumexp(log_w) - jnp.log(10.0)
+        >>> iwae10.estimate(jax.random.key(0), {"m": jnp.zeros(())}, 1.0).shape
+        ()
     """
     ctx = _current("particles")
     num = int(num)
@@ -481,6 +494,11 @@ def expectation(fn: Callable[[], Any], num_samples: int = 1) -> Any:
     """The mean of ``fn()`` over `num_samples` independent runs (unbiased for E[fn()]).
 
     Example:
-        >>> vi.expectation(lambda: log_weight(vi.sample(guide, x)), num_samples=4)
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+        >>> elbo4 = vi.objective(lambda x: vi.expectation(
+        ...     lambda: vi.log_weight(model, vi.sample(guide, x), x), num_samples=4))
+        >>> elbo4.estimate(jax.random.key(0), {"m": jnp.zeros(())}, 1.0).shape
+        ()
     """
     return jnp.mean(particles(num_samples, fn), axis=0)
