@@ -166,3 +166,5 @@ def test_built_in_objectives_keep_their_model_and_guide():
         assert obj.model is model and obj.guide is guide, obj.name
         assert obj.with_strategies({"a": "enum"}).guide is guide
     assert vi.Objective(lambda: 0.0).model is None
+    mine = vi.objective(lambda y: vi.log_weight(model, vi.sample(guide, y), y), model=model, guide=guide)
+    assert mine.model is model and mine.guide is guide

@@ -255,8 +255,18 @@ def _combine_values(paths: list[SampleRun]) -> jax.Array:
     return total
 
 
-def objective(fn: Callable | None = None, *, strategies: Mapping[str, Any] | None = None, name: str | None = None):
+def objective(
+    fn: Callable | None = None,
+    *,
+    strategies: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    model: Any = None,
+    guide: Any = None,
+):
     """Decorator: an :class:`Objective` from a program using :func:`sample` and friends.
+
+    ``model`` and ``guide`` (optional) are kept on the objective, as the built-in objectives
+    keep theirs, so that a fitted result can sample the guide.
 
     Example:
         >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
@@ -270,5 +280,5 @@ def objective(fn: Callable | None = None, *, strategies: Mapping[str, Any] | Non
         ()
     """
     if fn is None:
-        return lambda f: Objective(f, strategies, name)
-    return Objective(fn, strategies, name)
+        return lambda f: Objective(f, strategies, name, model=model, guide=guide)
+    return Objective(fn, strategies, name, model=model, guide=guide)
