@@ -23,7 +23,7 @@ import pytest
 import ppl
 import semantics
 from inference import vi
-from inference.vi import core as vi_core
+from inference.vi import strategies as vi_strategies
 import _vi_twins as twins
 from ppl import dist
 
@@ -260,12 +260,12 @@ def _score_of_first_element_only(monkeypatch):
     """reinforce: the score term of a Categorical site is log q(b) with its softmax normaliser
     detached (∇ log q = ∇ logit_b instead of ∇ logit_b − E[∇ logit])."""
 
-    def bad(d, value, msg):
+    def bad(d, value, site):
         if type(d).__name__.startswith("Categorical"):
             return jnp.sum(jnp.take_along_axis(d.logits, value[..., None], -1)) - sg(jnp.sum(jax.nn.logsumexp(d.logits, -1)))
         return jnp.sum(d.log_prob(value))
 
-    monkeypatch.setattr(vi_core, "_score_term", bad)
+    monkeypatch.setattr(vi_strategies, "_score_term", bad)
 
 
 def _iwae_pathwise_surrogate(y):

@@ -20,7 +20,7 @@ import pytest
 
 import ppl
 from inference import vi
-from inference.vi import core as vi_core
+from inference.vi import strategies as vi_strategies
 import _vi_twins as twins
 from ppl import dist
 from semantics import stats
@@ -156,15 +156,15 @@ sg = jax.lax.stop_gradient
 def _bernoulli_mvd_against_q(monkeypatch):
     """mvd: a Bernoulli site's weak derivative taken as δ₁ − q (Categorical's form) instead of
     δ₁ − δ₀: the derivative comes out (1 − p) times too small."""
-    orig = vi_core._mvd_alternatives
+    orig = vi_strategies._mvd_alternatives
 
     def bad(name, d, value, key):
         alts = orig(name, d, value, key)
-        if type(vi_core._leaf(d)).__name__.startswith("Bernoulli"):
+        if type(vi_strategies._leaf(d)).__name__.startswith("Bernoulli"):
             return [(p, i, c, vp, None) for p, i, c, vp, _ in alts]
         return alts
 
-    monkeypatch.setattr(vi_core, "_mvd_alternatives", bad)
+    monkeypatch.setattr(vi_strategies, "_mvd_alternatives", bad)
 
 
 TWINS = [

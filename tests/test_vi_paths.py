@@ -17,7 +17,8 @@ import pytest
 
 import ppl
 from inference import vi
-from inference.vi import core as vi_core
+from inference.vi import estimator as vi_estimator
+from inference.vi import program as vi_program
 from ppl import dist
 
 pytestmark = [pytest.mark.exact]
@@ -75,11 +76,11 @@ def _run(obj, kw):
 
 
 def _no_vmap(*a, **k):
-    raise vi_core._NeedsLoop("test")
+    raise vi_program._NeedsLoop("test")
 
 
 def _no_one_pass(*a, **k):
-    raise vi_core._NeedsTwoPasses("test")
+    raise vi_program._NeedsTwoPasses("test")
 
 
 SLOW = {"elbo2", "vimco4", "iwae3-mu-reinforce", "rws3", "iwhvi3", "nested-vimco-marginal"}  # > 5 s alone
@@ -89,8 +90,8 @@ SLOW = {"elbo2", "vimco4", "iwae3-mu-reinforce", "rws3", "iwhvi3", "nested-vimco
 def test_fast_paths_equal_the_looped_two_pass_estimator(name, monkeypatch):
     make, kw = CASES[name]
     fast_v, fast_g = _run(make(), kw)
-    monkeypatch.setattr(vi_core, "_particles_vmapped", _no_vmap)
-    monkeypatch.setattr(vi_core.Objective, "_one_pass", _no_one_pass)
+    monkeypatch.setattr(vi_program, "_particles_vmapped", _no_vmap)
+    monkeypatch.setattr(vi_estimator.Objective, "_one_pass", _no_one_pass)
     ref_v, ref_g = _run(make(), kw)
     np.testing.assert_allclose(fast_v, ref_v, rtol=1e-12)
     assert set(fast_g) == set(ref_g)
@@ -101,14 +102,14 @@ def test_fast_paths_equal_the_looped_two_pass_estimator(name, monkeypatch):
 def test_planted_bug_fast_path_with_other_draws_is_caught(monkeypatch):
     """A vmapped block that split its keys differently from the loop would break the transfer."""
     make, kw = CASES["vimco4"]
-    orig = vi_core._particles_vmapped
+    orig = vi_program._particles_vmapped
 
     def shifted(ctx, num, fn):
         ctx.key = jax.random.fold_in(ctx.key, 1)
         return orig(ctx, num, fn)
 
-    monkeypatch.setattr(vi_core, "_particles_vmapped", shifted)
+    monkeypatch.setattr(vi_program, "_particles_vmapped", shifted)
     fast_v, _ = _run(make(), kw)
-    monkeypatch.setattr(vi_core, "_particles_vmapped", _no_vmap)
+    monkeypatch.setattr(vi_program, "_particles_vmapped", _no_vmap)
     ref_v, _ = _run(make(), kw)
     assert not np.allclose(fast_v, ref_v, rtol=1e-12)

@@ -3,19 +3,25 @@
 Write an objective as a program (:func:`objective` with :func:`sample`, densities,
 :func:`expectation`, :func:`particles`); the library turns it into an unbiased gradient
 estimator by surrogate losses, choosing each random choice's estimator per site
-(``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``).  Built-in objectives (ELBO, IWAE,
+(``"reparam"``, ``"reinforce"``, ``"enum"``, ``"mvd"``, or a :class:`Strategy` registered with
+:func:`register_strategy`).  Built-in objectives (ELBO, IWAE,
 Rényi, VIMCO, reweighted wake-sleep, and HVI / IWHVI through :func:`marginal`) are programs in
 the same language; guides are ppl models with ``ppl.param`` sites, hand-written, automatic, or
 amortised with equinox networks (:func:`network`); :func:`fit` optimises with optax in one
 compiled loop.  See ``docs/tutorials/vi.md`` and ``docs/design/vi.md``.
 
 Example:
-    >>> obj = vi.elbo(model, guide)
-    >>> result = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), num_steps=2000, data=x)
-    >>> result.params, result.history
+    >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+    >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+    >>> obj = vi.elbo(model, guide, strategies={"z": "reinforce"})
+    >>> u = obj.init_params(jax.random.key(0), 1.0)
+    >>> value, g = obj.grad(jax.random.key(1), u, 1.0, num_samples=8)
+    >>> sorted(g)
+    ['m']
 """
 
 from .core import STRATEGIES, Objective, VIError, expectation, objective, particles, sample
+from .strategies import ENUM, MVD, REINFORCE, REPARAM, Reinforce, Strategy, register_strategy, registered_strategies
 from .fit import VIResult, fit, sample_posterior
 from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
 from .marginals import Marginal, marginal
@@ -24,6 +30,14 @@ from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, reny
 
 __all__ = [
     "STRATEGIES",
+    "Strategy",
+    "Reinforce",
+    "REPARAM",
+    "REINFORCE",
+    "ENUM",
+    "MVD",
+    "register_strategy",
+    "registered_strategies",
     "Objective",
     "VIError",
     "objective",

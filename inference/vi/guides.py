@@ -13,8 +13,15 @@ Joint Gaussians are written site by site as exact conditionals u_j | u_<j, so ev
 its address.  Parameters are ``ppl.param`` sites named ``"<prefix>/loc"`` etc.
 
 Example:
+    >>> @ppl.model
+    ... def model(x):
+    ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+    ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+    ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+    >>> x = jnp.array([0.5, -0.2])
     >>> guide = vi.auto_multivariate_normal(model, x)
-    >>> result = vi.fit(key, vi.elbo(model, guide), optax.adam(1e-2), num_steps=1000, data=x)
+    >>> sorted(vi.elbo(model, guide).init_params(jax.random.key(0), x))
+    ['auto/loc', 'auto/scale_tril']
 """
 
 from __future__ import annotations
@@ -30,36 +37,30 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import ReshapeTransform, biject_to
 
 import ppl
-from ppl.core import Messenger
 from ppl.model import run
 
 __all__ = ["auto_normal", "auto_multivariate_normal", "auto_low_rank_normal"]
 
 
-class _Supports(Messenger):
-    """Give each latent site T(0) and record its support."""
+class _Supports:
+    """Give each latent site T(0) and record its support (a ``ppl.substitute`` hook)."""
 
     def __init__(self, shapes: dict):
-        super().__init__()
         self.shapes = shapes
         self.supports: dict[str, Any] = {}
 
-    def process_message(self, msg: dict) -> None:
-        if msg["type"] != "sample" or msg["is_observed"] or msg["intervened"] or msg["value"] is not None:
-            return
-        name = msg["name"]
-        if name not in self.shapes:
-            return
-        support = msg["fn"].support
-        self.supports[name] = support
-        msg["value"] = biject_to(support)(jnp.zeros(self.shapes[name]))
-        msg["in_support"] = True
+    def __call__(self, site: ppl.Site) -> Any:
+        if site.type != "sample" or site.value is not None or site.name not in self.shapes:
+            return None
+        support = site.distribution.support
+        self.supports[site.name] = support
+        return biject_to(support)(jnp.zeros(self.shapes[site.name]))
 
 
 def _layout(model: Any, args: tuple, kwargs: dict):
     view = ppl.unconstrained(model, *args, **kwargs)
     h = _Supports(dict(view.sites))
-    run(ppl.as_model(model).fn, args, kwargs, h)
+    run(ppl.as_model(model).fn, args, kwargs, ppl.substitute(substitute_fn=h, strict=False))
     sites = []
     offset = 0
     for name, ushape in view.sites.items():
@@ -83,7 +84,15 @@ def auto_normal(model: Any, *args: Any, init_scale: float = 0.1, prefix: str = "
     """A mean-field normal guide in the model's unconstrained space (see module docstring).
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_normal(model, x)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
 
@@ -116,7 +125,15 @@ def auto_multivariate_normal(model: Any, *args: Any, init_scale: float = 0.1, pr
     """A full-rank normal guide N(loc, L Lᵀ) in the model's unconstrained space.
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_multivariate_normal(model, x)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
 
@@ -134,7 +151,15 @@ def auto_low_rank_normal(
     """A low-rank-plus-diagonal normal guide N(loc, W Wᵀ + diag(d)) in unconstrained space.
 
     Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     s = ppl.sample("s", dist.HalfNormal(1.0))
+        ...     mu = ppl.sample("mu", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ...     ppl.sample("x", dist.Normal(mu, s).to_event(1), obs=x)
+        >>> x = jnp.array([0.5, -0.2])
         >>> guide = vi.auto_low_rank_normal(model, x, rank=2)
+        >>> isinstance(guide, ppl.Model)
+        True
     """
     sites, dim = _layout(model, args, kwargs)
     rank = int(rank)

@@ -23,15 +23,16 @@ site), so both q's and τ's parameters are trained.
 q(z, λ_k) / τ(λ_k | z), λ_k ~ τ, whose exponential is unbiased for q(z).
 
 Example:
+    >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
     >>> @ppl.model
     ... def guide(x):
     ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
     ...     ppl.sample("z", dist.Normal(lam, 0.5))
-    >>> @ppl.model
-    ... def reverse(z, x):
-    ...     ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8))
+    >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
     >>> q = vi.marginal(guide, aux=["lam"], proposal=reverse, num_particles=4)
     >>> obj = vi.iwhvi(model, guide, aux=["lam"], proposal=reverse, num_particles=4)
+    >>> q.num_particles, q.aux
+    (4, ('lam',))
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import jax.numpy as jnp
 import ppl
 from ppl.model import Trace
 
-from .core import VIError, _current, particles, sample
+from .program import _current, particles, sample
+from .terms import VIError
 
 __all__ = ["Marginal", "marginal"]
 
@@ -142,7 +144,15 @@ class Marginal:
         Usable only inside an objective (the λ_k are random choices); needs K ≥ 1.
 
         Example:
-            >>> q.log_density({"z": z}, x)
+            >>> @ppl.model
+            ... def guide(x):
+            ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+            ...     ppl.sample("z", dist.Normal(lam, 0.5))
+            >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
+            >>> q = vi.marginal(guide, aux=["lam"], proposal=reverse, num_particles=4)
+            >>> est = vi.objective(lambda x: q.log_density({"z": 0.3}, x))
+            >>> float(est.estimate(jax.random.key(0), est.init_params(jax.random.key(1), 1.0), 1.0)) < 0.0
+            True
         """
         _current("Marginal.log_density")
         if self.num_particles < 1:
@@ -160,10 +170,19 @@ def marginal(guide: Any, aux: Sequence[str], proposal: Any, num_particles: int =
     `num_particles` draws of `proposal` (see :class:`Marginal` and the module docstring).
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> @ppl.model
+        ... def guide(x):
+        ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+        ...     ppl.sample("z", dist.Normal(lam, 0.5))
+        >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
         >>> q = vi.marginal(guide, aux=["lam"], proposal=reverse, num_particles=4)
         >>> @vi.objective
         ... def my_iwhvi(x):
         ...     tr = vi.sample(q, x)
         ...     return model.log_density(tr.choices, x) - tr.log_density
+        >>> u = my_iwhvi.init_params(jax.random.key(0), 1.0)
+        >>> my_iwhvi.grad(jax.random.key(1), u, 1.0)[0].shape
+        ()
     """
     return Marginal(guide, aux, proposal, num_particles)

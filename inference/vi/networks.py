@@ -9,14 +9,19 @@ structure and non-array fields are static; its arrays' initial values are the mo
 :func:`network_from_params` rebuilds the trained module from ``result.params``.
 
 Example:
-    >>> encoder = eqx.nn.MLP(64, 4, 32, 1, key=jax.random.key(0))
+    >>> import equinox as eqx
+    >>> encoder = eqx.nn.MLP(1, 2, 8, 1, key=jax.random.key(0))
+    >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
     >>> @ppl.model
     ... def guide(x):
-    ...     out = jax.vmap(vi.network("encoder", encoder))(x)
-    ...     with ppl.plate("data", x.shape[0]):
-    ...         ppl.sample("z", dist.Normal(out[:, :2], jnp.exp(out[:, 2:])).to_event(1))
-    >>> result = vi.fit(key, vi.elbo(model, guide), optax.adam(1e-3), num_steps=500, data=x)
-    >>> trained = vi.network_from_params(result.params, "encoder", encoder)
+    ...     out = vi.network("encoder", encoder)(jnp.reshape(x, (1,)))
+    ...     ppl.sample("z", dist.Normal(out[0], jnp.exp(out[1])))
+    >>> obj = vi.elbo(model, guide)
+    >>> u = obj.init_params(jax.random.key(1), 0.5)
+    >>> value, g = obj.grad(jax.random.key(2), u, 0.5)
+    >>> trained = vi.network_from_params(obj.constrain(u), "encoder", encoder)
+    >>> trained(jnp.ones(1)).shape
+    (2,)
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import jax
 
 import ppl
 
-from .core import VIError
+from .terms import VIError
 
 __all__ = ["network", "network_from_params"]
 
@@ -52,7 +57,11 @@ def network(name: str, module: Any) -> Any:
     holding the parameters' current values (differentiable inside an objective).
 
     Example:
-        >>> net = vi.network("encoder", eqx.nn.MLP(64, 4, 32, 1, key=jax.random.key(0)))
+        >>> import equinox as eqx
+        >>> encoder = eqx.nn.MLP(1, 2, 8, 1, key=jax.random.key(0))
+        >>> guide = ppl.model(lambda: ppl.sample("z", dist.Normal(vi.network("encoder", encoder)(jnp.ones(1))[0], 1.0)))
+        >>> sorted(guide.simulate(jax.random.key(1)).params)[:2]
+        ['encoder/layers[0].bias', 'encoder/layers[0].weight']
     """
     addresses, leaves, treedef, static = _leaves(name, module)
     values = [ppl.param(a, leaf) for a, leaf in zip(addresses, leaves)]
@@ -63,7 +72,12 @@ def network_from_params(params: Mapping[str, Any], name: str, module: Any) -> An
     """`module` with its arrays replaced by ``params["<name>/<path>"]`` (e.g. ``result.params``).
 
     Example:
-        >>> trained = vi.network_from_params(result.params, "encoder", encoder)
+        >>> import equinox as eqx
+        >>> encoder = eqx.nn.MLP(1, 2, 8, 1, key=jax.random.key(0))
+        >>> params = {"encoder/layers[0].weight": jnp.zeros((8, 1)), "encoder/layers[0].bias": jnp.zeros(8),
+        ...           "encoder/layers[1].weight": jnp.zeros((2, 8)), "encoder/layers[1].bias": jnp.ones(2)}
+        >>> vi.network_from_params(params, "encoder", encoder)(jnp.ones(1)).tolist()
+        [1.0, 1.0]
     """
     addresses, _, treedef, static = _leaves(name, module)
     missing = [a for a in addresses if a not in params]

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 import ppl
 
-from .core import Objective, VIError, objective, particles, sample
+from .estimator import Objective
+from .program import particles, sample
+from .terms import VIError
 from .marginals import marginal
 
 __all__ = [
@@ -59,15 +61,19 @@ def elbo(model: Any, guide: Any, num_particles: int = 1, strategies: dict | None
     Its estimate is the mean of `num_particles` log weights; ``grad`` is unbiased for ∇ ELBO.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.elbo(model, guide)
-        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), x), x)
+        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), 1.0), 1.0)
+        >>> sorted(g)
+        ['m']
     """
     K = _check_k(num_particles, "elbo")
 
     def elbo_program(*args: Any, **kwargs: Any) -> jax.Array:
         return jnp.mean(_particle_log_weights(model, guide, K, args, kwargs))
 
-    return Objective(elbo_program, strategies, name="elbo")
+    return Objective(elbo_program, strategies, name="elbo", model=model, guide=guide)
 
 
 def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | None = None) -> Objective:
@@ -76,7 +82,11 @@ def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | Non
     ``grad`` is unbiased for the gradient of the K-particle bound.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.iwae(model, guide, num_particles=10)
+        >>> obj.name
+        'iwae10'
     """
     K = _check_k(num_particles, "iwae")
 
@@ -84,7 +94,7 @@ def iwae(model: Any, guide: Any, num_particles: int = 10, strategies: dict | Non
         lw = _particle_log_weights(model, guide, K, args, kwargs)
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(iwae_program, strategies, name=f"iwae{K}")
+    return Objective(iwae_program, strategies, name=f"iwae{K}", model=model, guide=guide)
 
 
 def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, strategies: dict | None = None) -> Objective:
@@ -94,7 +104,11 @@ def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, st
     gradient of the K-particle bound.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.renyi(model, guide, alpha=0.5, num_particles=4)
+        >>> obj.name
+        'renyi0.5'
     """
     K = _check_k(num_particles, "renyi")
     alpha = float(alpha)
@@ -105,7 +119,7 @@ def renyi(model: Any, guide: Any, alpha: float = 0.5, num_particles: int = 2, st
         lw = _particle_log_weights(model, guide, K, args, kwargs)
         return (jax.nn.logsumexp((1.0 - alpha) * lw) - math.log(K)) / (1.0 - alpha)
 
-    return Objective(renyi_program, strategies, name=f"renyi{alpha}")
+    return Objective(renyi_program, strategies, name=f"renyi{alpha}", model=model, guide=guide)
 
 
 def vimco_baselines(log_w: jax.Array) -> jax.Array:
@@ -126,7 +140,11 @@ def vimco(model: Any, guide: Any, num_particles: int = 5, strategies: dict | Non
     for discrete guides.  Needs K ≥ 2.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.vimco(model, guide, num_particles=5)
+        >>> obj.guide is guide
+        True
     """
     K = _check_k(num_particles, "vimco")
     if K < 2:
@@ -140,7 +158,7 @@ def vimco(model: Any, guide: Any, num_particles: int = 5, strategies: dict | Non
         )
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(vimco_program, strategies, name=f"vimco{K}")
+    return Objective(vimco_program, strategies, name=f"vimco{K}", model=model, guide=guide)
 
 
 def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
@@ -150,7 +168,11 @@ def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     unbiased for ∇_θ IWAE_K(θ, φ) (model parameters θ) and zero for the guide's parameters.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.p_wake(model, guide, num_particles=5)
+        >>> obj.name
+        'p_wake5'
     """
     K = _check_k(num_particles, "p_wake")
 
@@ -158,7 +180,7 @@ def p_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         lw = _particle_log_weights(model, guide, K, args, kwargs, detach=True)
         return jax.nn.logsumexp(lw) - math.log(K)
 
-    return Objective(p_wake_program, name=f"p_wake{K}")
+    return Objective(p_wake_program, name=f"p_wake{K}", model=model, guide=guide)
 
 
 def _q_wake_terms(model: Any, guide: Any, K: int, args: tuple, kwargs: dict):
@@ -183,7 +205,11 @@ def q_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     consistent, not unbiased, for that gradient as K grows).
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
         >>> obj = vi.q_wake(model, guide, num_particles=5)
+        >>> obj.name
+        'q_wake5'
     """
     K = _check_k(num_particles, "q_wake")
 
@@ -191,7 +217,7 @@ def q_wake(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         lw, log_q = _q_wake_terms(model, guide, K, args, kwargs)
         return jnp.sum(jax.nn.softmax(sg(lw)) * log_q)
 
-    return Objective(q_wake_program, name=f"q_wake{K}")
+    return Objective(q_wake_program, name=f"q_wake{K}", model=model, guide=guide)
 
 
 def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
@@ -200,7 +226,12 @@ def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
     q-wake's (guide parameters).
 
     Example:
-        >>> result = vi.fit(key, vi.rws(model, guide, 5), optax.adam(1e-2), num_steps=500, data=x)
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> guide = ppl.model(lambda x: ppl.sample("z", dist.Normal(ppl.param("m", 0.0), 1.0)))
+        >>> obj = vi.rws(model, guide, 5)
+        >>> value, g = obj.grad(jax.random.key(0), obj.init_params(jax.random.key(1), 1.0), 1.0)
+        >>> value.shape
+        ()
     """
     K = _check_k(num_particles, "rws")
 
@@ -210,7 +241,7 @@ def rws(model: Any, guide: Any, num_particles: int = 5) -> Objective:
         q_term = jnp.sum(jax.nn.softmax(sg(lw)) * log_q)
         return bound + (q_term - sg(q_term))
 
-    return Objective(rws_program, name=f"rws{K}")
+    return Objective(rws_program, name=f"rws{K}", model=model, guide=guide)
 
 
 def iwhvi(
@@ -230,7 +261,15 @@ def iwhvi(
     ``grad`` is unbiased for the gradient of E[F] w.r.t. the parameters of model, guide and τ.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> @ppl.model
+        ... def guide(x):
+        ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+        ...     ppl.sample("z", dist.Normal(lam, 0.5))
+        >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
         >>> obj = vi.iwhvi(model, guide, aux=["lam"], proposal=reverse, num_particles=5)
+        >>> sorted(obj.init_params(jax.random.key(0), 1.0))
+        ['m', 'r']
     """
     K = int(num_particles)
     if K < 0:
@@ -240,7 +279,7 @@ def iwhvi(
     def iwhvi_program(*args: Any, **kwargs: Any) -> jax.Array:
         return log_weight(model, sample(q, *args, **kwargs), *args, **kwargs)
 
-    return Objective(iwhvi_program, strategies, name=f"iwhvi{K}")
+    return Objective(iwhvi_program, strategies, name=f"iwhvi{K}", model=model, guide=guide)
 
 
 def hvi(model: Any, guide: Any, aux: Any, proposal: Any, strategies: dict | None = None) -> Objective:
@@ -249,7 +288,15 @@ def hvi(model: Any, guide: Any, aux: Any, proposal: Any, strategies: dict | None
     K = 0 (the auxiliary draw λ of q is the only candidate); ``grad`` is unbiased for its gradient.
 
     Example:
+        >>> model = ppl.model(lambda x: ppl.sample("x", dist.Normal(ppl.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x))
+        >>> @ppl.model
+        ... def guide(x):
+        ...     lam = ppl.sample("lam", dist.Normal(ppl.param("m", 0.0), 1.0))
+        ...     ppl.sample("z", dist.Normal(lam, 0.5))
+        >>> reverse = ppl.model(lambda z, x: ppl.sample("lam", dist.Normal(ppl.param("r", 0.5) * z["z"], 0.8)))
         >>> obj = vi.hvi(model, guide, aux=["lam"], proposal=reverse)
+        >>> obj.name
+        'hvi'
     """
     obj = iwhvi(model, guide, aux, proposal, 0, strategies)
     obj.name = "hvi"
