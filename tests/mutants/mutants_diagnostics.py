@@ -154,7 +154,7 @@ MUTANTS = [
     ),
     Mutant(
         id="diagnostics/api-expectation-first-run-only",
-        file="inference/vi/core.py",
+        file="inference/vi/program.py",
         find="    return jnp.mean(particles(num_samples, fn), axis=0)",
         replace="    return particles(num_samples, fn)[0]",
         tests=("tests/test_vi_api.py::test_expectation_is_the_mean_of_independent_runs",),
@@ -172,9 +172,9 @@ MUTANTS = [
     ),
     Mutant(
         id="diagnostics/api-enumerate-model-keeps-intervened",
-        file="inference/causal/interpret.py",
-        find='        if s["type"] == "sample" and not s["is_observed"] and not s["intervened"]:\n            sup = _finite_support(s["fn"])',
-        replace='        if s["type"] == "sample" and not s["is_observed"]:\n            sup = _finite_support(s["fn"])',
+        file="semantics/tables.py",
+        find='        if s["type"] == "sample" and not s["is_observed"] and not s["intervened"]:\n            sup = finite_support(s["fn"])',
+        replace='        if s["type"] == "sample" and not s["is_observed"]:\n            sup = finite_support(s["fn"])',
         tests=("tests/test_causal_api.py",),
         description="enumerate_model treats a do-intervened site as a variable of the joint.",
         area="other",
