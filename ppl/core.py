@@ -23,9 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ModelError, OutsideModelError, SupportError
+from .message import Message, new_message
 
 __all__ = [
     "Messenger",
+    "Message",
+    "new_message",
     "apply_stack",
     "emit",
     "sample",
@@ -88,13 +91,17 @@ class Messenger:
         elif self in stack:  # pragma: no cover - exits out of order after an error
             stack.remove(self)
 
-    def process_message(self, msg: dict) -> None:
-        pass
+    def process_message(self, msg: Message) -> None:
+        """Called on the way out (innermost handler first), before the site has its default
+        value: set ``msg["value"]`` to provide one, change ``fn``/``scale``/``mask``; set
+        ``msg["stop"]`` to hide the site from the handlers outside.  Default: nothing."""
 
-    def postprocess_message(self, msg: dict) -> None:
-        pass
+    def postprocess_message(self, msg: Message) -> None:
+        """Called on the way back (outermost handler that saw the site first) once the site
+        has its value: recorders read the message here.  Default: nothing."""
 
-    def blocks(self, msg: dict) -> bool:
+    def blocks(self, msg: Message) -> bool:
+        """True to hide the site from the recorders outside this handler.  Default: False."""
         return False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -104,33 +111,7 @@ class Messenger:
             return self.fn(*args, **kwargs)
 
 
-def new_message(type_: str, name: str, **fields: Any) -> dict:
-    msg = {
-        "type": type_,
-        "name": name,
-        "fn": None,
-        "value": None,
-        "is_observed": False,
-        "intervened": False,
-        "supplied": False,  # value given from outside (obs, condition, substitute, ...)
-        "in_support": False,  # value is known to be in the support (unconstrained view)
-        "scale": None,
-        "mask": None,
-        "cond_indep_stack": [],
-        "infer": {},
-        "stop": False,
-        "_floor": None,
-        "log_prob": None,
-        "log_jac": None,
-        "active": None,
-        "fresh": None,
-        "u": None,
-    }
-    msg.update(fields)
-    return msg
-
-
-def apply_stack(msg: dict) -> dict:
+def apply_stack(msg: Message) -> Message:
     """Send `msg` through the handler stack and fill in its value."""
     stack = _stack()
     # a bare `with ppl.plate(...)` (or scope) outside any model is still outside a model
@@ -157,7 +138,7 @@ def apply_stack(msg: dict) -> dict:
     return msg
 
 
-def emit(msg: dict) -> None:
+def emit(msg: Message) -> None:
     """Hand an already-computed site (from a loop or branch combinator) to the recorders."""
     stack = _stack()
     floor = 0
@@ -434,7 +415,7 @@ class plate(Messenger):
         super().__enter__()
         return self.indices
 
-    def process_message(self, msg: dict) -> None:
+    def process_message(self, msg: Message) -> None:
         if msg["type"] not in ("sample", "factor"):
             return
         frame = CondIndepFrame(self.name, self.subsample_size, self.dim, self.size)

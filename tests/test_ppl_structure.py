@@ -50,3 +50,43 @@ def test_inside_combinator_under_a_traced_branch():
 
     jax.jit(lambda key: m.simulate(key).retval)(jax.random.key(0))
     assert flags and all(flags)
+
+
+def test_message_fields_are_declared_and_a_typo_raises():
+    import pytest
+
+    from ppl.errors import ArgumentError
+    from ppl.message import FIELDS, Message, new_message
+
+    msg = new_message("sample", "x", fn=dist.Normal(0.0, 1.0))
+    assert isinstance(msg, Message) and set(msg) == set(FIELDS)
+    assert msg["value"] is None and msg["cond_indep_stack"] == [] and msg["infer"] == {}
+    # defaults are per message, never shared
+    msg["cond_indep_stack"].append(1)
+    assert new_message("sample", "y")["cond_indep_stack"] == []
+    with pytest.raises(ArgumentError, match="valeu.*did you mean 'value'"):
+        msg["valeu"] = 1.0
+    with pytest.raises(ArgumentError, match="valeu"):
+        new_message("sample", "x", valeu=1.0)
+    with pytest.raises(ArgumentError):
+        msg.update(constrainted=True)
+    for name, f in FIELDS.items():
+        assert f.meaning and f.writers and f.readers, name
+
+
+def test_a_handler_writing_an_undeclared_field_fails_loudly():
+    import pytest
+
+    from ppl.errors import ArgumentError
+
+    class Typo(ppl.core.Messenger):
+        def process_message(self, msg):
+            msg["vaule"] = 0.0
+
+    @ppl.model
+    def m():
+        return ppl.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ArgumentError, match="vaule"):
+        with Typo():
+            m.simulate(jax.random.key(0))
