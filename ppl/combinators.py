@@ -28,7 +28,7 @@ import numpy as np
 from . import core, randomness
 from .core import Messenger, emit, new_message, site_log_prob
 from .errors import AddressError, ModelError, OutsideModelError
-from .handlers import current_prefix, scope, seed
+from .messengers import current_prefix, scope, seed
 
 __all__ = ["scan", "switch", "cond"]
 

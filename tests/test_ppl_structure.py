@@ -90,3 +90,65 @@ def test_a_handler_writing_an_undeclared_field_fails_loudly():
     with pytest.raises(ArgumentError, match="vaule"):
         with Typo():
             m.simulate(jax.random.key(0))
+
+
+def _ppl_modules():
+    import pkgutil
+
+    return ["ppl"] + [f"ppl.{m.name}" for m in pkgutil.iter_modules(ppl.__path__)]
+
+
+def test_every_ppl_module_imports_alone_in_a_fresh_process():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for mod in _ppl_modules():
+        r = subprocess.run([sys.executable, "-c", f"import {mod}"], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 0, f"import {mod} alone failed:\n{r.stderr[-2000:]}"
+
+
+def test_the_import_graph_of_ppl_has_no_cycle():
+    """Every import between ppl's modules, at module level or inside a function, points one way."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(ppl.__file__).parent
+    mods = set(_ppl_modules())
+    graph: dict[str, set[str]] = {}
+    for mod in mods:
+        path = pkg / "__init__.py" if mod == "ppl" else pkg / (mod.split(".", 1)[1] + ".py")
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:  # from . import x / from .x import y
+                    target = f"ppl.{node.module}" if node.module else ""
+                    names = [f"{target or 'ppl'}.{a.name}" for a in node.names]
+                else:
+                    target = node.module or ""
+                    names = [f"{target}.{a.name}" for a in node.names]
+                deps.update(n for n in [target, *names] if n in mods)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in mods)
+        deps.discard(mod)
+        graph[mod] = deps
+    # the package's __init__ imports its modules; none of them may import the package back
+    assert all("ppl" not in d for m, d in graph.items() if m != "ppl")
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path + [m, d]))
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    # the layering the refactor set up: messengers know no models, handlers wrap them
+    assert "ppl.model" not in graph["ppl.messengers"] and "ppl.handlers" not in graph["ppl.model"]
+    assert "ppl.message" in graph["ppl.core"]
