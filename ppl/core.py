@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ModelError, OutsideModelError, SupportError
+from .errors import ArgumentTypeError, ModelError, OutsideModelError, SupportError
 from .message import Message, new_message
 
 __all__ = [
@@ -106,7 +106,10 @@ class Messenger:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
-            raise TypeError(f"{type(self).__name__} was not given a function to wrap")
+            raise ArgumentTypeError(
+                f"{type(self).__name__} was called without a function to run: pass the model as its "
+                f"first argument (fn), e.g. {type(self).__name__}(model, ...)(*args); got fn=None."
+            )
         with self:
             return self.fn(*args, **kwargs)
 
@@ -359,8 +362,13 @@ class plate(Messenger):
     estimate of the full log likelihood).  Entering the plate returns the indices.
 
     Example:
-        >>> with ppl.plate("data", 100) as idx:
-        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> @ppl.model
+        ... def m(y):
+        ...     with ppl.plate("data", 3) as idx:
+        ...         ppl.sample("y", dist.Normal(0.0, 1.0), obs=y)
+        ...     return idx
+        >>> m.simulate(jax.random.key(0), jnp.zeros(3)).retval
+        Array([0, 1, 2], dtype=int32)
     """
 
     passive = True

@@ -53,7 +53,9 @@ class seed(Messenger):
     """Give every unobserved sample site a fresh random key split from `key`.
 
     Example:
-        >>> value = ppl.seed(model, jax.random.key(0))(*args)
+        >>> m = ppl.model(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)))
+        >>> bool(ppl.seed(m, jax.random.key(0))() == ppl.seed(m, jax.random.key(0))())
+        True
     """
 
 
@@ -225,7 +227,13 @@ class condition(Provide):
     passing ``y=y`` to a model written with ``obs=y``.
 
     Example:
-        >>> posterior = ppl.condition(eight_schools, {"y": y})
+        >>> @ppl.model
+        ... def m():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0))
+        >>> tr = ppl.condition(m, {"y": 0.5}).simulate(jax.random.key(0))
+        >>> float(tr["y"]), tr.observed
+        (0.5, ('y',))
     """
 
     verb = "condition"
@@ -344,7 +352,13 @@ class do(Provide):
     sites.
 
     Example:
-        >>> surgery = ppl.do(eight_schools, {"tau": 1.0})
+        >>> @ppl.model
+        ... def m():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     return ppl.sample("y", dist.Normal(mu, 1.0))
+        >>> tr = ppl.do(m, {"mu": 3.0}).simulate(jax.random.key(0))
+        >>> float(tr["mu"]), "mu" in tr.log_probs
+        (3.0, False)
     """
 
     verb = "do"

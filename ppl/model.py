@@ -189,7 +189,10 @@ class Model:
         Returns a :class:`Trace`; ``trace.log_density`` is the joint log density of the draw.
 
         Example:
-            >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
+            >>> m = ppl.model(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)))
+            >>> tr = m.simulate(jax.random.key(0))
+            >>> bool(tr.log_density == dist.Normal(0.0, 1.0).log_prob(tr["x"]))
+            True
         """
         key = check_key(key, f"{self.name}.simulate")
         retval, sites = run(self.fn, args, kwargs, seed(key=key))
@@ -209,7 +212,12 @@ class Model:
         appeared.
 
         Example:
-            >>> eight_schools.log_density({"mu": 0.0, "tau": 1.0, "theta": th}, sigma, y=y)
+            >>> @ppl.model
+            ... def m(y=None):
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> round(float(m.log_density({"mu": 0.0}, y=0.0)), 4)   # 2 log N(0; 0, 1)
+            -1.8379
         """
         if not isinstance(choices, Mapping):
             if isinstance(choices, Trace):
@@ -241,7 +249,13 @@ class Model:
         observations) it is 0.
 
         Example:
-            >>> tr, log_w = posterior.generate(jax.random.key(0), {"mu": 1.0}, sigma)
+            >>> @ppl.model
+            ... def m():
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     ppl.sample("y", dist.Normal(mu, 1.0))
+            >>> tr, log_w = m.generate(jax.random.key(0), {"y": 0.0})
+            >>> bool(log_w == tr.log_probs["y"])
+            True
         """
         key = check_key(key, f"{self.name}.generate")
         constraints = _as_choices(constraints, f"{self.name}.generate")
@@ -378,8 +392,8 @@ def handled(fn: Callable, handler: Callable[..., core.Messenger], *args: Any, **
     messengers the same way.
 
     Example:
-        >>> m = ppl.model.handled(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)),
-        ...                       ppl.messengers.substitute, None, {"x": 0.5})
+        >>> from ppl.model import handled
+        >>> m = handled(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)), ppl.messengers.substitute, None, {"x": 0.5})
         >>> float(m.simulate(jax.random.key(0)).retval)
         0.5
     """
@@ -406,7 +420,10 @@ def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> An
     """Call a model (or plain function using primitives) inside a model, under address prefix `name`.
 
     Example:
-        >>> z = ppl.call(layer, x, name="layer1")     # sites "layer1/..."
+        >>> layer = ppl.model(lambda x: ppl.sample("z", dist.Normal(x, 1.0)))
+        >>> outer = ppl.model(lambda: ppl.call(layer, 0.0, name="layer1"))
+        >>> list(outer.simulate(jax.random.key(0)).choices)
+        ['layer1/z']
     """
     if name is None:
         return fn(*args, **kwargs)

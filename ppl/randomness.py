@@ -158,9 +158,12 @@ def guarded_key(seed: int = 0) -> jax.Array:
     sampling from any of them raises :class:`RandomnessBypassError`.
 
     Example:
-        >>> k1, k2 = jax.random.split(guarded_key(0))           # fine
-        >>> jax.random.normal(k1)                                # doctest: +SKIP
-        RandomnessBypassError: a random draw bypassed ppl.randomness.draw ...
+        >>> k1, k2 = jax.random.split(ppl.randomness.guarded_key(0))      # fine
+        >>> try:
+        ...     jax.random.normal(k1)
+        ... except ppl.randomness.RandomnessBypassError:
+        ...     print("refused")
+        refused
     """
     return jax.random.key(seed, impl=_guarded_impl())
 

@@ -42,8 +42,13 @@ class Trace(eqx.Module):
         observed: the addresses of observed sites and factors (static).
 
     Example:
-        >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
-        >>> tr["theta"], tr.log_density, tr.log_likelihood
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> tr = m.simulate(jax.random.key(0), 0.5)
+        >>> bool(tr.log_density == tr.log_prior + tr.log_likelihood), float(tr["y"])
+        (True, 0.5)
     """
 
     choices: dict

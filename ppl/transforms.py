@@ -115,9 +115,14 @@ class UnconstrainedView:
         init: a default initial point (uniform in (-2, 2) on every coordinate, key 0).
 
     Example:
-        >>> view = ppl.unconstrained(posterior, sigma)
-        >>> jax.grad(view.potential)(view.init)
-        >>> view.to_constrained(view.init)["tau"] > 0
+        >>> @ppl.model
+        ... def m():
+        ...     ppl.sample("tau", dist.HalfNormal(1.0))
+        >>> view = ppl.unconstrained(m)
+        >>> view.dim, jax.grad(view.potential)(view.init).shape
+        (1, (1,))
+        >>> bool(view.to_constrained(view.init)["tau"] > 0)
+        True
     """
 
     def __init__(self, model: Any, args: tuple, kwargs: dict):

@@ -104,9 +104,15 @@ def test_every_ppl_module_imports_alone_in_a_fresh_process():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for mod in _ppl_modules():
-        r = subprocess.run([sys.executable, "-c", f"import {mod}"], cwd=root, capture_output=True, text=True)
-        assert r.returncode == 0, f"import {mod} alone failed:\n{r.stderr[-2000:]}"
+    procs = {
+        mod: subprocess.Popen(
+            [sys.executable, "-c", f"import {mod}"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for mod in _ppl_modules()
+    }
+    for mod, p in procs.items():
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"import {mod} alone failed:\n{err[-2000:]}"
 
 
 def test_the_import_graph_of_ppl_has_no_cycle():
@@ -152,3 +158,87 @@ def test_the_import_graph_of_ppl_has_no_cycle():
     # the layering the refactor set up: messengers know no models, handlers wrap them
     assert "ppl.model" not in graph["ppl.messengers"] and "ppl.handlers" not in graph["ppl.model"]
     assert "ppl.message" in graph["ppl.core"]
+
+
+def test_check_key_lives_with_randomness_and_handlers_reexport_it():
+    import pytest
+
+    from ppl.errors import ModelError
+    from ppl.randomness import check_key
+
+    assert ppl.handlers.check_key is check_key
+    k = jax.random.key(3)
+    assert check_key(k, "f") is k
+    with pytest.raises(ModelError, match="f: a random key is required"):
+        check_key(None, "f")
+    with pytest.raises(ModelError, match="expected a JAX random key"):
+        check_key(3, "f")
+
+
+def test_handled_wraps_a_model_in_a_fresh_handler_per_run():
+    from ppl.model import handled
+
+    made = []
+
+    class Count(ppl.core.Messenger):
+        def __init__(self, tag):
+            super().__init__()
+            made.append(tag)
+
+    @ppl.model
+    def m():
+        return ppl.sample("x", dist.Normal(0.0, 1.0))
+
+    w = handled(m, Count, "t")
+    assert isinstance(w, ppl.Model) and w.name == "m" and made == ["t"]  # built once to check
+    w.simulate(jax.random.key(0))
+    w.simulate(jax.random.key(1))
+    assert made == ["t", "t", "t"]
+    # the public handlers wrap through it, with the same result as before
+    c = ppl.condition(m, {"x": 0.25})
+    assert c._wrapper[0] is ppl.condition
+    assert float(c.simulate(jax.random.key(0))["x"]) == 0.25
+
+
+def test_a_messenger_counts_as_its_public_handler():
+    from ppl import messengers
+
+    seeds = []
+
+    @ppl.model
+    def m():
+        seeds.extend(ppl.core.active_handlers(ppl.seed))
+        return ppl.sample("x", dist.Normal(0.0, 1.0))
+
+    m.simulate(jax.random.key(0))  # runs under a ppl.messengers.seed
+    assert len(seeds) == 1 and isinstance(seeds[0], messengers.seed)
+    assert isinstance(messengers.replay(None, {}), ppl.substitute)
+    assert not isinstance(messengers.scope(None, "a"), ppl.seed)
+    assert ppl.trace is messengers.trace
+
+
+def test_provide_puts_values_with_the_flags_of_their_meaning():
+    from ppl.messengers import MEANINGS, Provide
+    from ppl.message import new_message
+
+    for meaning, flags in {
+        "observed": {"is_observed": True, "supplied": True},
+        "latent": {"supplied": True},
+        "constrained": {"supplied": True, "constrained": True},
+        "kept": {"supplied": True, "in_support": True},
+        "intervened": {"intervened": True, "is_observed": False, "supplied": True},
+        "transformed": {"in_support": True, "supplied": False},
+    }.items():
+        msg = new_message("sample", "x", fn=dist.Normal(0.0, 1.0), is_observed=meaning == "intervened")
+        Provide.put(msg, 1.5, meaning, fresh=False)
+        assert msg["value"] == 1.5 and msg["fresh"] is False
+        assert {k: msg[k] for k in flags} == flags, meaning
+    assert set(MEANINGS) == {"observed", "latent", "constrained", "kept", "intervened", "transformed"}
+    # a param substituted as latent is not "supplied" (nothing to check against a distribution)
+    msg = new_message("param", "w", kwargs={"init": 0.0, "constraint": None})
+    Provide.put(msg, 2.0, "latent")
+    assert msg["supplied"] is False
+    # a deterministic site set by do is intervened but neither observed nor supplied
+    msg = new_message("deterministic", "d", value=0.0)
+    Provide.put(msg, 2.0, "intervened")
+    assert msg["intervened"] and not msg["supplied"] and not msg["is_observed"]
