@@ -46,9 +46,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------
-
-
 class seed(Messenger):
     """Give every unobserved sample site a fresh random key split from `key`.
 
@@ -57,7 +54,6 @@ class seed(Messenger):
         >>> bool(ppl.seed(m, jax.random.key(0))() == ppl.seed(m, jax.random.key(0))())
         True
     """
-
 
     def __init__(self, fn: Callable | None = None, key: Any = None):
         super().__init__(None)
@@ -391,7 +387,6 @@ class block(Messenger):
     hidden.  `hide_fn(msg)` decides per site.
     """
 
-
     def __init__(
         self,
         fn: Callable | None = None,
@@ -417,7 +412,6 @@ class block(Messenger):
 class scale(Messenger):
     """Multiply the log density of every site inside by `scale` (a positive number or array)."""
 
-
     def __init__(self, fn: Callable | None = None, scale: Any = 1.0):
         super().__init__(None)
         if core.is_concrete(scale) and not bool(np.all(np.asarray(scale) > 0)):
@@ -431,7 +425,6 @@ class scale(Messenger):
 
 class mask(Messenger):
     """Keep the log density only where `mask` is True (it broadcasts with the site's batch shape)."""
-
 
     def __init__(self, fn: Callable | None = None, mask: Any = True):
         super().__init__(None)
@@ -449,7 +442,6 @@ class scope(Messenger):
     """Prefix every address inside with ``prefix + "/"`` (used for nested model calls)."""
 
     passive = True
-
 
     def __init__(self, fn: Callable | None = None, prefix: str = ""):
         super().__init__(None)
