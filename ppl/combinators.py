@@ -28,7 +28,7 @@ import numpy as np
 from . import core, randomness
 from .core import Messenger, emit, new_message, site_log_prob
 from .errors import AddressError, ModelError, OutsideModelError
-from .handlers import current_prefix, scope, seed
+from .messengers import current_prefix, scope, seed
 
 __all__ = ["scan", "switch", "cond"]
 
@@ -300,8 +300,12 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any) -> Any:
     the same shape in each.
 
     Example:
-        >>> k = ppl.sample("k", dist.Categorical(probs=jnp.ones(2) / 2))
-        >>> ppl.switch(k, [lambda: ppl.sample("a", dist.Normal()), lambda: 0.0])
+        >>> @ppl.model
+        ... def m():
+        ...     k = ppl.sample("k", dist.Categorical(probs=jnp.ones(2) / 2))
+        ...     return ppl.switch(k, [lambda: ppl.sample("a", dist.Normal()), lambda: jnp.zeros(())])
+        >>> sorted(jax.jit(lambda key: m.simulate(key).active)(jax.random.key(0)))
+        ['a']
     """
     stack = _require_stack("switch")
     branches = [b.fn if hasattr(b, "fn") and hasattr(b, "simulate") else b for b in branches]

@@ -22,10 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ModelError, OutsideModelError, SupportError
+from .errors import ArgumentTypeError, ModelError, OutsideModelError, SupportError
+from .message import Message, new_message
 
 __all__ = [
     "Messenger",
+    "Message",
+    "new_message",
     "apply_stack",
     "emit",
     "sample",
@@ -88,49 +91,30 @@ class Messenger:
         elif self in stack:  # pragma: no cover - exits out of order after an error
             stack.remove(self)
 
-    def process_message(self, msg: dict) -> None:
-        pass
+    def process_message(self, msg: Message) -> None:
+        """Called on the way out (innermost handler first), before the site has its default
+        value: set ``msg["value"]`` to provide one, change ``fn``/``scale``/``mask``; set
+        ``msg["stop"]`` to hide the site from the handlers outside.  Default: nothing."""
 
-    def postprocess_message(self, msg: dict) -> None:
-        pass
+    def postprocess_message(self, msg: Message) -> None:
+        """Called on the way back (outermost handler that saw the site first) once the site
+        has its value: recorders read the message here.  Default: nothing."""
 
-    def blocks(self, msg: dict) -> bool:
+    def blocks(self, msg: Message) -> bool:
+        """True to hide the site from the recorders outside this handler.  Default: False."""
         return False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
-            raise TypeError(f"{type(self).__name__} was not given a function to wrap")
+            raise ArgumentTypeError(
+                f"{type(self).__name__} was called without a function to run: pass the model as its "
+                f"first argument (fn), e.g. {type(self).__name__}(model, ...)(*args); got fn=None."
+            )
         with self:
             return self.fn(*args, **kwargs)
 
 
-def new_message(type_: str, name: str, **fields: Any) -> dict:
-    msg = {
-        "type": type_,
-        "name": name,
-        "fn": None,
-        "value": None,
-        "is_observed": False,
-        "intervened": False,
-        "supplied": False,  # value given from outside (obs, condition, substitute, ...)
-        "in_support": False,  # value is known to be in the support (unconstrained view)
-        "scale": None,
-        "mask": None,
-        "cond_indep_stack": [],
-        "infer": {},
-        "stop": False,
-        "_floor": None,
-        "log_prob": None,
-        "log_jac": None,
-        "active": None,
-        "fresh": None,
-        "u": None,
-    }
-    msg.update(fields)
-    return msg
-
-
-def apply_stack(msg: dict) -> dict:
+def apply_stack(msg: Message) -> Message:
     """Send `msg` through the handler stack and fill in its value."""
     stack = _stack()
     # a bare `with ppl.plate(...)` (or scope) outside any model is still outside a model
@@ -157,7 +141,7 @@ def apply_stack(msg: dict) -> dict:
     return msg
 
 
-def emit(msg: dict) -> None:
+def emit(msg: Message) -> None:
     """Hand an already-computed site (from a loop or branch combinator) to the recorders."""
     stack = _stack()
     floor = 0
@@ -378,8 +362,13 @@ class plate(Messenger):
     estimate of the full log likelihood).  Entering the plate returns the indices.
 
     Example:
-        >>> with ppl.plate("data", 100) as idx:
-        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> @ppl.model
+        ... def m(y):
+        ...     with ppl.plate("data", 3) as idx:
+        ...         ppl.sample("y", dist.Normal(0.0, 1.0), obs=y)
+        ...     return idx
+        >>> m.simulate(jax.random.key(0), jnp.zeros(3)).retval
+        Array([0, 1, 2], dtype=int32)
     """
 
     passive = True
@@ -434,7 +423,7 @@ class plate(Messenger):
         super().__enter__()
         return self.indices
 
-    def process_message(self, msg: dict) -> None:
+    def process_message(self, msg: Message) -> None:
         if msg["type"] not in ("sample", "factor"):
             return
         frame = CondIndepFrame(self.name, self.subsample_size, self.dim, self.size)

@@ -1,4 +1,4 @@
-"""`Model` and `Trace`: the generative-function interface every inference block uses.
+"""`Model`: the generative-function interface every inference block uses.
 
 A model denotes an unnormalised measure over traces: the product of the densities of its sample
 sites (w.r.t. their base measures), its observations and its factors.  The operations below are
@@ -11,214 +11,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import core
 from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, PPLError, nearest
-from .handlers import _AddressData, check_key, scope, seed, trace
+from .messengers import Provide, scope, seed, trace
+from .randomness import check_key, draw
+from .traces import Selection, Trace, _sum, make_trace, select
 
-__all__ = ["Model", "Trace", "model", "call", "as_model", "run", "select", "Selection"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Trace
-
-
-class Trace(eqx.Module):
-    """One execution of a model: its choices, per-site log densities and return value.
-
-    A pytree (an ``equinox.Module``), so traces can be returned from ``jit``, stacked by ``vmap``
-    and carried in ``lax.scan``.
-
-    Attributes:
-        choices: address -> value of every sample site (latent and observed; not intervened).
-        log_probs: address -> that site's log density (summed over its batch; one entry per step
-            for sites inside ``ppl.scan``), for sample sites and factors.
-        deterministic: address -> value of deterministic sites and of intervened (``do``) sites.
-        params: address -> value of ``param`` sites.
-        active: address -> boolean, for sites inside ``ppl.cond``/``ppl.switch`` under ``jit``:
-            whether the site exists in this execution (its value is a placeholder otherwise).
-        retval: the model's return value.
-        args, kwargs: the arguments the model was run with.
-        observed: the addresses of observed sites and factors (static).
-
-    Example:
-        >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
-        >>> tr["theta"], tr.log_density, tr.log_likelihood
-    """
-
-    choices: dict
-    log_probs: dict
-    deterministic: dict
-    params: dict
-    active: dict
-    retval: Any
-    args: tuple
-    kwargs: dict
-    observed: tuple = eqx.field(static=True, default=())
-
-    @property
-    def log_density(self) -> jax.Array:
-        """Joint log density of the trace: every sample site, observation and factor."""
-        return _sum(self.log_probs.values())
-
-    @property
-    def log_likelihood(self) -> jax.Array:
-        """Log density of the observed sites and factors."""
-        return _sum(v for k, v in self.log_probs.items() if k in self.observed)
-
-    @property
-    def log_prior(self) -> jax.Array:
-        """Log density of the latent sample sites."""
-        return _sum(v for k, v in self.log_probs.items() if k not in self.observed)
-
-    @property
-    def latent(self) -> dict:
-        """address -> value of the latent (unobserved) sample sites."""
-        return {k: v for k, v in self.choices.items() if k not in self.observed}
-
-    def __getitem__(self, name: str) -> Any:
-        for table in (self.choices, self.deterministic, self.params):
-            if name in table:
-                return table[name]
-        raise AddressError(
-            f"the trace has no site {name!r}"
-            f"{nearest(name, list(self.choices) + list(self.deterministic) + list(self.params))}."
-        )
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.choices or name in self.deterministic or name in self.params
-
-    def is_active(self, name: str) -> Any:
-        """Whether site `name` exists in this execution (True unless it is in an untaken branch)."""
-        return self.active.get(name, True) if name in self else False
-
-    def active_choices(self) -> dict:
-        """The choices of the sites that exist in this execution (needs concrete values)."""
-        out = {}
-        for k, v in self.choices.items():
-            a = self.active.get(k)
-            if a is None:
-                out[k] = v
-            else:
-                a = np.asarray(a)
-                if a.ndim == 0:
-                    if bool(a):
-                        out[k] = v
-                else:
-                    raise ModelError(
-                        f"site {k!r} is active at some steps only; index the trace per step "
-                        "(trace.choices and trace.active) instead."
-                    )
-        return out
-
-    def nan_sites(self) -> list[str]:
-        """Addresses whose log density is NaN, in execution order (needs concrete values)."""
-        return [k for k, v in self.log_probs.items() if bool(jnp.any(jnp.isnan(v)))]
-
-    def __repr__(self) -> str:
-        def show(d: dict) -> str:
-            return "{" + ", ".join(f"{k!r}: {_shape_str(v)}" for k, v in d.items()) + "}"
-
-        lines = [f"Trace(choices={show(self.choices)}"]
-        if self.deterministic:
-            lines.append(f"      deterministic={show(self.deterministic)}")
-        if self.params:
-            lines.append(f"      params={show(self.params)}")
-        if self.observed:
-            lines.append(f"      observed={list(self.observed)}")
-        lines.append(f"      log_density={_shape_str(self.log_density, value=True)})")
-        return "\n".join(lines)
-
-
-def _shape_str(v: Any, value: bool = False) -> str:
-    try:
-        arr = jnp.asarray(v)
-    except Exception:
-        return type(v).__name__
-    if isinstance(v, jax.core.Tracer):
-        return f"{arr.dtype}{list(arr.shape)}"
-    if arr.ndim == 0 or value:
-        try:
-            return f"{float(arr):.6g}" if arr.ndim == 0 else f"{arr.dtype}{list(arr.shape)}"
-        except Exception:
-            pass
-    return f"{arr.dtype}{list(arr.shape)}"
-
-
-def _sum(values: Iterable[Any]) -> jax.Array:
-    total = None
-    for v in values:
-        v = jnp.sum(v)
-        total = v if total is None else total + v
-    return jnp.zeros(()) if total is None else total
-
-
-def make_trace(sites: Mapping[str, dict], retval: Any, args: tuple, kwargs: dict) -> Trace:
-    choices, log_probs, det, params, active, observed = {}, {}, {}, {}, {}, []
-    for name, s in sites.items():
-        t = s["type"]
-        if t == "sample":
-            if s["intervened"]:
-                det[name] = s["value"]
-                continue
-            choices[name] = s["value"]
-            log_probs[name] = s["log_prob"]
-            if s["is_observed"]:
-                observed.append(name)
-        elif t == "factor":
-            log_probs[name] = s["log_prob"]
-            observed.append(name)
-        elif t == "deterministic":
-            det[name] = s["value"]
-        elif t == "param":
-            params[name] = s["value"]
-        if s.get("active") is not None:
-            active[name] = s["active"]
-    return Trace(
-        choices=choices,
-        log_probs=log_probs,
-        deterministic=det,
-        params=params,
-        active=active,
-        retval=retval,
-        args=tuple(args),
-        kwargs=dict(kwargs),
-        observed=tuple(observed),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# selections
-
-
-class Selection:
-    """A set of addresses; an address also selects every address below it ("ts" selects "ts/x")."""
-
-    def __init__(self, *addresses: str):
-        flat: list[str] = []
-        for a in addresses:
-            if isinstance(a, str):
-                flat.append(a)
-            else:
-                flat.extend(a)
-        self.addresses = tuple(flat)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(name == a or name.startswith(a + "/") for a in self.addresses)
-
-    def __repr__(self) -> str:
-        return f"select{self.addresses}"
-
-
-def select(*addresses: str) -> Selection:
-    """A :class:`Selection` of addresses, for ``Model.regenerate``."""
-    return Selection(*addresses)
+__all__ = ["Model", "Trace", "model", "call", "as_model", "handled", "run", "select", "Selection"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +65,7 @@ def _first_nan(sites: Mapping[str, dict]) -> str | None:
     return None
 
 
-class _LogDensityValues(_AddressData):
+class _LogDensityValues(Provide):
     """Supply every latent value from `choices`; a missing latent is an error."""
 
     verb = "log_density"
@@ -274,8 +78,7 @@ class _LogDensityValues(_AddressData):
         if msg["intervened"]:
             return
         if found:
-            msg["value"] = value
-            msg["supplied"] = t == "sample"
+            self.put(msg, value, "latent")
         elif t == "sample" and msg["value"] is None:
             given = sorted(self.data)
             raise AddressError(
@@ -284,7 +87,7 @@ class _LogDensityValues(_AddressData):
             )
 
 
-class _Constrain(_AddressData):
+class _Constrain(Provide):
     """Fix the constrained sites of `generate`; they are scored in the importance weight."""
 
     verb = "generate"
@@ -296,19 +99,10 @@ class _Constrain(_AddressData):
             return
         found, value = self.lookup(msg)
         if found:
-            msg["value"] = value
-            msg["supplied"] = True
-            msg["constrained"] = True
+            self.put(msg, value, "constrained")
 
 
-def _innermost_seed() -> seed | None:
-    for h in reversed(core._stack()):
-        if isinstance(h, seed):
-            return h
-    return None
-
-
-class _Update(_AddressData):
+class _Update(Provide):
     """Reuse the old trace's values, except constrained and selected sites (see Model.update)."""
 
     verb = "update"
@@ -330,26 +124,18 @@ class _Update(_AddressData):
         if msg["is_observed"]:
             return
         if found:
-            msg["value"] = value
-            msg["supplied"] = True
-            msg["constrained"] = True
-            msg["fresh"] = False
+            self.put(msg, value, "constrained", fresh=False)
             return
         if name in self.old_values and name not in self.selection:
             old = self.old_values[name]
             if name in self.old_active:
-                s = _innermost_seed()
-                from .randomness import draw
-
+                # a site of a branch: keep the old value where it existed, draw it where not
+                s = core.active_handlers(seed)[-1]
                 new = draw(s.next_key(), msg["fn"], (), name)
                 act = self.old_active[name]
-                msg["value"] = jnp.where(_expand_mask(act, jnp.shape(new)), old, new)
-                msg["fresh"] = ~act
+                self.put(msg, jnp.where(_expand_mask(act, jnp.shape(new)), old, new), "kept", fresh=~act)
             else:
-                msg["value"] = old
-                msg["fresh"] = False
-            msg["supplied"] = True
-            msg["in_support"] = True
+                self.put(msg, old, "kept", fresh=False)
 
 
 def _expand_mask(mask: Any, shape: tuple) -> jax.Array:
@@ -403,7 +189,10 @@ class Model:
         Returns a :class:`Trace`; ``trace.log_density`` is the joint log density of the draw.
 
         Example:
-            >>> tr = eight_schools.simulate(jax.random.key(0), sigma)
+            >>> m = ppl.model(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)))
+            >>> tr = m.simulate(jax.random.key(0))
+            >>> bool(tr.log_density == dist.Normal(0.0, 1.0).log_prob(tr["x"]))
+            True
         """
         key = check_key(key, f"{self.name}.simulate")
         retval, sites = run(self.fn, args, kwargs, seed(key=key))
@@ -423,7 +212,12 @@ class Model:
         appeared.
 
         Example:
-            >>> eight_schools.log_density({"mu": 0.0, "tau": 1.0, "theta": th}, sigma, y=y)
+            >>> @ppl.model
+            ... def m(y=None):
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> round(float(m.log_density({"mu": 0.0}, y=0.0)), 4)   # 2 log N(0; 0, 1)
+            -1.8379
         """
         if not isinstance(choices, Mapping):
             if isinstance(choices, Trace):
@@ -455,7 +249,13 @@ class Model:
         observations) it is 0.
 
         Example:
-            >>> tr, log_w = posterior.generate(jax.random.key(0), {"mu": 1.0}, sigma)
+            >>> @ppl.model
+            ... def m():
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     ppl.sample("y", dist.Normal(mu, 1.0))
+            >>> tr, log_w = m.generate(jax.random.key(0), {"y": 0.0})
+            >>> bool(log_w == tr.log_probs["y"])
+            True
         """
         key = check_key(key, f"{self.name}.generate")
         constraints = _as_choices(constraints, f"{self.name}.generate")
@@ -583,6 +383,34 @@ def model(fn: Callable | None = None, *, name: str | None = None):
     return Model(fn, name=name)
 
 
+def handled(fn: Callable, handler: Callable[..., core.Messenger], *args: Any, **kwargs: Any) -> Model:
+    """`fn` as a :class:`Model` that runs under a fresh ``handler(*args, **kwargs)`` on every call.
+
+    The handler is built once now (so bad arguments fail at this call) and anew for each run, so
+    the wrapped model stays a pure function of its inputs.  This is how ``ppl.condition(model,
+    data)`` and the other handlers wrap a model; inference code wraps models with its own
+    messengers the same way.
+
+    Example:
+        >>> from ppl.model import handled
+        >>> m = handled(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)), ppl.messengers.substitute, None, {"x": 0.5})
+        >>> float(m.simulate(jax.random.key(0)).retval)
+        0.5
+    """
+    base = as_model(fn)
+    handler(*args, **kwargs)  # check the arguments now, at the call that gave them
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        with handler(*args, **kwargs):
+            return base.fn(*a, **k)
+
+    wrapped.__name__ = wrapped.__qualname__ = base.name  # errors name the user's model
+    out = Model(wrapped, name=base.name)
+    out._base = base
+    out._wrapper = (handler, args, kwargs)
+    return out
+
+
 def as_model(fn: Any) -> Model:
     """`fn` as a :class:`Model` (a Model is returned unchanged)."""
     return fn if isinstance(fn, Model) else Model(fn)
@@ -592,7 +420,10 @@ def call(fn: Callable, *args: Any, name: str | None = None, **kwargs: Any) -> An
     """Call a model (or plain function using primitives) inside a model, under address prefix `name`.
 
     Example:
-        >>> z = ppl.call(layer, x, name="layer1")     # sites "layer1/..."
+        >>> layer = ppl.model(lambda x: ppl.sample("z", dist.Normal(x, 1.0)))
+        >>> outer = ppl.model(lambda: ppl.call(layer, 0.0, name="layer1"))
+        >>> list(outer.simulate(jax.random.key(0)).choices)
+        ['layer1/z']
     """
     if name is None:
         return fn(*args, **kwargs)

@@ -45,8 +45,15 @@ def predictive(
     `return_sites`).  Computes one vectorised program (``vmap``) over the draws.
 
     Example:
-        >>> ppl.predictive(eight_schools, None, sigma, key=key, num_samples=100)["y"].shape
-        (100, 8)
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("obs", 3):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> ppl.predictive(m, None, key=jax.random.key(0), num_samples=100)["y"].shape
+        (100, 3)
+        >>> ppl.predictive(m, {"mu": jnp.zeros(5)}, key=jax.random.key(0))["y"].shape
+        (5, 3)
     """
     key = check_key(key, "ppl.predictive")
     m = _strip_conditioning(as_model(model))

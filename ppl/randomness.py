@@ -33,8 +33,12 @@ import functools
 from typing import Any, Iterator, Protocol
 
 import jax
+import jax.numpy as jnp
+
+from .errors import ModelError, PPLError
 
 __all__ = [
+    "check_key",
     "draw",
     "interpreter",
     "current_interpreter",
@@ -91,11 +95,30 @@ def draw(key: Any, d: Any, sample_shape: tuple = (), name: str | None = None) ->
     return d.sample(key, tuple(sample_shape))
 
 
+def check_key(key: Any, who: str) -> jax.Array:
+    """Validate a random key argument, with an error that says what was expected."""
+    if key is None:
+        raise ModelError(f"{who}: a random key is required, e.g. jax.random.key(0); got None.")
+    if isinstance(key, (int, float)) or not hasattr(key, "dtype"):
+        raise ModelError(
+            f"{who}: expected a JAX random key such as jax.random.key(0), got "
+            f"{type(key).__name__} {key!r}."
+        )
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
+        return key
+    raise ModelError(
+        f"{who}: expected a JAX random key such as jax.random.key(0), got an array of dtype "
+        f"{key.dtype} and shape {key.shape}."
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # guarded keys: split and fold_in work, sampling raises
 
 
-class RandomnessBypassError(RuntimeError):
+class RandomnessBypassError(PPLError, RuntimeError):
     """``jax.random`` sampled from a guarded key: a random draw that bypassed :func:`draw`."""
 
 
@@ -135,9 +158,12 @@ def guarded_key(seed: int = 0) -> jax.Array:
     sampling from any of them raises :class:`RandomnessBypassError`.
 
     Example:
-        >>> k1, k2 = jax.random.split(guarded_key(0))           # fine
-        >>> jax.random.normal(k1)                                # doctest: +SKIP
-        RandomnessBypassError: a random draw bypassed ppl.randomness.draw ...
+        >>> k1, k2 = jax.random.split(ppl.randomness.guarded_key(0))      # fine
+        >>> try:
+        ...     jax.random.normal(k1)
+        ... except ppl.randomness.RandomnessBypassError:
+        ...     print("refused")
+        refused
     """
     return jax.random.key(seed, impl=_guarded_impl())
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.transforms import biject_to
 
-from .core import Messenger
+from .messengers import Provide
 from .errors import AddressError, ModelError, nearest
 from .model import Model, _sum, as_model, run
 
@@ -30,41 +30,42 @@ def _latent(msg: dict) -> bool:
     return msg["type"] == "sample" and not msg["is_observed"] and not msg["intervened"] and msg["value"] is None
 
 
-class _Unconstrain(Messenger):
+# The three messengers below put values at the latent sites through the shared mechanism
+# (Provide.put, meaning "transformed": in the support by construction, not checked), but each
+# does more than the public hook ppl.substitute(substitute_fn=...) can: they write the
+# unconstrained view's own message fields (log_jac, u), which must travel with the site through
+# ppl.scan/ppl.cond, and _Prototype refuses discrete sites and records shapes.
+
+
+class _Unconstrain(Provide):
     """Set each latent site to T(u[name]) and record log|det J| (see module docstring)."""
 
-    tables = ("data",)
-
     def __init__(self, data: Mapping[str, Any]):
-        super().__init__()
-        self.data = dict(data)
+        super().__init__(None, data, strict=False)
 
     def process_message(self, msg: dict) -> None:
         if not _latent(msg):
             return
         name = msg["name"]
-        if name not in self.data:
+        found, u = self.lookup(msg)
+        if not found:
             raise AddressError(
                 f"the unconstrained view has no value for latent site {name!r}; the model's "
                 "structure changed since the view was built (a random set of addresses?)."
             )
-        fn = msg["fn"]
-        t = biject_to(fn.support)
-        u = self.data[name]
+        t = biject_to(msg["fn"].support)
         v = t(u)
         lj = jnp.sum(t.log_abs_det_jacobian(u, v))
         if msg["scale"] is not None:
             lj = lj * msg["scale"]
-        msg["value"] = v
-        msg["log_jac"] = lj
-        msg["in_support"] = True
+        self.put(msg, v, "transformed", log_jac=lj)
 
 
-class _Prototype(Messenger):
+class _Prototype(Provide):
     """Give each latent site an in-support value T(0) and record its unconstrained step shape."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(None, {}, strict=False)
         self.step_shapes: dict[str, tuple[tuple, tuple]] = {}
 
     def process_message(self, msg: dict) -> None:
@@ -82,34 +83,27 @@ class _Prototype(Messenger):
         vshape = tuple(fn.batch_shape) + tuple(fn.event_shape)
         ushape = tuple(t.inverse_shape(vshape))
         u = jnp.zeros(ushape)
-        msg["value"] = t(u)
-        msg["u"] = u
-        msg["in_support"] = True
+        self.put(msg, t(u), "transformed", u=u)
         self.step_shapes[name] = (vshape, ushape)
 
 
-class _Inverse(Messenger):
+class _Inverse(Provide):
     """Substitute constrained values and record their unconstrained images in msg['u']."""
 
-    tables = ("data",)
-
     def __init__(self, data: Mapping[str, Any]):
-        super().__init__()
-        self.data = dict(data)
+        super().__init__(None, data, strict=False)
 
     def process_message(self, msg: dict) -> None:
         if not _latent(msg):
             return
         name = msg["name"]
-        if name not in self.data:
+        found, v = self.lookup(msg)
+        if not found:
             raise AddressError(
                 f"to_unconstrained: no value given for latent site {name!r}"
                 f"{nearest(name, self.data)}."
             )
-        v = self.data[name]
-        msg["value"] = v
-        msg["u"] = biject_to(msg["fn"].support).inv(v)
-        msg["in_support"] = True
+        self.put(msg, v, "transformed", u=biject_to(msg["fn"].support).inv(v))
 
 
 class UnconstrainedView:
@@ -121,9 +115,14 @@ class UnconstrainedView:
         init: a default initial point (uniform in (-2, 2) on every coordinate, key 0).
 
     Example:
-        >>> view = ppl.unconstrained(posterior, sigma)
-        >>> jax.grad(view.potential)(view.init)
-        >>> view.to_constrained(view.init)["tau"] > 0
+        >>> @ppl.model
+        ... def m():
+        ...     ppl.sample("tau", dist.HalfNormal(1.0))
+        >>> view = ppl.unconstrained(m)
+        >>> view.dim, jax.grad(view.potential)(view.init).shape
+        (1, (1,))
+        >>> bool(view.to_constrained(view.init)["tau"] > 0)
+        True
     """
 
     def __init__(self, model: Any, args: tuple, kwargs: dict):

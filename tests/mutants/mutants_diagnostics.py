@@ -208,7 +208,7 @@ MUTANTS = [
     ),
     Mutant(
         id="diagnostics/api-selection-bare-prefix",
-        file="ppl/model.py",
+        file="ppl/traces.py",
         find='name == a or name.startswith(a + "/")',
         replace="name.startswith(a)",
         tests=("tests/test_ppl_api.py",),

@@ -1,0 +1,35 @@
+"""Planted bugs in the language core (``ppl/``): the message protocol and the value-providing mechanism."""
+
+from catalogue import Mutant
+
+MUTANTS = [
+    Mutant(
+        id="ppl/condition-scores-data-as-latent",
+        file="ppl/messengers.py",
+        find='    "observed": {"is_observed": True, "supplied": True},',
+        replace='    "observed": {"supplied": True},',
+        tests=("tests/test_ppl_basics.py::test_condition_observes",),
+        description="A value given by ppl.condition is not marked observed: its density counts in the prior, not the likelihood.",
+        area="other",
+    ),
+    Mutant(
+        id="ppl/update-branch-freshness-inverted",
+        file="ppl/model.py",
+        find='"kept", fresh=~act)',
+        replace='"kept", fresh=act)',
+        tests=("tests/test_ppl_laws.py::test_log_density_generate_update_identical_under_jit",),
+        description="update marks a branch site kept from the old trace as freshly drawn (and a redrawn one as kept): the MH weight of a move that flips a branch is wrong.",
+        area="law",
+    ),
+    Mutant(
+        id="ppl/message-accepts-undeclared-fields",
+        file="ppl/message.py",
+        find="""    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in FIELDS:""",
+        replace="""    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in FIELDS and False:""",
+        tests=("tests/test_ppl_structure.py::test_a_handler_writing_an_undeclared_field_fails_loudly",),
+        description="A handler writing a misspelt message field (msg['vaule'] = ...) is silently ignored.",
+        area="other",
+    ),
+]
