@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import ppl
+from ppl.model import handled
 from ppl.core import Messenger
 from ppl.errors import ModelError
 
@@ -65,11 +66,4 @@ def intervene(model: Any, mechanisms: Mapping[str, Mechanism]) -> ppl.Model:
         if not isinstance(m, Mechanism) or m.parents is None:
             raise ModelError(f"causal.intervene: the mechanism for {k!r} must be a Mechanism with explicit parents.")
 
-    def wrapped(*a: Any, **k: Any) -> Any:
-        with _Soft(mechanisms):
-            return base.fn(*a, **k)
-
-    out = ppl.Model(wrapped, name=base.name)
-    out._base = base
-    out._wrapper = (_Soft, (mechanisms,), {})
-    return out
+    return handled(base, _Soft, mechanisms)
