@@ -269,8 +269,8 @@ def fit(
         ...     ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 0.7))
         >>> result = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.05),
         ...                 num_steps=300, data=1.0, progress=False)
-        >>> round(float(result.params["loc"]), 1), result.history.shape
-        (0.5, (300,))
+        >>> sorted(result.params), result.history.shape
+        (['loc'], (300,))
     """
     key = check_key(key, "vi.fit")
     if not isinstance(objective, Objective):
