@@ -306,3 +306,23 @@ def test_a_model_parameter_named_like_a_driver_option_is_refused():
 
     with pytest.raises(ppl.ArgumentError, match="'num_chains'"):
         mcmc.sample(jax.random.key(0), mcmc.RWM(), clash, Y, num_samples=3, progress=False)
+
+
+def test_bad_driver_arguments_raise_argument_errors_naming_them():
+    with pytest.raises(ppl.ArgumentTypeError, match="expected a kernel"):
+        mcmc.sample(jax.random.key(0), "NUTS", normal_mean, Y)
+    with pytest.raises(ppl.ArgumentError, match="num_chains must be >= 1, got 0"):
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_chains=0)
+    with pytest.raises(ppl.ArgumentError, match="chunk_size"):
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, chunk_size=0)
+    with pytest.raises(ppl.ArgumentError, match="num_samples must be >= 0, got -1"):
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, Y, num_samples=-1)
+
+    @ppl.model
+    def tagged(y, tags):
+        ppl.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ppl.ArgumentTypeError, match="not hashable"):
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), tagged, Y, {"a"}, num_samples=2, progress=False)
+    with pytest.raises(ppl.ArgumentError, match="chunk_size"):
+        vi.fit(jax.random.key(0), vi.elbo(normal_mean, mean_guide), optax.adam(0.1), Y, num_steps=5, chunk_size=0)

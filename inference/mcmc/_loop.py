@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ppl.errors import ModelError
+from ppl.errors import ArgumentError
 
 from .. import sharding
 from .._run.loop import host_loop
@@ -91,7 +91,7 @@ def _stream_dir(who: str, stream_to: Any) -> Path | None:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ModelError(f"{who}: cannot create the directory stream_to={os.fspath(stream_to)!r} ({e}).") from None
+        raise ArgumentError(f"{who}: cannot create the directory stream_to={os.fspath(stream_to)!r} ({e}).") from None
     return d
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ModelError
+from ppl.errors import ArgumentTypeError
 
 from .. import sharding
 from .._run import chunking
@@ -166,7 +166,7 @@ def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size
     try:
         return PROGRAMS.get(model, key, lambda: _Program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size))
     except TypeError:
-        raise ModelError(
+        raise ArgumentTypeError(
             f"the kernel {kernel!r} or a non-array model argument is not hashable; pass arrays "
             "as jax/numpy arrays and kernel options as plain Python values."
         ) from None

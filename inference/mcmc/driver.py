@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ModelError
+from ppl.errors import ArgumentError, ArgumentTypeError
 
 from .. import sharding
 from .._calling import check_option_clash
@@ -55,12 +55,12 @@ _OPTIONS = ("num_warmup", "num_samples", "num_chains", "init", "progress", "chun
 def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size) -> tuple[_Program, list]:
     """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
     if not isinstance(kernel, Kernel):
-        raise ModelError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
+        raise ArgumentTypeError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
     model = ppl.as_model(model)
     if int(num_chains) < 1:
-        raise ModelError(f"{who}: num_chains must be >= 1, got {num_chains}.")
+        raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
     if chunk_size is not None and int(chunk_size) < 1:
-        raise ModelError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
+        raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
     statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
     dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
@@ -139,7 +139,7 @@ def sample(
     check_option_clash("mcmc.sample", model, _OPTIONS)
     for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(n) < 0:
-            raise ModelError(f"mcmc.sample: {name} must be >= 0, got {n}.")
+            raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")
     num_samples = int(num_samples)
     prog, dyn = _prepare("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size)
     model = prog.model

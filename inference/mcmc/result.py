@@ -179,7 +179,7 @@ class Run:
         if num_samples is None and n == 0:
             n = 1
         if n < 0:
-            raise ModelError(f"Run.resume: num_samples must be >= 0, got {num_samples}.")
+            raise ArgumentError(f"Run.resume: num_samples must be >= 0, got {num_samples}.")
         prog, dyn = self._program, self._dyn
         progress = self._progress if progress is None else progress
         on = progress_default() if progress is None else bool(progress)
