@@ -189,6 +189,17 @@ def test_progress_is_off_by_default_under_ci_and_when_piped(monkeypatch):
     assert progress.progress_default() is True
 
 
+def test_in_a_notebook_progress_is_a_tqdm_bar(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    p = progress.Progress(True, "sample", 10)
+    assert p._bar is not None  # tqdm.auto (the plain bar outside a real kernel)
+    p(4, "0 divergences")
+    p(10, "1 divergences")
+    assert p._bar is None  # closed at the end
+    err = capsys.readouterr().err
+    assert "sample" in err and "10/10" in err and "1 divergences" in err
+
+
 # -- the program cache -----------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -20,6 +20,9 @@ from .._calling import check_option_clash
 from .._run.sink import Sink, write_npz
 from ._base import Kernel
 from ._program import _Program
+
+if TYPE_CHECKING:
+    from .result import Run
 
 _FORMAT = "ppl.mcmc.Run/1"
 
@@ -118,8 +121,8 @@ class _Checkpoint:
         write_npz(str(self.directory / "checkpoint.npz"), arrays, meta)
 
 
-def _load_stream(directory: Path, prog: _Program, dyn: list, meta: dict, arrays: dict):
-    from .result import Run
+def _load_stream(directory: Path, prog: _Program, dyn: list, meta: dict, arrays: dict) -> Run:
+    from .result import Run  # noqa: F811
 
     tables: dict = {}
     for t, (names, done) in meta["stream"].items():
@@ -131,7 +134,7 @@ def _load_stream(directory: Path, prog: _Program, dyn: list, meta: dict, arrays:
                meta["warmup_done"], not complete)
 
 
-def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | None = None, **kwargs: Any):
+def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | None = None, **kwargs: Any) -> Run:
     """Read a run written by :meth:`Run.save`, or the ``stream_to`` directory of a run (also
     one that crashed: it holds the draws that reached the disk and a checkpoint of the state
     after them, written at most every 2 s and after the last chunk).  ``kernel``, ``model`` and
@@ -163,7 +166,7 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
         (1, 4)
     """
     from .driver import _prepare
-    from .result import Run
+    from .result import Run  # noqa: F811 - (at run time; the annotation's import is for type checkers)
 
     check_option_clash("mcmc.load", model, ["progress"])
     path = os.fspath(path)
