@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentTypeError
+from ppl.errors import ArgumentError, ArgumentTypeError
 
 from .. import sharding
 from .._run import chunking
@@ -170,3 +170,20 @@ def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size
             f"the kernel {kernel!r} or a non-array model argument is not hashable; pass arrays "
             "as jax/numpy arrays and kernel options as plain Python values."
         ) from None
+
+
+def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size) -> tuple[_Program, list]:
+    """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
+    if not isinstance(kernel, Kernel):
+        raise ArgumentTypeError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
+    model = ppl.as_model(model)
+    if int(num_chains) < 1:
+        raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
+    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
+    chunk = None if chunk_size is None else int(chunk_size)
+    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk)
+    return prog, dyn

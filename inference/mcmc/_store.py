@@ -19,7 +19,7 @@ from .. import sharding
 from .._calling import check_option_clash
 from .._run.sink import Sink, write_npz
 from ._base import Kernel
-from ._program import _Program
+from ._program import _prepare, _Program
 
 if TYPE_CHECKING:
     from .result import Run
@@ -165,7 +165,6 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
         >>> again.resume(jax.random.key(1), num_samples=4).samples["x"].shape
         (1, 4)
     """
-    from .driver import _prepare
     from .result import Run  # noqa: F811 - (at run time; the annotation's import is for type checkers)
 
     check_option_clash("mcmc.load", model, ["progress"])

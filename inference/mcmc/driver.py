@@ -29,11 +29,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentError, ArgumentTypeError
+from ppl.errors import ArgumentError
 
 from .. import sharding
 from .._calling import check_option_clash
@@ -42,7 +41,7 @@ from .._run.progress import progress_default
 from .._run.sink import Sink as _Sink  # noqa: F401 - patched by tests (the class is shared)
 from ._base import Kernel, MCMCInitError
 from ._loop import _phases, _stream_dir
-from ._program import _is_dynamic, _program, _Program
+from ._program import _prepare
 from ._store import load
 from .result import Run
 
@@ -50,23 +49,6 @@ __all__ = ["sample", "Run", "load"]
 
 #: the driver's keyword-only options (a model parameter with one of these names is refused)
 _OPTIONS = ("num_warmup", "num_samples", "num_chains", "init", "progress", "chunk_size", "stream_to")
-
-
-def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size) -> tuple[_Program, list]:
-    """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
-    if not isinstance(kernel, Kernel):
-        raise ArgumentTypeError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
-    model = ppl.as_model(model)
-    if int(num_chains) < 1:
-        raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
-    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
-    chunk = None if chunk_size is None else int(chunk_size)
-    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk)
-    return prog, dyn
 
 
 def sample(
