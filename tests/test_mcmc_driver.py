@@ -113,11 +113,11 @@ def test_first_run_traces_the_kernel_step_once():
 
 
 def test_init_by_map_equals_init_by_vmap(monkeypatch):
-    from inference.mcmc import driver
+    from inference.mcmc import _program
 
     kw = dict(num_warmup=0, num_samples=1, num_chains=3, progress=False)
     a = mcmc.sample(jax.random.key(3), mcmc.NUTS(step_size=0.5), normal_mean, Y, **kw)
-    monkeypatch.setattr(driver, "_MAP_INIT_CHAINS", 0)  # vmap over chains
+    monkeypatch.setattr(_program, "_MAP_INIT_CHAINS", 0)  # vmap over chains
     b = mcmc.sample(jax.random.key(3), mcmc.NUTS(step_size=0.5), normal_mean, Y, num_warmup=0, num_samples=1, num_chains=3, progress=False, chunk_size=7)
     for name in a.samples:
         np.testing.assert_allclose(a.samples[name], b.samples[name], rtol=1e-5, atol=1e-6)
@@ -200,9 +200,9 @@ def test_interrupt_between_chunks_keeps_the_draws_and_resumes(monkeypatch):
 
 
 def test_a_crashed_streamed_run_is_recovered_from_its_directory(tmp_path, monkeypatch):
-    from inference.mcmc import driver
+    from inference.mcmc import _store, driver
 
-    monkeypatch.setattr(driver, "_CHECKPOINT_EVERY", 0.0)  # a checkpoint after every chunk
+    monkeypatch.setattr(_store, "_CHECKPOINT_EVERY", 0.0)  # a checkpoint after every chunk
     kw = dict(num_warmup=20, num_samples=50, num_chains=2, chunk_size=10, progress=False)
     full = mcmc.sample(jax.random.key(4), mcmc.RWM(), normal_mean, Y, **kw)
     calls = {"n": 0}

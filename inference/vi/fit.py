@@ -1,48 +1,42 @@
-"""``fit``: maximise an objective with optax in one compiled loop.
+"""``fit``: maximise an objective with optax, in compiled chunks driven from the host.
 
 The parameters are the unconstrained values u of every ``ppl.param`` site (the constrained
-value is ``biject_to(constraint)(u)``).  Each step draws a fresh key, computes the objective's
-unbiased gradient estimate (:meth:`Objective.surrogate`) and applies the optax update to
-−gradient (optax minimises).  The loop is a ``lax.scan`` compiled once; with early stopping it
-runs in chunks of the same compiled scan, stopping when the mean objective of a chunk improves
-by less than ``min_delta`` (relative) for ``patience`` chunks in a row.  Progress is reported
-from the device with ``jax.debug.callback`` (off under CI or when stderr is not a terminal).
+value is ``biject_to(constraint)(u)``).  Step ``t`` uses the key ``fold_in(run_key, t)``,
+computes the objective's unbiased gradient estimate (:meth:`Objective.surrogate`) and applies
+the optax update to −gradient (optax minimises).  The steps run in chunks of one compiled
+``lax.scan`` (:mod:`inference._run`), so the result does not depend on the chunk size; between
+chunks the host shows progress, checks the plateau rule of early stopping (the mean objective
+of a chunk improves by less than ``min_delta`` (relative) for ``patience`` chunks in a row)
+and turns Ctrl-C into a partial result.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError
 from ppl.handlers import check_key
 
+from .._calling import check_option_clash
+from .._run.arviz import from_groups
+from .._run.cache import PROGRAMS
+from .._run.chunking import choose_chunk_size
+from .._run.loop import host_loop, scan_chunk
+from .._run.progress import Progress, progress_default
 from .core import Objective, VIError
 
 __all__ = ["fit", "VIResult", "sample_posterior"]
 
-
-def _progress_default() -> bool:
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        return False
-    try:
-        return sys.stderr.isatty()
-    except Exception:
-        return False
-
-
-def _report(total: int, i: Any, value: Any) -> None:
-    i = int(i)
-    end = "\n" if i >= total else ""
-    sys.stderr.write(f"\rvi.fit: {i}/{total} | objective {float(value):.6g}{end}")
-    sys.stderr.flush()
+#: ``fit``'s keyword-only options (a model/guide parameter with one of these names is refused)
+_OPTIONS = ("num_steps", "data", "num_samples", "baseline", "strategies", "init_params", "patience",
+            "chunk_size", "min_delta", "progress")
 
 
 @dataclass
@@ -53,9 +47,26 @@ class VIResult:
         params: address -> constrained value of every ``ppl.param`` site.
         uparams: the unconstrained values (what the optimiser moved).
         history: the objective's estimate at every step run (a NumPy array).
-        num_steps: steps run (fewer than asked when stopped early).
+        num_steps: steps run (fewer than asked when stopped early or interrupted).
         stopped_early: whether the plateau rule stopped the run.
         objective: the objective that was fitted.
+        interrupted: whether Ctrl-C stopped the run (``params`` are those after the last
+            finished chunk).
+        guide: the guide of the objective (``objective.guide``), used by :meth:`sample`.
+
+    Example:
+        >>> @ppl.model
+        ... def model(x):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> @ppl.model
+        ... def guide(x):
+        ...     ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 0.7))
+        >>> import optax
+        >>> res = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.05), 1.0,
+        ...              num_steps=200, progress=False)
+        >>> res.sample(jax.random.key(1), 10, guide=guide)["mu"].shape, res.draws
+        ((10,), {})
     """
 
     params: dict
@@ -64,6 +75,61 @@ class VIResult:
     num_steps: int
     stopped_early: bool
     objective: Objective = field(repr=False)
+    interrupted: bool = False
+    guide: Any = field(default=None, repr=False)
+    args: tuple = field(default=(), repr=False)
+    kwargs: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def draws(self) -> dict:
+        """Draws made at fit time: none (``{}``); :meth:`sample` draws from the fitted guide."""
+        return {}
+
+    @property
+    def info(self) -> dict:
+        """Diagnostics: ``objective`` (the estimate at every step run, as :attr:`history`),
+        ``num_steps``, ``stopped_early`` and ``interrupted``."""
+        return {"objective": self.history, "num_steps": self.num_steps, "stopped_early": self.stopped_early,
+                "interrupted": self.interrupted}
+
+    def _guide(self, who: str, guide: Any) -> Any:
+        guide = guide if guide is not None else (self.guide if self.guide is not None else getattr(self.objective, "guide", None))
+        if guide is None:
+            raise ArgumentError(
+                f"{who}: this result's objective {self.objective!r} carries no guide (objective.guide); "
+                "pass guide=... explicitly."
+            )
+        return guide
+
+    def sample(self, key: Any, num_samples: int = 1000, *args: Any, guide: Any = None, **kwargs: Any) -> dict:
+        """``num_samples`` draws from the fitted guide: address -> array with a leading
+        ``num_samples`` axis.  The guide is the objective's (``objective.guide``) unless given;
+        its arguments are the ones ``fit`` was given unless ``args``/``kwargs`` are."""
+        guide = self._guide("VIResult.sample", guide)
+        if not args and not kwargs:
+            args, kwargs = self.args, self.kwargs
+        return sample_posterior(key, guide, self.params, *args, num_samples=num_samples, **kwargs)
+
+    def predictive(self, key: Any, model: Any, *args: Any, num_samples: int | None = None, guide: Any = None, **kwargs: Any) -> dict:
+        """Posterior predictive draws of ``model(*args, **kwargs)`` (:func:`ppl.predictive`)
+        given ``num_samples`` (default 1000) draws from the fitted guide.  Without
+        ``args``/``kwargs`` the model (and the guide) get the arguments ``fit`` was given."""
+        key = check_key(key, "VIResult.predictive")
+        k_draw, k_pred = jax.random.split(key)
+        draws = self.sample(k_draw, 1000 if num_samples is None else num_samples, guide=guide)
+        if not args and not kwargs:
+            args, kwargs = self.args, self.kwargs
+        return ppl.predictive(model, draws, *args, key=k_pred, **kwargs)
+
+    def to_arviz(self, key: Any = None, num_samples: int = 1000, guide: Any = None):
+        """An ``arviz.InferenceData``: ``num_samples`` draws of the fitted guide (one chain;
+        ``key`` default ``jax.random.key(0)``) as the posterior group, when the guide is known,
+        and the objective trace as ``sample_stats["objective"]`` shaped (1, steps)."""
+        posterior = {}
+        if guide is not None or self.guide is not None or getattr(self.objective, "guide", None) is not None:
+            key = jax.random.key(0) if key is None else key
+            posterior = {k: np.asarray(v)[None] for k, v in self.sample(key, num_samples, guide=guide).items()}
+        return from_groups("VIResult.to_arviz", posterior=posterior, sample_stats={"objective": np.asarray(self.history)[None]})
 
     def sample_posterior(self, key: Any, guide: Any, *args: Any, num_samples: int = 1000, **kwargs: Any) -> dict:
         """Draws from the fitted guide: address -> array with a leading ``num_samples`` axis.
@@ -77,8 +143,11 @@ def sample_posterior(key: Any, guide: Any, params: Mapping[str, Any], *args: Any
     """`num_samples` draws of the latent sites of `guide` with its ``ppl.param`` sites set to `params`.
 
     Example:
-        >>> draws = vi.sample_posterior(key, guide, result.params, x, num_samples=500)
-        >>> ppl.predictive(model, draws, x, key=key)["y"].shape
+        >>> @ppl.model
+        ... def guide():
+        ...     ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 1.0))
+        >>> vi.sample_posterior(jax.random.key(0), guide, {"loc": 2.0}, num_samples=500)["mu"].shape
+        (500,)
     """
     key = check_key(key, "vi.sample_posterior")
     g = ppl.as_model(guide)
@@ -104,9 +173,7 @@ def _args_from(data: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict) -> dict:
     """``objective.init_params`` compiled once per objective (an eager run of a network-sized
     program costs more than many optimisation steps); eager when the program cannot be traced."""
-    f = objective.__dict__.get("_init_jit")
-    if f is None:
-        f = objective._init_jit = eqx.filter_jit(lambda k, a, kw: objective.init_params(k, *a, **kw))
+    f = PROGRAMS.get(objective, ("vi.init_params",), lambda: eqx.filter_jit(lambda k, a, kw: objective.init_params(k, *a, **kw)))
     try:
         return dict(f(key, args, kwargs))
     except VIError:
@@ -115,50 +182,40 @@ def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict) -> d
         return objective.init_params(key, *args, **kwargs)
 
 
-def _compiled_chunk(objective: Objective, optimizer: Any, num_steps: int, chunk: int, num_samples: int, baseline: Any, progress: bool):
-    """The compiled chunk of the optimisation loop, cached on the objective: a second ``fit``
-    with the same objective, optimizer, settings and argument shapes compiles nothing."""
-    every = max(1, num_steps // 20)
-    cache_key = (optimizer, num_steps, chunk, num_samples, baseline, progress)
-    cache = objective.__dict__.setdefault("_fit_cache", {})
+def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Objective:
+    """``objective.with_strategies(strategies)``, one object per (objective, strategies), so
+    its compiled programs are cached too."""
+    skey = tuple(sorted(dict(strategies).items()))
+    return PROGRAMS.get(objective, ("vi.with_strategies", skey), lambda: objective.with_strategies(strategies))
+
+
+def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any):
+    """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
+    run_key, t0, n_end, args, kwargs)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
+    nothing), cached (:mod:`inference._run.cache`): a second ``fit`` with the same objective,
+    optimizer, settings and argument shapes compiles nothing, whatever ``num_steps`` is."""
+
+    def build():
+        def run_chunk(u, st, k, t0, n_end, args, kwargs):
+            def loss(u, k):
+                s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
+                return -s, v
+
+            def step(k_t, carry, t):
+                u, st = carry
+                g, v = jax.grad(loss, has_aux=True)(u, k_t)
+                updates, st2 = optimizer.update(g, st, u)
+                u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
+                return (u2, st2), v
+
+            return scan_chunk(step, k, (u, st), t0, n_end, chunk)
+
+        return eqx.filter_jit(run_chunk)
+
     try:
-        hit = cache.get(cache_key)
+        return PROGRAMS.get(objective, ("vi.fit", optimizer, chunk, num_samples, baseline), build)
     except TypeError:  # an unhashable optimizer: no caching
-        cache_key, hit = None, None
-    if hit is not None:
-        return hit
-
-    def run_chunk(u, st, k, start, args, kwargs):
-        def loss(u, k):
-            s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
-            return -s, v
-
-        def step(carry, xs):
-            u, st = carry
-            t, k = xs
-            g, v = jax.grad(loss, has_aux=True)(u, k)
-            updates, st2 = optimizer.update(g, st, u)
-            u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
-            live = t < num_steps
-            if num_steps % chunk:  # the last chunk runs past num_steps: freeze those steps
-                u2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), u2, u)
-                st2 = jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), st2, st)
-            if progress:
-                jax.lax.cond(
-                    live & (((t + 1) % every == 0) | (t + 1 == num_steps)),
-                    lambda: jax.debug.callback(_report, num_steps, t + 1, v),
-                    lambda: None,
-                )
-            return (u2, st2), v
-
-        ts = start + jnp.arange(chunk)
-        keys = jax.vmap(lambda t: jax.random.fold_in(k, t))(ts)
-        return jax.lax.scan(step, (u, st), (ts, keys))
-
-    compiled = eqx.filter_jit(run_chunk)
-    if cache_key is not None:
-        cache[cache_key] = compiled
-    return compiled
+        return build()
 
 
 def fit(
@@ -184,36 +241,56 @@ def fit(
     positional argument; further ``*args``/``**kwargs`` follow.  `num_samples` independent
     gradient estimates are averaged per step (``baseline="loo"``: leave-one-out baselines for
     score-function sites).  `strategies` maps addresses to gradient strategies.
-    `init_params` gives constrained initial values for some params.  With `patience` the run
-    stops once `patience` consecutive chunks of `chunk_size` steps improve the mean objective by
-    less than ``min_delta · max(1, |mean|)``.
+    `init_params` gives constrained initial values for some params.  The steps run in compiled
+    chunks of `chunk_size` steps (None: about 20 chunks; the result does not depend on it).
+    With `patience` the run stops once `patience` consecutive chunks (default size
+    ``max(10, num_steps // 20)``) improve the mean objective by less than
+    ``min_delta · max(1, |mean|)``.  `progress` shows ``vi.fit: step/num_steps | objective``
+    between chunks (default: in a terminal or notebook, not under ``CI``).  Ctrl-C between
+    chunks returns the result so far (``interrupted=True``).
 
     Returns a :class:`VIResult` with constrained ``params`` and the objective's ``history``.
-    The compiled loop (and the parameters' initialisation) is cached on the objective: fitting
-    the same objective again with the same optimizer, settings and argument shapes (new data
-    values, a new key) compiles nothing.
+    The compiled loop (and the parameters' initialisation) is cached: fitting the same
+    objective again with the same optimizer, settings and argument shapes (new data values, a
+    new key, another ``num_steps`` with the same ``chunk_size``) compiles nothing.
+
+    Raises:
+        ppl.errors.ArgumentError: when the objective's model or guide (``objective.model``,
+            ``objective.guide``) has a parameter named like one of the options above.
 
     Example:
-        >>> result = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(1e-2),
-        ...                 num_steps=2000, data=x)
-        >>> result.params["loc"], result.history[-1]
+        >>> import optax
+        >>> @ppl.model
+        ... def model(x):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> @ppl.model
+        ... def guide(x):
+        ...     ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 0.7))
+        >>> result = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.05),
+        ...                 num_steps=300, data=1.0, progress=False)
+        >>> sorted(result.params), result.history.shape
+        (['loc'], (300,))
     """
     key = check_key(key, "vi.fit")
     if not isinstance(objective, Objective):
         raise VIError(f"vi.fit expects a vi.Objective (e.g. vi.elbo(model, guide)), got {type(objective).__name__}.")
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise VIError(f"vi.fit expects an optax optimizer such as optax.adam(1e-2), got {type(optimizer).__name__}.")
+    for part in ("model", "guide"):
+        m = getattr(objective, part, None)
+        if m is not None:
+            check_option_clash("vi.fit", m, _OPTIONS)
     num_steps = int(num_steps)
     if num_steps < 1:
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ArgumentError(f"vi.fit: chunk_size must be >= 1 (or None), got {chunk_size}.")
+    guide = getattr(objective, "guide", None)
     if strategies:
-        variants = objective.__dict__.setdefault("_variants", {})
-        skey = tuple(sorted(dict(strategies).items()))
-        if skey not in variants:
-            variants[skey] = objective.with_strategies(strategies)
-        objective = variants[skey]
+        objective = _with_strategies(objective, strategies)
     args, kwargs = _args_from(data, args, kwargs)
-    progress = _progress_default() if progress is None else bool(progress)
+    on = progress_default() if progress is None else bool(progress)
     k_init, k_run = jax.random.split(key)
     uparams = _init_params(objective, k_init, args, kwargs)
     if init_params:
@@ -223,42 +300,60 @@ def fit(
         uparams.update(objective.unconstrain(init_params))
     opt_state = optimizer.init(uparams)
 
-    chunk = num_steps if patience is None else int(chunk_size or max(10, num_steps // 20))
-    n_chunks = -(-num_steps // chunk)
-
-    run_chunk = _compiled_chunk(objective, optimizer, num_steps, chunk, num_samples, baseline, progress)
-
+    if patience is not None:
+        chunk = int(chunk_size or max(10, num_steps // 20))
+    else:
+        chunk = int(chunk_size) if chunk_size else choose_chunk_size(num_steps, phases=(num_steps,))
+    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline)
+    n_end = np.int32(num_steps)
+    display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
-    prev = None
-    flat = 0
-    stopped = False
-    done = 0
-    for c in range(n_chunks):
-        (uparams, opt_state), vals = run_chunk(uparams, opt_state, k_run, jnp.asarray(c * chunk), args, kwargs)
-        vals = np.asarray(vals)[: num_steps - c * chunk]
-        history.append(vals)
-        done += len(vals)
-        if patience is not None and c + 1 < n_chunks:
-            m = float(np.mean(vals))
-            if prev is not None and m - prev < min_delta * max(1.0, abs(prev)):
-                flat += 1
-            else:
-                flat = 0
-            prev = m if prev is None else max(prev, m)
-            if flat >= patience:
-                stopped = True
-                break
+    plateau = {"prev": None, "flat": 0, "stopped": False}
+
+    def dispatch(carry, t0):
+        u, st = carry
+        new, vals = run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
+        return new, vals
+
+    def collect(vals, t0, m):
+        history.append(np.asarray(vals)[:m])
+
+    def after(carry, done, last):
+        vals = history[-1]
+        display(done, f"objective {float(vals[-1]):.6g}")
+        if patience is None or last:
+            return False
+        m = float(np.mean(vals))
+        prev = plateau["prev"]
+        if prev is not None and m - prev < min_delta * max(1.0, abs(prev)):
+            plateau["flat"] += 1
+        else:
+            plateau["flat"] = 0
+        plateau["prev"] = m if prev is None else max(prev, m)
+        if plateau["flat"] >= patience:
+            plateau["stopped"] = True
+            return True
+        return False
+
+    try:
+        (uparams, opt_state), done, interrupted = host_loop(dispatch, (uparams, opt_state), 0, num_steps, chunk, collect, after)
+    finally:
+        display.close()
     hist = np.concatenate(history) if history else np.zeros((0,))
     if not np.all(np.isfinite(hist)):
         bad = int(np.argmax(~np.isfinite(hist)))
-        import warnings
-
         warnings.warn(f"vi.fit: the objective became non-finite at step {bad}; check the guide's initial scale and the learning rate.", RuntimeWarning, stacklevel=2)
+    if interrupted:
+        warnings.warn(f"vi.fit: interrupted; returning the parameters after {done} of {num_steps} steps.", stacklevel=2)
     return VIResult(
         params=objective.constrain(uparams),
         uparams=uparams,
         history=hist,
         num_steps=done,
-        stopped_early=stopped,
+        stopped_early=plateau["stopped"],
         objective=objective,
+        interrupted=interrupted,
+        guide=guide,
+        args=args,
+        kwargs=kwargs,
     )

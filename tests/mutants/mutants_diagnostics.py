@@ -81,7 +81,7 @@ MUTANTS = [
     ),
     Mutant(
         id="diagnostics/divergences-drop-last-chain",
-        file="inference/mcmc/driver.py",
+        file="inference/mcmc/result.py",
         find='            d["divergences"] = np.sum([v.sum(1) for v in div], axis=0)',
         replace='            d["divergences"] = np.sum([v.sum(1) * (np.arange(v.shape[0]) < v.shape[0] - 1) for v in div], axis=0)',
         tests=(T + "::test_run_divergences_are_counted_per_chain",),
@@ -90,7 +90,7 @@ MUTANTS = [
     ),
     Mutant(
         id="diagnostics/divergences-drop-last-draw",
-        file="inference/mcmc/driver.py",
+        file="inference/mcmc/result.py",
         find='            d["warmup_divergences"] = np.sum([np.asarray(v).sum(1) for v in wdiv], axis=0)',
         replace='            d["warmup_divergences"] = np.sum([np.asarray(v)[:, :-1].sum(1) for v in wdiv], axis=0)',
         tests=(T + "::test_run_divergences_are_counted_per_chain",),

@@ -1,0 +1,189 @@
+"""The compiled programs of an MCMC run: ``init`` (the chains' first state) and ``chunk`` (a
+``lax.scan`` of ``chunk_size`` steps of every chain, warmup or sampling chosen by a traced
+flag), one pair per (model, kernel, static arguments, chains, warmup length, chunk size,
+devices, :func:`inference._run.cache.trace_key`), cached.
+
+The kernel is used only through the kernel seam: ``kernel.bind``, ``bound.init``,
+:func:`._base.phase_step`, ``bound.samples``, ``bound.log_density`` (and ``bound.explain`` in
+the driver).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ppl
+from ppl.errors import ArgumentError, ArgumentTypeError
+
+from .. import sharding
+from .._run import chunking
+from .._run.cache import PROGRAMS
+from .._run.compile import compile_alongside, compiler_options
+from .._run.loop import scan_chunk
+from ._base import Kernel, phase_step
+
+#: ``init`` loops over chains (``lax.map``) up to this many chains on one device, else ``vmap``
+_MAP_INIT_CHAINS = 16
+
+
+def _by_suffix(info: Mapping, name: str) -> list:
+    """The entries of a kernel's info named ``name`` or ``"<block>/name"`` (combinators prefix
+    their parts' info with the part's index)."""
+    return [v for k, v in info.items() if k.split("/")[-1] == name]
+
+
+def _is_dynamic(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _abstract(v):
+    return jax.ShapeDtypeStruct(v.shape, v.dtype, weak_type=getattr(v, "weak_type", False))
+
+
+class _Program:
+    """The jitted ``init`` and ``chunk`` functions of one (model, kernel, statics, ...) combination.
+
+    ``chunk(phase_key, state, dyn, t0, n_end, warm)`` runs steps t0 .. t0 + chunk_size − 1 of a
+    phase (:func:`inference._run.loop.scan_chunk`); steps with t ≥ n_end leave the state
+    unchanged (their outputs are dropped on the host).  ``warm`` (a traced boolean) selects
+    adaptation (warmup) or frozen tuning (sampling).
+    """
+
+    def __init__(self, kernel: Kernel, model: ppl.Model, treedef, statics: tuple, num_chains: int, num_warmup: int, chunk_size: int | None):
+        self.kernel, self.model, self.treedef = kernel, model, treedef
+        self.statics = dict(statics)
+        self.num_chains, self.num_warmup = num_chains, num_warmup
+        self.chunk_size = chunk_size  # None: chosen at the first run (then fixed)
+        self.init = jax.jit(self._init, static_argnames=("strategy",), compiler_options=compiler_options("init"))
+        self.chunk = jax.jit(self._chunk, compiler_options=compiler_options("chunk"))
+        # the chains' step, traced once: ``choose_chunk_size`` reads its output shapes and the
+        # chunk's scan body calls it with the same shapes (JAX's trace cache), so the kernel
+        # (e.g. the vmapped NUTS tree builder, the costliest part to trace) is traced once
+        self.step = jax.jit(self._step)
+        self._prepared: set = set()
+
+    def args(self, dyn: list) -> tuple[tuple, dict]:
+        it = iter(dyn)
+        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.treedef.num_leaves)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def bound(self, dyn: list):
+        args, kwargs = self.args(dyn)
+        return self.kernel.bind(self.model, args, kwargs, self.num_warmup)
+
+    def _init(self, key, dyn, init_values, strategy=None):
+        """(state, log densities, warmup key, sampling key) from the run's key."""
+        b = self.bound(dyn)
+        k_init, k_warm, k_samp = jax.random.split(key, 3)
+        init = init_values if init_values is not None else strategy
+        keys = sharding.constrain_batch(jax.random.split(k_init, self.num_chains))
+        if self.num_chains <= _MAP_INIT_CHAINS and sharding.num_devices() == 1:
+            # a loop over a few chains: tracing ``vmap`` of the init's while loops (retries, the
+            # step-size heuristic) costs more than running them one chain at a time
+            state = jax.lax.map(lambda k: b.init(k, init), keys)
+        else:
+            state = jax.vmap(lambda k: b.init(k, init))(keys)
+        state = sharding.constrain_batch(state)
+        return state, jax.vmap(b.log_density)(state), k_warm, k_samp
+
+    def prepare(self, key, dyn, init_values, strategy, num_steps: int) -> None:
+        """Compile ``init`` and ``chunk`` for these argument shapes the first time, overlapping
+        the compilation of ``init`` (in a thread) with the tracing and lowering of the step and
+        the chunk, and then with the chunk's compilation; later calls find both programs in
+        JAX's caches (the programs are the ones ``init`` / ``chunk`` use)."""
+        sig = (strategy, jax.tree.map(lambda v: (np.shape(v), str(getattr(v, "dtype", type(v).__name__))), (dyn, init_values)))
+        sig = jax.tree_util.tree_flatten(sig)
+        sig = (tuple(sig[0]), sig[1])
+        if sig in self._prepared:
+            return
+        self._prepared.add(sig)
+        lo_init = self.init.lower(key, dyn, init_values, strategy=strategy)
+        state = lo_init.out_info[0]
+        if sharding.num_devices() > 1:  # init's shardings: in turn
+            self.choose_chunk_size(state, dyn, num_steps)
+            return
+
+        def chunk_program():
+            self.choose_chunk_size(state, dyn, num_steps)
+            try:
+                self.chunk.lower(key, state, dyn, np.int32(0), np.int32(0), np.bool_(True)).compile()
+            except Exception:  # noqa: BLE001 - the chunk's own call compiles again and reports it
+                pass
+
+        compile_alongside(lo_init, chunk_program)
+
+    def _step(self, keys, state, dyn, t, warm):
+        """One step of every chain (``keys``: one per chain; ``t``: int32, ``warm``: bool)."""
+        b = self.bound(dyn)
+        return jax.vmap(lambda k, s: phase_step(b, k, s, t, warm))(keys, state)
+
+    def _chunk(self, key, state, dyn, t0, n_end, warm):
+        b = self.bound(dyn)
+        chains = self.num_chains
+        active = getattr(b, "active", None)
+
+        def step(k_t, state, t):
+            keys = sharding.constrain_batch(jax.random.split(k_t, chains))
+            return self.step(keys, state, dyn, t, warm)
+
+        def record(new, info):
+            new = sharding.constrain_batch(new)
+            out = {"samples": jax.vmap(b.samples)(new), "info": info}
+            if active is not None:
+                out["active"] = jax.vmap(active)(new)
+            return new, out
+
+        return scan_chunk(step, key, state, t0, n_end, self.chunk_size, record)
+
+    def choose_chunk_size(self, state, dyn, num_steps: int) -> int:
+        """``chunk_size`` when the user gave none (:func:`inference._run.chunking.choose_chunk_size`
+        from the bytes of draws and info one step outputs)."""
+        if self.chunk_size is None:
+            # abstract (tracing the model with concrete data would run it eagerly); the step is
+            # traced as the chunk will call it (same shapes), so the chunk reuses this trace
+            state = jax.tree.map(_abstract, state)
+            dyn = [_abstract(v) for v in dyn]
+            keys = jax.ShapeDtypeStruct((self.num_chains,), jax.random.key(0).dtype)
+            # t as the chunk's body makes it: int32 start + arange index (int64 under x64)
+            t = jax.eval_shape(lambda: jnp.int32(0) + jnp.arange(1)[0])
+            warm = jax.ShapeDtypeStruct((), np.bool_)
+            info = jax.eval_shape(self.step, keys, state, dyn, t, warm)[1]
+            one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), state)
+            samples = jax.eval_shape(lambda dyn, s: self.bound(dyn).samples(s), dyn, one)
+            per_step = sum(np.prod(v.shape) * v.dtype.itemsize for v in jax.tree.leaves(samples)) * self.num_chains
+            per_step += sum(np.prod(v.shape) * v.dtype.itemsize for v in jax.tree.leaves(info))
+            self.chunk_size = chunking.choose_chunk_size(num_steps, per_step, (self.num_warmup, num_steps - self.num_warmup))
+        return self.chunk_size
+
+
+def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size) -> _Program:
+    """The cached program of this combination (built on first use)."""
+    key = ("mcmc", kernel, treedef, statics, num_chains, num_warmup, chunk_size, sharding.num_devices())
+    try:
+        return PROGRAMS.get(model, key, lambda: _Program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size))
+    except TypeError:
+        raise ArgumentTypeError(
+            f"the kernel {kernel!r} or a non-array model argument is not hashable; pass arrays "
+            "as jax/numpy arrays and kernel options as plain Python values."
+        ) from None
+
+
+def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size) -> tuple[_Program, list]:
+    """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
+    if not isinstance(kernel, Kernel):
+        raise ArgumentTypeError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
+    model = ppl.as_model(model)
+    if int(num_chains) < 1:
+        raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
+    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
+    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
+    chunk = None if chunk_size is None else int(chunk_size)
+    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk)
+    return prog, dyn

@@ -1,0 +1,46 @@
+"""Planted bugs in the run layer (inference/_run/): the masked chunked scan, the host loop and the
+program cache, which every driver (MCMC, VI) runs on."""
+
+from catalogue import Mutant
+
+RUN = "tests/test_run_layer.py"
+
+MUTANTS = [
+    Mutant(
+        id="run/mask-one-step-too-many",
+        file="inference/_run/loop.py",
+        find="jax.lax.cond(t < n_end, live, past_the_end, carry)",
+        replace="jax.lax.cond(t <= n_end, live, past_the_end, carry)",
+        tests=(f"{RUN}::test_a_chunk_size_not_dividing_the_steps_gives_the_one_chunk_result",),
+        description="The chunked scan runs one step past the end of the run: the final state depends on the chunk size.",
+        area="other",
+    ),
+    Mutant(
+        id="run/keys-by-chunk-offset",
+        file="inference/_run/loop.py",
+        find="return step(jax.random.fold_in(key, t), c, t)",
+        replace="return step(jax.random.fold_in(key, t - t0), c, t)",
+        tests=(f"{RUN}::test_a_chunk_size_not_dividing_the_steps_gives_the_one_chunk_result",),
+        description="Step keys are folded from the step's index in its chunk, not in the run: every chunk repeats the same randomness.",
+        area="other",
+    ),
+    Mutant(
+        id="run/interrupt-returns-uncollected-state",
+        file="inference/_run/loop.py",
+        find="        return done_state, done, True",
+        replace="        return state, done, True",
+        tests=(f"{RUN}::test_host_loop_returns_the_state_of_the_last_collected_chunk_on_ctrl_c",),
+        description="On Ctrl-C the host loop returns the state of a chunk whose outputs were not collected: draws and state disagree.",
+        area="other",
+    ),
+    Mutant(
+        id="run/cache-ignores-ppl-sharding",
+        file="inference/_run/cache.py",
+        find='("PPL_SHARDING", os.environ.get("PPL_SHARDING", "1").strip().lower()),',
+        replace="",
+        tests=(f"{RUN}::test_trace_key_reads_ppl_sharding_and_x64",
+               f"{RUN}::test_vi_program_cache_hits_on_a_second_call_and_misses_when_ppl_sharding_changes"),
+        description="The program cache key leaves out PPL_SHARDING: a program traced with sharding on is reused with it off.",
+        area="other",
+    ),
+]
