@@ -32,6 +32,7 @@ from .core import deterministic, factor, param, plate, sample
 from .errors import (
     AddressError,
     ArgumentError,
+    ArgumentKeyError,
     ArgumentTypeError,
     ModelError,
     NaNLogDensityError,
@@ -88,6 +89,7 @@ __all__ = [
     # errors
     "PPLError",
     "ArgumentError",
+    "ArgumentKeyError",
     "ArgumentTypeError",
     "ModelError",
     "AddressError",

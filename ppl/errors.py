@@ -34,6 +34,14 @@ class ArgumentError(PPLError, ValueError):
     what was expected and what was given."""
 
 
+class ArgumentKeyError(ArgumentError, KeyError):
+    """A name given to a library function (not a model address) is unknown; the message names
+    it and the names that are known."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
 class ArgumentTypeError(PPLError, TypeError):
     """An argument of a library function has the wrong type; the message names it."""
 

@@ -297,7 +297,7 @@ class _Walker:
         if depth < len(self.nodes):
             node = self.nodes[depth]
             if node.name != name:
-                raise RuntimeError(
+                raise ppl.ModelError(
                     f"the program is not deterministic given its random choices: replaying draw "
                     f"#{depth} expected {node.name!r} but got {name!r}."
                 )
@@ -324,7 +324,7 @@ class _Walker:
     def advance(self) -> bool:
         """Move to the next path; False when every path has been run."""
         if self.pos != len(self.nodes):
-            raise RuntimeError("the program made fewer draws when replayed than when first run.")
+            raise ppl.ModelError("the program made fewer draws when replayed than when first run.")
         while self.nodes and self.nodes[-1].index + 1 >= len(self.nodes[-1].alternatives):
             self.nodes.pop()
         if not self.nodes:

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError, ArgumentTypeError
 
 from .enumerate import enumerate as _enumerate
 from .enumerate import enumerate_paths, enumerate_traces, trace_key
@@ -94,7 +95,7 @@ def _default_atoms(out: Any) -> list[tuple[Any, float]]:
     if isinstance(out, tuple) and len(out) >= 2:
         x, lw = out[0], out[1]
     else:
-        raise TypeError(
+        raise ArgumentTypeError(
             "properly_weighted: the block should return (trace, log_weight); pass atoms= to read "
             f"another output (got {type(out).__name__})."
         )
@@ -304,12 +305,12 @@ def moves_problems(tm: TransitionMatrix, moves: Any = "irreducible") -> list[str
         return _irreducible_problems(states, adj, list(range(n)), "not irreducible: ")
     block = [moves] if isinstance(moves, str) else list(moves)
     if not block or not all(isinstance(a, str) for a in block):
-        raise ValueError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
+        raise ArgumentError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
     if not all(isinstance(s, Mapping) for s in states):
-        raise ValueError("moves=<addresses> needs states that are choice maps (no state_key)")
+        raise ArgumentError("moves=<addresses> needs states that are choice maps (no state_key); got states of type " f"{type(next((s for s in states if not isinstance(s, Mapping)), None)).__name__}")
     unknown = [a for a in block if not any(a in s for s in states)]
     if unknown:
-        raise ValueError(
+        raise ArgumentError(
             f"moves={moves!r}: no state of the target has the address(es) {unknown}; expected "
             f"'irreducible', 'some', None or addresses of the model, e.g. {sorted(states[0])[:6]}"
         )
@@ -473,7 +474,7 @@ def truncated_factorisation(model: Any, interventions: Mapping[str, Any], *args:
             if k in tr.log_probs and k in key:
                 lw -= float(np.sum(np.asarray(tr.log_probs[k])))
             elif k in tr.deterministic:
-                raise ValueError(f"truncated_factorisation: {k!r} is a deterministic site; intervene on sample sites.")
+                raise ArgumentError(f"truncated_factorisation: interventions must name sample sites; {k!r} is a deterministic site.")
         pairs.append((key.drop(fixed), lw, None))
     return Measure.from_pairs(pairs)
 

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from ppl.errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["Measure", "Choices", "freeze", "MeasureMismatch"]
 
 
@@ -260,7 +262,7 @@ class Measure:
         """μ / μ(1): the posterior, for a model's measure."""
         lz = self.log_total_mass()
         if not math.isfinite(lz):
-            raise ValueError(f"cannot normalise a measure of total mass {math.exp(lz)}")
+            raise ArgumentError(f"Measure.normalize: the measure must have a positive finite total mass; got {math.exp(lz)}")
         ex = None
         if self.exact is not None:
             z = sum(self.exact.values(), Fraction(0))
@@ -406,7 +408,7 @@ class Measure:
 
     def _need_exact(self, who: str) -> None:
         if self.exact is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{who} needs exact (Fraction) weights, which this measure does not carry (some "
                 "weight involved a non-rational probability, a factor, or a float parameter)."
             )
@@ -427,4 +429,4 @@ def _as_choices(c: Any) -> Choices:
         return c
     if isinstance(c, Mapping):
         return Choices(c)
-    raise TypeError(f"marginal(addresses) needs a measure over traces (Choices atoms), got atom {c!r}")
+    raise ArgumentTypeError(f"marginal(addresses) needs a measure over traces (Choices atoms), got atom {c!r}")

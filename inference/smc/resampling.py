@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
+from ppl.errors import ArgumentError
+
 __all__ = [
     "ResamplingDistribution",
     "Multinomial",
@@ -91,7 +93,7 @@ class ResamplingDistribution(Distribution):
     def __init__(self, log_weights: Any, validate_args: bool | None = None):
         self.log_weights = jnp.asarray(log_weights)
         if self.log_weights.ndim != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"{type(self).__name__}: log_weights must be a vector (one per particle), got shape "
                 f"{self.log_weights.shape}."
             )
@@ -296,7 +298,7 @@ def scheme(name: Any) -> type:
     try:
         return SCHEMES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown resampling scheme {name!r}; use one of {sorted(SCHEMES)}.") from None
+        raise ArgumentError(f"scheme: unknown resampling scheme {name!r}; use one of {sorted(SCHEMES)}.") from None
 
 
 def offspring_counts(ancestors: Any, num_particles: int | None = None) -> jax.Array:
