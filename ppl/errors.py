@@ -46,6 +46,12 @@ class ArgumentTypeError(PPLError, TypeError):
     """An argument of a library function has the wrong type; the message names it."""
 
 
+class CheckFailed(PPLError, AssertionError):
+    """A check the library runs on request failed (a law of :mod:`semantics`, a statistical test,
+    a comparison of measures); the message says what differed.  An ``AssertionError``, so test
+    runners report it as a failed check."""
+
+
 class OutsideModelError(PPLError, RuntimeError):
     """A primitive (`sample`, `param`, ...) was called outside any model or handler."""
 

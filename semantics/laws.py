@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentError, ArgumentTypeError
+from ppl.errors import ArgumentError, ArgumentTypeError, CheckFailed
 
 from .enumerate import enumerate as _enumerate
 from .enumerate import enumerate_paths, enumerate_traces, trace_key
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-class LawViolation(AssertionError):
+class LawViolation(CheckFailed):
     """A block broke a law; the message says which and where."""
 
 

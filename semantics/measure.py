@@ -27,12 +27,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ppl.errors import ArgumentError, ArgumentTypeError
+from ppl.errors import ArgumentError, ArgumentTypeError, CheckFailed
 
 __all__ = ["Measure", "Choices", "freeze", "MeasureMismatch"]
 
 
-class MeasureMismatch(AssertionError):
+class MeasureMismatch(CheckFailed):
     """Raised by :meth:`Measure.assert_equal` when two measures differ; the message is a diff."""
 
 

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from scipy import stats as _st
 
-from ppl.errors import ArgumentError, ArgumentKeyError
+from ppl.errors import ArgumentError, ArgumentKeyError, CheckFailed
 
 __all__ = [
     "SUITE_FALSE_ALARM",
@@ -238,9 +238,10 @@ class StatResult:
         return self.ok
 
     def assert_(self) -> "StatResult":
-        """Raise AssertionError with the message when the test rejects."""
+        """Raise :class:`ppl.errors.CheckFailed` (an AssertionError) with the message when the
+        test rejects."""
         if not self.ok:
-            raise AssertionError(f"{self.test}: {self.message}")
+            raise CheckFailed(f"{self.test}: {self.message}")
         return self
 
 
