@@ -19,6 +19,10 @@ Laws:
     surgery_commutes    μ_do(model, x) = truncated factorisation (interventions)
 
 Example:
+    >>> @ppl.model
+    ... def coin():
+    ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+    ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
     >>> res = properly_weighted(lambda key: coin.generate(key, {}), coin)
     >>> res.ok
     True
@@ -133,7 +137,12 @@ def properly_weighted(
     for a particle population return one pair per particle with weight w_i / N).
 
     Example:
-        >>> properly_weighted(lambda key, *a: model.generate(key, {}, *a), model, 3).assert_()
+        >>> @ppl.model
+        ... def model(n):
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.ones(n) / n))
+        ...     ppl.sample("y", dist.Bernoulli(probs=0.5), obs=1)
+        >>> properly_weighted(lambda key, *a: model.generate(key, {}, *a), model, 3).ok
+        True
     """
     mu = _target_measure(target, args, kwargs)
     est = weighted_measure(block, *args, atoms=atoms, **kwargs)
@@ -163,7 +172,11 @@ def unbiased_evidence(
     a tuple output, or the output itself).  `target` is a model or a Measure, or a number Z.
 
     Example:
-        >>> unbiased_evidence(lambda key: model.generate(key, {}), model).ok
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> unbiased_evidence(lambda key: coin.generate(key, {}), coin).ok
         True
     """
     if isinstance(target, (int, float)):
@@ -348,12 +361,16 @@ def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, move
     left or reached.
 
     Example:
-        >>> def mh(key, tr):
+        >>> @ppl.model
+        ... def model():
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))
+        >>> def mh(key, tr):                 # independence MH from the prior
         ...     k1, k2 = jax.random.split(key)
         ...     new, w = model.regenerate(k1, tr, ppl.select("z"))
         ...     acc = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(w))))
         ...     return new if acc else tr
-        >>> invariant(mh, model).assert_()
+        >>> invariant(mh, model).ok
+        True
     """
     tm = transition_matrix(kernel, model, *args, **kwargs)
     rows = tm.K.sum(axis=1)
@@ -379,6 +396,14 @@ def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-1
     of addresses, ``"some"`` or ``None``).
 
     Example:
+        >>> @ppl.model
+        ... def model():
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))
+        >>> def mh(key, tr):                 # independence MH from the prior
+        ...     k1, k2 = jax.random.split(key)
+        ...     new, w = model.regenerate(k1, tr, ppl.select("z"))
+        ...     acc = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(w))))
+        ...     return new if acc else tr
         >>> detailed_balance(mh, model).ok
         True
     """
@@ -427,7 +452,13 @@ def unbiased_gradient(
     ``jax.grad`` of an objective computed by enumeration or quadrature.
 
     Example:
-        >>> unbiased_gradient(score_function_estimator, jax.grad(exact_objective), theta).ok
+        >>> def objective(theta):            # E_{z ~ Bernoulli(σ(θ))}[z] = σ(θ)
+        ...     return jax.nn.sigmoid(theta)
+        >>> def score_function_estimator(key, theta):
+        ...     p = jax.lax.stop_gradient(jax.nn.sigmoid(theta))
+        ...     z = ppl.randomness.draw(key, dist.Bernoulli(probs=p), name="z")
+        ...     return jax.grad(lambda t: z * dist.Bernoulli(probs=jax.nn.sigmoid(t)).log_prob(z))(theta)
+        >>> unbiased_gradient(score_function_estimator, jax.grad(objective), 0.3).ok
         True
     """
     paths = enumerate_paths(estimator, *args, **kwargs)
@@ -495,7 +526,13 @@ def surgery_commutes(
     equal :func:`truncated_factorisation` of the original model.
 
     Example:
-        >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
+        >>> @ppl.model
+        ... def smoking():
+        ...     gene = ppl.sample("gene", dist.Bernoulli(probs=0.3))
+        ...     smoke = ppl.sample("smoke", dist.Bernoulli(probs=jnp.where(gene == 1, 0.8, 0.2)))
+        ...     ppl.sample("cancer", dist.Bernoulli(probs=0.1 + 0.3 * smoke + 0.2 * gene))
+        >>> surgery_commutes(smoking, {"smoke": 1}).ok
+        True
     """
     tf = truncated_factorisation(model, interventions, *args, **kwargs)
     cut = surgery(model, dict(interventions))

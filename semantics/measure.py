@@ -150,7 +150,7 @@ class Measure:
 
     Example:
         >>> m = Measure.from_weights({0: Fraction(1, 4), 1: Fraction(3, 4)})
-        >>> m.expectation(lambda x: x), m.exact[1]
+        >>> round(m.expectation(lambda x: x), 12), m.exact[1]
         (0.75, Fraction(3, 4))
     """
 

@@ -208,8 +208,16 @@ def particle_filter(
     one device for the same key.
 
     Example:
-        >>> res = particle_filter(jax.random.key(0), step, 0.0, ys, 1000, record="all")
-        >>> res.log_evidence, res.filter_means, res.sample(jax.random.key(1), 100)
+        >>> def step(x, y):
+        ...     x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+        ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+        ...     return x, None
+        >>> ys = jnp.array([0.1, -0.3, 0.4])
+        >>> res = particle_filter(jax.random.key(0), step, 0.0, ys, 100, record="all")
+        >>> bool(jnp.isfinite(res.log_evidence)), res.filter_means.shape, res.paths["step/x"].shape
+        (True, (3,), (100, 3))
+        >>> res.sample(jax.random.key(1), 10)["step/x"].shape     # paths picked with probability W_i
+        (10, 3)
     """
     from inference import sharding
 

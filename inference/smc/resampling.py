@@ -27,8 +27,11 @@ Schemes (``a`` is nondecreasing except for residual's random tail):
 
 Example:
     >>> d = Systematic(jnp.log(jnp.array([0.5, 0.25, 0.25])))
-    >>> a = ppl.randomness.draw(jax.random.key(0), d, name="ancestors")   # shape (3,)
-    >>> d.enumerate_support()                                            # every outcome
+    >>> a = ppl.randomness.draw(jax.random.key(0), d, name="ancestors")
+    >>> a.shape
+    (3,)
+    >>> d.enumerate_support().tolist()                                   # every outcome
+    [[0, 0, 1], [0, 0, 2], [0, 1, 2]]
 """
 
 from __future__ import annotations
