@@ -35,17 +35,12 @@ class Result(Protocol):
     member).  ``isinstance(r, Result)`` checks that the members exist.
 
     Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from inference import smc
         >>> from inference._result import Result
-        >>> from ppl import dist
-        >>> def step(x, y):
-        ...     x = ppl.sample("x", dist.Normal(x, 1.0))
-        ...     ppl.sample("y", dist.Normal(x, 1.0), obs=y)
-        ...     return x, None
-        >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, jnp.zeros(3), 16, record="all")
-        >>> isinstance(res, Result), res.draws["step/x"].shape, res.sample(jax.random.key(1), 5)["step/x"].shape
-        (True, (16, 3), (5, 3))
+        >>> from inference.smc import Particles, SMCResult
+        >>> res = SMCResult(particles=Particles.from_states(jnp.zeros(4)), log_evidence=jnp.asarray(0.0),
+        ...                 paths={"x": jnp.arange(4.0)})           # what smc.particle_filter returns
+        >>> isinstance(res, Result), res.draws["x"].shape, res.sample(jax.random.key(1), 5)["x"].shape
+        (True, (4,), (5,))
     """
 
     @property
