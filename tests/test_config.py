@@ -62,6 +62,26 @@ def test_import_changes_nothing_and_first_use_turns_the_cache_on(tmp_path):
     assert Path(want).is_dir()
 
 
+DRIVER_FIRST = """
+    import json
+    import jax, jax.numpy as jnp
+    import ppl
+    from inference import smc
+    before = jax.config.jax_compilation_cache_dir
+    def step(x, y):
+        x = ppl.sample("x", ppl.dist.Normal(x, 1.0))
+        ppl.sample("y", ppl.dist.Normal(x, 1.0), obs=y)
+        return x, None
+    smc.particle_filter(jax.random.key(0), step, 0.0, jnp.zeros(2), 4)
+    print(json.dumps({"before": before, "after": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+def test_a_driver_turns_the_cache_on_before_it_compiles(tmp_path):
+    out = _probe(DRIVER_FIRST, {"PPL_CACHE_DIR": str(tmp_path / "c")})
+    assert out["before"] in (None, "") and out["after"] == str(tmp_path / "c")
+
+
 def test_cache_off_by_env_and_user_cache_left_alone(tmp_path):
     off = _probe(IMPORT_THEN_ENSURE, {"PPL_COMPILATION_CACHE": "0", "XDG_CACHE_HOME": str(tmp_path / "d")})
     assert off["first"] is None and off["jax_dir"] in (None, "")
