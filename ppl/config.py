@@ -58,6 +58,8 @@ _requested: Any = "auto"
 #: whether :func:`ensure_compilation_cache` has applied the choice, and what it returned
 _applied = False
 _result: str | None = None
+#: the directory ppl itself set in JAX's configuration (None: ppl set none)
+_ours: str | None = None
 
 
 def _flag(name: str, default: str = "1") -> bool:
@@ -84,19 +86,25 @@ def cache_dir() -> Path:
 def _set_jax_cache(path: Path) -> str | None:
     import jax
 
+    global _ours
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    return str(path)
+    _ours = str(path)
+    return _ours
 
 
 def _apply(requested: Any) -> str | None:
     import jax
 
+    global _ours
     if requested is None:
+        if _ours is not None and jax.config.jax_compilation_cache_dir == _ours:  # undo ppl's own choice
+            jax.config.update("jax_compilation_cache_dir", None)
+        _ours = None
         return jax.config.jax_compilation_cache_dir or None
     if requested == "auto":
         if not _flag("PPL_COMPILATION_CACHE"):
@@ -114,19 +122,20 @@ def compilation_cache(path: str | os.PathLike | None = "auto") -> str | None:
     * ``"auto"`` (the default choice): :func:`cache_dir`, unless JAX's cache directory is
       already configured (then it is left as it is) or ``PPL_COMPILATION_CACHE=0``;
     * a directory: JAX's cache is set to it (created if needed);
-    * ``None``: ppl never turns the cache on in this process (a directory the user set in JAX
-      stays).
+    * ``None``: ppl does not use a cache in this process: a directory ppl set is unset, one the
+      user set in JAX stays.
 
     Example:
         >>> import tempfile, jax
         >>> from ppl import config
         >>> before = jax.config.jax_compilation_cache_dir
         >>> d = tempfile.mkdtemp()
-        >>> config.compilation_cache(d) == d
+        >>> config.compilation_cache(d) == d == jax.config.jax_compilation_cache_dir
         True
-        >>> jax.config.update("jax_compilation_cache_dir", before)   # undo, for the doctest
-        >>> config.compilation_cache(None) == (before or None)
+        >>> config.compilation_cache(None) is None                   # ppl's own choice undone
         True
+        >>> jax.config.update("jax_compilation_cache_dir", before)   # (the doctest's process as it was)
+        >>> _ = config.compilation_cache("auto")
     """
     global _requested, _applied, _result
     if path is not None and path != "auto" and not isinstance(path, (str, os.PathLike)):

@@ -108,6 +108,7 @@ def restore_cache_state(monkeypatch):
     monkeypatch.setattr(config, "_requested", config._requested)
     monkeypatch.setattr(config, "_applied", config._applied)
     monkeypatch.setattr(config, "_result", config._result)
+    monkeypatch.setattr(config, "_ours", config._ours)
     saved = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     yield
     jax.config.update("jax_compilation_cache_dir", saved[0])
@@ -120,9 +121,11 @@ def test_compilation_cache_choices(tmp_path, monkeypatch, restore_cache_state):
     assert compilation_cache(d) == str(d) and d.is_dir()
     assert jax.config.jax_compilation_cache_dir == str(d)
     assert ensure_compilation_cache() == str(d)  # the explicit choice stands
-    jax.config.update("jax_compilation_cache_dir", None)
-    assert compilation_cache(None) is None and ensure_compilation_cache() is None
+    assert compilation_cache(None) is None and ensure_compilation_cache() is None  # ppl's own dir undone
     assert jax.config.jax_compilation_cache_dir is None  # None never turns it on
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "user"))
+    assert compilation_cache(None) == str(tmp_path / "user")  # a user's directory stays
+    jax.config.update("jax_compilation_cache_dir", None)
     monkeypatch.setenv("PPL_COMPILATION_CACHE", "off")
     assert compilation_cache("auto") is None and jax.config.jax_compilation_cache_dir is None
     monkeypatch.setenv("PPL_COMPILATION_CACHE", "1")
