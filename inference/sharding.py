@@ -9,7 +9,9 @@ collectives (a resampling gather, a mean over particles) that cross devices.  So
 the same numbers as on one device for the same key, up to floating-point reassociation in
 cross-device reductions.
 
-Control: ``PPL_SHARDING=0`` in the environment turns sharding off; an axis whose length is not
+Control: ``PPL_SHARDING=0`` in the environment turns sharding off (read through
+:func:`ppl.config.sharding_requested`, at trace time, so it is part of
+:func:`ppl.config.trace_key`); an axis whose length is not
 a multiple of the device count is left unsharded (replicated), never padded.
 
 Example:
@@ -24,12 +26,13 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ppl import config as ppl_config
 
 __all__ = ["AXIS", "enabled", "num_devices", "mesh", "batch_sharding", "shard_batch", "constrain_batch", "to_host"]
 
@@ -39,7 +42,7 @@ AXIS = "batch"
 
 def enabled() -> bool:
     """Whether sharding is on: more than one device and ``PPL_SHARDING`` not set to 0."""
-    if os.environ.get("PPL_SHARDING", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not ppl_config.sharding_requested():
         return False
     return jax.device_count() > 1
 

@@ -5,7 +5,8 @@ Write a model as a Python function that calls the primitives (:func:`sample`, :f
 its operations (``simulate``, ``log_density``, ``generate``, ``update``, ``regenerate``), the
 handlers (``condition``, ``do``, ``substitute``, ...), the combinators (``scan``, ``cond``,
 ``switch``) and the unconstrained view (:func:`unconstrained`).  Distributions are NumPyro's,
-re-exported as ``ppl.dist``.
+re-exported as ``ppl.dist``.  Importing ``ppl`` changes nothing in the process; settings
+(the persistent compilation cache, environment variables) are in :mod:`ppl.config`.
 
 Example:
     >>> import jax, jax.numpy as jnp, ppl
@@ -22,39 +23,36 @@ Example:
 
 from __future__ import annotations
 
-from . import _cache
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
-_cache.configure()
-
-import numpyro.distributions as dist  # noqa: E402
-from numpyro.distributions import constraints  # noqa: E402
-
-from . import randomness  # noqa: E402
-from .combinators import cond, scan, switch  # noqa: E402
-from .core import deterministic, factor, param, plate, sample  # noqa: E402
-from .errors import (  # noqa: E402
+from . import config, randomness
+from .combinators import cond, scan, switch
+from .core import deterministic, factor, param, plate, sample
+from .errors import (
     AddressError,
     ArgumentError,
+    ArgumentKeyError,
     ArgumentTypeError,
+    CheckFailed,
     ModelError,
     NaNLogDensityError,
     OutsideModelError,
     PPLError,
     SupportError,
 )
-from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace  # noqa: E402
-from .model import Model, Selection, Trace, as_model, call, model, select  # noqa: E402
-from .predictive import predictive  # noqa: E402
-from .transforms import UnconstrainedView, unconstrained  # noqa: E402
+from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
+from .model import Model, Selection, Trace, as_model, call, model, select
+from .predictive import predictive
+from .transforms import UnconstrainedView, unconstrained
 
 __version__ = "0.1.0"
-
-_cache.freeze_gc()
 
 __all__ = [
     "dist",
     "constraints",
     "randomness",
+    "config",
     # primitives
     "sample",
     "param",
@@ -92,7 +90,9 @@ __all__ = [
     # errors
     "PPLError",
     "ArgumentError",
+    "ArgumentKeyError",
     "ArgumentTypeError",
+    "CheckFailed",
     "ModelError",
     "AddressError",
     "SupportError",

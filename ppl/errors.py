@@ -34,8 +34,22 @@ class ArgumentError(PPLError, ValueError):
     what was expected and what was given."""
 
 
+class ArgumentKeyError(ArgumentError, KeyError):
+    """A name given to a library function (not a model address) is unknown; the message names
+    it and the names that are known."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
 class ArgumentTypeError(PPLError, TypeError):
     """An argument of a library function has the wrong type; the message names it."""
+
+
+class CheckFailed(PPLError, AssertionError):
+    """A check the library runs on request failed (a law of :mod:`semantics`, a statistical test,
+    a comparison of measures); the message says what differed.  An ``AssertionError``, so test
+    runners report it as a failed check."""
 
 
 class OutsideModelError(PPLError, RuntimeError):

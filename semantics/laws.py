@@ -19,6 +19,10 @@ Laws:
     surgery_commutes    μ_do(model, x) = truncated factorisation (interventions)
 
 Example:
+    >>> @ppl.model
+    ... def coin():
+    ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+    ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
     >>> res = properly_weighted(lambda key: coin.generate(key, {}), coin)
     >>> res.ok
     True
@@ -34,6 +38,7 @@ import jax
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError, ArgumentTypeError, CheckFailed
 
 from .enumerate import enumerate as _enumerate
 from .enumerate import enumerate_paths, enumerate_traces, trace_key
@@ -60,7 +65,7 @@ __all__ = [
 ]
 
 
-class LawViolation(AssertionError):
+class LawViolation(CheckFailed):
     """A block broke a law; the message says which and where."""
 
 
@@ -94,7 +99,7 @@ def _default_atoms(out: Any) -> list[tuple[Any, float]]:
     if isinstance(out, tuple) and len(out) >= 2:
         x, lw = out[0], out[1]
     else:
-        raise TypeError(
+        raise ArgumentTypeError(
             "properly_weighted: the block should return (trace, log_weight); pass atoms= to read "
             f"another output (got {type(out).__name__})."
         )
@@ -132,7 +137,12 @@ def properly_weighted(
     for a particle population return one pair per particle with weight w_i / N).
 
     Example:
-        >>> properly_weighted(lambda key, *a: model.generate(key, {}, *a), model, 3).assert_()
+        >>> @ppl.model
+        ... def model(n):
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.ones(n) / n))
+        ...     ppl.sample("y", dist.Bernoulli(probs=0.5), obs=1)
+        >>> properly_weighted(lambda key, *a: model.generate(key, {}, *a), model, 3).ok
+        True
     """
     mu = _target_measure(target, args, kwargs)
     est = weighted_measure(block, *args, atoms=atoms, **kwargs)
@@ -162,7 +172,11 @@ def unbiased_evidence(
     a tuple output, or the output itself).  `target` is a model or a Measure, or a number Z.
 
     Example:
-        >>> unbiased_evidence(lambda key: model.generate(key, {}), model).ok
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> unbiased_evidence(lambda key: coin.generate(key, {}), coin).ok
         True
     """
     if isinstance(target, (int, float)):
@@ -304,12 +318,12 @@ def moves_problems(tm: TransitionMatrix, moves: Any = "irreducible") -> list[str
         return _irreducible_problems(states, adj, list(range(n)), "not irreducible: ")
     block = [moves] if isinstance(moves, str) else list(moves)
     if not block or not all(isinstance(a, str) for a in block):
-        raise ValueError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
+        raise ArgumentError(f"moves must be 'irreducible', 'some', None or a sequence of addresses, got {moves!r}")
     if not all(isinstance(s, Mapping) for s in states):
-        raise ValueError("moves=<addresses> needs states that are choice maps (no state_key)")
+        raise ArgumentError("moves=<addresses> needs states that are choice maps (no state_key); got states of type " f"{type(next((s for s in states if not isinstance(s, Mapping)), None)).__name__}")
     unknown = [a for a in block if not any(a in s for s in states)]
     if unknown:
-        raise ValueError(
+        raise ArgumentError(
             f"moves={moves!r}: no state of the target has the address(es) {unknown}; expected "
             f"'irreducible', 'some', None or addresses of the model, e.g. {sorted(states[0])[:6]}"
         )
@@ -347,12 +361,16 @@ def invariant(kernel: Callable, model: Any, *args: Any, tol: float = 1e-12, move
     left or reached.
 
     Example:
-        >>> def mh(key, tr):
+        >>> @ppl.model
+        ... def model():
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))
+        >>> def mh(key, tr):                 # independence MH from the prior
         ...     k1, k2 = jax.random.split(key)
         ...     new, w = model.regenerate(k1, tr, ppl.select("z"))
         ...     acc = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(w))))
         ...     return new if acc else tr
-        >>> invariant(mh, model).assert_()
+        >>> invariant(mh, model).ok
+        True
     """
     tm = transition_matrix(kernel, model, *args, **kwargs)
     rows = tm.K.sum(axis=1)
@@ -378,6 +396,14 @@ def detailed_balance(kernel: Callable, model: Any, *args: Any, tol: float = 1e-1
     of addresses, ``"some"`` or ``None``).
 
     Example:
+        >>> @ppl.model
+        ... def model():
+        ...     ppl.sample("z", dist.Categorical(probs=jnp.array([0.2, 0.3, 0.5])))
+        >>> def mh(key, tr):                 # independence MH from the prior
+        ...     k1, k2 = jax.random.split(key)
+        ...     new, w = model.regenerate(k1, tr, ppl.select("z"))
+        ...     acc = ppl.randomness.draw(k2, dist.Bernoulli(probs=jnp.minimum(1.0, jnp.exp(w))))
+        ...     return new if acc else tr
         >>> detailed_balance(mh, model).ok
         True
     """
@@ -426,7 +452,13 @@ def unbiased_gradient(
     ``jax.grad`` of an objective computed by enumeration or quadrature.
 
     Example:
-        >>> unbiased_gradient(score_function_estimator, jax.grad(exact_objective), theta).ok
+        >>> def objective(theta):            # E_{z ~ Bernoulli(σ(θ))}[z] = σ(θ)
+        ...     return jax.nn.sigmoid(theta)
+        >>> def score_function_estimator(key, theta):
+        ...     p = jax.lax.stop_gradient(jax.nn.sigmoid(theta))
+        ...     z = ppl.randomness.draw(key, dist.Bernoulli(probs=p), name="z")
+        ...     return jax.grad(lambda t: z * dist.Bernoulli(probs=jax.nn.sigmoid(t)).log_prob(z))(theta)
+        >>> unbiased_gradient(score_function_estimator, jax.grad(objective), 0.3).ok
         True
     """
     paths = enumerate_paths(estimator, *args, **kwargs)
@@ -473,7 +505,7 @@ def truncated_factorisation(model: Any, interventions: Mapping[str, Any], *args:
             if k in tr.log_probs and k in key:
                 lw -= float(np.sum(np.asarray(tr.log_probs[k])))
             elif k in tr.deterministic:
-                raise ValueError(f"truncated_factorisation: {k!r} is a deterministic site; intervene on sample sites.")
+                raise ArgumentError(f"truncated_factorisation: interventions must name sample sites; {k!r} is a deterministic site.")
         pairs.append((key.drop(fixed), lw, None))
     return Measure.from_pairs(pairs)
 
@@ -494,7 +526,13 @@ def surgery_commutes(
     equal :func:`truncated_factorisation` of the original model.
 
     Example:
-        >>> surgery_commutes(smoking, {"smoke": 1}).assert_()
+        >>> @ppl.model
+        ... def smoking():
+        ...     gene = ppl.sample("gene", dist.Bernoulli(probs=0.3))
+        ...     smoke = ppl.sample("smoke", dist.Bernoulli(probs=jnp.where(gene == 1, 0.8, 0.2)))
+        ...     ppl.sample("cancer", dist.Bernoulli(probs=0.1 + 0.3 * smoke + 0.2 * gene))
+        >>> surgery_commutes(smoking, {"smoke": 1}).ok
+        True
     """
     tf = truncated_factorisation(model, interventions, *args, **kwargs)
     cut = surgery(model, dict(interventions))

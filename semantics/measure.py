@@ -27,10 +27,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from ppl.errors import ArgumentError, ArgumentTypeError, CheckFailed
+
 __all__ = ["Measure", "Choices", "freeze", "MeasureMismatch"]
 
 
-class MeasureMismatch(AssertionError):
+class MeasureMismatch(CheckFailed):
     """Raised by :meth:`Measure.assert_equal` when two measures differ; the message is a diff."""
 
 
@@ -148,7 +150,7 @@ class Measure:
 
     Example:
         >>> m = Measure.from_weights({0: Fraction(1, 4), 1: Fraction(3, 4)})
-        >>> m.expectation(lambda x: x), m.exact[1]
+        >>> round(m.expectation(lambda x: x), 12), m.exact[1]
         (0.75, Fraction(3, 4))
     """
 
@@ -260,7 +262,7 @@ class Measure:
         """μ / μ(1): the posterior, for a model's measure."""
         lz = self.log_total_mass()
         if not math.isfinite(lz):
-            raise ValueError(f"cannot normalise a measure of total mass {math.exp(lz)}")
+            raise ArgumentError(f"Measure.normalize: the measure must have a positive finite total mass; got {math.exp(lz)}")
         ex = None
         if self.exact is not None:
             z = sum(self.exact.values(), Fraction(0))
@@ -406,7 +408,7 @@ class Measure:
 
     def _need_exact(self, who: str) -> None:
         if self.exact is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{who} needs exact (Fraction) weights, which this measure does not carry (some "
                 "weight involved a non-rational probability, a factor, or a float parameter)."
             )
@@ -427,4 +429,4 @@ def _as_choices(c: Any) -> Choices:
         return c
     if isinstance(c, Mapping):
         return Choices(c)
-    raise TypeError(f"marginal(addresses) needs a measure over traces (Choices atoms), got atom {c!r}")
+    raise ArgumentTypeError(f"marginal(addresses) needs a measure over traces (Choices atoms), got atom {c!r}")

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError, ModelError
 
 from .enumerate import _Walker, trace_key
 from .measure import Choices, Measure, _logsumexp
@@ -146,7 +147,7 @@ class GridMeasure:
         for b in self.blocks:
             bad = [a for a in addresses if a in b.names]
             if bad:
-                raise ValueError(f"GridMeasure.marginal: {bad[0]!r} is continuous; use expectation/mean instead.")
+                raise ArgumentError(f"GridMeasure.marginal: addresses must be discrete sites; {bad[0]!r} is continuous (use expectation/mean instead).")
             pairs.append((b.discrete.restrict(addresses), _lse(b.log_weights), None))
         return Measure.from_pairs(pairs)
 
@@ -184,7 +185,7 @@ class _MixedWalker(_Walker):
             return super().draw(key, d, sample_shape, name)
         shape = tuple(sample_shape) + tuple(d.batch_shape) + tuple(d.event_shape)
         if int(np.prod(shape)) != 1:
-            raise ValueError(
+            raise ModelError(
                 f"semantics.integrate: the continuous site {name!r} has shape {shape}; only scalar "
                 "continuous sites are supported."
             )
@@ -209,14 +210,14 @@ def _box(d: Any, name: str, bounds: Mapping[str, tuple]) -> tuple[float, float]:
         except Exception:
             m, v = math.nan, math.nan
         if not (math.isfinite(m) and math.isfinite(v)):
-            raise ValueError(
+            raise ArgumentError(
                 f"semantics.integrate: site {name!r} ({type(d).__name__}) has an unbounded support and "
                 "no finite prior variance; pass bounds={" + repr(name) + ": (lo, hi)}."
             )
         s = math.sqrt(v)
         lo, hi = max(lo_s, m - 9 * s), min(hi_s, m + 9 * s)
     if not lo < hi:
-        raise ValueError(f"semantics.integrate: empty box {(lo, hi)} for site {name!r}.")
+        raise ArgumentError(f"semantics.integrate: bounds for site {name!r} must satisfy lo < hi; got the empty box {(lo, hi)}.")
     return lo, hi
 
 
@@ -266,8 +267,13 @@ def integrate(
     continuous dimensions.
 
     Example:
+        >>> @ppl.model
+        ... def beta_coin():
+        ...     p = ppl.sample("p", dist.Beta(2.0, 2.0))
+        ...     ppl.sample("y", dist.Bernoulli(probs=p), obs=1)
         >>> g = integrate(beta_coin, bounds={"p": (0.0, 1.0)})
-        >>> g.total_mass(), g.error_bound, g.mean("p")
+        >>> round(g.total_mass(), 10), g.error_bound < 1e-10, round(g.mean("p"), 10)     # Beta(3, 2)
+        (0.5, True, 0.6)
     """
     bounds = dict(bounds or {})
     n_user = n
@@ -296,10 +302,10 @@ def integrate(
     for tr, cont in paths:
         names = tuple(c[0] for c in cont)
         if len(names) > MAX_DIMS:
-            raise ValueError(f"semantics.integrate: {len(names)} continuous sites {names}; at most {MAX_DIMS} are supported.")
+            raise ModelError(f"semantics.integrate: {len(names)} continuous sites {names}; at most {MAX_DIMS} are supported.")
         for nm in names:
             if nm not in tr.choices:
-                raise ValueError(
+                raise ModelError(
                     f"semantics.integrate: the continuous draw {nm!r} is not a top-level sample site "
                     "(continuous sites inside ppl.scan are not supported)."
                 )

@@ -33,6 +33,8 @@ import jax
 import numpy as np
 from scipy import stats as _st
 
+from ppl.errors import ArgumentError, ArgumentKeyError, CheckFailed
+
 __all__ = [
     "SUITE_FALSE_ALARM",
     "Budget",
@@ -125,9 +127,9 @@ class Budget:
         share) or at the fixed normal threshold ``|z|`` (level ``2·P(Z > z)`` two-sided).
         Returns the budget, so declarations chain."""
         if alpha is not None and z is not None:
-            raise ValueError(f"Budget.declare({name!r}): give alpha or z, not both")
+            raise ArgumentError(f"Budget.declare({name!r}): give alpha or z, not both (got alpha={alpha!r}, z={z!r})")
         if int(count) < 1:
-            raise ValueError(f"Budget.declare({name!r}): count must be ≥ 1, got {count!r}")
+            raise ArgumentError(f"Budget.declare({name!r}): count must be ≥ 1, got {count!r}")
         if z is not None:
             level, kind = float(_st.norm.sf(float(z)) * (2 if two_sided else 1)), "threshold"
         elif alpha is not None:
@@ -135,11 +137,11 @@ class Budget:
         else:
             level, kind = self.alpha, "budgeted"
         if not (0.0 <= level < 1.0):
-            raise ValueError(f"Budget.declare({name!r}): level must be in [0, 1), got {level!r}")
+            raise ArgumentError(f"Budget.declare({name!r}): level must be in [0, 1), got {level!r}")
         d = Decision(name, level, int(count), kind, note)
         old = self.decisions.get(name)
         if old is not None and old != d:
-            raise ValueError(f"Budget.declare: {name!r} is already declared as {old}, now as {d}")
+            raise ArgumentError(f"Budget.declare: {name!r} is already declared as {old}, now as {d}")
         self.decisions[name] = d
         return self
 
@@ -155,7 +157,7 @@ class Budget:
         try:
             return self.decisions[name].alpha
         except KeyError:
-            raise KeyError(
+            raise ArgumentKeyError(
                 f"statistical decision {name!r} is not declared in the suite's budget; declare it "
                 f"(with its count and level) before using it. Declared: {sorted(self.decisions)[:8]}..."
             ) from None
@@ -236,9 +238,10 @@ class StatResult:
         return self.ok
 
     def assert_(self) -> "StatResult":
-        """Raise AssertionError with the message when the test rejects."""
+        """Raise :class:`ppl.errors.CheckFailed` (an AssertionError) with the message when the
+        test rejects."""
         if not self.ok:
-            raise AssertionError(f"{self.test}: {self.message}")
+            raise CheckFailed(f"{self.test}: {self.message}")
         return self
 
 
@@ -369,7 +372,7 @@ def sbc(
     ranks = np.sum(draws < theta[:, None], axis=1)
     nb = bins or (L + 1)
     if (L + 1) % nb:
-        raise ValueError(f"sbc: bins={nb} must divide num_draws + 1 = {L + 1}")
+        raise ArgumentError(f"sbc: bins={nb} must divide num_draws + 1 = {L + 1}")
     counts = np.bincount(ranks * nb // (L + 1), minlength=nb)
     r = chi2_test(counts, np.full(nb, 1.0 / nb), alpha)
     return SBCResult("sbc", r.ok, r.statistic, r.pvalue, alpha, "ranks: " + r.message, {"ranks": ranks, "counts": counts})

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 import ppl
 from ppl import dist
+from ppl.errors import ModelError
 
 from .measure import Choices, Measure
 
@@ -64,7 +65,7 @@ class ModelSpec:
     def oracle(self) -> Measure:
         """The model's exact measure computed independently of ``ppl`` (brute force)."""
         if self.oracle_fn is None:
-            raise ValueError(f"no brute-force oracle for a {self.kind}")
+            raise ModelError(f"ModelSpec.oracle: no brute-force oracle for a {self.kind} (oracle_fn is None)")
         return self.oracle_fn()
 
     def __repr__(self) -> str:

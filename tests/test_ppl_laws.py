@@ -10,10 +10,6 @@ hypothesis).  Every law is an equality in float64.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -698,46 +694,6 @@ def test_predictive_prior_and_posterior_shapes():
     assert float(jnp.abs(pp["y"] - post["theta"]).max()) < 6.0
     only = ppl.predictive(schools, {"mu": jnp.zeros(4)}, sigma, key=K_SIM, return_sites=["y"])
     assert set(only) == {"y"} and only["y"].shape == (4, 8)
-
-
-# ---------------------------------------------------------------------------------------------
-# compilation cache
-
-
-def _cache_probe(env: dict) -> str:
-    code = textwrap.dedent(
-        """
-        import jax, ppl
-        print(repr(jax.config.jax_compilation_cache_dir))
-        """
-    )
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("PPL_", "JAX_COMPILATION_CACHE", "XDG_CACHE"))}
-    full.update(env)
-    full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()[-1]
-
-
-def test_compilation_cache_on_by_default_and_off_by_env(tmp_path):
-    xdg = _cache_probe({"XDG_CACHE_HOME": str(tmp_path / "xdg")})
-    assert xdg == repr(str(tmp_path / "xdg" / "ppl-jax" / "xla"))
-    assert (tmp_path / "xdg" / "ppl-jax" / "xla").is_dir()
-    off = _cache_probe({"PPL_COMPILATION_CACHE": "0", "XDG_CACHE_HOME": str(tmp_path / "d")})
-    assert off in ("None", "''")
-    assert not (tmp_path / "d").exists()
-
-
-def test_compilation_cache_dir_from_env(tmp_path, monkeypatch):
-    from ppl import _cache
-
-    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "c"))
-    assert _cache.cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("PPL_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert _cache.cache_dir() == tmp_path / "x" / "ppl-jax" / "xla"
-    monkeypatch.setenv("PPL_COMPILATION_CACHE", "off")
-    assert _cache.configure() is None
 
 
 @ppl.model

@@ -59,8 +59,3 @@ __all__ = [
     "ess_bulk",
     "ess_tail",
 ]
-
-from ppl import _cache as _ppl_cache  # noqa: E402
-
-_ppl_cache.freeze_gc()  # this package's modules too (see ppl._cache.freeze_gc)
-del _ppl_cache

@@ -23,8 +23,14 @@ same key.
 
 Example:
     >>> from inference import smc
-    >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, ys, num_particles=1000, record="all")
-    >>> res.log_evidence, res.filter_means, res.sample(jax.random.key(1), 100)
+    >>> def step(x, y):                                  # a state-space model's step
+    ...     x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+    ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+    ...     return x, None
+    >>> ys = jnp.array([0.1, -0.3, 0.4])
+    >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, ys, num_particles=100, record="all")
+    >>> res.filter_means.shape, res.sample(jax.random.key(1), 10)["step/x"].shape
+    ((3,), (10, 3))
 """
 
 from __future__ import annotations

@@ -25,7 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from inference._result import WeightedDraws
+from ppl import config as ppl_config
 from ppl import randomness
+from ppl.errors import ArgumentError
 
 from . import blocks
 from .particles import Particles, index_particles
@@ -47,14 +50,17 @@ def _records(record: Any) -> frozenset:
     out = frozenset(record)
     bad = sorted(out - set(RECORDS))
     if bad:
-        raise ValueError(f"particle_filter: record= got unknown entries {bad}; use 'all' or a subset of {list(RECORDS)}.")
+        raise ArgumentError(f"particle_filter: record= got unknown entries {bad}; use 'all', None or a subset of {list(RECORDS)}.")
     return out
 
 
-class SMCResult(eqx.Module):
-    """The output of an SMC driver.
+class SMCResult(WeightedDraws, eqx.Module):
+    """The output of an SMC driver; a :class:`inference._result.Result`.
 
-    Fields not asked for with ``record=`` are ``None``.
+    Fields not asked for with ``record=`` are ``None``.  The result protocol: ``draws`` is
+    ``paths`` (``{}`` when not recorded), ``weights``/``log_weights`` the final particles',
+    ``info`` the log evidence and the recorded histories, ``predictive`` and ``to_arviz`` (need
+    ``paths``).
 
     Attributes:
         particles: the final weighted population (states: final carries, or traces).
@@ -79,11 +85,34 @@ class SMCResult(eqx.Module):
 
     def _need_paths(self, what: str) -> dict:
         if self.paths is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"SMCResult.{what}: the paths were not recorded; run particle_filter with "
                 "record='all' (or a record= tuple containing 'paths')."
             )
         return self.paths
+
+    def _draws(self) -> dict:
+        return dict(self.paths) if self.paths is not None else {}
+
+    def _log_weights(self) -> Any:
+        return self.particles.log_weights
+
+    def _info(self) -> dict:
+        return {"log_evidence": self.log_evidence, "log_evidence_history": self.log_evidence_history,
+                "ess": self.ess, "resampled": self.resampled, "ancestors": self.ancestors,
+                "filter_means": self.filter_means}
+
+    def predictive(self, key: Any, model: Any, *args: Any, num_samples: int | None = None, **kwargs: Any) -> dict:
+        """Posterior predictive draws of ``model(*args, **kwargs)`` given the paths resampled by
+        weight (``num_samples``, default N).  Needs ``record`` to include ``"paths"``."""
+        self._need_paths("predictive")
+        return super().predictive(key, model, *args, num_samples=num_samples, **kwargs)
+
+    def to_arviz(self, key: Any = None, num_samples: int | None = None) -> Any:
+        """ArviZ data of the paths (see :meth:`inference._result.WeightedDraws.to_arviz`).
+        Needs ``record`` to include ``"paths"``."""
+        self._need_paths("to_arviz")
+        return super().to_arviz(key, num_samples)
 
     def sample(self, key: Any, num_samples: int | None = None) -> dict:
         """Draws from the (approximate) posterior over paths: trajectories picked w.p. W_i.
@@ -179,20 +208,33 @@ def particle_filter(
     one device for the same key.
 
     Example:
-        >>> res = particle_filter(jax.random.key(0), step, 0.0, ys, 1000, record="all")
-        >>> res.log_evidence, res.filter_means, res.sample(jax.random.key(1), 100)
+        >>> def step(x, y):
+        ...     x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+        ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+        ...     return x, None
+        >>> ys = jnp.array([0.1, -0.3, 0.4])
+        >>> res = particle_filter(jax.random.key(0), step, 0.0, ys, 100, record="all")
+        >>> bool(jnp.isfinite(res.log_evidence)), res.filter_means.shape, res.paths["step/x"].shape
+        (True, (3,), (100, 3))
+        >>> res.sample(jax.random.key(1), 10)["step/x"].shape     # paths picked with probability W_i
+        (10, 3)
     """
     from inference import sharding
 
+    ppl_config.ensure_compilation_cache()  # the scan below compiles (outside jit too)
     rec = _records(record)
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
     if N < 1:
-        raise ValueError(f"particle_filter: num_particles must be a positive integer, got {num_particles!r}.")
+        raise ArgumentError(f"particle_filter: num_particles must be a positive integer, got {num_particles!r}.")
     leaves = jax.tree_util.tree_leaves(xs)
     if not leaves or np.ndim(leaves[0]) == 0 or int(np.shape(leaves[0])[0]) == 0:
-        raise ValueError("particle_filter: xs must have a leading time axis with at least one step.")
+        raise ArgumentError(
+            "particle_filter: xs must have a leading time axis with at least one step; got "
+            + (f"shape {np.shape(leaves[0])}" if leaves else "no arrays")
+            + "."
+        )
     T = int(np.shape(leaves[0])[0])
     eager = randomness.requires_eager()
     constrain = (lambda p: p) if eager else sharding.constrain_batch

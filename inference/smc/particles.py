@@ -22,6 +22,7 @@ import numpy as np
 
 from ppl import randomness
 from ppl.core import is_concrete
+from ppl.errors import ArgumentError
 
 __all__ = ["Particles", "ess", "log_mean_exp", "map_particles", "index_particles", "shared_key_draws"]
 
@@ -62,7 +63,10 @@ class Particles(eqx.Module):
         """Particles with the given stacked states (and log weights, default 0: weight 1 each)."""
         leaves = jax.tree_util.tree_leaves(states)
         if not leaves:
-            raise ValueError("Particles need states with at least one array leaf (a leading particle axis).")
+            raise ArgumentError(
+                f"Particles.from_states: states must have at least one array leaf (a leading particle axis); "
+                f"got {type(states).__name__} with no array leaves."
+            )
         N = int(np.shape(leaves[0])[0])
         lw = jnp.zeros((N,)) if log_weights is None else jnp.asarray(log_weights)
         return cls(states, lw, jnp.arange(N, dtype=jnp.int32))

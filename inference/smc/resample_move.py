@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from inference._result import WeightedDraws
 
 from . import blocks
 from .particles import Particles
@@ -32,8 +33,10 @@ from .particles import Particles
 __all__ = ["ResampleMoveResult", "resample_move", "stage_args"]
 
 
-class ResampleMoveResult(eqx.Module):
-    """Output of :func:`resample_move`.
+class ResampleMoveResult(WeightedDraws, eqx.Module):
+    """Output of :func:`resample_move`; a :class:`inference._result.Result` whose ``draws`` are
+    the latent sites of the final particles' traces (weighted by ``weights``), ``info`` the log
+    evidence and the per-stage histories.
 
     Attributes:
         particles: the final population (states: stacked ``ppl.Trace``s of the last stage).
@@ -48,6 +51,16 @@ class ResampleMoveResult(eqx.Module):
     log_evidence_history: jax.Array
     ess: jax.Array
     acceptance: jax.Array
+
+    def _draws(self) -> dict:
+        return dict(self.particles.states.latent)
+
+    def _log_weights(self) -> Any:
+        return self.particles.log_weights
+
+    def _info(self) -> dict:
+        return {"log_evidence": self.log_evidence, "log_evidence_history": self.log_evidence_history,
+                "ess": self.ess, "acceptance": self.acceptance}
 
     def sample(self, key: Any, num_samples: int | None = None) -> dict:
         """Posterior draws of the latent sites (particles picked with probability W_i)."""

@@ -27,8 +27,11 @@ Schemes (``a`` is nondecreasing except for residual's random tail):
 
 Example:
     >>> d = Systematic(jnp.log(jnp.array([0.5, 0.25, 0.25])))
-    >>> a = ppl.randomness.draw(jax.random.key(0), d, name="ancestors")   # shape (3,)
-    >>> d.enumerate_support()                                            # every outcome
+    >>> a = ppl.randomness.draw(jax.random.key(0), d, name="ancestors")
+    >>> a.shape
+    (3,)
+    >>> d.enumerate_support().tolist()                                   # every outcome
+    [[0, 0, 1], [0, 0, 2], [0, 1, 2]]
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
+
+from ppl.errors import ArgumentError
 
 __all__ = [
     "ResamplingDistribution",
@@ -91,7 +96,7 @@ class ResamplingDistribution(Distribution):
     def __init__(self, log_weights: Any, validate_args: bool | None = None):
         self.log_weights = jnp.asarray(log_weights)
         if self.log_weights.ndim != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"{type(self).__name__}: log_weights must be a vector (one per particle), got shape "
                 f"{self.log_weights.shape}."
             )
@@ -296,7 +301,7 @@ def scheme(name: Any) -> type:
     try:
         return SCHEMES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown resampling scheme {name!r}; use one of {sorted(SCHEMES)}.") from None
+        raise ArgumentError(f"scheme: unknown resampling scheme {name!r}; use one of {sorted(SCHEMES)}.") from None
 
 
 def offspring_counts(ancestors: Any, num_particles: int | None = None) -> jax.Array:

@@ -34,6 +34,7 @@ from numpyro.infer.hmc_util import IntegratorState
 import ppl
 from ppl.core import Messenger
 from inference import mcmc
+from inference._result import WeightedDraws
 
 from . import blocks
 from .particles import Particles, map_particles
@@ -152,8 +153,10 @@ def _as_kernel(kernel: Any, num_leapfrog: int) -> Any:
     return dataclasses.replace(kernel, find_heuristic_step_size=False, adapt_step_size=False, adapt_mass_matrix=False)
 
 
-class TemperedResult(eqx.Module):
-    """Output of :func:`tempered_smc`.
+class TemperedResult(WeightedDraws, eqx.Module):
+    """Output of :func:`tempered_smc`; a :class:`inference._result.Result` whose ``draws`` are
+    ``samples`` (weighted by ``weights``), ``info`` the log evidence and the schedule's histories,
+    ``sample`` resamples by weight.
 
     Attributes:
         particles: final population (states: flat unconstrained vectors).
@@ -173,6 +176,16 @@ class TemperedResult(eqx.Module):
     num_steps: jax.Array
     ess: jax.Array
     acceptance: jax.Array
+
+    def _draws(self) -> dict:
+        return dict(self.samples)
+
+    def _log_weights(self) -> Any:
+        return self.particles.log_weights
+
+    def _info(self) -> dict:
+        return {"log_evidence": self.log_evidence, "betas": self.betas, "num_steps": self.num_steps,
+                "ess": self.ess, "acceptance": self.acceptance}
 
 
 def tempered_smc(

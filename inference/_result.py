@@ -1,0 +1,209 @@
+"""The one result protocol of every inference family, and the helpers that implement it.
+
+Whatever produced it (MCMC, SMC, VI), a result answers the same questions the same way:
+
+* ``draws``: address -> array with leading batch axes: ``(chains, draws, ...)`` for MCMC,
+  ``(particles, ...)`` for SMC (weighted: see ``log_weights``/``weights``).  VI results keep the
+  fitted guide instead and may hold no draws (``{}``).  ``samples`` stays an alias where it
+  existed.
+* ``info``: a dict of diagnostics (divergences, ESS, log evidence, loss trace, ...).
+* ``to_arviz()``: an ``arviz.InferenceData`` (ArviZ 0.x) or its 1.x ``DataTree`` counterpart.
+* ``sample(key, num_samples)``: a dict of ``num_samples`` equally weighted posterior draws,
+  address -> ``(num_samples, ...)`` (MCMC: resampled stored draws; SMC: resampled by weight; VI:
+  drawn from the fitted guide).
+* ``predictive(key, model, *args, num_samples=None, **kwargs)``: posterior predictive draws of
+  ``model(*args, **kwargs)`` given the result's posterior (:func:`ppl.predictive`).
+
+The helpers below (:func:`resample_draws`, :func:`weighted_predictive`, :func:`to_inference_data`)
+let a weighted-particle result implement the protocol in a few lines; :class:`WeightedDraws` does
+so for every SMC result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import jax
+import numpy as np
+
+__all__ = ["Result", "WeightedDraws", "resample_draws", "weighted_predictive", "to_inference_data"]
+
+
+@runtime_checkable
+class Result(Protocol):
+    """What every inference result provides (see the module docstring for the meaning of each
+    member).  ``isinstance(r, Result)`` checks that the members exist.
+
+    Example:
+        >>> from inference._result import Result
+        >>> from inference.smc import Particles, SMCResult
+        >>> res = SMCResult(particles=Particles.from_states(jnp.zeros(4)), log_evidence=jnp.asarray(0.0),
+        ...                 paths={"x": jnp.arange(4.0)})           # what smc.particle_filter returns
+        >>> isinstance(res, Result), res.draws["x"].shape, res.sample(jax.random.key(1), 5)["x"].shape
+        (True, (4,), (5,))
+    """
+
+    @property
+    def draws(self) -> dict: ...
+
+    @property
+    def info(self) -> dict: ...
+
+    def to_arviz(self) -> Any: ...
+
+    def sample(self, key: Any, num_samples: int | None = None) -> dict: ...
+
+    def predictive(self, key: Any, model: Any, *args: Any, num_samples: int | None = None, **kwargs: Any) -> dict: ...
+
+
+def resample_draws(key: Any, draws: Mapping[str, Any], log_weights: Any, num_samples: int | None = None) -> dict:
+    """``num_samples`` draws picked with probability proportional to ``exp(log_weights)``
+    (multinomial, with replacement): address -> ``(num_samples, ...)``; ``num_samples=None``:
+    one draw, without the leading axis.  Equally weighted draws from the weighted population's
+    measure (the same indices as :meth:`inference.smc.Particles.sample` for the same key).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from inference._result import resample_draws
+        >>> out = resample_draws(jax.random.key(0), {"x": jnp.arange(4.0)}, jnp.log(jnp.array([0.0, 0, 1, 0])), 3)
+        >>> out["x"].tolist()
+        [2.0, 2.0, 2.0]
+    """
+    shape = () if num_samples is None else (int(num_samples),)
+    idx = jax.random.categorical(key, jax.numpy.asarray(log_weights), shape=shape)
+    return jax.tree.map(lambda v: jax.numpy.asarray(v)[idx], dict(draws))
+
+
+def weighted_predictive(who: str, key: Any, draws: Mapping[str, Any], log_weights: Any, model: Any,
+                        args: tuple, kwargs: dict, num_samples: int | None = None) -> dict:
+    """Posterior predictive draws of ``model(*args, **kwargs)``: ``num_samples`` draws (default:
+    as many as there are draws) resampled by weight (:func:`resample_draws`; ``log_weights=None``:
+    picked uniformly, or the draws as they are when ``num_samples`` is None), each substituted
+    into the model and the remaining sites drawn (:func:`ppl.predictive`); address ->
+    ``(num_samples, ...)``.  Raises :class:`ppl.ArgumentError` when a model parameter has the
+    name of the option ``num_samples`` (calling convention) or there are no draws.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from inference._result import weighted_predictive
+        >>> @ppl.model
+        ... def m():
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     return ppl.sample("y", dist.Normal(mu, 1e-6))
+        >>> out = weighted_predictive("demo", jax.random.key(0), {"mu": jnp.array([5.0, -5.0])},
+        ...                           jnp.array([0.0, -jnp.inf]), m, (), {}, num_samples=3)
+        >>> out["y"].round(3).tolist()
+        [5.0, 5.0, 5.0]
+    """
+    import ppl
+
+    from inference._calling import check_option_clash
+
+    check_option_clash(who, model, ["num_samples"])
+    reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims"})
+    if reserved:
+        raise ppl.ArgumentError(f"{who}: the model keyword {reserved[0]!r} is an option of ppl.predictive; "
+                                "pass it positionally, or bind it first (functools.partial or ppl.condition).")
+    if not draws:
+        raise ppl.ArgumentError(f"{who}: the result holds no draws to predict from (were they recorded?).")
+    k_pick, k_pred = jax.random.split(key)
+    if log_weights is not None:
+        lw = jax.numpy.asarray(log_weights)
+        draws = resample_draws(k_pick, draws, lw, int(lw.shape[-1]) if num_samples is None else num_samples)
+    elif num_samples is not None:
+        n = int(np.shape(next(iter(draws.values())))[0])
+        idx = jax.random.randint(k_pick, (int(num_samples),), 0, n)
+        draws = {k: jax.numpy.asarray(v)[idx] for k, v in draws.items()}
+    return ppl.predictive(model, dict(draws), *args, key=k_pred, batch_ndims=1, **kwargs)
+
+
+def _arviz_major() -> int:
+    import arviz as az
+
+    try:
+        return int(str(az.__version__).split(".")[0])
+    except ValueError:  # pragma: no cover - unusual version strings
+        return 0
+
+
+def to_inference_data(groups: Mapping[str, Mapping[str, Any]]) -> Any:
+    """An ArviZ object from ``{group: {variable: array}}`` (each array ``(chain, draw, ...)``):
+    ``arviz.InferenceData`` with ArviZ 0.x, the ``DataTree`` of ``arviz.from_dict`` with ArviZ 1.x.
+    Empty groups are left out; values are converted to NumPy.
+
+    Example:
+        >>> import numpy as np
+        >>> from inference._result import to_inference_data
+        >>> idata = to_inference_data({"posterior": {"mu": np.zeros((1, 5))}, "sample_stats": {}})
+        >>> "posterior" in idata.groups() if hasattr(idata, "groups") and callable(idata.groups) else True
+        True
+    """
+    try:
+        import arviz as az
+    except ImportError as e:  # pragma: no cover - arviz is a test dependency
+        raise ImportError("to_arviz needs arviz: pip install arviz") from e
+    data = {g: {k: np.asarray(v) for k, v in d.items()} for g, d in groups.items() if d}
+    if _arviz_major() >= 1:
+        return az.from_dict(data)
+    return az.from_dict(**data)
+
+
+class WeightedDraws:
+    """The result protocol for a weighted population of particles.  A subclass provides
+    ``_draws()`` (address -> ``(N, ...)``), ``_log_weights()`` ((N,)) and ``_info()``; this class
+    turns them into ``draws``, ``info``, ``weights``/``log_weights``, ``sample`` (resampling by
+    weight), ``predictive`` and ``to_arviz``.  Preserves: ``sample`` and ``predictive`` draw from
+    the population's self-normalised measure Σ W_i δ_{x_i}."""
+
+    def _draws(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _log_weights(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _info(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def draws(self) -> dict:
+        """Address -> ``(N, ...)``: the particles' values (weighted by :attr:`weights`)."""
+        return self._draws()
+
+    @property
+    def info(self) -> dict:
+        """Diagnostics: the log evidence and every per-step history the driver recorded."""
+        return {k: v for k, v in self._info().items() if v is not None}
+
+    @property
+    def log_weights(self) -> Any:
+        """(N,) unnormalised log weights of the particles."""
+        return self._log_weights()
+
+    @property
+    def weights(self) -> Any:
+        """(N,) normalised weights W_i (summing to one)."""
+        return jax.nn.softmax(jax.numpy.asarray(self._log_weights()), axis=-1)
+
+    def sample(self, key: Any, num_samples: int | None = None) -> dict:
+        """``num_samples`` equally weighted posterior draws, picked by weight: address ->
+        ``(num_samples, ...)`` (``None``: one draw without the leading axis)."""
+        return resample_draws(key, self._draws(), self._log_weights(), num_samples)
+
+    def predictive(self, key: Any, model: Any, *args: Any, num_samples: int | None = None, **kwargs: Any) -> dict:
+        """Posterior predictive draws of ``model(*args, **kwargs)`` (``num_samples``, default N,
+        resampled by weight): address -> ``(num_samples, ...)``."""
+        return weighted_predictive(f"{type(self).__name__}.predictive", key, self._draws(), self._log_weights(),
+                                   model, args, kwargs, num_samples)
+
+    def to_arviz(self, key: Any = None, num_samples: int | None = None) -> Any:
+        """ArviZ data with one chain.  Without ``key``: the N particles as they are, their log
+        weights in ``sample_stats["log_weight"]`` (ArviZ treats draws as equally weighted, so
+        weigh them yourself); with ``key``: ``num_samples`` draws resampled by weight."""
+        if key is not None:
+            n = int(np.shape(self._log_weights())[-1]) if num_samples is None else int(num_samples)
+            post, stats = self.sample(key, n), {}
+        else:
+            post = self._draws()
+            stats = {"log_weight": np.asarray(self._log_weights())[None]}
+        return to_inference_data({"posterior": {k: np.asarray(v)[None] for k, v in post.items()},
+                                  "sample_stats": stats})
