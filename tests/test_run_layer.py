@@ -203,15 +203,6 @@ def test_in_a_notebook_progress_is_a_tqdm_bar(monkeypatch, capsys):
 # -- the program cache -----------------------------------------------------------------------------
 
 
-def test_trace_key_reads_ppl_sharding_and_x64(monkeypatch):
-    monkeypatch.setenv("PPL_SHARDING", "1")
-    a = run_cache.trace_key()
-    monkeypatch.setenv("PPL_SHARDING", "0")
-    b = run_cache.trace_key()
-    assert a != b
-    assert dict(b)["PPL_SHARDING"] == "0" and dict(b)["jax_enable_x64"] == bool(jax.config.jax_enable_x64)
-
-
 def test_vi_program_cache_hits_on_a_second_call_and_misses_when_ppl_sharding_changes(monkeypatch):
     traces = []
 

@@ -12,7 +12,6 @@ One idea per module:
 - :mod:`.sink`: host buffers or ``.npy`` files the chunks' outputs stream into;
 - :mod:`.compile`: XLA compile options and compiling in a background thread;
 - :mod:`.chunking`: how many steps a chunk has when the user gives no ``chunk_size``;
-- :mod:`.arviz`: building an ``arviz.InferenceData`` with ArviZ 0.x or 1.x.
 
 Importing it does nothing but define these.
 """

@@ -2,35 +2,19 @@
 
 A program is cached under its *owner* (the model, the objective: held weakly, so the programs go
 with it) and a key of everything else that is read while tracing it: the algorithm (kernel,
-optimizer), static arguments, sizes, and :func:`trace_key` (the environment and JAX
+optimizer), static arguments, sizes, and `ppl.config.trace_key` (the environment and JAX
 configuration values the library reads at trace time).  Shapes and dtypes of array arguments
 are keyed by ``jax.jit`` itself inside a cached program.
 """
 
 from __future__ import annotations
 
-import os
 import weakref
 from typing import Any, Callable
 
-import jax
+from ppl.config import ensure_compilation_cache, trace_key
 
 __all__ = ["trace_key", "ProgramCache"]
-
-
-def trace_key() -> tuple:
-    """A hashable tuple of every environment/configuration value read at trace time:
-    ``PPL_SHARDING`` (whether batch axes are sharded) and JAX's x64 mode.
-
-    Example:
-        >>> from inference._run.cache import trace_key
-        >>> dict(trace_key())["jax_enable_x64"] in (True, False)
-        True
-    """
-    return (
-        ("PPL_SHARDING", os.environ.get("PPL_SHARDING", "1").strip().lower()),
-        ("jax_enable_x64", bool(jax.config.jax_enable_x64)),
-    )
 
 
 class ProgramCache:
@@ -62,6 +46,7 @@ class ProgramCache:
 
     def get(self, owner: Any, key: tuple, build: Callable[[], Any]) -> Any:
         """The program cached for ``(owner, key, trace_key())``, built by ``build()`` if none."""
+        ensure_compilation_cache()  # ppl's persistent cache, unless the user chose otherwise
         key = tuple(key) + (trace_key(),)
         table = self._table(owner)
         prog = table.get(key)  # TypeError when the key is not hashable

@@ -7,7 +7,8 @@ kernel, or stderr a terminal) and never when ``CI`` is set.
 
 from __future__ import annotations
 
-import os
+from ppl.config import in_ci
+
 import sys
 import time
 
@@ -29,7 +30,7 @@ def in_notebook() -> bool:
 def progress_default() -> bool:
     """The ``progress=None`` default: on in a notebook or when stderr is a terminal, off when
     the ``CI`` environment variable is set (to anything but 0/false/no) or output is piped."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+    if in_ci():
         return False
     if in_notebook():
         return True

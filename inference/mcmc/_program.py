@@ -22,6 +22,8 @@ from ppl.errors import ArgumentError, ArgumentTypeError
 from .. import sharding
 from .._run import chunking
 from .._run.cache import PROGRAMS
+from ppl.config import gc_paused
+
 from .._run.compile import compile_alongside, compiler_options
 from .._run.loop import scan_chunk
 from ._base import Kernel, phase_step
@@ -101,20 +103,21 @@ class _Program:
         if sig in self._prepared:
             return
         self._prepared.add(sig)
-        lo_init = self.init.lower(key, dyn, init_values, strategy=strategy)
-        state = lo_init.out_info[0]
-        if sharding.num_devices() > 1:  # init's shardings: in turn
-            self.choose_chunk_size(state, dyn, num_steps)
-            return
+        with gc_paused():  # tracing allocates many short-lived objects; see ppl.config.gc_paused
+            lo_init = self.init.lower(key, dyn, init_values, strategy=strategy)
+            state = lo_init.out_info[0]
+            if sharding.num_devices() > 1:  # init's shardings: in turn
+                self.choose_chunk_size(state, dyn, num_steps)
+                return
 
-        def chunk_program():
-            self.choose_chunk_size(state, dyn, num_steps)
-            try:
-                self.chunk.lower(key, state, dyn, np.int32(0), np.int32(0), np.bool_(True)).compile()
-            except Exception:  # noqa: BLE001 - the chunk's own call compiles again and reports it
-                pass
+            def chunk_program():
+                self.choose_chunk_size(state, dyn, num_steps)
+                try:
+                    self.chunk.lower(key, state, dyn, np.int32(0), np.int32(0), np.bool_(True)).compile()
+                except Exception:  # noqa: BLE001 - the chunk's own call compiles again and reports it
+                    pass
 
-        compile_alongside(lo_init, chunk_program)
+            compile_alongside(lo_init, chunk_program)
 
     def _step(self, keys, state, dyn, t, warm):
         """One step of every chain (``keys``: one per chain; ``t``: int32, ``warm``: bool)."""

@@ -12,7 +12,7 @@ import numpy as np
 import ppl
 from ppl.errors import ArgumentError, ModelError
 
-from .._run.arviz import from_groups
+from .._result import to_inference_data
 from .._run.progress import progress_default
 from ._program import _by_suffix, _Program
 from .diagnostics import Summary, summary
@@ -120,7 +120,7 @@ class Run:
             "energy": "energy",
         }
         stats = {names[k]: np.asarray(v) for k, v in self.info.items() if k in names}
-        return from_groups("Run.to_arviz", posterior=dict(self.samples), sample_stats=stats)
+        return to_inference_data(dict(posterior=dict(self.samples), sample_stats=stats))
 
     def sample(self, key: Any, num_samples: int) -> dict:
         """``num_samples`` draws picked uniformly, with replacement, among the run's draws of

@@ -25,7 +25,9 @@ from ppl.errors import ArgumentError
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash
-from .._run.arviz import from_groups
+from .._result import to_inference_data
+from ppl.config import gc_paused
+
 from .._run.cache import PROGRAMS
 from .._run.chunking import choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
@@ -129,7 +131,7 @@ class VIResult:
         if guide is not None or self.guide is not None or getattr(self.objective, "guide", None) is not None:
             key = jax.random.key(0) if key is None else key
             posterior = {k: np.asarray(v)[None] for k, v in self.sample(key, num_samples, guide=guide).items()}
-        return from_groups("VIResult.to_arviz", posterior=posterior, sample_stats={"objective": np.asarray(self.history)[None]})
+        return to_inference_data(dict(posterior=posterior, sample_stats={"objective": np.asarray(self.history)[None]}))
 
     def sample_posterior(self, key: Any, guide: Any, *args: Any, num_samples: int = 1000, **kwargs: Any) -> dict:
         """Draws from the fitted guide: address -> array with a leading ``num_samples`` axis.
@@ -292,7 +294,8 @@ def fit(
     args, kwargs = _args_from(data, args, kwargs)
     on = progress_default() if progress is None else bool(progress)
     k_init, k_run = jax.random.split(key)
-    uparams = _init_params(objective, k_init, args, kwargs)
+    with gc_paused():
+        uparams = _init_params(objective, k_init, args, kwargs)
     if init_params:
         unknown = [k for k in init_params if k not in uparams]
         if unknown:
@@ -312,8 +315,10 @@ def fit(
 
     def dispatch(carry, t0):
         u, st = carry
-        new, vals = run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
-        return new, vals
+        if t0 == 0:  # the first call traces and compiles (unless cached)
+            with gc_paused():
+                return run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
+        return run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
 
     def collect(vals, t0, m):
         history.append(np.asarray(vals)[:m])
