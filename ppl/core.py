@@ -367,8 +367,8 @@ class plate(Messenger):
         ...     with ppl.plate("data", 3) as idx:
         ...         ppl.sample("y", dist.Normal(0.0, 1.0), obs=y)
         ...     return idx
-        >>> m.simulate(jax.random.key(0), jnp.zeros(3)).retval
-        Array([0, 1, 2], dtype=int32)
+        >>> m.simulate(jax.random.key(0), jnp.zeros(3)).retval.tolist()
+        [0, 1, 2]
     """
 
     passive = True
