@@ -1,8 +1,10 @@
 """Markov chain Monte Carlo: kernels, combinators, a multi-chain driver and diagnostics.
 
-Every kernel is a pure pair ``init(key, ...) -> state`` / ``step(key, state) -> (state, info)``
-(bind it to a model with ``kernel.bind(model, args, kwargs)``; the state is an
-``equinox.Module``) and leaves its target measure invariant:
+Every kernel, bound to a model with ``kernel.bind(model, args, kwargs)``, has the protocol
+:class:`BoundKernel` (a pure pair ``init(key, ...) -> state`` / ``step(key, state, params) ->
+(state, info)``, ``params`` its tuning) and leaves its target measure invariant; tuning during
+warmup is a separate :class:`Adaptation` object (:class:`WindowAdaptation` for the gradient
+kernels), paired with the kernel by :class:`Adapted` on a :class:`Chain`:
 
 - on traces (target π ∝ p(trace), any set of addresses): :class:`MH` (a model as proposal),
   :class:`Regenerate` (prior proposal on a selection), :class:`Gibbs` (exact, finite site);
@@ -21,16 +23,26 @@ Example:
 
 from __future__ import annotations
 
-from ._base import Kernel, MCMCInitError, metropolis_accept
+from ._base import BoundBase, Kernel, MCMCInitError, metropolis_accept
+from .adaptation import GradParams, WindowAdaptation
 from .blocks import BlockGibbs, BlockState, Within, block_gibbs
 from .combinators import Cycle, Mixture, cycle, mixture
 from .diagnostics import Summary, ess_bulk, ess_tail, r_hat, summary
 from .driver import Run, load, sample
-from .gradient import HMC, MALA, NUTS, RWM, GradState
+from .gradient import HMC, MALA, NUTS, RWM, BoundGradient, GradState
+from .protocol import Adaptation, Adapted, BoundKernel, Chain
 from .trace_kernels import MH, Gibbs, Regenerate, TraceState
 
 __all__ = [
     "Kernel",
+    "BoundKernel",
+    "BoundBase",
+    "Adaptation",
+    "Adapted",
+    "Chain",
+    "WindowAdaptation",
+    "GradParams",
+    "BoundGradient",
     "MCMCInitError",
     "metropolis_accept",
     "MH",

@@ -1,10 +1,11 @@
 """Particle MCMC: particle marginal Metropolis–Hastings and particle Gibbs (conditional SMC).
 
-Both are MCMC kernels with the protocol of :mod:`inference.mcmc` — ``kernel.bind(model, args,
-kwargs)`` gives a bound kernel with pure ``init(key, init=None) -> state`` and
-``step(key, state) -> (state, info)`` on an ``equinox.Module`` state, plus ``samples``,
-``log_density`` and ``warmup_step`` — so they run under ``mcmc.sample`` (chains by ``vmap``) and
-as blocks of bigger samplers.  Every random choice goes through ``ppl.randomness.draw``, so the
+Both are MCMC kernels with the protocol of :mod:`inference.mcmc.protocol` — ``kernel.bind(model,
+args, kwargs)`` gives a bound kernel (a :class:`~inference.mcmc.BoundBase`: no tuning, so no
+adaptation) with pure ``init(key, init=None) -> state`` and ``step(key, state, params=None) ->
+(state, info)`` on an ``equinox.Module`` state, plus ``samples``, ``log_density`` and
+``explain`` — so they run under ``mcmc.sample`` (chains by ``vmap``) and as blocks of bigger
+samplers.  Every random choice goes through ``ppl.randomness.draw``, so the
 exact enumerator runs them unchanged in tests.
 
 **PMMH** (Andrieu, Doucet & Holenstein 2010).  Static parameters θ with prior model p(θ) and a
@@ -49,7 +50,7 @@ import numpy as np
 from numpyro import distributions as dist
 
 import ppl
-from inference.mcmc import Kernel, metropolis_accept
+from inference.mcmc import BoundBase, Kernel, metropolis_accept
 from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
@@ -116,7 +117,7 @@ class PMMH(Kernel):
         return _BoundPMMH(self, model, args, kwargs)
 
 
-class _BoundPMMH:
+class _BoundPMMH(BoundBase):
     def __init__(self, kernel: PMMH, model: Any, args: tuple, kwargs: dict | None):
         self.kernel = kernel
         self.model = as_model(model)
@@ -138,7 +139,7 @@ class _BoundPMMH:
             raise ModelError(f"PMMH starts from the prior or from a dict of values; got init={init!r}.")
         return PMMHState(tr, self._log_ev(k2, tr))
 
-    def step(self, key: Any, state: PMMHState) -> tuple[PMMHState, dict]:
+    def step(self, key: Any, state: PMMHState, params: Any = None) -> tuple[PMMHState, dict]:
         tr = state.trace
         k_fwd, k_upd, k_rev, k_ev, k_acc = jax.random.split(key, 5)
         kern = self.kernel
@@ -161,12 +162,6 @@ class _BoundPMMH:
         acc, p = metropolis_accept(k_acc, log_alpha, name="smc/pmmh/accept")
         out = _select(acc, PMMHState(new, new_le), state)
         return out, {"accept_prob": jnp.asarray(p, dtype=float), "accepted": jnp.asarray(acc, dtype=bool)}
-
-    def warmup_step(self, key: Any, state: PMMHState, t: Any) -> tuple[PMMHState, dict]:
-        return self.step(key, state)
-
-    def phase_step(self, key: Any, state: PMMHState, t: Any, warm: Any) -> tuple[PMMHState, dict]:
-        return self.step(key, state)  # no adaptation: one transition for both phases
 
     def samples(self, state: PMMHState) -> dict:
         tr = state.trace
@@ -391,7 +386,7 @@ class ParticleGibbs(Kernel):
         return hash((id(self.init), self.num_particles, self.name, self.ancestor_sampling, id(self.init_args)))
 
 
-class _BoundPG:
+class _BoundPG(BoundBase):
     def __init__(self, kernel: ParticleGibbs, step: Any, args: tuple, kwargs: dict | None):
         if len(args) != 1 or kwargs:
             raise ModelError("ParticleGibbs binds to a step model with one argument: the per-step inputs xs.")
@@ -410,18 +405,12 @@ class _BoundPG:
         res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name, record=("paths",))
         return PGState(res.sample(k2))
 
-    def step(self, key: Any, state: PGState) -> tuple[PGState, dict]:
+    def step(self, key: Any, state: PGState, params: Any = None) -> tuple[PGState, dict]:
         path, info = conditional_smc(
             key, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, state.path, name=self.name,
             ancestor_sampling=self.kernel.ancestor_sampling, init_args=tuple(self.kernel.init_args),
         )
         return PGState(path), {"chosen": info["index"], "kept_reference": info["index"] == 0}
-
-    def warmup_step(self, key: Any, state: PGState, t: Any) -> tuple[PGState, dict]:
-        return self.step(key, state)
-
-    def phase_step(self, key: Any, state: PGState, t: Any, warm: Any) -> tuple[PGState, dict]:
-        return self.step(key, state)  # no adaptation: one transition for both phases
 
     def samples(self, state: PGState) -> dict:
         return dict(state.path)
