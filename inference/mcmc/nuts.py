@@ -168,7 +168,7 @@ def nuts_trajectory(
             return i - 1, _turning(_velocity(inverse_mass_matrix, r_i), v1, r_i, r1, sub_sum)
 
         # a small loop over the (usually 0-2) checkpoints that apply, not a vectorised check of
-        # all K: with many chains the K x D work per step cost more than the loop (2x at 64 chains)
+        # all K (benchmarks/RESULTS.md has the measurement)
         _, turning = jax.lax.while_loop(lambda c: (c[0] >= lo) & ~c[1], check, (hi, jnp.zeros((), bool)))
 
         # end of the doubling: merge the sub-tree into the trajectory (biased progressive
