@@ -14,11 +14,16 @@ kernels), paired with the kernel by :class:`Adapted` on a :class:`Chain`:
   (``Within(NUTS(), "mu")`` on continuous sites, ``Gibbs("z")`` on discrete ones).
 
 Example:
-    >>> from inference import mcmc
-    >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), posterior, sigma,
-    ...                   num_warmup=1000, num_samples=1000, num_chains=4)
-    >>> run.samples["theta"].shape         # (4, 1000, 8)
-    >>> print(run.summary()); run.diagnostics["divergences"]
+    >>> @ppl.model
+    ... def normal_mean(y):
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), normal_mean, 0.5,
+    ...                   num_warmup=50, num_samples=50, num_chains=2, progress=False)
+    >>> run.samples["mu"].shape
+    (2, 50)
+    >>> run.diagnostics["divergences"].shape
+    (2,)
 """
 
 from __future__ import annotations

@@ -76,7 +76,12 @@ def search_step_size(value_and_grad, step_size, inverse_mass_matrix, z_info, key
     :func:`_search_with_momenta`), so the loop body is one leapfrog step.
 
     Example:
-        >>> eps = search_step_size(jax.value_and_grad(U), 1.0, jnp.ones(d), (x, None, *vg(x)), key)
+        >>> from inference.mcmc.adaptation import search_step_size
+        >>> vg = jax.value_and_grad(lambda x: 0.5 * jnp.sum(x**2))
+        >>> x = jnp.ones(2)
+        >>> eps = search_step_size(vg, 1.0, jnp.ones(2), (x, None, *vg(x)), jax.random.key(0))
+        >>> bool(eps > 0)
+        True
     """
     x = z_info[0]
     xi = jax.random.normal(key, (_SEARCH_MOMENTA,) + x.shape, x.dtype)

@@ -59,7 +59,8 @@ class Within(Kernel):
 
     Example:
         >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), "mu"), mcmc.Gibbs("z"))
-        >>> run = mcmc.sample(key, kern, mixture_model, y, num_warmup=500, num_samples=1000)
+        >>> kern.adaptive
+        True
     """
 
     kernel: Kernel
@@ -95,9 +96,18 @@ class BlockGibbs(Kernel):
     values the continuous ones are conditioned on, never which continuous sites exist.
 
     Example:
-        >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), ("mu", "sigma")), mcmc.Gibbs("z"))
-        >>> run = mcmc.sample(key, kern, mixture_model, y, num_warmup=500, num_samples=1000)
-        >>> run.samples["z"], run.diagnostics["divergences"]
+        >>> @ppl.model
+        ... def mixture_model(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 3.0))
+        ...     with ppl.plate("n", y.shape[0]):
+        ...         z = ppl.sample("z", dist.Bernoulli(probs=0.2))
+        ...         ppl.sample("y", dist.Normal(jnp.where(z == 1, 0.0, mu), jnp.where(z == 1, 10.0, 1.0)), obs=y)
+        >>> y = jnp.array([0.5, 1.2, -8.0, 0.9])
+        >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), "mu"), mcmc.Gibbs("z"))
+        >>> run = mcmc.sample(jax.random.key(0), kern, mixture_model, y, num_warmup=20, num_samples=20,
+        ...                   num_chains=2, progress=False)
+        >>> run.samples["z"].shape, run.diagnostics["divergences"].shape
+        ((2, 20, 4), (2,))
     """
 
     blocks: tuple

@@ -256,7 +256,14 @@ class RWM(_GradientKernel):
     symmetric, so α = min(1, π(x')/π(x)).  Warmup tunes ε towards acceptance 0.234.
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.RWM(), posterior, num_samples=2000)
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> run = mcmc.sample(jax.random.key(0), mcmc.RWM(), normal_mean, 0.5, num_warmup=50,
+        ...                   num_samples=50, num_chains=2, progress=False)
+        >>> run.samples["mu"].shape
+        (2, 50)
     """
 
     target_accept_prob: float = 0.234
@@ -283,7 +290,15 @@ class MALA(_GradientKernel):
     α = min(1, π(x') q(x | x') / (π(x) q(x' | x))).  Warmup tunes ε towards acceptance 0.574.
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.MALA(), posterior, num_samples=2000)
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> bound = mcmc.MALA(step_size=0.5, find_heuristic_step_size=False).bind(normal_mean, (0.5,))
+        >>> chain = bound.init(jax.random.key(0))          # a Chain: state, adapt_state, params
+        >>> chain, info = bound.step(jax.random.key(1), chain)
+        >>> sorted(info)
+        ['accept_prob', 'accepted', 'diverging', 'step_size']
     """
 
     target_accept_prob: float = 0.574
@@ -325,7 +340,15 @@ class HMC(_GradientKernel):
     (x, r).  A trajectory whose energy error exceeds ``max_delta_energy`` is reported as divergent.
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.HMC(num_steps=10), posterior, num_samples=1000)
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> bound = mcmc.HMC(num_steps=3).bind(normal_mean, (0.5,)).kernel   # the transition alone
+        >>> state = bound.state_at(jnp.zeros(1))
+        >>> state, info = bound.step(jax.random.key(0), state, bound.params(0.3, jnp.ones(1)))
+        >>> int(info["num_steps"])
+        3
     """
 
     num_steps: int | None = None
@@ -374,7 +397,14 @@ class NUTS(_GradientKernel):
     dual averaging targets), ``diverging``, ``tree_depth``, ``num_steps`` (leapfrog steps).
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.NUTS(), posterior, sigma, num_warmup=1000, num_samples=1000, num_chains=4)
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), normal_mean, 0.5, num_warmup=50,
+        ...                   num_samples=50, num_chains=2, progress=False)
+        >>> run.samples["mu"].shape
+        (2, 50)
     """
 
     max_tree_depth: int = 10

@@ -131,9 +131,16 @@ class MH(Kernel):
 
     Example:
         >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> @ppl.model
         ... def flip(tr):
         ...     ppl.sample("z", dist.Bernoulli(probs=0.5))
-        >>> run = mcmc.sample(key, mcmc.MH(flip), posterior, num_warmup=100, num_samples=1000)
+        >>> run = mcmc.sample(jax.random.key(0), mcmc.MH(flip), coin, num_warmup=10, num_samples=20,
+        ...                   num_chains=2, progress=False)
+        >>> run.samples["z"].shape
+        (2, 20)
     """
 
     proposal: Any
@@ -211,7 +218,14 @@ class Regenerate(Kernel):
     changes which other sites exist.
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.Regenerate("z"), posterior, num_samples=1000)
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> bound = mcmc.Regenerate("z").bind(coin)
+        >>> state, info = bound.step(jax.random.key(1), bound.init(jax.random.key(0)))
+        >>> sorted(info)
+        ['accept_prob', 'accepted']
     """
 
     selection: Any

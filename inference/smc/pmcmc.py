@@ -31,11 +31,26 @@ leaves the path posterior p(x_{0:T-1} | y_{0:T-1}) invariant for any N ≥ 2 (th
 the reference not pinned — plain SMC followed by picking a path — does not).
 
 Example:
+    >>> def make_step(sigma):
+    ...     def step(x, y):
+    ...         x = ppl.sample("x", dist.Normal(x, sigma))
+    ...         ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+    ...         return x, x
+    ...     return step
+    >>> @ppl.model
+    ... def prior(ys):
+    ...     ppl.sample("sigma", dist.LogNormal(0.0, 0.5))
+    >>> ys = jnp.array([0.1, -0.3, 0.4])
     >>> def log_ev(key, theta, ys):           # an unbiased estimate of p(ys | θ)
-    ...     return smc.particle_filter(key, make_step(theta["sigma"]), x0, ys, 256).log_evidence
-    >>> run = mcmc.sample(key, smc.PMMH(log_ev, proposal=rw), prior, ys, num_samples=2000)
-    >>> pg = smc.ParticleGibbs(init=0.0, num_particles=32).bind(step, (ys,))
-    >>> state = pg.init(key); state, info = pg.step(key, state)    # state.path["step/x"]: (T,)
+    ...     return smc.particle_filter(key, make_step(theta["sigma"]), 0.0, ys, 16).log_evidence
+    >>> run = mcmc.sample(jax.random.key(0), smc.PMMH(log_ev), prior, ys, num_warmup=5, num_samples=10,
+    ...                   num_chains=2, progress=False)
+    >>> run.samples["sigma"].shape
+    (2, 10)
+    >>> pg = smc.ParticleGibbs(init=0.0, num_particles=8, name="step").bind(make_step(1.0), (ys,))
+    >>> state = pg.init(jax.random.key(1)); state, info = pg.step(jax.random.key(2), state)
+    >>> state.path["step/x"].shape
+    (3,)
 """
 
 from __future__ import annotations
@@ -104,8 +119,15 @@ class PMMH(Kernel):
     ``Bernoulli(min(1, p(θ')Ẑ'q(θ|θ') / (p(θ)Ẑ q(θ'|θ))))``.
 
     Example:
-        >>> k = smc.PMMH(log_ev, proposal=rw).bind(prior, (ys,))
-        >>> s = k.init(key); s, info = k.step(key, s)       # info: accept_prob, accepted
+        >>> @ppl.model
+        ... def prior(ys):
+        ...     ppl.sample("sigma", dist.LogNormal(0.0, 0.5))
+        >>> def log_ev(key, theta, ys):     # here exact: log N(ys; 0, sigma^2 I)
+        ...     return jnp.sum(dist.Normal(0.0, theta["sigma"]).log_prob(ys))
+        >>> k = smc.PMMH(log_ev).bind(prior, (jnp.array([0.1, -0.3]),))
+        >>> s = k.init(jax.random.key(0)); s, info = k.step(jax.random.key(1), s)
+        >>> sorted(info)
+        ['accept_prob', 'accepted']
     """
 
     log_evidence: Callable
@@ -234,7 +256,15 @@ def conditional_smc(
     ``index`` (the chosen particle).
 
     Example:
-        >>> path, info = conditional_smc(key, step, 0.0, ys, 16, {"step/x": ref}, ancestor_sampling=True)
+        >>> def step(x, y):
+        ...     x = ppl.sample("x", dist.Normal(x, 1.0))
+        ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+        ...     return x, x
+        >>> ys, ref = jnp.array([0.1, -0.3, 0.4]), jnp.zeros(3)
+        >>> path, info = smc.conditional_smc(jax.random.key(0), step, 0.0, ys, 8, {"step/x": ref},
+        ...                                  name="step", ancestor_sampling=True)
+        >>> path["step/x"].shape, info["ancestors"].shape
+        ((3,), (3, 8))
     """
     m = ppl.as_model(step)
     name = name or m.name
@@ -368,9 +398,16 @@ class ParticleGibbs(Kernel):
     with far fewer particles.
 
     Example:
-        >>> pg = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=8, name="hmm").bind(hmm_step, (ys,))
-        >>> s = pg.init(key); s, info = pg.step(key, s); s.path["hmm/s"]
-        >>> pgas = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=4, ancestor_sampling=True)
+        >>> def hmm_step(prev, y):
+        ...     s = ppl.sample("s", dist.Bernoulli(probs=jnp.where(prev == 1, 0.9, 0.2)))
+        ...     ppl.sample("y", dist.Normal(2.0 * s, 1.0), obs=y)
+        ...     return s, s
+        >>> ys = jnp.array([0.1, 2.2, 1.9, -0.4])
+        >>> pg = smc.ParticleGibbs(init=jnp.asarray(0), num_particles=8, name="hmm").bind(hmm_step, (ys,))
+        >>> s = pg.init(jax.random.key(0)); s, info = pg.step(jax.random.key(1), s)
+        >>> s.path["hmm/s"].shape
+        (4,)
+        >>> pgas = smc.ParticleGibbs(init=jnp.asarray(0), num_particles=4, ancestor_sampling=True)
     """
 
     init: Any

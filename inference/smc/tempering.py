@@ -48,8 +48,16 @@ class temper_likelihood(Messenger):
     ``ppl.condition`` applied to the model inside).
 
     Example:
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> from inference.smc.tempering import temper_likelihood
         >>> with temper_likelihood(beta=0.3):
-        ...     tr = model.simulate(key, *args)      # tr.log_density = log p(x) + 0.3 log L(x)
+        ...     tr = normal_mean.simulate(jax.random.key(0), 0.5)   # log p(x) + 0.3 log L(x)
+        >>> plain = normal_mean.simulate(jax.random.key(0), 0.5)
+        >>> bool(jnp.isclose(tr.log_density, plain.log_probs["mu"] + 0.3 * plain.log_probs["y"]))
+        True
     """
 
     def __init__(self, fn: Any = None, beta: Any = 1.0):
@@ -68,8 +76,12 @@ def tempered_model(model: Any) -> ppl.Model:
     (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.
 
     Example:
-        >>> tm = tempered_model(normal_mean)
-        >>> kernel = mcmc.HMC(num_steps=10).bind(tm, (0.5, y))     # targets p(mu) p(y | mu)^0.5
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> tm = smc.tempered_model(normal_mean)
+        >>> kernel = mcmc.HMC(num_steps=10).bind(tm, (0.5, 0.5))     # targets p(mu) p(y | mu)^0.5
     """
     m = ppl.as_model(model)
 
@@ -214,8 +226,13 @@ def tempered_smc(
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
 
     Example:
-        >>> out = tempered_smc(jax.random.key(0), model, y, num_particles=512, kernel="hmc")
-        >>> out.log_evidence, out.samples["mu"].mean()
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> out = smc.tempered_smc(jax.random.key(0), normal_mean, 0.5, num_particles=64, kernel="hmc", num_leapfrog=3)
+        >>> out.samples["mu"].shape, bool(jnp.isfinite(out.log_evidence))
+        ((64,), True)
     """
     from inference import sharding
 
