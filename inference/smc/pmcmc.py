@@ -68,7 +68,7 @@ import ppl
 from inference.mcmc import BoundBase, Kernel, metropolis_accept
 from ppl import randomness
 from ppl.core import is_concrete
-from ppl.errors import ModelError
+from ppl.errors import ArgumentError, ModelError
 from ppl.model import Selection, Trace, as_model
 
 from . import blocks
@@ -270,7 +270,9 @@ def conditional_smc(
     name = name or m.name
     N = int(num_particles)
     if N < 2 and conditional:
-        raise ValueError("conditional_smc needs num_particles ≥ 2 (particle 0 is the reference).")
+        raise ArgumentError(
+            f"conditional_smc: num_particles must be at least 2 (particle 0 is the reference), got {num_particles!r}."
+        )
     init_model = init if isinstance(init, ppl.Model) else None
     sites = [k[len(name) + 1:] for k in reference if k.startswith(name + "/")]
     init_sites = [k for k in reference if not k.startswith(name + "/")]
