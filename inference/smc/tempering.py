@@ -210,7 +210,10 @@ def tempered_smc(
         kernel: the rejuvenation kernel: "rwm", "mala", "hmc" (``num_leapfrog`` steps) or
             "nuts", or an ``inference.mcmc`` instance of ``RWM``, ``MALA``, ``HMC``, ``NUTS``
             (``dense_mass=True`` for a dense particle covariance); ``num_mcmc_steps`` per
-            tempering step.  Its step size and inverse mass matrix are set from the particles.
+            tempering step.  Its step size and inverse mass matrix are set from the particles
+            (``params`` of the kernel's step; its warmup adaptation is not used), the step size
+            steered towards the kernel's own ``target_accept_prob`` (defaults: RWM 0.234,
+            MALA 0.574, HMC and NUTS 0.8).
         num_mcmc_steps: kernel steps per tempering step.
         num_leapfrog: leapfrog steps of the "hmc" kernel.
         scheme: the resampling scheme (default: always resample after reweighting).
