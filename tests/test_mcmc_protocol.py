@@ -92,6 +92,7 @@ def test_every_shipped_kernel_satisfies_the_protocol():
         assert isinstance(b.adaptation, mcmc.Adaptation) and isinstance(b.adaptation, mcmc.WindowAdaptation)
         chain = b.init(jax.random.key(0))
         assert isinstance(chain, mcmc.Chain) and isinstance(chain.params, mcmc.GradParams)
+        assert chain.x is chain.state.x  # reads of the kernel state's fields pass through
     for k in (mcmc.Gibbs("a"), mcmc.Regenerate("a"), mcmc.cycle(mcmc.Gibbs("a"), mcmc.Gibbs("b")),
               mcmc.mixture([mcmc.Gibbs("a"), mcmc.Gibbs("b")]), mcmc.block_gibbs(mcmc.Gibbs("a"), mcmc.Gibbs("b"))):
         b = k.bind(coins, (), {})

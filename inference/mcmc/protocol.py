@@ -67,11 +67,18 @@ class Adaptation(Protocol):
 
 class Chain(eqx.Module):
     """The carry of an adapted chain: the kernel's ``state``, the adaptation's ``adapt_state``
-    and the ``params`` the next step uses (``adaptation.params(adapt_state)``)."""
+    and the ``params`` the next step uses (``adaptation.params(adapt_state)``).  Other attribute
+    reads go to ``state`` (e.g. ``chain.x`` is ``chain.state.x`` for a gradient kernel)."""
 
     state: Any
     adapt_state: Any
     params: Any
+
+    def __getattr__(self, name: str) -> Any:
+        """Read-only access to the kernel state's fields (``run.state.x`` as before the split)."""
+        if name.startswith("__") or name in ("state", "adapt_state", "params"):
+            raise AttributeError(name)
+        return getattr(self.state, name)
 
 
 class Adapted:
