@@ -109,11 +109,12 @@ class ForceCoin:
 
 
 def bound_state(kernel, model, x, A):
-    b = kernel.bind(model, (), {})
+    """The bound transition kernel and a Chain at x whose params have inverse mass matrix A."""
+    b = kernel.bind(model, (), {}).kernel
     s = b.init(jax.random.key(0), {"x": jnp.asarray(x, float).reshape(np.shape(x) if model is student2 else ())})
     inv, sq, sq_inv = mass_state(A)
-    adapt = s.adapt._replace(inverse_mass_matrix=inv, mass_matrix_sqrt=sq, mass_matrix_sqrt_inv=sq_inv)
-    return b, GradState(s.x, s.potential_energy, s.grad, adapt)
+    params = mcmc.GradParams(jnp.asarray(kernel.step_size, float), inv, sq, sq_inv)
+    return b, mcmc.Chain(s, None, params)
 
 
 def step(kernel_bound, state, xi, coin, monkeypatch):
@@ -121,7 +122,7 @@ def step(kernel_bound, state, xi, coin, monkeypatch):
     monkeypatch.setattr(jax.random, "normal", lambda key, shape=(), dtype=float: jnp.asarray(xi, float).reshape(shape))
     it = ForceCoin(coin)
     with ppl.randomness.interpreter(it):
-        new, info = kernel_bound.kernel.transition(kernel_bound, jax.random.key(1), state)
+        new, info = kernel_bound.kernel.transition(kernel_bound, jax.random.key(1), state.state, state.params)
     monkeypatch.undo()
     assert len(it.probs) == 1  # one accept coin, drawn as Bernoulli(α)
     return np.asarray(new.x, float), float(info["accept_prob"]), it.probs[0]
@@ -130,7 +131,7 @@ def step(kernel_bound, state, xi, coin, monkeypatch):
 def at(b, state, x):
     """The state at x (same tuning)."""
     pe, g = b.vg(jnp.asarray(x, float))
-    return GradState(jnp.asarray(x, float), pe, g, state.adapt)
+    return mcmc.Chain(GradState(jnp.asarray(x, float), pe, g), None, state.params)
 
 
 XIS = [0.4, -1.3, 2.2, 0.05, -0.6]
@@ -145,8 +146,8 @@ def xi_for(k, d):
 def test_potential_is_the_reference(case):
     model, x, A, eps = CASES[case]
     b, s = bound_state(mcmc.MALA(step_size=eps, **FIXED), model, x, A)
-    assert float(s.potential_energy) == pytest.approx(U_ref(x), rel=1e-12)
-    np.testing.assert_allclose(np.asarray(s.grad), gradU_ref(x), rtol=1e-12)
+    assert float(s.state.potential_energy) == pytest.approx(U_ref(x), rel=1e-12)
+    np.testing.assert_allclose(np.asarray(s.state.grad), gradU_ref(x), rtol=1e-12)
 
 
 # -- MALA and RWM ------------------------------------------------------------------------------------
@@ -292,11 +293,11 @@ def test_a_nan_potential_is_rejected(kernel, monkeypatch):
     assert bool(jnp.isnan(b.potential(jnp.array([2.5]))))
     for xi, lands_in_nan in ((2.0, True), (-0.5, False)):
         monkeypatch.setattr(jax.random, "normal", lambda key, shape=(), dtype=float: jnp.full(shape, xi))
-        new, info = kernel.transition(b, jax.random.key(3), s)
+        new, info = kernel.transition(b, jax.random.key(3), s.state, s.params)
         monkeypatch.undo()
         if lands_in_nan:
             assert float(info["accept_prob"]) == 0.0, info["accept_prob"]
-            np.testing.assert_array_equal(np.asarray(new.x), np.asarray(s.x))
+            np.testing.assert_array_equal(np.asarray(new.x), np.asarray(s.state.x))
             assert np.isfinite(float(new.potential_energy))
         else:
             assert float(info["accept_prob"]) > 0.0

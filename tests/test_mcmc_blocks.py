@@ -149,7 +149,8 @@ class _StaleBound(_BoundBlockGibbs):
     def refresh(self, bound, trace, w, stored):
         # bug: reuse U(x) and ∇U(x) from the previous sweep, computed under the old z
         x = bound.view.to_unconstrained({a: trace.choices[a] for a in w.addresses})
-        return GradState(x, stored.potential_energy, stored.grad, stored.adapt)
+        old = stored.state
+        return mcmc.Chain(GradState(x, old.potential_energy, old.grad), stored.adapt_state, stored.params)
 
 
 @dataclasses.dataclass(frozen=True)

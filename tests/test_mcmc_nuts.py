@@ -22,7 +22,7 @@ from numpyro.infer.hmc_util import IntegratorState, euclidean_kinetic_energy
 from scipy import stats as st
 
 from inference.mcmc import nuts
-from inference.mcmc.gradient import WindowAdapter
+from inference.mcmc.adaptation import WindowAdapter
 from scipy import stats as _st
 
 from _budget import BUDGET
@@ -270,7 +270,7 @@ def reference_search(U, step_size, A, x, momenta):
 @pytest.mark.exact
 @pytest.mark.parametrize("A,start", [([1.0, 1.0, 1.0], 1.0), ([2.0, 0.01, 0.3], 0.001), ([[1.0, 0.0, 0.3], [0.0, 0.03, 0.0], [0.3, 0.0, 0.3]], 1.0)])
 def test_step_size_search_is_algorithm_4(A, start):
-    from inference.mcmc.gradient import _search_with_momenta
+    from inference.mcmc.adaptation import _search_with_momenta
 
     A = jnp.asarray(A)
     x = jnp.array([0.3, 0.05, -0.2])

@@ -1,8 +1,10 @@
 """Markov chain Monte Carlo: kernels, combinators, a multi-chain driver and diagnostics.
 
-Every kernel is a pure pair ``init(key, ...) -> state`` / ``step(key, state) -> (state, info)``
-(bind it to a model with ``kernel.bind(model, args, kwargs)``; the state is an
-``equinox.Module``) and leaves its target measure invariant:
+Every kernel, bound to a model with ``kernel.bind(model, args, kwargs)``, has the protocol
+:class:`BoundKernel` (a pure pair ``init(key, ...) -> state`` / ``step(key, state, params) ->
+(state, info)``, ``params`` its tuning) and leaves its target measure invariant; tuning during
+warmup is a separate :class:`Adaptation` object (:class:`WindowAdaptation` for the gradient
+kernels), paired with the kernel by :class:`Adapted` on a :class:`Chain`:
 
 - on traces (target π ∝ p(trace), any set of addresses): :class:`MH` (a model as proposal),
   :class:`Regenerate` (prior proposal on a selection), :class:`Gibbs` (exact, finite site);
@@ -12,25 +14,40 @@ Every kernel is a pure pair ``init(key, ...) -> state`` / ``step(key, state) -> 
   (``Within(NUTS(), "mu")`` on continuous sites, ``Gibbs("z")`` on discrete ones).
 
 Example:
-    >>> from inference import mcmc
-    >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), posterior, sigma,
-    ...                   num_warmup=1000, num_samples=1000, num_chains=4)
-    >>> run.samples["theta"].shape         # (4, 1000, 8)
-    >>> print(run.summary()); run.diagnostics["divergences"]
+    >>> @ppl.model
+    ... def normal_mean(y):
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> run = mcmc.sample(jax.random.key(1), mcmc.NUTS(), normal_mean, 0.5,
+    ...                   num_warmup=50, num_samples=50, num_chains=2, progress=False)
+    >>> run.samples["mu"].shape
+    (2, 50)
+    >>> run.diagnostics["divergences"].shape
+    (2,)
 """
 
 from __future__ import annotations
 
-from ._base import Kernel, MCMCInitError, metropolis_accept
+from ._base import BoundBase, Kernel, MCMCInitError, metropolis_accept
+from .adaptation import GradParams, WindowAdaptation
 from .blocks import BlockGibbs, BlockState, Within, block_gibbs
 from .combinators import Cycle, Mixture, cycle, mixture
 from .diagnostics import Summary, ess_bulk, ess_tail, r_hat, summary
 from .driver import Run, load, sample
-from .gradient import HMC, MALA, NUTS, RWM, GradState
+from .gradient import HMC, MALA, NUTS, RWM, BoundGradient, GradState
+from .protocol import Adaptation, Adapted, BoundKernel, Chain
 from .trace_kernels import MH, Gibbs, Regenerate, TraceState
 
 __all__ = [
     "Kernel",
+    "BoundKernel",
+    "BoundBase",
+    "Adaptation",
+    "Adapted",
+    "Chain",
+    "WindowAdaptation",
+    "GradParams",
+    "BoundGradient",
     "MCMCInitError",
     "metropolis_accept",
     "MH",

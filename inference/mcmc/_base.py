@@ -1,18 +1,14 @@
-"""The kernel protocol shared by every MCMC block, and the pieces every MH-type kernel uses.
+"""The kernel configuration base class, the driver's step, and the pieces every MH-type kernel uses.
 
 A *kernel* is a small immutable configuration (a frozen dataclass, hashable, so the driver can
-cache one compiled program per (model, kernel, shapes)).  ``kernel.bind(model, args, kwargs)``
-returns a *bound kernel* with the two pure functions of the protocol
+cache one compiled program per (model, kernel, shapes)).  ``kernel.bind(model, args, kwargs,
+num_warmup)`` returns a *bound kernel* with the protocol of :mod:`inference.mcmc.protocol`
+(``init``, ``step(key, state, params=None)``, ``samples``, ``log_density``, ``explain``);
+kernels with tuning return an :class:`~inference.mcmc.protocol.Adapted` pairing the bound kernel
+with its adaptation.  :class:`BoundBase` is the shared implementation of the bound kernels
+without adaptation (each provides ``init``, ``step`` and the read-outs it needs).
 
-    init(key, init=None)  -> state               state: an ``equinox.Module`` (a pytree)
-    step(key, state)      -> (state, info)       info: a flat dict of scalar arrays
-
-plus ``warmup_step(key, state, t)`` (adaptation; the plain step for kernels without tuning),
-optionally ``phase_step(key, state, t, warm)`` (``warmup_step`` where the traced boolean
-``warm`` is true, ``step`` otherwise, computing the transition once; see :func:`phase_step`),
-``samples(state)`` (address -> constrained value, what the driver records),
-``log_density(state)`` (the target's log density at the state, to check an initial point) and
-``explain(state)`` (an eager, human-readable reason why that log density is not finite).
+The driver steps a bound kernel only through :func:`phase_step`.
 
 A kernel K is *valid* for its target π when it leaves π invariant: ∫ π(dx) K(x, dy) = π(dy).
 Each kernel's docstring states its target.  Chains are a leading axis added by ``jax.vmap``.
@@ -31,7 +27,7 @@ from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
 
-__all__ = ["Kernel", "MCMCInitError", "metropolis_accept", "select", "phase_step"]
+__all__ = ["Kernel", "BoundBase", "MCMCInitError", "metropolis_accept", "select", "phase_step"]
 
 
 class MCMCInitError(ModelError):
@@ -49,21 +45,48 @@ class Kernel:
     adaptive = False
 
 
+class BoundBase:
+    """Shared implementation of a bound kernel without adaptation: the warmup step is the plain
+    step, and :func:`phase_step` uses the one transition for both phases.  Subclasses provide
+    ``init``, ``step(key, state, params=None)``, ``samples``, ``log_density`` and ``explain``.
+    """
+
+    def step(self, key: Any, state: Any, params: Any = None) -> tuple[Any, dict]:
+        raise NotImplementedError
+
+    def warmup_step(self, key: Any, state: Any, t: Any) -> tuple[Any, dict]:
+        """The plain step (nothing to adapt)."""
+        return self.step(key, state)
+
+    def phase_step(self, key: Any, state: Any, t: Any, warm: Any) -> tuple[Any, dict]:
+        """The same step in both phases, unless a subclass overrides ``warmup_step``: then
+        ``warmup_step`` or ``step`` by ``warm``."""
+        if type(self).warmup_step is BoundBase.warmup_step:
+            return self.step(key, state)
+        return jax.lax.cond(warm, lambda s: self.warmup_step(key, s, t), lambda s: self.step(key, s), state)
+
+
 def phase_step(bound: Any, key: Any, state: Any, t: Any, warm: Any) -> tuple[Any, dict]:
-    """``bound.warmup_step(key, state, t)`` if ``warm`` else ``bound.step(key, state)``.
+    """One step of the driver: ``bound.warmup_step(key, state, t)`` if ``warm`` else
+    ``bound.step(key, state)``.
 
     ``warm`` may be traced (the driver's one compiled program serves both phases).  A bound
-    kernel with a ``phase_step`` method does this itself, with the transition compiled once
-    and only the adaptation switched by ``warm``; otherwise both are put under ``lax.cond``
-    (correct, but the step is compiled twice).  With a concrete ``warm`` (a Python bool, e.g.
-    eager execution under the exact enumerator) it is a Python choice.
+    kernel with a ``phase_step`` method (every shipped one: :class:`BoundBase`,
+    :class:`~inference.mcmc.protocol.Adapted`) does this itself, with the transition compiled
+    once; a kernel with only the protocol (no ``warmup_step``: nothing to adapt) is stepped with
+    its own params; otherwise both are put under ``lax.cond`` (correct, but the step is compiled
+    twice).  With a concrete ``warm`` (a Python bool, e.g. eager execution under the exact
+    enumerator) it is a Python choice.
     """
+    warmup = getattr(bound, "warmup_step", None)
+    if warmup is None:
+        return bound.step(key, state)
     if is_concrete(warm):
-        return bound.warmup_step(key, state, t) if bool(warm) else bound.step(key, state)
+        return warmup(key, state, t) if bool(warm) else bound.step(key, state)
     own = getattr(bound, "phase_step", None)
     if own is not None:
         return own(key, state, t, warm)
-    return jax.lax.cond(warm, lambda s: bound.warmup_step(key, s, t), lambda s: bound.step(key, s), state)
+    return jax.lax.cond(warm, lambda s: warmup(key, s, t), lambda s: bound.step(key, s), state)
 
 
 def metropolis_accept(key: Any, log_alpha: jax.Array, name: str = "mcmc/accept") -> tuple[jax.Array, jax.Array]:

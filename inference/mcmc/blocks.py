@@ -14,8 +14,9 @@ Each block leaves the joint posterior π ∝ p invariant (a kernel that leaves t
 x_B invariant, applied with x_rest fixed, leaves the joint invariant), so the sweep does too.
 The view is rebuilt inside the compiled step (its construction is trace-time Python), and the
 potential and gradient are re-evaluated at the start of every block step, because the other
-blocks changed the conditional since the block last ran; only the tuning state (step size,
-mass matrix) is carried from step to step.
+blocks changed the conditional since the block last ran; only the block's tuning (its
+adaptation state and params, kept in a :class:`~inference.mcmc.protocol.Chain`) is carried from
+step to step.
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ from ppl.errors import ModelError
 from ppl.model import Trace
 
 from ._base import Kernel, phase_step, split
-from .gradient import GradState, _GradientKernel
+from .gradient import _GradientKernel
+from .protocol import Chain
 from .trace_kernels import TraceState, _BoundTraceKernel
 
 __all__ = ["BlockGibbs", "BlockState", "Within", "block_gibbs"]
 
 
 class BlockState(eqx.Module):
-    """State of a block-Gibbs chain: the trace, and per block the gradient kernel's state
-    (``GradState``; only its tuning ``adapt`` is carried over between sweeps) or None."""
+    """State of a block-Gibbs chain: the trace, and per block the gradient kernel's
+    :class:`~inference.mcmc.protocol.Chain` (only its adaptation state and params are carried
+    over between sweeps) or None."""
 
     trace: Trace
     blocks: tuple
@@ -56,7 +59,8 @@ class Within(Kernel):
 
     Example:
         >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), "mu"), mcmc.Gibbs("z"))
-        >>> run = mcmc.sample(key, kern, mixture_model, y, num_warmup=500, num_samples=1000)
+        >>> kern.adaptive
+        True
     """
 
     kernel: Kernel
@@ -92,9 +96,18 @@ class BlockGibbs(Kernel):
     values the continuous ones are conditioned on, never which continuous sites exist.
 
     Example:
-        >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), ("mu", "sigma")), mcmc.Gibbs("z"))
-        >>> run = mcmc.sample(key, kern, mixture_model, y, num_warmup=500, num_samples=1000)
-        >>> run.samples["z"], run.diagnostics["divergences"]
+        >>> @ppl.model
+        ... def mixture_model(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 3.0))
+        ...     with ppl.plate("n", y.shape[0]):
+        ...         z = ppl.sample("z", dist.Bernoulli(probs=0.2))
+        ...         ppl.sample("y", dist.Normal(jnp.where(z == 1, 0.0, mu), jnp.where(z == 1, 10.0, 1.0)), obs=y)
+        >>> y = jnp.array([0.5, 1.2, -8.0, 0.9])
+        >>> kern = mcmc.block_gibbs(mcmc.Within(mcmc.NUTS(), "mu"), mcmc.Gibbs("z"))
+        >>> run = mcmc.sample(jax.random.key(0), kern, mixture_model, y, num_warmup=20, num_samples=20,
+        ...                   num_chains=2, progress=False)
+        >>> run.samples["z"].shape, run.diagnostics["divergences"].shape
+        ((2, 20, 4), (2,))
     """
 
     blocks: tuple
@@ -140,7 +153,8 @@ class _BoundBlockGibbs(_BoundTraceKernel):
 
     def conditional(self, trace: Trace, w: Within):
         """The gradient kernel bound to the model with every latent site outside ``w.addresses``
-        substituted from ``trace`` (its view's sites must be exactly ``w.addresses``)."""
+        substituted from ``trace`` (its view's sites must be exactly ``w.addresses``): an
+        :class:`~inference.mcmc.protocol.Adapted` whose ``kernel`` is the conditional's."""
         for a in w.addresses:
             if a not in trace.latent:
                 raise ModelError(
@@ -158,15 +172,13 @@ class _BoundBlockGibbs(_BoundTraceKernel):
             raise ModelError(f"Within: the model has latent site {extra[0]!r} that no block fixes.")
         return bound
 
-    def refresh(self, bound, trace: Trace, w: Within, stored: GradState) -> GradState:
-        """The gradient state at the trace's current values: x, and U(x), ∇U(x) under the
+    def refresh(self, bound, trace: Trace, w: Within, stored: Chain) -> Chain:
+        """The block's chain at the trace's current values: x, and U(x), ∇U(x) under the
         *current* conditional (the other blocks moved since), with the stored tuning."""
         x = bound.view.to_unconstrained({a: trace.choices[a] for a in w.addresses})
-        pe, g = bound.vg(x)
-        return GradState(x, pe, g, stored.adapt)
+        return Chain(bound.kernel.state_at(x), stored.adapt_state, stored.params)
 
-    def _write(self, key, trace: Trace, bound, w: Within, gs: GradState) -> Trace:
-        values = bound.samples(gs)
+    def _write(self, key, trace: Trace, values: dict, w: Within) -> Trace:
         new, _, _ = self.model.update(key, trace, {a: values[a] for a in w.addresses})
         return new
 
@@ -187,9 +199,8 @@ class _BoundBlockGibbs(_BoundTraceKernel):
             bound = self.conditional(tr, b)
             if strategy is not None:
                 x = bound.view.init_point(k1, strategy)
-                tr = self._write(k3, tr, bound, b, GradState(x, None, None, None))
-            gs = bound.init(k2, {a: tr.choices[a] for a in b.addresses})
-            states.append(gs)
+                tr = self._write(k3, tr, bound.view.to_constrained(x), b)
+            states.append(bound.init(k2, {a: tr.choices[a] for a in b.addresses}))
         return BlockState(tr, tuple(states))
 
     def _sweep(self, key, state: BlockState, t=None, warm=True):
@@ -205,14 +216,16 @@ class _BoundBlockGibbs(_BoundTraceKernel):
             else:
                 k_step, k_write = split(k, 2)
                 bound = self.conditional(tr, b)
-                gs = self.refresh(bound, tr, b, states[i])
-                gs, inf = bound.step(k_step, gs) if t is None else phase_step(bound, k_step, gs, t, warm)
-                tr = self._write(k_write, tr, bound, b, gs)
-                states[i] = gs
+                chain = self.refresh(bound, tr, b, states[i])
+                chain, inf = bound.step(k_step, chain) if t is None else phase_step(bound, k_step, chain, t, warm)
+                tr = self._write(k_write, tr, bound.samples(chain), b)
+                states[i] = chain
             info.update({f"{i}/{n}": v for n, v in inf.items()})
         return BlockState(tr, tuple(states)), info
 
-    def step(self, key: Any, state: BlockState) -> tuple[BlockState, dict]:
+    def step(self, key: Any, state: BlockState, params: Any = None) -> tuple[BlockState, dict]:
+        """One sweep with every block's tuning frozen (``params`` is not used: each gradient
+        block's tuning travels in ``state.blocks``)."""
         return self._sweep(key, state)
 
     def warmup_step(self, key: Any, state: BlockState, t: Any) -> tuple[BlockState, dict]:

@@ -20,7 +20,7 @@ from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
 
-from ._base import Kernel, phase_step, split
+from ._base import BoundBase, Kernel, phase_step, split
 
 __all__ = ["cycle", "mixture", "Cycle", "Mixture"]
 
@@ -43,7 +43,11 @@ class Cycle(Kernel):
         return _BoundCycle([k.bind(model, args, kwargs, num_warmup) for k in self.kernels])
 
 
-class _BoundCycle:
+class _BoundComposite(BoundBase):
+    """A bound kernel made of bound kernels ``parts`` sharing one state type: ``init`` and the
+    read-outs are the first part's; ``_run`` (the composite's transition) steps the parts, each
+    through :func:`~inference.mcmc._base.phase_step` (so each adapts during warmup)."""
+
     def __init__(self, parts: list):
         self.parts = parts
         first = parts[0]
@@ -53,18 +57,15 @@ class _BoundCycle:
             first.log_density,
             first.explain,
         )
-
         if all(hasattr(p, "active") for p in parts):
             self.active = first.active
 
     def _run(self, key, state, t=None, warm=True):
-        info = {}
-        for i, (p, k) in enumerate(zip(self.parts, split(key, len(self.parts)))):
-            state, inf = p.step(k, state) if t is None else phase_step(p, k, state, t, warm)
-            info.update({f"{i}/{n}": v for n, v in inf.items()})
-        return state, info
+        raise NotImplementedError
 
-    def step(self, key, state):
+    def step(self, key, state, params=None):
+        """One composite move with every part's tuning frozen (``params`` is not used: each
+        part's tuning travels in the state)."""
         return self._run(key, state)
 
     def warmup_step(self, key, state, t):
@@ -72,6 +73,15 @@ class _BoundCycle:
 
     def phase_step(self, key, state, t, warm):
         return self._run(key, state, t, warm)
+
+
+class _BoundCycle(_BoundComposite):
+    def _run(self, key, state, t=None, warm=True):
+        info = {}
+        for i, (p, k) in enumerate(zip(self.parts, split(key, len(self.parts)))):
+            state, inf = p.step(k, state) if t is None else phase_step(p, k, state, t, warm)
+            info.update({f"{i}/{n}": v for n, v in inf.items()})
+        return state, info
 
 
 def cycle(*kernels: Kernel) -> Cycle:
@@ -103,18 +113,10 @@ class Mixture(Kernel):
         return _BoundMixture([k.bind(model, args, kwargs, num_warmup) for k in self.kernels], self.probs)
 
 
-class _BoundMixture:
+class _BoundMixture(_BoundComposite):
     def __init__(self, parts: list, probs: tuple):
-        self.parts, self.probs = parts, probs
-        first = parts[0]
-        self.init, self.samples, self.log_density, self.explain = (
-            first.init,
-            first.samples,
-            first.log_density,
-            first.explain,
-        )
-        if all(hasattr(p, "active") for p in parts):
-            self.active = first.active
+        super().__init__(parts)
+        self.probs = probs
 
     def _run(self, key, state, t=None, warm=True):
         k_choice, k_step = split(key, 2)
@@ -140,15 +142,6 @@ class _BoundMixture:
         info = dict(info)
         info["component"] = jnp.asarray(i)
         return state, info
-
-    def step(self, key, state):
-        return self._run(key, state)
-
-    def warmup_step(self, key, state, t):
-        return self._run(key, state, t)
-
-    def phase_step(self, key, state, t, warm):
-        return self._run(key, state, t, warm)
 
 
 def mixture(kernels: Sequence[Kernel], probs: Sequence[float] | None = None) -> Mixture:

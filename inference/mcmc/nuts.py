@@ -105,9 +105,12 @@ def nuts_trajectory(
     last doubling), which leaves π ∝ exp(−U) invariant.
 
     Example:
-        >>> out = nuts_trajectory(jax.value_and_grad(U), x, *jax.value_and_grad(U)(x), r,
-        ...                       jnp.ones_like(x), 0.1, key)
-        >>> out.x, out.depth, out.accept_prob
+        >>> from inference.mcmc.nuts import nuts_trajectory
+        >>> vg = jax.value_and_grad(lambda x: 0.5 * jnp.sum(x**2))
+        >>> x, r = jnp.ones(2), jnp.array([0.5, -0.5])
+        >>> out = nuts_trajectory(vg, x, *vg(x), r, jnp.ones_like(x), 0.1, jax.random.key(0))
+        >>> out.x.shape, bool(out.num_steps >= 1)
+        ((2,), True)
     """
     K = int(max_tree_depth)
     dtype = x.dtype
@@ -168,7 +171,7 @@ def nuts_trajectory(
             return i - 1, _turning(_velocity(inverse_mass_matrix, r_i), v1, r_i, r1, sub_sum)
 
         # a small loop over the (usually 0-2) checkpoints that apply, not a vectorised check of
-        # all K: with many chains the K x D work per step cost more than the loop (2x at 64 chains)
+        # all K (benchmarks/RESULTS.md has the measurement)
         _, turning = jax.lax.while_loop(lambda c: (c[0] >= lo) & ~c[1], check, (hi, jnp.zeros((), bool)))
 
         # end of the doubling: merge the sub-tree into the trajectory (biased progressive

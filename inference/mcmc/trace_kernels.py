@@ -24,7 +24,7 @@ from ppl.core import is_concrete
 from ppl.errors import ModelError
 from ppl.model import Model, Selection, Trace, as_model
 
-from ._base import Kernel, MCMCInitError, metropolis_accept, select, split
+from ._base import BoundBase, Kernel, MCMCInitError, metropolis_accept, select, split
 
 __all__ = ["TraceState", "MH", "Regenerate", "Gibbs"]
 
@@ -39,8 +39,9 @@ def _trace_info(accept_prob: Any, accepted: Any) -> dict:
     return {"accept_prob": jnp.asarray(accept_prob, dtype=float), "accepted": jnp.asarray(accepted, dtype=bool)}
 
 
-class _BoundTraceKernel:
-    """Shared init / samples / checks of kernels whose state is a trace.
+class _BoundTraceKernel(BoundBase):
+    """Shared init / samples / checks of kernels whose state is a trace (each kernel provides
+    only its ``step``).
 
     A step targets the model at the *trace's own* arguments (``trace.args``, ``trace.kwargs``),
     which `init` sets to the bound ones; to move a population of traces to new data (SMC), first
@@ -81,16 +82,6 @@ class _BoundTraceKernel:
         _, tr, _ = jax.lax.while_loop(cond, body, (0, tr0, key))
         return TraceState(tr)
 
-    def warmup_step(self, key: Any, state: TraceState, t: Any) -> tuple[TraceState, dict]:
-        return self.step(key, state)
-
-    def phase_step(self, key: Any, state: TraceState, t: Any, warm: Any) -> tuple[TraceState, dict]:
-        """The same step in both phases (trace kernels do not adapt), unless a subclass
-        overrides ``warmup_step``: then ``warmup_step`` or ``step`` by ``warm``."""
-        if type(self).warmup_step is _BoundTraceKernel.warmup_step:
-            return self.step(key, state)
-        return jax.lax.cond(warm, lambda s: self.warmup_step(key, s, t), lambda s: self.step(key, s), state)
-
     def active(self, state: TraceState) -> dict:
         """address -> whether the site exists in the state's trace, for the sites inside
         ``ppl.cond`` / ``ppl.switch`` (the others always exist)."""
@@ -110,7 +101,8 @@ class _BoundTraceKernel:
                 return f"site {name!r} has log density {float(jnp.sum(lp))} at value {v!r}"
         return "the trace's log density is not finite"
 
-    def step(self, key: Any, state: TraceState) -> tuple[TraceState, dict]:
+    def step(self, key: Any, state: TraceState, params: Any = None) -> tuple[TraceState, dict]:
+        """One move of the trace (trace kernels have no tuning: ``params`` is ignored)."""
         raise NotImplementedError
 
 
@@ -139,9 +131,16 @@ class MH(Kernel):
 
     Example:
         >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> @ppl.model
         ... def flip(tr):
         ...     ppl.sample("z", dist.Bernoulli(probs=0.5))
-        >>> run = mcmc.sample(key, mcmc.MH(flip), posterior, num_warmup=100, num_samples=1000)
+        >>> run = mcmc.sample(jax.random.key(0), mcmc.MH(flip), coin, num_warmup=10, num_samples=20,
+        ...                   num_chains=2, progress=False)
+        >>> run.samples["z"].shape
+        (2, 20)
     """
 
     proposal: Any
@@ -156,7 +155,7 @@ class MH(Kernel):
 
 
 class _BoundMH(_BoundTraceKernel):
-    def step(self, key, state):
+    def step(self, key, state, params=None):
         tr = state.trace
         k_fwd, k_upd, k_rev, k_acc = split(key, 4)
         q = as_model(self.kernel.proposal)
@@ -219,7 +218,14 @@ class Regenerate(Kernel):
     changes which other sites exist.
 
     Example:
-        >>> run = mcmc.sample(key, mcmc.Regenerate("z"), posterior, num_samples=1000)
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+        ...     ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+        >>> bound = mcmc.Regenerate("z").bind(coin)
+        >>> state, info = bound.step(jax.random.key(1), bound.init(jax.random.key(0)))
+        >>> sorted(info)
+        ['accept_prob', 'accepted']
     """
 
     selection: Any
@@ -229,7 +235,7 @@ class Regenerate(Kernel):
 
 
 class _BoundRegenerate(_BoundTraceKernel):
-    def step(self, key, state):
+    def step(self, key, state, params=None):
         tr = state.trace
         k_upd, k_acc = split(key, 2)
         sel = self.kernel.selection
@@ -298,7 +304,7 @@ class _BoundGibbs(_BoundTraceKernel):
         cands = vals[idx, np.arange(n)]
         return cands.reshape((idx.shape[0],) + vshape).astype(jnp.result_type(value))
 
-    def step(self, key, state):
+    def step(self, key, state, params=None):
         tr = state.trace
         a = self.kernel.address
         k_sup, k_draw, k_upd = split(key, 3)

@@ -288,9 +288,9 @@ def resample(
 def rejuvenate(key: Any, particles: Particles, kernel: Any, num_steps: int = 1) -> tuple[Particles, dict]:
     """Apply an MCMC kernel to every particle (``num_steps`` times); weights are unchanged.
 
-    `kernel` is ``step(key, state) -> (state, info)`` or a bound ``inference.mcmc`` kernel
-    (``kernel.bind(model, args, kwargs)``); trace particles are wrapped in the kernel's
-    ``TraceState`` when needed.  Valid when the kernel leaves the current target π ∝ γ invariant:
+    `kernel` is ``step(key, state) -> (state, info)`` or a bound kernel with the protocol of
+    :mod:`inference.mcmc.protocol` (``kernel.bind(model, args, kwargs)``, stepped with its own
+    params); trace particles are wrapped in ``inference.mcmc.TraceState`` when needed.  Valid when the kernel leaves the current target π ∝ γ invariant:
     then E[μ̂_out] = μ̂_in K, whose expectation is γ K = γ.  Returns ``(particles, info)`` with
     the last step's per-particle info.
     """

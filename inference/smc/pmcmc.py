@@ -1,10 +1,11 @@
 """Particle MCMC: particle marginal Metropolis–Hastings and particle Gibbs (conditional SMC).
 
-Both are MCMC kernels with the protocol of :mod:`inference.mcmc` — ``kernel.bind(model, args,
-kwargs)`` gives a bound kernel with pure ``init(key, init=None) -> state`` and
-``step(key, state) -> (state, info)`` on an ``equinox.Module`` state, plus ``samples``,
-``log_density`` and ``warmup_step`` — so they run under ``mcmc.sample`` (chains by ``vmap``) and
-as blocks of bigger samplers.  Every random choice goes through ``ppl.randomness.draw``, so the
+Both are MCMC kernels with the protocol of :mod:`inference.mcmc.protocol` — ``kernel.bind(model,
+args, kwargs)`` gives a bound kernel (a :class:`~inference.mcmc.BoundBase`: no tuning, so no
+adaptation) with pure ``init(key, init=None) -> state`` and ``step(key, state, params=None) ->
+(state, info)`` on an ``equinox.Module`` state, plus ``samples``, ``log_density`` and
+``explain`` — so they run under ``mcmc.sample`` (chains by ``vmap``) and as blocks of bigger
+samplers.  Every random choice goes through ``ppl.randomness.draw``, so the
 exact enumerator runs them unchanged in tests.
 
 **PMMH** (Andrieu, Doucet & Holenstein 2010).  Static parameters θ with prior model p(θ) and a
@@ -30,11 +31,26 @@ leaves the path posterior p(x_{0:T-1} | y_{0:T-1}) invariant for any N ≥ 2 (th
 the reference not pinned — plain SMC followed by picking a path — does not).
 
 Example:
+    >>> def make_step(sigma):
+    ...     def step(x, y):
+    ...         x = ppl.sample("x", dist.Normal(x, sigma))
+    ...         ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+    ...         return x, x
+    ...     return step
+    >>> @ppl.model
+    ... def prior(ys):
+    ...     ppl.sample("sigma", dist.LogNormal(0.0, 0.5))
+    >>> ys = jnp.array([0.1, -0.3, 0.4])
     >>> def log_ev(key, theta, ys):           # an unbiased estimate of p(ys | θ)
-    ...     return smc.particle_filter(key, make_step(theta["sigma"]), x0, ys, 256).log_evidence
-    >>> run = mcmc.sample(key, smc.PMMH(log_ev, proposal=rw), prior, ys, num_samples=2000)
-    >>> pg = smc.ParticleGibbs(init=0.0, num_particles=32).bind(step, (ys,))
-    >>> state = pg.init(key); state, info = pg.step(key, state)    # state.path["step/x"]: (T,)
+    ...     return smc.particle_filter(key, make_step(theta["sigma"]), 0.0, ys, 16).log_evidence
+    >>> run = mcmc.sample(jax.random.key(0), smc.PMMH(log_ev), prior, ys, num_warmup=5, num_samples=10,
+    ...                   num_chains=2, progress=False)
+    >>> run.samples["sigma"].shape
+    (2, 10)
+    >>> pg = smc.ParticleGibbs(init=0.0, num_particles=8, name="step").bind(make_step(1.0), (ys,))
+    >>> state = pg.init(jax.random.key(1)); state, info = pg.step(jax.random.key(2), state)
+    >>> state.path["step/x"].shape
+    (3,)
 """
 
 from __future__ import annotations
@@ -49,10 +65,10 @@ import numpy as np
 from numpyro import distributions as dist
 
 import ppl
-from inference.mcmc import Kernel, metropolis_accept
+from inference.mcmc import BoundBase, Kernel, metropolis_accept
 from ppl import randomness
 from ppl.core import is_concrete
-from ppl.errors import ModelError
+from ppl.errors import ArgumentError, ModelError
 from ppl.model import Selection, Trace, as_model
 
 from . import blocks
@@ -103,8 +119,15 @@ class PMMH(Kernel):
     ``Bernoulli(min(1, p(θ')Ẑ'q(θ|θ') / (p(θ)Ẑ q(θ'|θ))))``.
 
     Example:
-        >>> k = smc.PMMH(log_ev, proposal=rw).bind(prior, (ys,))
-        >>> s = k.init(key); s, info = k.step(key, s)       # info: accept_prob, accepted
+        >>> @ppl.model
+        ... def prior(ys):
+        ...     ppl.sample("sigma", dist.LogNormal(0.0, 0.5))
+        >>> def log_ev(key, theta, ys):     # here exact: log N(ys; 0, sigma^2 I)
+        ...     return jnp.sum(dist.Normal(0.0, theta["sigma"]).log_prob(ys))
+        >>> k = smc.PMMH(log_ev).bind(prior, (jnp.array([0.1, -0.3]),))
+        >>> s = k.init(jax.random.key(0)); s, info = k.step(jax.random.key(1), s)
+        >>> sorted(info)
+        ['accept_prob', 'accepted']
     """
 
     log_evidence: Callable
@@ -116,7 +139,7 @@ class PMMH(Kernel):
         return _BoundPMMH(self, model, args, kwargs)
 
 
-class _BoundPMMH:
+class _BoundPMMH(BoundBase):
     def __init__(self, kernel: PMMH, model: Any, args: tuple, kwargs: dict | None):
         self.kernel = kernel
         self.model = as_model(model)
@@ -138,7 +161,7 @@ class _BoundPMMH:
             raise ModelError(f"PMMH starts from the prior or from a dict of values; got init={init!r}.")
         return PMMHState(tr, self._log_ev(k2, tr))
 
-    def step(self, key: Any, state: PMMHState) -> tuple[PMMHState, dict]:
+    def step(self, key: Any, state: PMMHState, params: Any = None) -> tuple[PMMHState, dict]:
         tr = state.trace
         k_fwd, k_upd, k_rev, k_ev, k_acc = jax.random.split(key, 5)
         kern = self.kernel
@@ -161,12 +184,6 @@ class _BoundPMMH:
         acc, p = metropolis_accept(k_acc, log_alpha, name="smc/pmmh/accept")
         out = _select(acc, PMMHState(new, new_le), state)
         return out, {"accept_prob": jnp.asarray(p, dtype=float), "accepted": jnp.asarray(acc, dtype=bool)}
-
-    def warmup_step(self, key: Any, state: PMMHState, t: Any) -> tuple[PMMHState, dict]:
-        return self.step(key, state)
-
-    def phase_step(self, key: Any, state: PMMHState, t: Any, warm: Any) -> tuple[PMMHState, dict]:
-        return self.step(key, state)  # no adaptation: one transition for both phases
 
     def samples(self, state: PMMHState) -> dict:
         tr = state.trace
@@ -239,13 +256,23 @@ def conditional_smc(
     ``index`` (the chosen particle).
 
     Example:
-        >>> path, info = conditional_smc(key, step, 0.0, ys, 16, {"step/x": ref}, ancestor_sampling=True)
+        >>> def step(x, y):
+        ...     x = ppl.sample("x", dist.Normal(x, 1.0))
+        ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+        ...     return x, x
+        >>> ys, ref = jnp.array([0.1, -0.3, 0.4]), jnp.zeros(3)
+        >>> path, info = smc.conditional_smc(jax.random.key(0), step, 0.0, ys, 8, {"step/x": ref},
+        ...                                  name="step", ancestor_sampling=True)
+        >>> path["step/x"].shape, info["ancestors"].shape
+        ((3,), (3, 8))
     """
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
     if N < 2 and conditional:
-        raise ValueError("conditional_smc needs num_particles ≥ 2 (particle 0 is the reference).")
+        raise ArgumentError(
+            f"conditional_smc: num_particles must be at least 2 (particle 0 is the reference), got {num_particles!r}."
+        )
     init_model = init if isinstance(init, ppl.Model) else None
     sites = [k[len(name) + 1:] for k in reference if k.startswith(name + "/")]
     init_sites = [k for k in reference if not k.startswith(name + "/")]
@@ -373,9 +400,16 @@ class ParticleGibbs(Kernel):
     with far fewer particles.
 
     Example:
-        >>> pg = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=8, name="hmm").bind(hmm_step, (ys,))
-        >>> s = pg.init(key); s, info = pg.step(key, s); s.path["hmm/s"]
-        >>> pgas = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=4, ancestor_sampling=True)
+        >>> def hmm_step(prev, y):
+        ...     s = ppl.sample("s", dist.Bernoulli(probs=jnp.where(prev == 1, 0.9, 0.2)))
+        ...     ppl.sample("y", dist.Normal(2.0 * s, 1.0), obs=y)
+        ...     return s, s
+        >>> ys = jnp.array([0.1, 2.2, 1.9, -0.4])
+        >>> pg = smc.ParticleGibbs(init=jnp.asarray(0), num_particles=8, name="hmm").bind(hmm_step, (ys,))
+        >>> s = pg.init(jax.random.key(0)); s, info = pg.step(jax.random.key(1), s)
+        >>> s.path["hmm/s"].shape
+        (4,)
+        >>> pgas = smc.ParticleGibbs(init=jnp.asarray(0), num_particles=4, ancestor_sampling=True)
     """
 
     init: Any
@@ -391,7 +425,7 @@ class ParticleGibbs(Kernel):
         return hash((id(self.init), self.num_particles, self.name, self.ancestor_sampling, id(self.init_args)))
 
 
-class _BoundPG:
+class _BoundPG(BoundBase):
     def __init__(self, kernel: ParticleGibbs, step: Any, args: tuple, kwargs: dict | None):
         if len(args) != 1 or kwargs:
             raise ModelError("ParticleGibbs binds to a step model with one argument: the per-step inputs xs.")
@@ -410,18 +444,12 @@ class _BoundPG:
         res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name, record=("paths",))
         return PGState(res.sample(k2))
 
-    def step(self, key: Any, state: PGState) -> tuple[PGState, dict]:
+    def step(self, key: Any, state: PGState, params: Any = None) -> tuple[PGState, dict]:
         path, info = conditional_smc(
             key, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, state.path, name=self.name,
             ancestor_sampling=self.kernel.ancestor_sampling, init_args=tuple(self.kernel.init_args),
         )
         return PGState(path), {"chosen": info["index"], "kept_reference": info["index"] == 0}
-
-    def warmup_step(self, key: Any, state: PGState, t: Any) -> tuple[PGState, dict]:
-        return self.step(key, state)
-
-    def phase_step(self, key: Any, state: PGState, t: Any, warm: Any) -> tuple[PGState, dict]:
-        return self.step(key, state)  # no adaptation: one transition for both phases
 
     def samples(self, state: PGState) -> dict:
         return dict(state.path)

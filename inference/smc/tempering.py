@@ -12,9 +12,10 @@ bound to ``(tempered_model(model), (β, *args))`` leaves γ_β invariant, unchan
     temper(β → β')                 weights × L(x)^(β' − β)
     resample                       (always, or when ESS < ρN)
     rejuvenate                     the MCMC kernel bound to the tempered model at β', with its
-                                   tuning taken from the particles: inverse mass matrix = the
-                                   particles' (diagonal, or dense) covariance, step size adapted
-                                   to the previous step's mean acceptance rate
+                                   tuning params set from the particles: inverse mass matrix =
+                                   the particles' (diagonal, or dense) covariance, step size
+                                   steered towards the kernel's own ``target_accept_prob`` by
+                                   the previous step's mean acceptance rate
 
 The log evidence estimate is the population's log Ẑ.  With a fixed schedule (``betas=``) Ẑ is
 exactly unbiased; the adaptive schedule depends on the particles, which adds a bias of order 1/N.
@@ -22,14 +23,12 @@ exactly unbiased; the adaptive schedule depends on the particles, which adds a b
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from numpyro.infer.hmc_util import IntegratorState
 
 import ppl
 from ppl.core import Messenger
@@ -50,8 +49,16 @@ class temper_likelihood(Messenger):
     ``ppl.condition`` applied to the model inside).
 
     Example:
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> from inference.smc.tempering import temper_likelihood
         >>> with temper_likelihood(beta=0.3):
-        ...     tr = model.simulate(key, *args)      # tr.log_density = log p(x) + 0.3 log L(x)
+        ...     tr = normal_mean.simulate(jax.random.key(0), 0.5)   # log p(x) + 0.3 log L(x)
+        >>> plain = normal_mean.simulate(jax.random.key(0), 0.5)
+        >>> bool(jnp.isclose(tr.log_density, plain.log_probs["mu"] + 0.3 * plain.log_probs["y"]))
+        True
     """
 
     def __init__(self, fn: Any = None, beta: Any = 1.0):
@@ -70,8 +77,12 @@ def tempered_model(model: Any) -> ppl.Model:
     (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.
 
     Example:
-        >>> tm = tempered_model(normal_mean)
-        >>> kernel = mcmc.HMC(num_steps=10).bind(tm, (0.5, y))     # targets p(mu) p(y | mu)^0.5
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> tm = smc.tempered_model(normal_mean)
+        >>> kernel = mcmc.HMC(num_steps=10).bind(tm, (0.5, 0.5))     # targets p(mu) p(y | mu)^0.5
     """
     m = ppl.as_model(model)
 
@@ -133,10 +144,6 @@ def next_beta(log_weights: jax.Array, log_lik: jax.Array, beta: Any, target: flo
     return jnp.minimum(beta + delta, 1.0)
 
 
-#: the mean acceptance rate each kernel's step size is steered towards
-_TARGET_ACCEPT = {"RWM": 0.3, "MALA": 0.57, "HMC": 0.65}
-
-
 def _as_kernel(kernel: Any, num_leapfrog: int) -> Any:
     if isinstance(kernel, str):
         table = {"rwm": lambda: mcmc.RWM(), "mala": lambda: mcmc.MALA(), "hmc": lambda: mcmc.HMC(num_steps=int(num_leapfrog)),
@@ -149,8 +156,9 @@ def _as_kernel(kernel: Any, num_leapfrog: int) -> Any:
             "tempered_smc: kernel must be 'rwm', 'mala', 'hmc', 'nuts' or an instance of mcmc.RWM / MALA / HMC / NUTS, "
             f"got {kernel!r}."
         )
-    # tuning comes from the particles, not from the kernel's warmup adaptation
-    return dataclasses.replace(kernel, find_heuristic_step_size=False, adapt_step_size=False, adapt_mass_matrix=False)
+    # tuning params come from the particles (set explicitly at each step), never from the
+    # kernel's warmup adaptation
+    return kernel
 
 
 class TemperedResult(WeightedDraws, eqx.Module):
@@ -215,7 +223,10 @@ def tempered_smc(
         kernel: the rejuvenation kernel: "rwm", "mala", "hmc" (``num_leapfrog`` steps) or
             "nuts", or an ``inference.mcmc`` instance of ``RWM``, ``MALA``, ``HMC``, ``NUTS``
             (``dense_mass=True`` for a dense particle covariance); ``num_mcmc_steps`` per
-            tempering step.  Its step size and inverse mass matrix are set from the particles.
+            tempering step.  Its step size and inverse mass matrix are set from the particles
+            (``params`` of the kernel's step; its warmup adaptation is not used), the step size
+            steered towards the kernel's own ``target_accept_prob`` (defaults: RWM 0.234,
+            MALA 0.574, HMC and NUTS 0.8).
         num_mcmc_steps: kernel steps per tempering step.
         num_leapfrog: leapfrog steps of the "hmc" kernel.
         scheme: the resampling scheme (default: always resample after reweighting).
@@ -231,8 +242,13 @@ def tempered_smc(
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
 
     Example:
-        >>> out = tempered_smc(jax.random.key(0), model, y, num_particles=512, kernel="hmc")
-        >>> out.log_evidence, out.samples["mu"].mean()
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> out = smc.tempered_smc(jax.random.key(0), normal_mean, 0.5, num_particles=64, kernel="hmc", num_leapfrog=3)
+        >>> out.samples["mu"].shape, bool(jnp.isfinite(out.log_evidence))
+        ((64,), True)
     """
     from inference import sharding
 
@@ -246,12 +262,12 @@ def tempered_smc(
     x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
     particles = sharding.constrain_batch(Particles.from_states(x0))
     dtype = x0.dtype
-    goal = _TARGET_ACCEPT.get(type(kern).__name__, float(getattr(kern, "target_accept_prob", 0.8)))
+    goal = float(kern.target_accept_prob)  # the kernel's own target acceptance rate
     dense = bool(kern.dense_mass)
     log_lik = jax.vmap(target.log_likelihood)
 
     def advance(p: Particles, ll, beta, new_beta, step_size, k):
-        k_res, k_mv, k_ad = jax.random.split(k, 3)
+        k_res, k_mv, _ = jax.random.split(k, 3)  # (the third key once fed the adaptation's init)
         p = blocks.reweight(p, (new_beta - beta) * ll)
         e = p.ess
         p, _ = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
@@ -264,16 +280,16 @@ def tempered_smc(
         else:
             inv_mass = W @ (x - mean) ** 2 + 1e-9
         bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
-        vg = jax.value_and_grad(bound.potential)
-        pe, g = jax.vmap(vg)(x)
-        adapt = bound.wa_init(IntegratorState(x[0], None, pe[0], g[0]), k_ad, step_size, inverse_mass_matrix=inv_mass)
+        # the transition kernel itself (its window adaptation unused), stepped with explicit params
+        step_kernel = bound.kernel
+        params = step_kernel.params(step_size, inv_mass)
+        states = jax.vmap(step_kernel.state_at)(x)
 
         def move(kk, st):
-            s, info = bound.step(kk, mcmc.GradState(st[0], st[1], st[2], adapt))
-            return (s.x, s.potential_energy, s.grad), info
+            return step_kernel.step(kk, st, params)
 
-        p2, info = blocks.rejuvenate(k_mv, Particles((x, pe, g), p.log_weights, p.ancestors), move, num_steps=num_mcmc_steps)
-        p = sharding.constrain_batch(Particles(p2.states[0], p2.log_weights, p2.ancestors))
+        p2, info = blocks.rejuvenate(k_mv, Particles(states, p.log_weights, p.ancestors), move, num_steps=num_mcmc_steps)
+        p = sharding.constrain_batch(Particles(p2.states.x, p2.log_weights, p2.ancestors))
         acc = jnp.mean(info["accept_prob"])
         new_step = step_size * jnp.exp(2.0 * (acc - goal))
         return p, e, acc, new_step

@@ -114,7 +114,7 @@ MUTANTS = [
     ),
     Mutant(
         id="mcmc/dual-averaging-target",
-        file="inference/mcmc/gradient.py",
+        file="inference/mcmc/adaptation.py",
         find="ss_state = self.ss_update(self.target_accept_prob - accept_prob, state.ss_state)",
         replace="ss_state = self.ss_update(0.9 * self.target_accept_prob - accept_prob, state.ss_state)",
         tests=("tests/test_mcmc_nuts.py::test_window_adapter_makes_numpyros_updates",),
