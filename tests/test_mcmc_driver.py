@@ -100,9 +100,9 @@ class _CountingNUTS(mcmc.NUTS):
 
     calls: tuple = dataclasses.field(default_factory=lambda: ([],), compare=False, hash=False)
 
-    def transition(self, bound, key, state):
+    def transition(self, bound, key, state, params):
         self.calls[0].append(1)
-        return super().transition(bound, key, state)
+        return super().transition(bound, key, state, params)
 
 
 def test_first_run_traces_the_kernel_step_once():
