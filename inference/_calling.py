@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from ppl.errors import ArgumentError
 
-__all__ = ["check_option_clash"]
+__all__ = ["check_option_clash", "is_algorithm"]
 
 
 def _parameters(model: Any) -> set[str]:
@@ -47,3 +47,17 @@ def check_option_clash(who: str, model: Any, options: Iterable[str]) -> None:
             f"{who}: the model has a parameter {name!r}, which is also an option of {who}; "
             f"rename the model's parameter, or bind it first (functools.partial or ppl.condition)."
         )
+
+
+def is_algorithm(x: Any) -> bool:
+    """Whether ``x`` is an algorithm configuration (something with ``bind``, e.g. an MCMC kernel)
+    rather than a model: drivers whose algorithm used to be an option accept it in the
+    conventional second place, ``f(key, algorithm, model, ...)``, with this test.
+
+    Example:
+        >>> from inference import mcmc
+        >>> from inference._calling import is_algorithm
+        >>> is_algorithm(mcmc.RWM()), is_algorithm(lambda: None)
+        (True, False)
+    """
+    return hasattr(x, "bind") and callable(getattr(x, "bind"))

@@ -21,7 +21,7 @@ import pytest
 from scipy import optimize, special, stats
 
 import ppl
-from inference import smc
+from inference import mcmc, smc
 from ppl import dist
 
 pytestmark = pytest.mark.exact
@@ -286,3 +286,23 @@ def test_particle_filter_and_tempered_smc_results():
     assert int(t.num_steps) == 2
     np.testing.assert_allclose(np.asarray(t.betas), [0.25, 1.0])  # a fixed schedule is kept as given
     assert np.asarray(t.samples["mu"]).shape == (32,)
+
+
+def test_tempered_smc_takes_the_kernel_in_the_conventional_place():
+    betas = jnp.array([0.5, 1.0])
+    kw = dict(num_particles=16, betas=betas, num_mcmc_steps=1)
+    a = smc.tempered_smc(jax.random.key(3), normal_mean, Y, kernel=mcmc.HMC(num_steps=3), **kw)
+    b = smc.tempered_smc(jax.random.key(3), mcmc.HMC(num_steps=3), normal_mean, Y, **kw)
+    np.testing.assert_array_equal(np.asarray(a.samples["mu"]), np.asarray(b.samples["mu"]))
+    assert float(a.log_evidence) == float(b.log_evidence)
+    with pytest.raises(ppl.ArgumentError, match="given twice"):
+        smc.tempered_smc(jax.random.key(3), mcmc.HMC(), normal_mean, Y, kernel="mala", **kw)
+
+    @ppl.model
+    def clash(y, scheme=None):
+        ppl.sample("y", dist.Normal(ppl.sample("mu", dist.Normal(0.0, 1.0)), 1.0), obs=y)
+
+    with pytest.raises(ppl.ArgumentError, match="'scheme'"):
+        smc.tempered_smc(jax.random.key(3), clash, Y, **kw)
+    with pytest.raises(ppl.ArgumentError, match="num_particles"):
+        smc.tempered_smc(jax.random.key(3), normal_mean, Y, num_particles=1)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from ppl.errors import ArgumentError
 from inference._result import WeightedDraws
 
 from . import blocks
@@ -120,7 +121,7 @@ def resample_move(
     kwargs = dict(kwargs or {})
     stage_list = list(stages) if stages is not None else stage_args(data_batches, args)
     if not stage_list:
-        raise ValueError("resample_move: no stages (pass at least one data batch).")
+        raise ArgumentError("resample_move: no stages (pass at least one data batch; got none).")
     K = len(stage_list)
     keys = jax.random.split(key, 3 * K + 1)
     p = blocks.init(keys[0], m, num_particles, *stage_list[0], **kwargs)

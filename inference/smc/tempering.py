@@ -33,7 +33,9 @@ import jax.numpy as jnp
 import ppl
 from ppl.core import Messenger
 from inference import mcmc
+from inference._calling import check_option_clash, is_algorithm
 from inference._result import WeightedDraws
+from ppl.errors import ArgumentError
 
 from . import blocks
 from .particles import Particles, map_particles
@@ -149,10 +151,10 @@ def _as_kernel(kernel: Any, num_leapfrog: int) -> Any:
         table = {"rwm": lambda: mcmc.RWM(), "mala": lambda: mcmc.MALA(), "hmc": lambda: mcmc.HMC(num_steps=int(num_leapfrog)),
                  "nuts": lambda: mcmc.NUTS()}
         if kernel.lower() not in table:
-            raise ValueError(f"tempered_smc: kernel must be one of {sorted(table)} or an inference.mcmc gradient kernel, got {kernel!r}.")
+            raise ArgumentError(f"tempered_smc: kernel must be one of {sorted(table)} or an inference.mcmc gradient kernel, got {kernel!r}.")
         kernel = table[kernel.lower()]()
     if not isinstance(kernel, (mcmc.RWM, mcmc.MALA, mcmc.HMC, mcmc.NUTS)):
-        raise ValueError(
+        raise ArgumentError(
             "tempered_smc: kernel must be 'rwm', 'mala', 'hmc', 'nuts' or an instance of mcmc.RWM / MALA / HMC / NUTS, "
             f"got {kernel!r}."
         )
@@ -196,6 +198,10 @@ class TemperedResult(WeightedDraws, eqx.Module):
                 "ess": self.ess, "acceptance": self.acceptance}
 
 
+_TEMPERED_OPTIONS = ("num_particles", "target_ess", "betas", "kernel", "num_mcmc_steps", "num_leapfrog", "scheme",
+                     "ess_threshold", "max_steps")
+
+
 def tempered_smc(
     key: Any,
     model: Any,
@@ -212,6 +218,11 @@ def tempered_smc(
     **kwargs: Any,
 ) -> TemperedResult:
     """Adaptive tempered SMC from the prior to the posterior of ``model(*args, **kwargs)``.
+
+    Called as ``tempered_smc(key, model, *args, kernel=..., ...)`` or, in the library's one
+    calling convention, ``tempered_smc(key, kernel, model, *args, ...)`` (a kernel instance in
+    second place); the options are keyword-only, and a model parameter named like one of them
+    is refused (``ppl.ArgumentError``).
 
     Args:
         key: a ``jax.random`` key.
@@ -252,11 +263,18 @@ def tempered_smc(
     """
     from inference import sharding
 
+    if is_algorithm(model):  # the conventional order: tempered_smc(key, kernel, model, *args)
+        if not args:
+            raise ArgumentError("tempered_smc: after the kernel, a model is expected; got none.")
+        if kernel != "rwm":
+            raise ArgumentError(f"tempered_smc: the kernel was given twice ({model!r} and kernel={kernel!r}).")
+        kernel, model, args = model, args[0], tuple(args[1:])
+    check_option_clash("smc.tempered_smc", model, _TEMPERED_OPTIONS)
     target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)
     if N < 2:
-        raise ValueError(f"tempered_smc: num_particles must be at least 2, got {num_particles!r}.")
+        raise ArgumentError(f"tempered_smc: num_particles must be at least 2, got {num_particles!r}.")
     d = target.view.dim
     k_init, k_loop = jax.random.split(key)
     x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
