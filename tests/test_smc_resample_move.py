@@ -284,3 +284,13 @@ def test_planted_bug_resample_move_extend_model_replacing_the_weights(monkeypatc
     plant(monkeypatch, "inference/smc/blocks.py", ("return Particles(traces, particles.log_weights + inc, particles.ancestors)",
                                                    "return Particles(traces, inc, particles.ancestors)"))
     assert not _unbiased(*_runs(), BUDGET.level("smc/resample_move_evidence"))
+
+
+def test_resample_move_takes_the_kernel_in_the_conventional_place():
+    batches = [YS[:1], YS[1:]]
+    a = smc.resample_move(jax.random.key(4), coin, batches, 64, mcmc.Gibbs("z"))
+    b = smc.resample_move(jax.random.key(4), mcmc.Gibbs("z"), coin, batches, 64)
+    np.testing.assert_array_equal(np.asarray(a.particles.log_weights), np.asarray(b.particles.log_weights))
+    assert float(a.log_evidence) == float(b.log_evidence)
+    with pytest.raises(ppl.ArgumentError, match="no stages"):
+        smc.resample_move(jax.random.key(4), mcmc.Gibbs("z"), coin, [], 64)

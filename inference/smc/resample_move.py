@@ -26,6 +26,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
+from inference._calling import is_algorithm
 from inference._result import WeightedDraws
 
 from . import blocks
@@ -113,10 +114,22 @@ def resample_move(
     Stages have different shapes, so the stage loop is a Python loop (``jit`` the whole call to
     compile it once).
 
+    Also callable in the library's one calling convention, kernel before model:
+    ``resample_move(key, kernel, model, data_batches, num_particles)``.
+
     Example:
-        >>> res = smc.resample_move(key, normal_mean, [y[:2], y[2:4], y[4:]], 1000, mcmc.Regenerate("mu"))
-        >>> res.log_evidence, res.sample(jax.random.key(1), 100)["mu"]
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("data", y.shape[0]):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = jnp.array([0.3, 1.1, -0.4, 0.8, 0.1])
+        >>> res = smc.resample_move(jax.random.key(0), mcmc.Regenerate("mu"), normal_mean, [y[:2], y[2:4], y[4:]], 200)
+        >>> res.sample(jax.random.key(1), 100)["mu"].shape, bool(jnp.isfinite(res.log_evidence))
+        ((100,), True)
     """
+    if is_algorithm(model):  # the conventional order: (key, kernel, model, data_batches, num_particles)
+        kernel, model, data_batches, num_particles = model, data_batches, num_particles, kernel
     m = ppl.as_model(model)
     kwargs = dict(kwargs or {})
     stage_list = list(stages) if stages is not None else stage_args(data_batches, args)
