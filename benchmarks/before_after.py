@@ -15,6 +15,8 @@ Measured, for ours only (the peers are in ``bench_mcmc``):
 
 - ``first draw, fresh process (s)``: wall time of a new process that imports the library, builds
   non-centred eight schools, compiles and draws once with 4 chains; no persistent cache.
+- ``first draw ready``: the same runs, from the launch of the process to the draw being ready
+  (the process's own exit left out).
 - ``first draw, cached (s)``: the same with the library's persistent compilation cache filled by an
   earlier process (the default a user gets from the second run on).
 - ``minESS/s (warm)``: NUTS, 4 chains x (1000 warmup + 1000 draws), smallest bulk ESS over all
@@ -45,6 +47,8 @@ FIRST_DRAW = """
     run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, sigma, y=y, num_warmup=0, num_samples=1,
                       num_chains=4, progress=False)
     jax.block_until_ready(run.samples)
+    import time
+    print("READY", time.time())
 """
 
 ESS = """
@@ -73,6 +77,8 @@ ESS = """
 
 
 def _python(tree: Path, code: str, env: dict) -> tuple[float, str]:
+    global _LAUNCHED
+    _LAUNCHED = time.time()
     t = time.perf_counter()
     p = subprocess.run(
         [sys.executable, "-c", "import sys; sys.path.insert(0, '.')\n" + textwrap.dedent(code)],
@@ -84,16 +90,28 @@ def _python(tree: Path, code: str, env: dict) -> tuple[float, str]:
     return wall, p.stdout
 
 
-def measure(tree: Path) -> dict:
+_LAUNCHED = 0.0
+
+
+def _first_draw(tree: Path, env: dict) -> tuple[float, float]:
+    """(process wall time, time from launch to the draw being ready: the process's exit excluded)."""
+    wall, out = _python(tree, FIRST_DRAW, env)
+    return wall, float(out.split("READY", 1)[1].split()[0]) - _LAUNCHED
+
+
+def measure(tree: Path, ess: bool = True) -> dict:
     off = {"PPL_COMPILATION_CACHE": "0", "JAX_ENABLE_COMPILATION_CACHE": "false"}
-    cold, _ = _python(tree, FIRST_DRAW, off)
+    cold, cold_ready = _first_draw(tree, off)
     with tempfile.TemporaryDirectory() as d:
         on = {"PPL_COMPILATION_CACHE": "1", "PPL_CACHE_DIR": d}
         _python(tree, FIRST_DRAW, on)  # fills the cache
-        cached = min(_python(tree, FIRST_DRAW, on)[0] for _ in range(2))
-    _, out = _python(tree, ESS, off)
-    ess = json.loads(out.split("RESULT", 1)[1])
-    return {"first_draw_s": cold, "first_draw_cached_s": cached, "ess": ess}
+        cached, cached_ready = min(_first_draw(tree, on) for _ in range(2))
+    row = {"first_draw_s": cold, "first_draw_ready_s": cold_ready, "first_draw_cached_s": cached,
+           "first_draw_cached_ready_s": cached_ready, "ess": {}}
+    if ess:
+        _, out = _python(tree, ESS, off)
+        row["ess"] = json.loads(out.split("RESULT", 1)[1])
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", required=True, type=Path)
     ap.add_argument("--after", required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--first-draw-only", action="store_true", help="skip the NUTS min-ESS/s runs")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "before_after.json")
     a = ap.parse_args(argv)
     trees = {"before": a.before.resolve(), "after": a.after.resolve()}
     rows: dict[str, list[dict]] = {k: [] for k in trees}
     for r in range(a.rounds):
         for name, tree in trees.items():
-            rows[name].append(measure(tree))
+            rows[name].append(measure(tree, ess=not a.first_draw_only))
             print(f"round {r + 1}/{a.rounds} {name}: {json.dumps(rows[name][-1])}", file=sys.stderr, flush=True)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"trees": {k: str(v) for k, v in trees.items()}, "rounds": rows}, indent=1))
@@ -117,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = [
         ("first draw, fresh process (s)", lambda x: x["first_draw_s"], "lower"),
+        ("first draw ready, fresh process (s)", lambda x: x["first_draw_ready_s"], "lower"),
         ("first draw, cached (s)", lambda x: x["first_draw_cached_s"], "lower"),
+        ("first draw ready, cached (s)", lambda x: x["first_draw_cached_ready_s"], "lower"),
     ]
     for case in rows["before"][0]["ess"]:
         metrics.append((f"{case} minESS/s (warm)", lambda x, c=case: x["ess"][c]["min_ess"] / x["ess"][c]["warm_s"], "higher"))
