@@ -1,20 +1,22 @@
 """The one calling convention of every driver: ``f(key, algorithm, model, *args, **kwargs)``.
 
 The key comes first, then the algorithm (a kernel, an objective, ...), then the model, then the
-model's own positional and keyword arguments; every option of the driver is keyword-only.  A model
-keyword argument that has the name of one of the driver's options cannot be told apart from the
-option, so :func:`check_option_clash` refuses it with an error naming both, instead of routing it
-to one of them silently.
+model's own positional and keyword arguments; every option of the driver is keyword-only.  When the
+user sets an option whose name is also a parameter of the model, the call is ambiguous (Python
+gives the value to the driver; the user may have meant the model), so :func:`check_option_clash`
+refuses it with an error naming both, instead of routing it silently.  Options left at their
+defaults are not ambiguous (:func:`given_options` picks the ones the user set), so a model may
+well have a parameter called ``data`` or ``init``.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ppl.errors import ArgumentError
 
-__all__ = ["check_option_clash", "is_algorithm"]
+__all__ = ["check_option_clash", "given_options", "is_algorithm"]
 
 
 def _parameters(model: Any) -> set[str]:
@@ -61,3 +63,29 @@ def is_algorithm(x: Any) -> bool:
         (True, False)
     """
     return hasattr(x, "bind") and callable(getattr(x, "bind"))
+
+
+def given_options(fn: Any, values: Mapping[str, Any]) -> list[str]:
+    """The names in ``values`` (option -> the value the driver received) that differ from
+    ``fn``'s defaults for them: the options the user set (an option passed with its default value
+    is indistinguishable from one not passed, and counts as not set).
+
+    Example:
+        >>> from inference._calling import given_options
+        >>> def driver(key, model, *args, num_samples=1000, data=None, **kwargs): ...
+        >>> given_options(driver, {"num_samples": 1000, "data": (1.0,)})
+        ['data']
+    """
+    params = inspect.signature(fn).parameters
+    out = []
+    for name, value in values.items():
+        default = params[name].default
+        if value is default:
+            continue
+        try:
+            if type(value) is type(default) and bool(value == default):
+                continue
+        except Exception:  # noqa: BLE001 - arrays and odd types: count as set
+            pass
+        out.append(name)
+    return out

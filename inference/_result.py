@@ -99,7 +99,7 @@ def weighted_predictive(who: str, key: Any, draws: Mapping[str, Any], log_weight
 
     from inference._calling import check_option_clash
 
-    check_option_clash(who, model, ["num_samples"])
+    check_option_clash(who, model, [] if num_samples is None else ["num_samples"])
     reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims"})
     if reserved:
         raise ppl.ArgumentError(f"{who}: the model keyword {reserved[0]!r} is an option of ppl.predictive; "

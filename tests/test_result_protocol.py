@@ -171,7 +171,7 @@ def test_predictive_follows_the_calling_convention():
         ppl.sample("a/x", dist.Normal(0.0, 1.0))
 
     with pytest.raises(ppl.ArgumentError, match="num_samples"):
-        res.predictive(jax.random.key(0), clashing, 3)
+        res.predictive(jax.random.key(0), clashing, 3, num_samples=4)
     with pytest.raises(ppl.ArgumentError, match="batch_ndims"):
         weighted_predictive("t", jax.random.key(0), {"mu": jnp.zeros(2)}, None, predict_y, (), {"batch_ndims": 2})
     with pytest.raises(ppl.ArgumentError, match="no draws"):

@@ -301,13 +301,34 @@ def test_vi_result_sample_without_a_guide_says_how_to_pass_one():
         res.sample(jax.random.key(1), 3)
 
 
-def test_a_model_parameter_named_like_a_driver_option_is_refused():
+def test_a_driver_option_set_for_a_model_with_a_parameter_of_that_name_is_refused():
     @ppl.model
-    def clash(y, num_chains=1):
+    def clash(y, num_chains=1, data=None, init=None):
         ppl.sample("mu", dist.Normal(0.0, 1.0))
 
+    # ambiguous: the user set num_chains, and the model has a parameter num_chains
     with pytest.raises(ppl.ArgumentError, match="'num_chains'"):
-        mcmc.sample(jax.random.key(0), mcmc.RWM(), clash, Y, num_samples=3, progress=False)
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), clash, Y, num_samples=3, num_chains=2, progress=False)
+    # options left at their defaults are not ambiguous: such a model runs
+    run = mcmc.sample(jax.random.key(0), mcmc.RWM(), clash, Y, num_warmup=2, num_samples=3, progress=False)
+    assert run.draws["mu"].shape == (1, 3)
+
+    # vi.fit: a model whose data argument is called `data` is the common case, and fit's own
+    # data= supplies the objective's arguments; only options the user set are checked
+    @ppl.model
+    def model(data):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("n", data.shape[0]):
+            ppl.sample("x", dist.Normal(mu, 1.0), obs=data)
+
+    @ppl.model
+    def guide(data, num_samples=None):
+        ppl.sample("mu", dist.Normal(ppl.param("m", 0.0), 1.0))
+
+    res = vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.1), num_steps=3, data=(Y,), progress=False)
+    assert res.sample(jax.random.key(1), 4)["mu"].shape == (4,)
+    with pytest.raises(ppl.ArgumentError, match="'num_samples'"):
+        vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.1), num_steps=3, data=(Y,), num_samples=2, progress=False)
 
 
 def test_bad_driver_arguments_raise_argument_errors_naming_them():

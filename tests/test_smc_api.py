@@ -303,6 +303,7 @@ def test_tempered_smc_takes_the_kernel_in_the_conventional_place():
         ppl.sample("y", dist.Normal(ppl.sample("mu", dist.Normal(0.0, 1.0)), 1.0), obs=y)
 
     with pytest.raises(ppl.ArgumentError, match="'scheme'"):
-        smc.tempered_smc(jax.random.key(3), clash, Y, **kw)
+        smc.tempered_smc(jax.random.key(3), clash, Y, scheme="multinomial", **kw)
+    assert np.isfinite(float(smc.tempered_smc(jax.random.key(3), clash, Y, **kw).log_evidence))  # scheme not set
     with pytest.raises(ppl.ArgumentError, match="num_particles"):
         smc.tempered_smc(jax.random.key(3), normal_mean, Y, num_particles=1)

@@ -167,7 +167,7 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
     """
     from .result import Run  # noqa: F811 - (at run time; the annotation's import is for type checkers)
 
-    check_option_clash("mcmc.load", model, ["progress"])
+    check_option_clash("mcmc.load", model, [] if progress is None else ["progress"])
     path = os.fspath(path)
     directory = None
     if not os.path.exists(path):

@@ -35,7 +35,7 @@ import ppl
 from ppl.errors import ArgumentError
 
 from .. import sharding
-from .._calling import check_option_clash
+from .._calling import check_option_clash, given_options
 from .._run.chunking import MAX_CHUNK as _MAX_CHUNK  # noqa: F401 - read by tests
 from .._run.progress import progress_default
 from .._run.sink import Sink as _Sink  # noqa: F401 - patched by tests (the class is shared)
@@ -48,7 +48,6 @@ from .result import Run
 __all__ = ["sample", "Run", "load"]
 
 #: the driver's keyword-only options (a model parameter with one of these names is refused)
-_OPTIONS = ("num_warmup", "num_samples", "num_chains", "init", "progress", "chunk_size", "stream_to")
 
 
 def sample(
@@ -118,7 +117,9 @@ def sample(
         (2, 30)
     """
     ppl.handlers.check_key(key, "mcmc.sample")
-    check_option_clash("mcmc.sample", model, _OPTIONS)
+    check_option_clash("mcmc.sample", model, given_options(sample, dict(
+        num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init=init, progress=progress,
+        chunk_size=chunk_size, stream_to=stream_to)))
     for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(n) < 0:
             raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")

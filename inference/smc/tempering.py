@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ppl
 from ppl.core import Messenger
 from inference import mcmc
-from inference._calling import check_option_clash, is_algorithm
+from inference._calling import check_option_clash, given_options, is_algorithm
 from inference._result import WeightedDraws
 from ppl.errors import ArgumentError
 
@@ -198,10 +198,6 @@ class TemperedResult(WeightedDraws, eqx.Module):
                 "ess": self.ess, "acceptance": self.acceptance}
 
 
-_TEMPERED_OPTIONS = ("num_particles", "target_ess", "betas", "kernel", "num_mcmc_steps", "num_leapfrog", "scheme",
-                     "ess_threshold", "max_steps")
-
-
 def tempered_smc(
     key: Any,
     model: Any,
@@ -269,7 +265,9 @@ def tempered_smc(
         if kernel != "rwm":
             raise ArgumentError(f"tempered_smc: the kernel was given twice ({model!r} and kernel={kernel!r}).")
         kernel, model, args = model, args[0], tuple(args[1:])
-    check_option_clash("smc.tempered_smc", model, _TEMPERED_OPTIONS)
+    check_option_clash("smc.tempered_smc", model, given_options(tempered_smc, dict(
+        num_particles=num_particles, target_ess=target_ess, betas=betas, kernel=kernel, num_mcmc_steps=num_mcmc_steps,
+        num_leapfrog=num_leapfrog, scheme=scheme, ess_threshold=ess_threshold, max_steps=max_steps)))
     target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)

@@ -24,7 +24,7 @@ import ppl
 from ppl.errors import ArgumentError
 from ppl.handlers import check_key
 
-from .._calling import check_option_clash
+from .._calling import check_option_clash, given_options
 from .._result import to_inference_data
 from ppl.config import gc_paused
 
@@ -36,9 +36,6 @@ from .core import Objective, VIError
 
 __all__ = ["fit", "VIResult", "sample_posterior"]
 
-#: ``fit``'s keyword-only options (a model/guide parameter with one of these names is refused)
-_OPTIONS = ("num_steps", "data", "num_samples", "baseline", "strategies", "init_params", "patience",
-            "chunk_size", "min_delta", "progress")
 
 
 @dataclass
@@ -282,7 +279,10 @@ def fit(
     for part in ("model", "guide"):
         m = getattr(objective, part, None)
         if m is not None:
-            check_option_clash("vi.fit", m, _OPTIONS)
+            check_option_clash("vi.fit", m, given_options(fit, dict(
+                num_steps=num_steps, num_samples=num_samples, baseline=baseline, strategies=strategies,
+                init_params=init_params, patience=patience, chunk_size=chunk_size, min_delta=min_delta,
+                progress=progress)))
     num_steps = int(num_steps)
     if num_steps < 1:
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
