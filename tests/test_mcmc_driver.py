@@ -19,7 +19,7 @@ from inference.mcmc._base import metropolis_accept, select
 from inference.mcmc.trace_kernels import TraceState, _BoundRegenerate
 from ppl import dist
 
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+from _compiles import CompileCounter
 
 
 @ppl.model
@@ -32,22 +32,6 @@ def normal_mean(y):
 
 
 Y = jnp.array([0.8, 1.9, 0.4, 1.3])
-
-
-class CompileCounter:
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, event, duration, **kw):
-        if event == COMPILE_EVENT:
-            self.n += 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
 
 
 @pytest.fixture(scope="module")
