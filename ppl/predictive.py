@@ -40,7 +40,9 @@ def predictive(
       sites (observations included) are drawn from the model given it.
 
     Observations made with ``ppl.condition`` are removed, so they are predicted; for a model that
-    observes through an argument (``y=y``), pass ``y=None``.  Returns address -> array with the
+    observes through an argument (``y=y``), pass ``y=None``: a site observed in the call is left out
+    of the result (its value would be the data), and asking for it (``return_sites``), or a call in
+    which the only sites left are observed ones, is an error naming the site.  Returns address -> array with the
     same leading axes, for every sample and deterministic site not in `samples` (or those in
     `return_sites`).  Computes one vectorised program (``vmap``) over the draws.
 
@@ -79,6 +81,7 @@ def predictive(
     flat = {k: jnp.reshape(jnp.asarray(v), (n,) + tuple(np.shape(v))[len(lead):]) for k, v in samples.items()}
 
     seen: set[str] = set()
+    observed: set[str] = set()
 
     def one(k, s):
         # strict=False: draws may carry deterministic sites; unknown names are checked below
@@ -87,6 +90,10 @@ def predictive(
         out = {}
         for name, rec in sites.items():
             if rec["type"] not in ("sample", "deterministic") or name in s:
+                continue
+            if rec["type"] == "sample" and rec["is_observed"]:
+                # observed through an argument (obs=y): its "prediction" would be the data itself
+                observed.add(name)
                 continue
             if return_sites is not None and name not in return_sites:
                 continue
@@ -100,6 +107,14 @@ def predictive(
         raise AddressError(
             f"ppl.predictive: samples hold address {unknown[0]!r}, which the model does not have"
             f"{nearest(unknown[0], seen)}."
+        )
+    asked = [r for r in return_sites if r in observed] if return_sites is not None else []
+    if asked or (observed and not draws):
+        name = (asked or sorted(observed))[0]
+        raise ModelError(
+            f"ppl.predictive: site {name!r} is observed in this call (its value is given through the "
+            f"model's arguments), so it cannot be predicted; pass that argument as None (e.g. "
+            f"{name}=None) to draw it from the model."
         )
     if return_sites is not None:
         missing = [r for r in return_sites if r not in draws]

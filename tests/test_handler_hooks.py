@@ -1,4 +1,5 @@
 import jax, ppl, pytest
+import jax.numpy as jnp
 from ppl import dist
 from ppl.errors import ModelError
 
@@ -43,3 +44,20 @@ def test_driver_option_clash_is_refused_by_name():
         check_option_clash("mcmc.sample", m, ["num_samples"])
     assert issubclass(ppl.ArgumentError, ValueError) and issubclass(ppl.ArgumentTypeError, TypeError)
     assert issubclass(ppl.ArgumentTypeError, ppl.PPLError)
+
+
+def test_predictive_refuses_a_site_observed_in_the_call_instead_of_returning_the_data():
+    @ppl.model
+    def m(y=None):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", 3):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = jnp.full(3, 5.0)
+    draws = {"mu": jnp.zeros(4)}
+    with pytest.raises(ModelError, match="'y' is observed in this call"):
+        ppl.predictive(m, draws, y=y, key=jax.random.key(0))
+    with pytest.raises(ModelError, match="'y' is observed"):
+        ppl.predictive(m, draws, y=y, key=jax.random.key(0), return_sites=["y"])
+    pred = ppl.predictive(m, draws, key=jax.random.key(0))["y"]  # y=None: drawn
+    assert pred.shape == (4, 3) and not bool(jnp.any(pred == 5.0))

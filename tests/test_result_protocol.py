@@ -54,6 +54,18 @@ def ssm(ys):
     return ppl.scan(step, 0.0, xs=ys, name="step")
 
 
+def step_free(x, _):
+    x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+    ppl.sample("y", dist.Normal(x, 0.5))
+    return x, None
+
+
+@ppl.model
+def ssm_predict(n):
+    """The same sites, the observations drawn (n steps)."""
+    return ppl.scan(step_free, 0.0, length=n, name="step")
+
+
 def _groups(idata) -> set:
     g = idata.groups
     g = g() if callable(g) else g
@@ -75,7 +87,7 @@ def _run(family: str):
         return res, "mu", None, (), predict_y, (3,)
     if family == "particle_filter":
         res = smc.particle_filter(key, step, 0.0, Y, N, record="all")
-        return res, "step/x", (N,), (3,), ssm, (Y,)
+        return res, "step/x", (N,), (3,), ssm_predict, (3,)
     if family == "tempered_smc":
         res = smc.tempered_smc(key, normal_mean, Y, num_particles=N, betas=jnp.array([0.5, 1.0]), num_mcmc_steps=1)
         return res, "mu", (N,), (), predict_y, (3,)
@@ -105,6 +117,13 @@ def test_every_family_satisfies_the_result_protocol(family):
     pred = res.predictive(jax.random.key(2), model, *args, num_samples=4)
     out = "step/y" if family == "particle_filter" else "y"
     assert np.shape(pred[out]) == (4, 3)
+    # predictions are drawn, not the data handed back (a prediction equal to Y is the bug)
+    assert float(np.std(np.asarray(pred[out]), axis=0).min()) > 0.0
+    assert not np.allclose(np.asarray(pred[out]), np.asarray(Y))
+    # a site observed through the model's arguments is refused by name, never returned as the data
+    observing = ssm if family == "particle_filter" else normal_mean
+    with pytest.raises(ppl.ModelError, match="is observed in this call"):
+        res.predictive(jax.random.key(2), observing, Y, num_samples=4)
     idata = res.to_arviz()
     assert "posterior" in _groups(idata)
     if batch is not None:  # (chain, draw, ...): MCMC's chains, or the particles as one chain

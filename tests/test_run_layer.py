@@ -29,6 +29,14 @@ def normal_mean(y):
 
 
 @ppl.model
+def normal_mean_predict(n):
+    """normal_mean's sites with the n observations drawn (for posterior predictions)."""
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    with ppl.plate("data", n):
+        ppl.sample("y", dist.Normal(mu, 1.0))
+
+
+@ppl.model
 def mean_guide(y):
     loc = ppl.param("loc", 0.0)
     scale = ppl.param("scale", 1.0, constraint=dist.constraints.positive)
@@ -258,9 +266,12 @@ def test_mcmc_run_has_the_result_protocol():
     s = run.sample(jax.random.key(1), 7)
     assert s["mu"].shape == (7,)
     assert set(np.asarray(s["mu"]).tolist()) <= set(np.asarray(run.samples["mu"]).ravel().tolist())
-    pred = run.predictive(jax.random.key(2), normal_mean, Y)  # every draw of every chain
-    assert pred["y"].shape == (60, 4)
-    assert run.predictive(jax.random.key(2), normal_mean, num_samples=5)["y"].shape == (5, 4)
+    pred = run.predictive(jax.random.key(2), normal_mean_predict, 4)  # every draw of every chain
+    assert pred["y"].shape == (60, 4) and float(np.std(pred["y"])) > 0.5
+    assert run.predictive(jax.random.key(2), normal_mean_predict, 4, num_samples=5)["y"].shape == (5, 4)
+    # no arguments: the run's own, which observe y; refused by name, never the data handed back
+    with pytest.raises(ppl.ModelError, match="'y' is observed"):
+        run.predictive(jax.random.key(2), normal_mean, num_samples=5)
     assert run.to_arviz().posterior["mu"].shape == (2, 30)
 
 
@@ -269,7 +280,9 @@ def test_vi_result_has_the_result_protocol():
     assert res.draws == {} and res.info["objective"] is res.history and res.info["num_steps"] == 30
     d = res.sample(jax.random.key(1), 11, guide=mean_guide)
     np.testing.assert_array_equal(d["mu"], res.sample_posterior(jax.random.key(1), mean_guide, Y, num_samples=11)["mu"])
-    assert res.predictive(jax.random.key(2), normal_mean, num_samples=9, guide=mean_guide)["y"].shape == (9, 4)
+    assert res.predictive(jax.random.key(2), normal_mean_predict, 4, num_samples=9, guide=mean_guide)["y"].shape == (9, 4)
+    with pytest.raises(ppl.ModelError, match="'y' is observed"):
+        res.predictive(jax.random.key(2), normal_mean, num_samples=9, guide=mean_guide)
     idata = res.to_arviz(guide=mean_guide, num_samples=12)
     assert idata.posterior["mu"].shape == (1, 12) and idata.sample_stats["objective"].shape == (1, 30)
 

@@ -86,8 +86,16 @@ def test_user_objective_constrained_params_and_predictive():
     assert float(res.params["scale"]) == pytest.approx(math.sqrt(1 / (n + 1)), rel=0.1)
     draws = res.sample_posterior(jax.random.key(2), nn_guide, X, num_samples=300)
     assert draws["mu"].shape == (300,)
-    pred = ppl.predictive(nn_model, draws, X, key=jax.random.key(3))
+    @ppl.model
+    def nn_predict(n):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("data", n):
+            ppl.sample("x", dist.Normal(mu, 1.0))
+
+    pred = ppl.predictive(nn_predict, draws, n, key=jax.random.key(3))
     assert pred["x"].shape == (300, n)
+    # posterior predictive variance = 1 + posterior variance of mu (1/(n+1)): drawn, not the data
+    assert float(np.var(np.asarray(pred["x"]))) == pytest.approx(1 + 1 / (n + 1), rel=0.15)
 
 
 def test_data_forms_and_progress(capsys):

@@ -130,6 +130,8 @@ def resample_move(
     """
     if is_algorithm(model):  # the conventional order: (key, kernel, model, data_batches, num_particles)
         kernel, model, data_batches, num_particles = model, data_batches, num_particles, kernel
+    if num_particles is None or isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)) or num_particles < 1:
+        raise ArgumentError(f"resample_move: num_particles must be a positive integer, got {num_particles!r}.")
     m = ppl.as_model(model)
     kwargs = dict(kwargs or {})
     stage_list = list(stages) if stages is not None else stage_args(data_batches, args)
