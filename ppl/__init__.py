@@ -35,6 +35,7 @@ from .errors import (
     ArgumentKeyError,
     ArgumentTypeError,
     CheckFailed,
+    MixedLibraryError,
     ModelError,
     NaNLogDensityError,
     OutsideModelError,
@@ -98,4 +99,6 @@ __all__ = [
     "SupportError",
     "NaNLogDensityError",
     "OutsideModelError",
+    # issue 17a: NumPyro primitives/handlers used with a ppl model
+    "MixedLibraryError",
 ]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ArgumentTypeError, ModelError, OutsideModelError, SupportError
+from .errors import ArgumentTypeError, MixedLibraryError, ModelError, OutsideModelError, SupportError
 from .message import Message, new_message
 
 __all__ = [
@@ -49,6 +49,8 @@ class _State(threading.local):
         self.stack: list[Messenger] = []
         # incremented whenever a branch is taken eagerly (the address set then depends on data)
         self.dynamic_structure: int = 0
+        # the guard this thread put on NumPyro's handler stack while a ppl handler is active
+        self.numpyro_guard: Any = None
 
 
 _STATE = _State()
@@ -82,7 +84,10 @@ class Messenger:
         self.fn = fn
 
     def __enter__(self) -> "Messenger":
-        _stack().append(self)
+        stack = _stack()
+        if not stack:
+            _numpyro_guard_on()
+        stack.append(self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -91,6 +96,8 @@ class Messenger:
             stack.pop()
         elif self in stack:  # pragma: no cover - exits out of order after an error
             stack.remove(self)
+        if not stack:
+            _numpyro_guard_off()
 
     def process_message(self, msg: Message) -> None:
         """Called on the way out (innermost handler first), before the site has its default
@@ -131,6 +138,7 @@ def apply_stack(msg: Message, sample_shape: tuple = ()) -> Message:
             "through one of its operations, e.g. model.simulate(jax.random.key(0), *args), or "
             "inside a handler such as ppl.seed(model, key)(*args)."
         )
+    _refuse_numpyro_handlers(msg)
     n = len(stack)
     first = n
     for i in range(n - 1, -1, -1):
@@ -184,6 +192,106 @@ def emit(msg: Message) -> None:
             break
     for i in range(floor, len(stack)):
         stack[i].postprocess_message(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPyro's primitives and handlers next to ppl's: refused by name, never ignored
+#
+# NumPyro keeps its own handler stack (``numpyro.primitives._PYRO_STACK``).  While a ppl handler
+# is active (a ppl model runs), a guard sits on that stack, so a ``numpyro.sample`` / ``param`` /
+# ``plate`` / ``deterministic`` / ``factor`` call reaches the guard, which refuses it naming the
+# site and the ppl primitive to use.  Conversely a ppl site made while a NumPyro handler is on
+# NumPyro's stack (``numpyro.handlers.condition(ppl_model, ...)``, ``with
+# numpyro.handlers.seed(...)``, a NumPyro handler inside the model) is refused by
+# :func:`apply_stack`, naming the handler and its ppl equivalent: NumPyro's handler would not see
+# the site, so the model would run unconditioned, unscaled, ... without a word.
+
+#: NumPyro's handlers and primitives -> the ppl equivalent named in the error
+_NUMPYRO_EQUIVALENT = {
+    "condition": "ppl.condition(model, {...})",
+    "substitute": "ppl.substitute(model, {...})",
+    "scale": "ppl.scale(model, scale=...)",
+    "seed": "ppl.seed(model, key) or model.simulate(key, ...)",
+    "block": "ppl.block(model, ...)",
+    "mask": "ppl.mask(model, mask=...)",
+    "trace": "model.simulate(key, ...) (a Trace) or ppl.trace",
+    "replay": "ppl.replay(model, trace)",
+    "do": "ppl.do(model, {...})",
+    "reparam": "ppl.reparam(model, config) (it takes NumPyro's reparameterisers)",
+    "scope": "ppl.scope(model, prefix=...)",
+    "plate": "ppl.plate(name, size)",
+    "sample": "ppl.sample(name, distribution, obs=...)",
+    "param": "ppl.param(name, init, constraint=...)",
+    "deterministic": "ppl.deterministic(name, value)",
+    "factor": "ppl.factor(name, log_weight)",
+    "subsample": "ppl.plate(name, size, subsample_size=...)",
+    "prng_key": "a key argument of the model",
+    "mutable": "ppl.param",
+}
+
+
+def _numpyro_stack() -> list:
+    from numpyro import primitives  # imported by ppl.dist already: a dict lookup
+
+    return primitives._PYRO_STACK
+
+
+def _numpyro_guard_cls():
+    global _NumPyroGuard
+    if _NumPyroGuard is None:
+        from numpyro.primitives import Messenger as _NMessenger
+
+        class _Guard(_NMessenger):
+            """Refuses every NumPyro primitive that reaches it (see above)."""
+
+            def process_message(self, msg):
+                t = msg.get("type")
+                fn = msg.get("fn")
+                if t == "sample" and type(fn).__name__ == "Unit":
+                    t = "factor"
+                name = msg.get("name")
+                prim = t
+                raise MixedLibraryError(
+                    f"numpyro.{prim}({name!r}, ...) was called inside a ppl model: NumPyro's "
+                    f"primitives do not reach ppl's handlers, so site {name!r} would be ignored. "
+                    f"Use {_NUMPYRO_EQUIVALENT.get(prim, 'the ppl primitive of the same name')} instead."
+                )
+
+        _NumPyroGuard = _Guard
+    return _NumPyroGuard
+
+
+_NumPyroGuard: Any = None
+
+
+def _numpyro_guard_on() -> None:
+    guard = _numpyro_guard_cls()()
+    _STATE.numpyro_guard = guard
+    _numpyro_stack().append(guard)
+
+
+def _numpyro_guard_off() -> None:
+    guard = getattr(_STATE, "numpyro_guard", None)
+    _STATE.numpyro_guard = None
+    stack = _numpyro_stack()
+    if guard is not None and guard in stack:
+        stack.remove(guard)
+
+
+def _refuse_numpyro_handlers(msg: Message) -> None:
+    """Raise MixedLibraryError if a NumPyro handler is active while ppl site `msg` is made."""
+    guard = _NumPyroGuard
+    foreign = [h for h in _numpyro_stack() if guard is None or not isinstance(h, guard)]
+    if not foreign:
+        return
+    h = foreign[-1]
+    kind = type(h).__name__
+    where = "numpyro" if kind == "plate" else "numpyro.handlers"
+    raise MixedLibraryError(
+        f"ppl site {msg['name']!r} was made inside NumPyro's {where}.{kind}: NumPyro's handlers do "
+        f"not see ppl's sites, so {kind} would be silently ignored. Use "
+        f"{_NUMPYRO_EQUIVALENT.get(kind, 'the ppl handler of the same name')} instead."
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,13 @@ class CheckFailed(PPLError, AssertionError):
     runners report it as a failed check."""
 
 
+class MixedLibraryError(ModelError):
+    """A NumPyro primitive (``numpyro.sample``, ``numpyro.plate``, ...) ran inside a ppl model, or
+    a NumPyro handler (``numpyro.handlers.condition``, ...) around or inside one: NumPyro's effects
+    do not reach ppl's handlers (they would be ignored), so the message names the site and the ppl
+    equivalent."""
+
+
 class OutsideModelError(PPLError, RuntimeError):
     """A primitive (`sample`, `param`, ...) was called outside any model or handler."""
 
