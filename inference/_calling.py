@@ -1,30 +1,147 @@
 """The one calling convention of every driver: ``f(key, algorithm, model, *args, **kwargs)``.
 
 The key comes first, then the algorithm (a kernel, an objective, ...), then the model, then the
-model's own positional and keyword arguments; every option of the driver is keyword-only.  When the
-user sets an option whose name is also a parameter of the model, the call is ambiguous (Python
-gives the value to the driver; the user may have meant the model), so :func:`check_option_clash`
-refuses it with an error naming both, instead of routing it silently.  Options left at their
-defaults are not ambiguous (:func:`given_options` picks the ones the user set), so a model may
-well have a parameter called ``data`` or ``init``.
+model's own positional and keyword arguments; every option of the driver is keyword-only.
+
+**Which keyword goes where** (decided here once, for ``mcmc.sample``, ``smc.tempered_smc`` and
+``vi.fit``; :func:`model_keywords`):
+
+1. A keyword named like an option of the driver is the option (Python gives it to the driver).
+   If the model also has a parameter of that name and the user set the option, the call is
+   ambiguous and refused (:func:`check_option_clash`): pass the model's value as
+   ``model_kwargs={name: value}``.
+2. A keyword named like a parameter of the model goes to the model.
+3. Any other keyword is an error that names it, with "did you mean" among the driver's options
+   and the model's parameters (``progress_bar=`` -> ``progress``, ``num_sample=`` ->
+   ``num_samples``, ``thining=`` -> ``thinning``), instead of a ``TypeError`` from inside the
+   model or, worse, a silently accepted typo.
+4. A model with ``**kwargs`` takes any other keyword too, *unless* it is close to an option's
+   name (then it is most likely a misspelt option and is refused as in 3).
+5. ``model_kwargs={...}`` is the unambiguous way in: its entries go to the model whatever their
+   names (each must be a parameter of the model unless it takes ``**kwargs``), and may not repeat
+   a keyword given directly.
+
+The model's parameters are read from its signature (through ``ppl.condition`` and the other
+handler wrappers, down to the user's function); a model whose signature cannot be read counts as
+taking ``**kwargs``.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, Iterable, Mapping
 
-from ppl.errors import ArgumentError
+from ppl.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["check_option_clash", "given_options", "is_algorithm"]
+__all__ = ["check_option_clash", "given_options", "is_algorithm", "model_keywords", "options_of"]
+
+#: how close (difflib ratio) an unknown keyword must be to an option's name to be taken for a
+#: misspelt option even when the model takes ``**kwargs`` (``progress_bar`` ~ ``progress``: 0.8)
+_CLOSE = 0.75
+
+
+def _signature(model: Any) -> tuple[set[str], bool]:
+    """(the model's named parameters, whether it takes any keyword: ``**kwargs`` or unknown)."""
+    while getattr(model, "_base", None) is not None:  # ppl.condition(...), ppl.do(...), ...
+        model = model._base
+    fn = getattr(model, "fn", model)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _parameters(model: Any) -> set[str]:
-    fn = getattr(model, "fn", model)
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
+    return _signature(model)[0]
+
+
+def options_of(driver: Any) -> list[str]:
+    """The keyword-only parameters of ``driver`` (its options), in order.
+
+    Example:
+        >>> from inference._calling import options_of
+        >>> def driver(key, model, *args, num_samples=1000, progress=None, **kwargs): ...
+        >>> options_of(driver)
+        ['num_samples', 'progress']
+    """
+    return [p.name for p in inspect.signature(driver).parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+
+def _name(model: Any) -> str:
+    return str(getattr(model, "name", None) or getattr(model, "__name__", None) or type(model).__name__)
+
+
+def model_keywords(
+    who: str, driver: Any, models: Any, kwargs: Mapping[str, Any], model_kwargs: Any = None
+) -> dict:
+    """The keyword arguments for the model(s) of a call of ``driver``: ``kwargs`` (the keywords
+    the driver did not take as options) checked by the rules of the module docstring, and
+    ``model_kwargs`` merged in.  Raises :class:`ppl.errors.ArgumentError` naming an unknown
+    keyword (with "did you mean"), a keyword close to an option given to a ``**kwargs`` model, or
+    a ``model_kwargs`` entry the model does not take.
+
+    ``models`` is one model or several (``vi.fit``: the model and the guide); a keyword is a
+    model parameter when one of them has it.
+
+    Example:
+        >>> import ppl
+        >>> from inference._calling import model_keywords
+        >>> def driver(key, model, *args, num_samples=1000, progress=None, model_kwargs=None, **kwargs): ...
+        >>> @ppl.model
+        ... def m(y=None, progress=0):
+        ...     return ppl.sample("x", ppl.dist.Normal(0.0, 1.0))
+        >>> model_keywords("drv", driver, m, {"y": 1.0}, {"progress": 2})
+        {'y': 1.0, 'progress': 2}
+        >>> model_keywords("drv", driver, m, {"num_sample": 5})  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ppl.errors.ArgumentError: drv: unknown keyword 'num_sample' (did you mean 'num_samples'?) ...
+    """
+    models = [m for m in (models if isinstance(models, (list, tuple)) else [models]) if m is not None]
+    sigs = [(_name(m), *_signature(m)) for m in models] or [("the model", set(), True)]
+    options = [o for o in options_of(driver) if o != "model_kwargs"]
+    # every model receives every keyword (vi.fit: the model and the guide): each must take it
+    for k in kwargs:
+        close = difflib.get_close_matches(k, options, n=1, cutoff=_CLOSE)
+        for what, named, open_kw in sigs:
+            if k in named or (open_kw and not close):
+                continue
+            if open_kw:
+                raise ArgumentError(
+                    f"{who}: keyword {k!r} looks like a misspelt option {close[0]!r} of {who}; if "
+                    f"it is meant for model {what!r} (which takes **kwargs), pass it as "
+                    f"model_kwargs={{{k!r}: ...}}."
+                )
+            best = difflib.get_close_matches(k, options + sorted(named), n=1, cutoff=0.5)
+            hint = f" (did you mean {best[0]!r}?)" if best else ""
+            raise ArgumentError(
+                f"{who}: unknown keyword {k!r}{hint}: it is neither an option of {who} "
+                f"({', '.join(options)}) nor a parameter of model {what!r} "
+                f"({', '.join(sorted(named)) or 'none'})."
+            )
+    out = dict(kwargs)
+    if model_kwargs is None:
+        return out
+    if not isinstance(model_kwargs, Mapping):
+        raise ArgumentTypeError(
+            f"{who}: model_kwargs must be a dict of the model's keyword arguments, got "
+            f"{type(model_kwargs).__name__}."
+        )
+    for k, v in model_kwargs.items():
+        if k in out:
+            raise ArgumentError(f"{who}: the model's keyword {k!r} was given twice (directly and in model_kwargs).")
+        for what, named, open_kw in sigs:
+            if k not in named and not open_kw:
+                best = difflib.get_close_matches(str(k), sorted(named), n=1, cutoff=0.5)
+                hint = f" (did you mean {best[0]!r}?)" if best else ""
+                raise ArgumentError(
+                    f"{who}: model_kwargs has {k!r}{hint}, which is not a parameter of model "
+                    f"{what!r} ({', '.join(sorted(named)) or 'none'})."
+                )
+        out[k] = v
+    return out
 
 
 def check_option_clash(who: str, model: Any, options: Iterable[str]) -> None:
@@ -46,8 +163,9 @@ def check_option_clash(who: str, model: Any, options: Iterable[str]) -> None:
     if clash:
         name = clash[0]
         raise ArgumentError(
-            f"{who}: the model has a parameter {name!r}, which is also an option of {who}; "
-            f"rename the model's parameter, or bind it first (functools.partial or ppl.condition)."
+            f"{who}: the model has a parameter {name!r}, which is also an option of {who}, and "
+            f"{name}= was given, so the call is ambiguous; pass the option's value to {who} and "
+            f"the model's as model_kwargs={{{name!r}: ...}} (or bind it first: functools.partial)."
         )
 
 

@@ -105,3 +105,239 @@ def test_sample_shape_under_predictive_and_nuts():
     assert np.isfinite(run.samples["mu"]).all() and np.unique(run.samples["mu"][0, :, 0]).size > 50
     post = ppl.predictive(m, {"mu": run.samples["mu"][0]}, key=jax.random.key(2))
     assert post["y"].shape == (100, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPyro's primitives and handlers with a ppl model: refused by name, never ignored
+
+import numpyro  # noqa: E402
+
+
+@ppl.model
+def _normal_mean(y=None):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    with ppl.plate("d", 3):
+        ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _run_numpyro_in(body):
+    return ppl.model(body).simulate(jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    "body, prim, equivalent",
+    [
+        (lambda: numpyro.sample("a", dist.Normal(0.0, 1.0)), "sample", "ppl.sample"),
+        (lambda: numpyro.param("w", 1.0), "param", "ppl.param"),
+        (lambda: numpyro.plate("p", 3), "plate", "ppl.plate"),
+        (lambda: numpyro.deterministic("a", 1.0), "deterministic", "ppl.deterministic"),
+        (lambda: numpyro.factor("a", -1.0), "factor", "ppl.factor"),
+    ],
+)
+def test_numpyro_primitive_inside_a_ppl_model_is_refused_by_name(body, prim, equivalent):
+    name = "p" if prim == "plate" else ("w" if prim == "param" else "a")
+    with pytest.raises(ppl.MixedLibraryError, match=rf"numpyro\.{prim}\('{name}'.*{equivalent}"):
+        _run_numpyro_in(body)
+    assert numpyro.primitives._PYRO_STACK == []  # nothing left behind on NumPyro's stack
+
+
+@pytest.mark.parametrize(
+    "wrap, kind, equivalent",
+    [
+        (lambda m: numpyro.handlers.condition(m, {"mu": 1.0}), "condition", "ppl.condition"),
+        (lambda m: numpyro.handlers.scale(m, scale=2.0), "scale", "ppl.scale"),
+        (lambda m: numpyro.handlers.substitute(m, {"mu": 1.0}), "substitute", "ppl.substitute"),
+        (lambda m: numpyro.handlers.block(m), "block", "ppl.block"),
+        (lambda m: numpyro.handlers.seed(m, rng_seed=0), "seed", "ppl.seed"),
+        (
+            lambda m: numpyro.handlers.reparam(
+                m, {"mu": numpyro.infer.reparam.LocScaleReparam(0.0)}
+            ),
+            "reparam",
+            "ppl.reparam",
+        ),
+    ],
+)
+def test_numpyro_handler_around_a_ppl_model_is_refused_by_name(wrap, kind, equivalent):
+    with pytest.raises(ppl.MixedLibraryError, match=rf"'mu'.*handlers\.{kind}.*{equivalent}"):
+        ppl.as_model(wrap(_normal_mean)).simulate(jax.random.key(0))
+    # as the driver's model too (where the handler used to be silently ignored)
+    with pytest.raises(ppl.MixedLibraryError, match=rf"handlers\.{kind}"):
+        mcmc.sample(jax.random.key(0), mcmc.NUTS(), wrap(_normal_mean), np.zeros(3),
+                    num_warmup=2, num_samples=2, progress=False)
+    assert numpyro.primitives._PYRO_STACK == []
+
+
+def test_numpyro_handler_inside_or_outside_a_ppl_model_is_refused():
+    @ppl.model
+    def scaled_inside(y=None):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.handlers.scale(scale=10.0):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ppl.MixedLibraryError, match="'y'.*handlers.scale"):
+        scaled_inside.log_density({"mu": 0.0}, y=1.0)
+    with numpyro.handlers.seed(rng_seed=0):
+        with pytest.raises(ppl.MixedLibraryError, match="'mu'.*handlers.seed"):
+            _normal_mean.simulate(jax.random.key(0))
+    assert numpyro.primitives._PYRO_STACK == []
+    # NumPyro on its own is untouched by ppl (no guard left on its stack)
+    def np_model():
+        return numpyro.sample("z", dist.Normal(0.0, 1.0))
+
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(np_model, 0)).get_trace()
+    assert tr["z"]["type"] == "sample"
+
+
+# ---------------------------------------------------------------------------------------------
+# sampler options vs model keywords (inference/_calling.py), the same rule in every family
+
+import optax  # noqa: E402
+
+from inference import smc, vi  # noqa: E402
+
+
+@ppl.model
+def _kw_model(y, scale=1.0):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ppl.sample("y", dist.Normal(mu, scale), obs=y)
+
+
+@ppl.model
+def _open_model(y, **extra):
+    mu = ppl.sample("mu", dist.Normal(0.0, extra.get("prior_sd", 1.0)))
+    ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+_MCMC = dict(num_warmup=3, num_samples=3, progress=False)
+
+
+def _mcmc(model, *args, **kw):
+    return mcmc.sample(jax.random.key(0), mcmc.RWM(), model, *args, **{**_MCMC, **kw})
+
+
+def _smc(model, *args, **kw):
+    return smc.tempered_smc(jax.random.key(0), model, *args, num_particles=8, betas=jnp.array([0.5, 1.0]),
+                            num_mcmc_steps=1, **kw)
+
+
+def _vi(model, *args, **kw):
+    guide = ppl.model(lambda *a, **k: ppl.sample("mu", dist.Normal(ppl.param("m", 0.0), 1.0)))
+    return vi.fit(jax.random.key(0), vi.elbo(model, guide), optax.adam(0.1), *args, num_steps=2,
+                  progress=False, **kw)
+
+
+@pytest.mark.parametrize("run, typo, option", [
+    (_mcmc, "progress_bar", "progress"), (_mcmc, "num_sample", "num_samples"),
+    (_smc, "num_particle", "num_particles"), (_vi, "num_step", "num_steps"),
+])
+@pytest.mark.parametrize("model", [_kw_model, _open_model], ids=["named", "var_kw"])
+def test_misspelt_option_is_an_error_with_did_you_mean(run, typo, option, model):
+    """Before: the typo went to the model (a TypeError from inside it), or was silently accepted
+    by a model with **kwargs."""
+    with pytest.raises(ppl.ArgumentError, match=rf"'{typo}'.*'{option}'"):
+        run(model, 0.3, **{typo: 5})
+
+
+@pytest.mark.parametrize("run", [_mcmc, _smc, _vi])
+def test_model_keywords_reach_the_model(run):
+    run(_kw_model, 0.3, scale=2.0)          # a parameter of the model
+    run(_open_model, 0.3, prior_sd=2.0)     # **kwargs, not close to any option
+    run(_kw_model, 0.3, model_kwargs={"scale": 2.0})
+    with pytest.raises(ppl.ArgumentError, match="'scael'.*did you mean 'scale'"):
+        run(_kw_model, 0.3, scael=2.0)
+    with pytest.raises(ppl.ArgumentError, match="model_kwargs has 'scael'"):
+        run(_kw_model, 0.3, model_kwargs={"scael": 2.0})
+    with pytest.raises(ppl.ArgumentError, match="'scale' was given twice"):
+        run(_kw_model, 0.3, scale=1.0, model_kwargs={"scale": 2.0})
+
+
+def test_a_model_keyword_named_like_an_option_goes_in_through_model_kwargs():
+    seen = []
+
+    @ppl.model
+    def m(y, init=0.0):
+        seen.append(init)
+        mu = ppl.sample("mu", dist.Normal(init, 1.0))
+        ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ppl.ArgumentError, match="'init'.*model_kwargs"):
+        _mcmc(m, 0.3, init="prior")
+    run = _mcmc(m, 0.3, init={"mu": 0.25}, model_kwargs={"init": 7.0})
+    assert 7.0 in seen and run.samples["mu"].shape == (1, 3)
+    assert set(seen) == {7.0}  # the model only ever saw its own init; the sampler got the dict
+
+
+# ---------------------------------------------------------------------------------------------
+# concrete arguments: Python scalars and NumPy data the model needs concrete, for every kernel
+
+from _compiles import CompileCounter  # noqa: E402
+
+
+@ppl.model
+def _sized(n, y):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    z = ppl.sample("z", dist.Bernoulli(probs=0.5))
+    with ppl.plate("data", n):
+        ppl.sample("y", dist.Normal(mu + z, 1.0), obs=y)
+
+
+@ppl.model
+def _mu_proposal(tr, *args, **kwargs):
+    ppl.sample("mu", dist.Normal(tr["mu"], 0.5))
+
+
+def test_python_int_plate_size_stays_concrete_under_trace_kernels():
+    """Before: ``plate 'data': size must be a Python int, got VmapTracer`` with every trace kernel
+    (one cycle runs Gibbs, Regenerate and MH, each of which failed alone)."""
+    kernel = mcmc.cycle(mcmc.Gibbs("z"), mcmc.Regenerate("mu"), mcmc.MH(_mu_proposal))
+    y = jnp.array([0.1, 0.5, 1.2])
+    run = mcmc.sample(jax.random.key(0), kernel, _sized, 3, y, num_warmup=2, num_samples=3,
+                      num_chains=2, progress=False)
+    assert run.samples["mu"].shape == (2, 3)
+    y2 = y + 1.0
+    with CompileCounter() as c:  # new data of the same shape compiles nothing
+        again = mcmc.sample(jax.random.key(0), kernel, _sized, 3, y2, num_warmup=2, num_samples=3,
+                            num_chains=2, progress=False)
+    assert c.n == 0
+    assert not np.array_equal(again.samples["mu"], run.samples["mu"])
+
+
+@ppl.model
+def _by_dept(dept, y=None):
+    n_dept = len(np.unique(dept))          # ordinary NumPy on data, as in NumPyro
+    n_obs = int(np.max(np.arange(dept.shape[0]))) + 1
+    with ppl.plate("dept", n_dept):
+        a = ppl.sample("a", dist.Normal(0.0, 1.0))
+    with ppl.plate("obs", n_obs):
+        ppl.sample("y", dist.Normal(a[dept], 1.0), obs=y)
+
+
+@pytest.mark.parametrize("kernel", [mcmc.RWM(), mcmc.Regenerate("a")], ids=["RWM", "Regenerate"])
+def test_numpy_data_is_concrete_where_the_model_needs_it(kernel):
+    """Before: ``TracerArrayConversionError`` from ``np.unique`` on a traced argument."""
+    dept = np.array([0, 1, 1, 2, 0])
+    y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
+    run = mcmc.sample(jax.random.key(0), kernel, _by_dept, dept, y=y, num_warmup=2, num_samples=3,
+                      num_chains=2, progress=False)
+    assert run.samples["a"].shape == (2, 3, 3)
+    # the same data again compiles nothing (the concrete data is part of the program's key)
+    with CompileCounter() as c:
+        mcmc.sample(jax.random.key(1), kernel, _by_dept, dept.copy(), y=y.copy(), num_warmup=2,
+                    num_samples=3, num_chains=2, progress=False)
+    assert c.n == 0
+
+
+def test_numpy_data_stays_traced_when_the_model_does_not_need_it_concrete():
+    @ppl.model
+    def m(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = np.array([0.1, 0.5, 1.2])
+    mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), m, y, num_warmup=2, num_samples=2, progress=False)
+    with CompileCounter() as c:
+        mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), m, y + 1.0, num_warmup=2, num_samples=2,
+                    progress=False)
+    assert c.n == 0

@@ -10,6 +10,9 @@ the driver).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import weakref
 from typing import Any, Mapping
 
 import jax
@@ -18,6 +21,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError, ArgumentTypeError
+from ppl.model import Trace
 
 from .. import sharding
 from .._run import chunking
@@ -38,8 +42,47 @@ def _by_suffix(info: Mapping, name: str) -> list:
     return [v for k, v in info.items() if k.split("/")[-1] == name]
 
 
-def _is_dynamic(x: Any) -> bool:
+def _is_dynamic(x: Any, concrete_numpy: bool = False) -> bool:
+    if concrete_numpy:
+        return isinstance(x, jax.Array)
     return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+class _Concrete:
+    """A NumPy argument kept concrete (a static of the program), keyed by its contents."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, value: Any):
+        value = np.asarray(value)
+        self.value = value
+        digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
+        self._key = (value.shape, value.dtype.str, digest)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Concrete) and self._key == other._key
+
+
+#: models whose body needs its NumPy arguments concrete (found at their first run; weakly held)
+_NEEDS_CONCRETE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+_CONCRETENESS_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+)
+
+
+def _needs_concrete_values(e: BaseException) -> bool:
+    """Whether tracing failed because the model needed a concrete value (``np.unique`` of an
+    argument, ``int(...)`` of it, a plate size from it, a Python branch on it)."""
+    if isinstance(e, _CONCRETENESS_ERRORS):
+        return True
+    return isinstance(e, ppl.PPLError) and ("Tracer" in str(e) or "traced value" in str(e))
 
 
 def _abstract(v):
@@ -57,7 +100,7 @@ class _Program:
 
     def __init__(self, kernel: Kernel, model: ppl.Model, treedef, statics: tuple, num_chains: int, num_warmup: int, chunk_size: int | None):
         self.kernel, self.model, self.treedef = kernel, model, treedef
-        self.statics = dict(statics)
+        self.statics = {i: v.value if isinstance(v, _Concrete) else v for i, v in statics}
         self.num_chains, self.num_warmup = num_chains, num_warmup
         self.chunk_size = chunk_size  # None: chosen at the first run (then fixed)
         self.init = jax.jit(self._init, static_argnames=("strategy",), compiler_options=compiler_options("init"))
@@ -102,9 +145,9 @@ class _Program:
         sig = (tuple(sig[0]), sig[1])
         if sig in self._prepared:
             return
-        self._prepared.add(sig)
         with gc_paused():  # tracing allocates many short-lived objects; see ppl.config.gc_paused
             lo_init = self.init.lower(key, dyn, init_values, strategy=strategy)
+            self._prepared.add(sig)
             state = lo_init.out_info[0]
             if sharding.num_devices() > 1:  # init's shardings: in turn
                 self.choose_chunk_size(state, dyn, num_steps)
@@ -120,9 +163,31 @@ class _Program:
             compile_alongside(lo_init, chunk_program)
 
     def _step(self, keys, state, dyn, t, warm):
-        """One step of every chain (``keys``: one per chain; ``t``: int32, ``warm``: bool)."""
+        """One step of every chain (``keys``: one per chain; ``t``: int32, ``warm``: bool).
+
+        A trace in the state (trace kernels: ``Gibbs``, ``Regenerate``, ``MH``, their
+        combinators) records the model's arguments as leaves, which ``vmap`` over chains turns
+        into tracers; the step sees them with the static arguments put back (Python numbers,
+        strings, concrete NumPy data stay concrete, as for NUTS), and the new state keeps the
+        incoming leaves (so the chunk's carry keeps its types)."""
         b = self.bound(dyn)
-        return jax.vmap(lambda k, s: phase_step(b, k, s, t, warm))(keys, state)
+
+        def one(k, s):
+            new, info = phase_step(b, k, _with_args(s, self._concrete_args), t, warm)
+            return _with_args(new, lambda tr: _restore_args(tr, s)), info
+
+        return jax.vmap(one)(keys, state)
+
+    def _concrete_args(self, tr: Trace) -> Trace:
+        """``tr`` with its static argument leaves replaced by this program's concrete values."""
+        if not self.statics:
+            return tr
+        leaves, treedef = jax.tree_util.tree_flatten((tuple(tr.args), dict(tr.kwargs)))
+        if treedef != self.treedef:  # arguments changed by the kernel (not a shipped one): keep
+            return tr
+        leaves = [self.statics.get(i, v) for i, v in enumerate(leaves)]
+        args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+        return dataclasses.replace(tr, args=args, kwargs=kwargs)
 
     def _chunk(self, key, state, dyn, t0, n_end, warm):
         b = self.bound(dyn)
@@ -163,6 +228,23 @@ class _Program:
         return self.chunk_size
 
 
+def _is_trace(x: Any) -> bool:
+    return isinstance(x, Trace)
+
+
+def _with_args(state: Any, fix) -> Any:
+    """``state`` with ``fix`` applied to every :class:`ppl.Trace` in it."""
+    return jax.tree.map(lambda x: fix(x) if _is_trace(x) else x, state, is_leaf=_is_trace)
+
+
+def _restore_args(tr: Trace, old_state: Any) -> Trace:
+    """``tr`` with the argument leaves of the (single) trace of ``old_state``."""
+    olds = [x for x in jax.tree.leaves(old_state, is_leaf=_is_trace) if _is_trace(x)]
+    if len(olds) != 1:
+        return tr
+    return dataclasses.replace(tr, args=olds[0].args, kwargs=olds[0].kwargs)
+
+
 def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size) -> _Program:
     """The cached program of this combination (built on first use)."""
     key = ("mcmc", kernel, treedef, statics, num_chains, num_warmup, chunk_size, sharding.num_devices())
@@ -175,8 +257,23 @@ def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size
         ) from None
 
 
-def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size) -> tuple[_Program, list]:
-    """The compiled program for (kernel, model, static arguments, ...) and the array arguments."""
+def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size,
+             concrete_numpy: bool | None = None) -> tuple[_Program, list]:
+    """The compiled program for (kernel, model, static arguments, ...) and the array arguments.
+
+    Which arguments are traced (inputs of the program) and which are concrete (part of its
+    identity, seen by the model body as the user's values):
+
+    - Python numbers, strings, None, ... are concrete (a plate size ``n`` stays an int);
+    - JAX arrays are traced: new values of the same shapes compile nothing;
+    - NumPy arrays are traced too, unless the model's body needs them concrete
+      (``len(np.unique(dept))``, ``int(np.max(x))``, a plate size or a Python ``if`` computed
+      from them): then the first tracing fails, and the model's NumPy arguments are kept
+      concrete from then on (remembered per model), as NumPyro does by closing over the data.
+      A concrete NumPy argument is keyed by its contents: new data of the same shape compiles a
+      new program (pass ``jnp.asarray(data)`` for data the body only computes with)."""
+    if concrete_numpy is None:
+        concrete_numpy = _remembered_concrete(model)
     if not isinstance(kernel, Kernel):
         raise ArgumentTypeError(f"{who}: expected a kernel such as mcmc.NUTS(), got {type(kernel).__name__}.")
     model = ppl.as_model(model)
@@ -185,8 +282,42 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
     if chunk_size is not None and int(chunk_size) < 1:
         raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    statics = tuple((i, v) for i, v in enumerate(leaves) if not _is_dynamic(v))
-    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v)]
+    statics = tuple(
+        (i, _Concrete(v) if isinstance(v, (np.ndarray, np.generic)) else v)
+        for i, v in enumerate(leaves)
+        if not _is_dynamic(v, concrete_numpy)
+    )
+    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v, concrete_numpy)]
     chunk = None if chunk_size is None else int(chunk_size)
     prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk)
+    return prog, dyn
+
+
+def _remembered_concrete(model: Any) -> bool:
+    try:
+        return bool(_NEEDS_CONCRETE.get(ppl.as_model(model), False))
+    except TypeError:
+        return False
+
+
+def _prepared(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key, init_values,
+              strategy, num_steps: int) -> tuple[_Program, list]:
+    """:func:`_prepare`, then the program compiled for these arguments; when tracing fails
+    because the model's body needs its NumPy arguments concrete, again with them concrete
+    (see :func:`_prepare`)."""
+    concrete = _remembered_concrete(model)
+    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, concrete)
+    try:
+        prog.prepare(key, dyn, init_values, strategy, num_steps)
+        return prog, dyn
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is the concreteness case
+        numpy_args = any(isinstance(v, (np.ndarray, np.generic)) for v in jax.tree.leaves((tuple(args), dict(kwargs))))
+        if concrete or not numpy_args or not _needs_concrete_values(e):
+            raise
+    try:
+        _NEEDS_CONCRETE[prog.model] = True
+    except TypeError:
+        pass
+    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, True)
+    prog.prepare(key, dyn, init_values, strategy, num_steps)
     return prog, dyn

@@ -20,8 +20,11 @@ progress between chunks.  So:
   chunk size, the number of devices (up to floating-point reassociation) or interruptions of
   the host loop, and the same key gives the same draws.
 
-Array arguments of the model are inputs of the program; other arguments (Python numbers,
-strings, ...) are part of its identity.
+JAX and NumPy array arguments of the model are inputs of the program; other arguments (Python
+numbers, strings, ...) are part of its identity, and the model body sees them concrete, with
+every kernel (a plate size ``n`` stays an int).  NumPy arguments that the model's body needs
+concrete (``len(np.unique(dept))``, ``int(np.max(x))``) are kept concrete for that model, keyed by
+their contents (see :func:`._program._prepare` for the rule).
 """
 
 from __future__ import annotations
@@ -35,13 +38,13 @@ import ppl
 from ppl.errors import ArgumentError
 
 from .. import sharding
-from .._calling import check_option_clash, given_options
+from .._calling import check_option_clash, given_options, model_keywords
 from .._run.chunking import MAX_CHUNK as _MAX_CHUNK  # noqa: F401 - read by tests
 from .._run.progress import progress_default
 from .._run.sink import Sink as _Sink  # noqa: F401 - patched by tests (the class is shared)
 from ._base import Kernel, MCMCInitError
 from ._loop import _phases, _stream_dir
-from ._program import _prepare
+from ._program import _prepared
 from ._store import load
 from .result import Run
 
@@ -62,6 +65,7 @@ def sample(
     progress: bool | None = None,
     chunk_size: int | None = None,
     stream_to: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Run:
     """Run ``num_chains`` chains of ``kernel`` targeting ``model(*args, **kwargs)``'s posterior.
@@ -95,7 +99,11 @@ def sample(
             those files) instead of keeping them in memory, with a checkpoint of the state
             (``checkpoint.npz``) from which :func:`load` recovers the run after a crash.  Give
             each run its own directory.
-        **kwargs: the model's keyword arguments (none may be named like an option above).
+        model_kwargs: the model's keyword arguments as a dict, whatever their names (the
+            unambiguous way in for one named like an option above, e.g. ``init``).
+        **kwargs: the model's keyword arguments: each must be a parameter of the model (a
+            model with ``**kwargs`` takes any name not close to an option's); anything else is
+            an error with "did you mean" (see :mod:`inference._calling`).
 
     Returns:
         Run: the draws (NumPy arrays shaped (chains, draws, ...)), statistics and final state.
@@ -103,7 +111,9 @@ def sample(
     Raises:
         MCMCInitError: when no initial point with a finite log density is found; the message
             names the site whose log density is not finite.
-        ppl.errors.ArgumentError: when the model has a parameter named like an option.
+        ppl.errors.ArgumentError: for an unknown keyword (e.g. ``progress_bar=``: did you
+            mean ``progress``?), or an option set whose name is also a model parameter (pass the
+            model's value in ``model_kwargs``).
 
     Example:
         >>> @ppl.model
@@ -117,22 +127,23 @@ def sample(
         (2, 30)
     """
     ppl.handlers.check_key(key, "mcmc.sample")
-    check_option_clash("mcmc.sample", model, given_options(sample, dict(
+    check_option_clash("mcmc.sample", model, set(given_options(sample, dict(
         num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init=init, progress=progress,
-        chunk_size=chunk_size, stream_to=stream_to)))
+        chunk_size=chunk_size, stream_to=stream_to))) - set(model_kwargs or ()))
+    kwargs = model_keywords("mcmc.sample", sample, model, kwargs, model_kwargs)
     for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(n) < 0:
             raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")
     num_samples = int(num_samples)
-    prog, dyn = _prepare("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size)
-    model = prog.model
     on = progress_default() if progress is None else bool(progress)
     directory = _stream_dir("mcmc.sample", stream_to)
 
     init_values = init if isinstance(init, Mapping) else None
     strategy = None if isinstance(init, Mapping) else init
+    prog, dyn = _prepared("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key,
+                          init_values, strategy, int(num_warmup) + num_samples)
+    model = prog.model
     num_warmup = prog.num_warmup
-    prog.prepare(key, dyn, init_values, strategy, num_warmup + num_samples)
     state, log_dens, k_warm, k_samp = prog.init(key, dyn, init_values, strategy=strategy)
     ok = np.isfinite(sharding.to_host(log_dens))
     if not ok.all():

@@ -54,6 +54,21 @@ class _BoundTraceKernel(BoundBase):
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
 
+    def concrete(self, tr: Trace) -> Trace:
+        """``tr`` with the bound arguments that are concrete (Python numbers, strings, concrete
+        NumPy data: not JAX arrays) put back in place of the trace's copies of them, which
+        ``vmap`` over chains or a ``select`` between traces turned into arrays: a plate size or
+        ``np.unique`` of data in the model body sees the user's value in every step, as at init."""
+        bound, treedef = jax.tree_util.tree_flatten((self.args, self.kwargs))
+        if all(isinstance(v, jax.Array) for v in bound):
+            return tr
+        leaves, tdef = jax.tree_util.tree_flatten((tuple(tr.args), dict(tr.kwargs)))
+        if tdef != treedef:  # the trace was moved to other arguments (SMC): keep them
+            return tr
+        leaves = [v if isinstance(b, jax.Array) else b for v, b in zip(leaves, bound)]
+        args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+        return dataclasses.replace(tr, args=args, kwargs=kwargs)
+
     def init(self, key: Any, init: Any = None) -> TraceState:
         """A prior draw (retried while its log density is not finite), or the given values."""
         if isinstance(init, dict):
@@ -156,7 +171,7 @@ class MH(Kernel):
 
 class _BoundMH(_BoundTraceKernel):
     def step(self, key, state, params=None):
-        tr = state.trace
+        tr = self.concrete(state.trace)
         k_fwd, k_upd, k_rev, k_acc = split(key, 4)
         q = as_model(self.kernel.proposal)
         pargs = self.kernel.proposal_args
@@ -236,7 +251,7 @@ class Regenerate(Kernel):
 
 class _BoundRegenerate(_BoundTraceKernel):
     def step(self, key, state, params=None):
-        tr = state.trace
+        tr = self.concrete(state.trace)
         k_upd, k_acc = split(key, 2)
         sel = self.kernel.selection
         if not isinstance(sel, Selection):
@@ -305,7 +320,7 @@ class _BoundGibbs(_BoundTraceKernel):
         return cands.reshape((idx.shape[0],) + vshape).astype(jnp.result_type(value))
 
     def step(self, key, state, params=None):
-        tr = state.trace
+        tr = self.concrete(state.trace)
         a = self.kernel.address
         k_sup, k_draw, k_upd = split(key, 3)
         cands = self._candidates(k_sup, tr)

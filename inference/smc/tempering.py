@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ppl
 from ppl.core import Messenger
 from inference import mcmc
-from inference._calling import check_option_clash, given_options, is_algorithm
+from inference._calling import check_option_clash, given_options, is_algorithm, model_keywords
 from inference._result import WeightedDraws
 from ppl.errors import ArgumentError
 
@@ -211,6 +211,7 @@ def tempered_smc(
     scheme: Any = "systematic",
     ess_threshold: float | None = None,
     max_steps: int = 100,
+    model_kwargs: Any = None,
     **kwargs: Any,
 ) -> TemperedResult:
     """Adaptive tempered SMC from the prior to the posterior of ``model(*args, **kwargs)``.
@@ -239,6 +240,8 @@ def tempered_smc(
         scheme: the resampling scheme (default: always resample after reweighting).
         ess_threshold: resample when the ESS falls below this fraction of N.
         max_steps: bound on the number of adaptive steps.
+        model_kwargs: the model's keyword arguments as a dict, whatever their names (an unknown
+            keyword given directly is an error with "did you mean"; see :mod:`inference._calling`).
 
     Returns:
         A :class:`TemperedResult`.  Preserves: every step's kernel leaves γ_β' invariant (it is
@@ -265,9 +268,11 @@ def tempered_smc(
         if kernel != "rwm":
             raise ArgumentError(f"tempered_smc: the kernel was given twice ({model!r} and kernel={kernel!r}).")
         kernel, model, args = model, args[0], tuple(args[1:])
-    check_option_clash("smc.tempered_smc", model, given_options(tempered_smc, dict(
+    check_option_clash("smc.tempered_smc", model, set(given_options(tempered_smc, dict(
         num_particles=num_particles, target_ess=target_ess, betas=betas, kernel=kernel, num_mcmc_steps=num_mcmc_steps,
         num_leapfrog=num_leapfrog, scheme=scheme, ess_threshold=ess_threshold, max_steps=max_steps)))
+        - set(model_kwargs or ()))
+    kwargs = model_keywords("smc.tempered_smc", tempered_smc, model, kwargs, model_kwargs)
     target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)

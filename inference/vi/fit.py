@@ -24,7 +24,7 @@ import ppl
 from ppl.errors import ArgumentError
 from ppl.handlers import check_key
 
-from .._calling import check_option_clash, given_options
+from .._calling import check_option_clash, given_options, model_keywords
 from .._result import to_inference_data
 from ppl.config import gc_paused
 
@@ -232,6 +232,7 @@ def fit(
     chunk_size: int | None = None,
     min_delta: float = 1e-4,
     progress: bool | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> VIResult:
     """Maximise `objective` with the optax `optimizer` for up to `num_steps` steps.
@@ -246,7 +247,10 @@ def fit(
     ``max(10, num_steps // 20)``) improve the mean objective by less than
     ``min_delta · max(1, |mean|)``.  `progress` shows ``vi.fit: step/num_steps | objective``
     between chunks (default: in a terminal or notebook, not under ``CI``).  Ctrl-C between
-    chunks returns the result so far (``interrupted=True``).
+    chunks returns the result so far (``interrupted=True``).  ``model_kwargs`` gives the
+    objective's keyword arguments as a dict whatever their names; a keyword given directly must
+    be a parameter of the model or guide (see :mod:`inference._calling`), else it is an error
+    with "did you mean" (``num_step=``: ``num_steps``).
 
     Returns a :class:`VIResult` with constrained ``params`` and the objective's ``history``.
     The compiled loop (and the parameters' initialisation) is cached: fitting the same
@@ -279,10 +283,12 @@ def fit(
     for part in ("model", "guide"):
         m = getattr(objective, part, None)
         if m is not None:
-            check_option_clash("vi.fit", m, given_options(fit, dict(
+            check_option_clash("vi.fit", m, set(given_options(fit, dict(
                 num_steps=num_steps, num_samples=num_samples, baseline=baseline, strategies=strategies,
                 init_params=init_params, patience=patience, chunk_size=chunk_size, min_delta=min_delta,
-                progress=progress)))
+                progress=progress))) - set(model_kwargs or ()))
+    kwargs = model_keywords("vi.fit", fit, [getattr(objective, p, None) for p in ("model", "guide")], kwargs,
+                            model_kwargs)
     num_steps = int(num_steps)
     if num_steps < 1:
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
