@@ -42,6 +42,8 @@ from .errors import (
     PPLError,
     SupportError,
 )
+from . import initialization
+from .initialization import InitStrategy, init_to_mean, init_to_median, init_to_sample, init_to_uniform
 from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
@@ -99,6 +101,12 @@ __all__ = [
     "SupportError",
     "NaNLogDensityError",
     "OutsideModelError",
-    # issue 17a: NumPyro primitives/handlers used with a ppl model
+    # issue 17a: NumPyro primitives/handlers used with a ppl model; init strategies
     "MixedLibraryError",
+    "initialization",
+    "InitStrategy",
+    "init_to_uniform",
+    "init_to_median",
+    "init_to_mean",
+    "init_to_sample",
 ]

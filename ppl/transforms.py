@@ -106,6 +106,51 @@ class _Inverse(Provide):
         self.put(msg, v, "transformed", u=biject_to(msg["fn"].support).inv(v))
 
 
+class _Start(Provide):
+    """Start values: the given constrained value at a site in ``data``; elsewhere the median or
+    mean of the site's distribution (strategy ``median`` / ``mean``) or T(u0[name]) (the other
+    strategies' point); records each site's unconstrained image in msg['u']."""
+
+    tables = ("data", "u0")
+
+    def __init__(self, data: Mapping[str, Any], u0: Mapping[str, Any], strategy: Any, key: Any):
+        super().__init__(None, data, strict=False)
+        self.u0, self.strategy, self.key = u0, strategy, key
+
+    def _central(self, fn: Any, name: str) -> Any:
+        from .randomness import draw
+
+        shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+        if self.strategy.kind == "mean":
+            try:
+                m = jnp.broadcast_to(fn.mean, shape)
+                ok = jnp.all(jnp.isfinite(m))
+            except (NotImplementedError, AttributeError, ValueError):
+                m, ok = None, False
+        else:
+            m, ok = None, False
+        self.key, k = jax.random.split(self.key)
+        draws = draw(k, fn, (int(self.strategy.num_samples),), f"init/{name}")
+        med = jnp.quantile(draws, 0.5, axis=0, method="nearest") if fn.support.is_discrete else jnp.median(draws, 0)
+        return med if m is None else jnp.where(ok, m, med)
+
+    def process_message(self, msg: dict) -> None:
+        if not _latent(msg):
+            return
+        name = msg["name"]
+        t = biject_to(msg["fn"].support)
+        found, v = self.lookup(msg)
+        if found:
+            v = jnp.asarray(v)
+        elif self.strategy.kind in ("median", "mean"):
+            v = self._central(msg["fn"], name)
+        else:
+            u = self.u0[name]
+            self.put(msg, t(u), "transformed", u=u)
+            return
+        self.put(msg, v, "transformed", u=t.inv(v))
+
+
 class UnconstrainedView:
     """A model's latent space as one flat unconstrained vector (see the module docstring).
 
@@ -197,19 +242,44 @@ class UnconstrainedView:
         _, sites = run(self.model.fn, self.args, self.kwargs, _Inverse(values))
         return self.ravel({n: sites[n]["u"] for n in self.sites})
 
-    def init_point(self, key: Any = None, strategy: str = "uniform", radius: float = 2.0) -> jax.Array:
-        """An initial point: ``"uniform"`` in (-radius, radius), ``"prior"`` (a prior draw), or
-        ``"zeros"`` (the transform of 0: e.g. 1 for positive sites)."""
-        if strategy == "zeros":
-            return jnp.zeros((self.dim,))
+    def init_point(self, key: Any = None, strategy: Any = "uniform", radius: float = 2.0,
+                   values: Mapping[str, Any] | None = None) -> jax.Array:
+        """An initial point (flat, unconstrained) by ``strategy``: ``"uniform"`` in
+        (-radius, radius), ``"prior"`` (a prior draw), ``"zeros"`` (the transform of 0: e.g. 1
+        for positive sites), ``"median"`` / ``"mean"`` (site by site given the values upstream),
+        or an :class:`ppl.initialization.InitStrategy` (see :mod:`ppl.initialization`).  With
+        ``values`` (address -> constrained value, for some sites) those sites start there and
+        the others by the strategy, each in its support given the values upstream."""
+        from .initialization import InitStrategy, as_strategy
+
+        st = as_strategy(strategy, "init_point")
+        if not isinstance(st, InitStrategy):
+            raise ModelError(f"init_point: expected a strategy, got {strategy!r}.")
+        if st.kind == "uniform" and radius != 2.0 and st.radius == 2.0:
+            st = InitStrategy("uniform", radius=float(radius))
         if key is None:
             key = jax.random.key(0)
-        if strategy == "uniform":
-            return jax.random.uniform(key, (self.dim,), minval=-radius, maxval=radius)
-        if strategy == "prior":
-            tr = self.model.simulate(key, *self.args, **self.kwargs)
-            return self.to_unconstrained({n: tr.choices[n] for n in self.sites})
-        raise ModelError(f"init_point: unknown strategy {strategy!r}; use 'uniform', 'prior' or 'zeros'.")
+        k_x, k_site = jax.random.split(key)
+        if st.kind == "zeros":
+            x = jnp.zeros((self.dim,))
+        elif st.kind == "uniform":
+            x = jax.random.uniform(k_x, (self.dim,), minval=-st.radius, maxval=st.radius)
+        elif st.kind == "prior":
+            tr = self.model.simulate(k_x, *self.args, **self.kwargs)
+            x = self.to_unconstrained({n: tr.choices[n] for n in self.sites})
+        else:  # median / mean: chosen site by site below
+            x = jnp.zeros((self.dim,))
+        if not values and st.kind not in ("median", "mean"):
+            return x
+        unknown = [a for a in (values or {}) if a not in self.sites]
+        if unknown:
+            raise AddressError(
+                f"init: {unknown[0]!r} is not a latent site of model {self.model.name!r}"
+                f"{nearest(unknown[0], self.sites)}."
+            )
+        start = _Start(dict(values or {}), self.unravel(x), st, k_site)
+        _, sites = run(self.model.fn, self.args, self.kwargs, start)
+        return self.ravel({n: sites[n]["u"] for n in self.sites})
 
     def __repr__(self) -> str:
         s = ", ".join(f"{k}: {v}" for k, v in self.sites.items())

@@ -81,6 +81,12 @@ declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bay
 
 
 # ---------------------------------------------------------------------------------------------
+# issue 17a: NumPyro habits (tests/test_numpyro_habits.py)
+
+declare("17a/thinning_law", note="test_numpyro_habits: exact binomial test of the first thinned draw of 4000 Regenerate chains against e0 T^3")
+
+
+# ---------------------------------------------------------------------------------------------
 # ppl, docs and examples (tests/test_ppl_*.py, test_docs.py, ...)
 
 

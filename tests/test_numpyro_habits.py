@@ -341,3 +341,116 @@ def test_numpy_data_stays_traced_when_the_model_does_not_need_it_concrete():
         mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), m, y + 1.0, num_warmup=2, num_samples=2,
                     progress=False)
     assert c.n == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# thinning
+
+
+@ppl.model
+def _two_state():
+    z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+    ppl.sample("y", dist.Bernoulli(probs=jnp.where(z == 1, 0.9, 0.2)), obs=1)
+
+
+def _regenerate_z_matrix() -> np.ndarray:
+    """The exact transition matrix of Regenerate('z') on _two_state (prior proposal, MH accept)."""
+    prior, lik = np.array([0.7, 0.3]), np.array([0.2, 0.9])
+    T = np.zeros((2, 2))
+    for a in range(2):
+        for b in range(2):
+            if a != b:
+                T[a, b] = prior[b] * min(1.0, lik[b] / lik[a])
+        T[a, a] = 1.0 - T[a].sum()
+    return T
+
+
+def _thinned_p1(thinning: int, steps: int) -> float:
+    run = mcmc.sample(jax.random.key(5), mcmc.Regenerate("z"), _two_state, num_warmup=0, num_samples=steps,
+                      num_chains=4000, init={"z": 0}, thinning=thinning, progress=False)
+    assert run.samples["z"].shape == (4000, steps // thinning)
+    assert run.info["accepted"].shape == (4000, steps // thinning)
+    return float(np.mean(np.asarray(run.samples["z"])[:, 0]))
+
+
+@pytest.mark.statistical
+def test_thinning_keeps_every_kth_step_exactly_in_law():
+    """4000 chains from z = 0: the first kept draw with thinning=3 is the state after 3 kernel
+    steps, distributed as e0 T^3 (exact binomial test at the declared level).  Twin: an
+    off-by-one thinning (the state after 2 steps, e0 T^2) is rejected."""
+    from scipy import stats
+
+    from _budget import BUDGET
+
+    alpha = BUDGET.level("17a/thinning_law")
+    T = _regenerate_z_matrix()
+    e0 = np.array([1.0, 0.0])
+    want = (e0 @ np.linalg.matrix_power(T, 3))[1]
+    p = _thinned_p1(3, 6)
+    assert stats.binomtest(round(p * 4000), 4000, want).pvalue > alpha
+    twin = (e0 @ np.linalg.matrix_power(T, 2))[1]
+    assert stats.binomtest(round(p * 4000), 4000, twin).pvalue < alpha
+
+
+def test_thinning_draws_do_not_depend_on_chunking_and_resume_counts_steps():
+    m = ppl.model(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)))
+    kw = dict(num_warmup=4, num_samples=12, thinning=3, num_chains=2, progress=False)
+    a = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, **kw)
+    b = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, chunk_size=2, **kw)
+    assert a.samples["x"].shape == (2, 4)
+    np.testing.assert_array_equal(a.samples["x"], b.samples["x"])
+    np.testing.assert_array_equal(a.info["accept_prob"], b.info["accept_prob"])
+    r1 = a.resume(jax.random.key(1), num_samples=6)
+    r2 = b.resume(jax.random.key(1), num_samples=6)
+    assert r1.samples["x"].shape == (2, 2)
+    np.testing.assert_array_equal(r1.samples["x"], r2.samples["x"])
+    with pytest.raises(ppl.ArgumentError, match="thinning"):
+        mcmc.sample(jax.random.key(0), mcmc.RWM(), m, num_samples=4, thinning=0, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# init strategies: median, mean, uniform(radius), values for some sites, one start per chain
+
+
+@ppl.model
+def _three_sites(y):
+    mu = ppl.sample("mu", dist.Normal(3.0, 1.0))
+    ppl.sample("tau", dist.HalfCauchy(1.0))
+    s = ppl.sample("s", dist.LogNormal(0.0, 0.5))
+    ppl.sample("y", dist.Normal(mu, s), obs=y)
+
+
+def _start(init, num_chains=3, kernel=None):
+    run = mcmc.sample(jax.random.key(0), kernel or mcmc.RWM(), _three_sites, 0.5, num_warmup=0, num_samples=0,
+                      num_chains=num_chains, init=init, progress=False)
+    if hasattr(run.state, "trace"):
+        return {k: np.asarray(v) for k, v in run.state.trace.latent.items()}
+    view = ppl.unconstrained(_three_sites, 0.5)
+    return {k: np.asarray(v) for k, v in jax.vmap(view.to_constrained)(run.state.x).items()}
+
+
+def test_init_mean_and_median_are_the_sites_centres():
+    mean = _start("mean")
+    np.testing.assert_allclose(mean["mu"], 3.0, rtol=1e-6)                      # Normal's mean
+    np.testing.assert_allclose(mean["s"], np.exp(0.125), rtol=1e-5)             # LogNormal's mean
+    assert np.all(np.isfinite(mean["tau"])) and np.all(mean["tau"] < 20)       # Cauchy: median instead
+    med = _start(numpyro.infer.init_to_median(num_samples=15))                  # NumPyro's, read as ours
+    assert np.all(np.abs(med["mu"] - 3.0) < 1.0) and np.all(np.abs(np.log(med["s"])) < 0.5)
+    assert len(np.unique(med["mu"])) == 3                                      # its own draws per chain
+
+
+def test_init_uniform_radius_values_for_some_sites_and_one_start_per_chain():
+    u = _start(ppl.init_to_uniform(radius=0.01))
+    assert np.all(np.abs(u["mu"]) < 0.01) and np.all(np.abs(np.log(u["s"])) < 0.01)
+    some = _start({"tau": 7.0})                   # the rest by the kernel's default (uniform(2))
+    np.testing.assert_allclose(some["tau"], 7.0, rtol=1e-5)
+    assert np.all(np.abs(some["mu"]) < 2.0) and len(np.unique(some["mu"])) == 3
+    per_chain = _start({"mu": np.array([1.0, 2.0, 3.0]), "s": 0.7})
+    np.testing.assert_allclose(per_chain["mu"], [1.0, 2.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(per_chain["s"], 0.7, rtol=1e-5)
+    traces = _start({"mu": np.array([1.0, 2.0, 3.0])}, kernel=mcmc.Regenerate("mu"))
+    np.testing.assert_allclose(traces["mu"], [1.0, 2.0, 3.0])
+    with pytest.raises(ppl.ArgumentError, match="'medain'.*did you mean 'median'"):
+        _start("medain")
+    with pytest.raises(ppl.errors.AddressError, match="'sigma'"):
+        _start({"sigma": 1.0})

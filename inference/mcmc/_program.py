@@ -98,8 +98,10 @@ class _Program:
     adaptation (warmup) or frozen tuning (sampling).
     """
 
-    def __init__(self, kernel: Kernel, model: ppl.Model, treedef, statics: tuple, num_chains: int, num_warmup: int, chunk_size: int | None):
+    def __init__(self, kernel: Kernel, model: ppl.Model, treedef, statics: tuple, num_chains: int, num_warmup: int,
+                 chunk_size: int | None, thinning: int = 1):
         self.kernel, self.model, self.treedef = kernel, model, treedef
+        self.thinning = int(thinning)  # kernel steps per recorded draw in the sampling phase
         self.statics = {i: v.value if isinstance(v, _Concrete) else v for i, v in statics}
         self.num_chains, self.num_warmup = num_chains, num_warmup
         self.chunk_size = chunk_size  # None: chosen at the first run (then fixed)
@@ -126,14 +128,35 @@ class _Program:
         k_init, k_warm, k_samp = jax.random.split(key, 3)
         init = init_values if init_values is not None else strategy
         keys = sharding.constrain_batch(jax.random.split(k_init, self.num_chains))
+        shared, per_chain = self._split_init_values(key, dyn, init_values)
+
+        def one(k, pc):
+            return b.init(k, {**shared, **pc} if init_values is not None else init)
+
         if self.num_chains <= _MAP_INIT_CHAINS and sharding.num_devices() == 1:
             # a loop over a few chains: tracing ``vmap`` of the init's while loops (retries, the
             # step-size heuristic) costs more than running them one chain at a time
-            state = jax.lax.map(lambda k: b.init(k, init), keys)
+            state = jax.lax.map(lambda a: one(*a), (keys, per_chain))
         else:
-            state = jax.vmap(lambda k: b.init(k, init))(keys)
+            state = jax.vmap(one)(keys, per_chain)
         state = sharding.constrain_batch(state)
         return state, jax.vmap(b.log_density)(state), k_warm, k_samp
+
+    def _split_init_values(self, key, dyn, init_values) -> tuple[dict, dict]:
+        """(values shared by every chain, values with a leading chain axis) of ``init=`` dict:
+        a value shaped ``(num_chains,) + site shape`` gives each chain its own start."""
+        if not init_values:
+            return {}, {}
+        args, kwargs = self.args(dyn)
+        shapes = jax.eval_shape(lambda k: self.model.simulate(k, *args, **kwargs).choices, key)
+        shared, per_chain = {}, {}
+        for a, v in init_values.items():
+            site = tuple(shapes[a].shape) if a in shapes else None
+            if site is not None and tuple(np.shape(v)) == (self.num_chains,) + site:
+                per_chain[a] = jnp.asarray(v)
+            else:
+                shared[a] = v
+        return shared, per_chain
 
     def prepare(self, key, dyn, init_values, strategy, num_steps: int) -> None:
         """Compile ``init`` and ``chunk`` for these argument shapes the first time, overlapping
@@ -194,9 +217,24 @@ class _Program:
         chains = self.num_chains
         active = getattr(b, "active", None)
 
-        def step(k_t, state, t):
-            keys = sharding.constrain_batch(jax.random.split(k_t, chains))
+        def one(k, state, t):
+            keys = sharding.constrain_batch(jax.random.split(k, chains))
             return self.step(keys, state, dyn, t, warm)
+
+        if self.thinning == 1:
+            step = one
+        else:
+            # a recorded draw of the sampling phase is ``thinning`` kernel steps (keys
+            # fold_in(k_t, j)), a warmup step is one: the draws depend on the key and t only
+            thin = self.thinning
+
+            def step(k_t, state, t):
+                info0 = jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                                     jax.eval_shape(one, k_t, state, t)[1])
+                n = jnp.where(warm, 1, thin)
+                return jax.lax.fori_loop(
+                    0, n, lambda j, c: one(jax.random.fold_in(k_t, j), c[0], t), (state, info0)
+                )
 
         def record(new, info):
             new = sharding.constrain_batch(new)
@@ -245,11 +283,12 @@ def _restore_args(tr: Trace, old_state: Any) -> Trace:
     return dataclasses.replace(tr, args=olds[0].args, kwargs=olds[0].kwargs)
 
 
-def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size) -> _Program:
+def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size, thinning=1) -> _Program:
     """The cached program of this combination (built on first use)."""
-    key = ("mcmc", kernel, treedef, statics, num_chains, num_warmup, chunk_size, sharding.num_devices())
+    key = ("mcmc", kernel, treedef, statics, num_chains, num_warmup, chunk_size, sharding.num_devices(), thinning)
     try:
-        return PROGRAMS.get(model, key, lambda: _Program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size))
+        return PROGRAMS.get(model, key, lambda: _Program(kernel, model, treedef, statics, num_chains, num_warmup,
+                                                         chunk_size, thinning))
     except TypeError:
         raise ArgumentTypeError(
             f"the kernel {kernel!r} or a non-array model argument is not hashable; pass arrays "
@@ -258,7 +297,7 @@ def _program(kernel, model, treedef, statics, num_chains, num_warmup, chunk_size
 
 
 def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size,
-             concrete_numpy: bool | None = None) -> tuple[_Program, list]:
+             concrete_numpy: bool | None = None, thinning: int = 1) -> tuple[_Program, list]:
     """The compiled program for (kernel, model, static arguments, ...) and the array arguments.
 
     Which arguments are traced (inputs of the program) and which are concrete (part of its
@@ -289,7 +328,13 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
     )
     dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v, concrete_numpy)]
     chunk = None if chunk_size is None else int(chunk_size)
-    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk)
+    try:
+        thinning = int(thinning)
+    except (TypeError, ValueError):
+        thinning = 0
+    if thinning < 1:
+        raise ArgumentError(f"{who}: thinning must be an int >= 1 (keep every thinning-th draw), got {thinning!r}.")
+    prog = _program(kernel, model, treedef, statics, int(num_chains), int(num_warmup), chunk, thinning)
     return prog, dyn
 
 
@@ -301,12 +346,12 @@ def _remembered_concrete(model: Any) -> bool:
 
 
 def _prepared(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key, init_values,
-              strategy, num_steps: int) -> tuple[_Program, list]:
+              strategy, num_steps: int, thinning: int = 1) -> tuple[_Program, list]:
     """:func:`_prepare`, then the program compiled for these arguments; when tracing fails
     because the model's body needs its NumPy arguments concrete, again with them concrete
     (see :func:`_prepare`)."""
     concrete = _remembered_concrete(model)
-    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, concrete)
+    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, concrete, thinning)
     try:
         prog.prepare(key, dyn, init_values, strategy, num_steps)
         return prog, dyn
@@ -318,6 +363,6 @@ def _prepared(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_si
         _NEEDS_CONCRETE[prog.model] = True
     except TypeError:
         pass
-    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, True)
+    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, True, thinning)
     prog.prepare(key, dyn, init_values, strategy, num_steps)
     return prog, dyn

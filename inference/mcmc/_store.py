@@ -73,6 +73,7 @@ def _meta(prog: _Program, dyn: list, state_meta: list, warmup_done: int) -> dict
         "num_warmup": prog.num_warmup,
         "warmup_done": warmup_done,
         "chunk_size": prog.chunk_size,
+        "thinning": prog.thinning,
         "state": state_meta,
         "args": [[list(np.shape(a)), str(a.dtype)] for a in dyn],
     }
@@ -187,7 +188,8 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
         raise ModelError(f"mcmc.load: {path!r} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
     if repr(kernel) != meta["kernel"]:
         raise ModelError(f"mcmc.load: the run was saved with kernel {meta['kernel']}, but load was given {kernel!r}.")
-    prog, dyn = _prepare("mcmc.load", kernel, model, args, kwargs, meta["num_chains"], meta["num_warmup"], None)
+    prog, dyn = _prepare("mcmc.load", kernel, model, args, kwargs, meta["num_chains"], meta["num_warmup"], None,
+                         thinning=meta.get("thinning", 1))
     if prog.model.name != meta["model"]:
         raise ModelError(f"mcmc.load: the run was saved for model {meta['model']!r}, but load was given {prog.model.name!r}.")
     given = [[list(np.shape(a)), str(a.dtype)] for a in dyn]

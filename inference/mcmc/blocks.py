@@ -188,7 +188,8 @@ class _BoundBlockGibbs(_BoundTraceKernel):
         """A prior draw of the trace (or the given values, the rest from the prior); with a
         strategy such as ``"uniform"`` the gradient blocks' sites then start there."""
         k_tr, k_blocks = split(key, 2)
-        strategy = init if isinstance(init, str) and init != "prior" else None
+        kind = getattr(init, "kind", init)  # a name or a ppl.initialization.InitStrategy
+        strategy = init if isinstance(kind, str) and kind != "prior" and not isinstance(init, dict) else None
         tr = super().init(k_tr, None if strategy else init).trace
         states = []
         for b, k in zip(self.kernel.blocks, split(k_blocks, len(self.kernel.blocks))):

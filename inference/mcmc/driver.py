@@ -36,6 +36,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
+from ppl.initialization import as_strategy
 
 from .. import sharding
 from .._calling import check_option_clash, given_options, model_keywords
@@ -65,6 +66,7 @@ def sample(
     progress: bool | None = None,
     chunk_size: int | None = None,
     stream_to: Any = None,
+    thinning: int = 1,
     model_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Run:
@@ -87,8 +89,12 @@ def sample(
         num_chains: chains, run vectorised as a leading axis (split across devices when there
             are several; see :mod:`inference.sharding`).
         init: None (the kernel's default: uniform in (−2, 2) unconstrained for gradient kernels,
-            a prior draw for trace kernels), a strategy ``"uniform"`` / ``"prior"`` / ``"zeros"``,
-            or a dict of constrained values (the same for every chain).
+            a prior draw for trace kernels); a strategy ``"uniform"`` / ``"prior"`` / ``"zeros"``
+            / ``"median"`` / ``"mean"``, ``ppl.init_to_uniform(radius=...)`` and the others of
+            :mod:`ppl.initialization` (NumPyro's ``init_to_*`` are read as these); or a dict of
+            constrained values for some sites (the others by the kernel's default strategy),
+            each shaped like its site (the same for every chain) or with a leading chain axis
+            ``(num_chains,) + site shape`` (one start per chain).
         progress: show progress between chunks (a line on stderr, a bar in a notebook); default
             on in a terminal or notebook, off when ``CI`` is set or stderr is not a TTY.  It
             does not change the compiled program.
@@ -99,6 +105,10 @@ def sample(
             those files) instead of keeping them in memory, with a checkpoint of the state
             (``checkpoint.npz``) from which :func:`load` recovers the run after a crash.  Give
             each run its own directory.
+        thinning: keep every ``thinning``-th draw of the ``num_samples`` post-warmup steps
+            (``num_samples // thinning`` draws per chain, as NumPyro; the warmup is not thinned).
+            The kept draws, their info and diagnostics are those of the kept steps; the draws
+            depend on ``key`` only (not on chunking or resuming), like unthinned ones.
         model_kwargs: the model's keyword arguments as a dict, whatever their names (the
             unambiguous way in for one named like an option above, e.g. ``init``).
         **kwargs: the model's keyword arguments: each must be a parameter of the model (a
@@ -129,19 +139,23 @@ def sample(
     ppl.handlers.check_key(key, "mcmc.sample")
     check_option_clash("mcmc.sample", model, set(given_options(sample, dict(
         num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init=init, progress=progress,
-        chunk_size=chunk_size, stream_to=stream_to))) - set(model_kwargs or ()))
+        chunk_size=chunk_size, stream_to=stream_to, thinning=thinning))) - set(model_kwargs or ()))
     kwargs = model_keywords("mcmc.sample", sample, model, kwargs, model_kwargs)
     for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if int(n) < 0:
             raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")
-    num_samples = int(num_samples)
+    if isinstance(thinning, bool) or not isinstance(thinning, (int, np.integer)) or thinning < 1:
+        raise ArgumentError(f"mcmc.sample: thinning must be an int >= 1 (keep every thinning-th draw), got {thinning!r}.")
+    num_samples = int(num_samples) // int(thinning)
     on = progress_default() if progress is None else bool(progress)
     directory = _stream_dir("mcmc.sample", stream_to)
 
+    checked = as_strategy(init, "mcmc.sample")  # NumPyro's init_to_* read as ours
+    init = checked.kind if isinstance(init, str) else checked
     init_values = init if isinstance(init, Mapping) else None
     strategy = None if isinstance(init, Mapping) else init
     prog, dyn = _prepared("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key,
-                          init_values, strategy, int(num_warmup) + num_samples)
+                          init_values, strategy, int(num_warmup) + num_samples, int(thinning))
     model = prog.model
     num_warmup = prog.num_warmup
     state, log_dens, k_warm, k_samp = prog.init(key, dyn, init_values, strategy=strategy)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import equinox as eqx
 import jax
@@ -155,12 +155,13 @@ class BoundGradient:
         """Start at the given constrained values, or at a point from ``init`` / the kernel's
         ``init_strategy`` ("uniform" in (−2, 2), "prior", "zeros"), retried (up to 100 times)
         while U or ∇U is not finite."""
-        if isinstance(init, dict):
-            return self.state_at(self.view.to_unconstrained(init))
-        strategy = init or self.kernel.init_strategy
+        values = init if isinstance(init, Mapping) else None
+        if values is not None and all(a in values for a in self.view.sites):
+            return self.state_at(self.view.to_unconstrained(values))
+        strategy = (None if values is not None else init) or self.kernel.init_strategy
 
         def propose(k):
-            x = self.view.init_point(k, strategy)
+            x = self.view.init_point(k, strategy, values=values)
             return (x,) + tuple(self.vg(x))
 
         def bad(c):

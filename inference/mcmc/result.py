@@ -160,7 +160,8 @@ class Run:
 
         Args:
             key: a JAX random key.
-            num_samples: draws per chain (None: as many as this run has).
+            num_samples: steps per chain, every ``thinning``-th kept as in :func:`sample` (None:
+                as many draws as this run has).
             progress: show progress (None: as the run that is resumed).
             stream_to: a directory to write the draws to as ``.npy`` files (see :func:`sample`).
 
@@ -181,6 +182,8 @@ class Run:
         if n < 0:
             raise ArgumentError(f"Run.resume: num_samples must be >= 0, got {num_samples}.")
         prog, dyn = self._program, self._dyn
+        if num_samples is not None:  # steps, as in mcmc.sample: every thinning-th is kept
+            n //= prog.thinning
         progress = self._progress if progress is None else progress
         on = progress_default() if progress is None else bool(progress)
         directory = _stream_dir("Run.resume", stream_to)

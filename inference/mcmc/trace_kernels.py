@@ -74,6 +74,8 @@ class _BoundTraceKernel(BoundBase):
         if isinstance(init, dict):
             tr, _ = self.model.generate(key, init, *self.args, **self.kwargs)
             return TraceState(tr)
+        if getattr(init, "kind", None) == "prior":  # ppl.init_to_sample()
+            init = "prior"
         if init not in (None, "prior"):
             raise ModelError(
                 f"trace kernels start from the prior or from a dict of values; got init={init!r}."
