@@ -241,15 +241,44 @@ def test_misspelt_option_is_an_error_with_did_you_mean(run, typo, option, model)
 
 @pytest.mark.parametrize("run", [_mcmc, _smc, _vi])
 def test_model_keywords_reach_the_model(run):
-    run(_kw_model, 0.3, scale=2.0)          # a parameter of the model
-    run(_open_model, 0.3, prior_sd=2.0)     # **kwargs, not close to any option
-    run(_kw_model, 0.3, model_kwargs={"scale": 2.0})
+    seen = []
+
+    @ppl.model
+    def m(y, scale=1.0):
+        seen.append(scale)
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ppl.sample("y", dist.Normal(mu, scale), obs=y)
+
+    run(m, 0.3, scale=2.0)          # a parameter of the model
+    assert set(seen) == {2.0}
     with pytest.raises(ppl.ArgumentError, match="'scael'.*did you mean 'scale'"):
-        run(_kw_model, 0.3, scael=2.0)
+        run(m, 0.3, scael=2.0)
+
+
+def test_the_keyword_rule_itself():
+    """inference._calling.model_keywords, the one rule every driver calls (no compilation)."""
+    from inference._calling import model_keywords
+
+    drv = mcmc.sample
+    assert model_keywords("f", drv, _kw_model, {"scale": 2.0}) == {"scale": 2.0}
+    assert model_keywords("f", drv, _open_model, {"prior_sd": 2.0}) == {"prior_sd": 2.0}
+    assert model_keywords("f", drv, _kw_model, {}, {"scale": 2.0}) == {"scale": 2.0}
+    assert model_keywords("f", drv, _open_model, {}, {"num_sample": 3}) == {"num_sample": 3}
+    assert model_keywords("f", drv, ppl.condition(_kw_model, {"mu": 0.0}), {"scale": 1.0}) == {"scale": 1.0}
+    with pytest.raises(ppl.ArgumentError, match="'thining'.*did you mean 'thinning'"):
+        model_keywords("f", drv, _kw_model, {"thining": 2})
+    with pytest.raises(ppl.ArgumentError, match="misspelt option 'progress'.*model_kwargs"):
+        model_keywords("f", drv, _open_model, {"progress_bar": False})
     with pytest.raises(ppl.ArgumentError, match="model_kwargs has 'scael'"):
-        run(_kw_model, 0.3, model_kwargs={"scael": 2.0})
+        model_keywords("f", drv, _kw_model, {}, {"scael": 2.0})
     with pytest.raises(ppl.ArgumentError, match="'scale' was given twice"):
-        run(_kw_model, 0.3, scale=1.0, model_kwargs={"scale": 2.0})
+        model_keywords("f", drv, _kw_model, {"scale": 1.0}, {"scale": 2.0})
+    with pytest.raises(ppl.ArgumentTypeError, match="model_kwargs must be a dict"):
+        model_keywords("f", drv, _kw_model, {}, [("scale", 1.0)])
+    # vi.fit: the model and the guide both receive every keyword, so both must take it
+    guide = ppl.model(lambda y: ppl.sample("mu", dist.Normal(0.0, 1.0)))
+    with pytest.raises(ppl.ArgumentError, match="'scale'.*parameter of model"):
+        model_keywords("vi.fit", vi.fit, [_kw_model, guide], {"scale": 2.0})
 
 
 def test_a_model_keyword_named_like_an_option_goes_in_through_model_kwargs():
@@ -393,19 +422,20 @@ def test_thinning_keeps_every_kth_step_exactly_in_law():
 
 
 def test_thinning_draws_do_not_depend_on_chunking_and_resume_counts_steps():
-    m = ppl.model(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)))
-    kw = dict(num_warmup=4, num_samples=12, thinning=3, num_chains=2, progress=False)
-    a = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, **kw)
-    b = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, chunk_size=2, **kw)
-    assert a.samples["x"].shape == (2, 4)
-    np.testing.assert_array_equal(a.samples["x"], b.samples["x"])
+    # the law test's program (same kernel, model, chains, thinning: compiled once)
+    kw = dict(num_warmup=0, num_samples=12, num_chains=4000, init={"z": 0}, thinning=3, progress=False)
+    a = mcmc.sample(jax.random.key(0), mcmc.Regenerate("z"), _two_state, **kw)
+    b = mcmc.sample(jax.random.key(0), mcmc.Regenerate("z"), _two_state, chunk_size=3, **kw)
+    assert a.samples["z"].shape == (4000, 4)
+    np.testing.assert_array_equal(a.samples["z"], b.samples["z"])
     np.testing.assert_array_equal(a.info["accept_prob"], b.info["accept_prob"])
+    assert a.summary() is not None  # diagnostics read the thinned draws
     r1 = a.resume(jax.random.key(1), num_samples=6)
     r2 = b.resume(jax.random.key(1), num_samples=6)
-    assert r1.samples["x"].shape == (2, 2)
-    np.testing.assert_array_equal(r1.samples["x"], r2.samples["x"])
+    assert r1.samples["z"].shape == (4000, 2)
+    np.testing.assert_array_equal(r1.samples["z"], r2.samples["z"])
     with pytest.raises(ppl.ArgumentError, match="thinning"):
-        mcmc.sample(jax.random.key(0), mcmc.RWM(), m, num_samples=4, thinning=0, progress=False)
+        mcmc.sample(jax.random.key(0), mcmc.Regenerate("z"), _two_state, num_samples=4, thinning=0, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,28 +459,51 @@ def _start(init, num_chains=3, kernel=None):
     return {k: np.asarray(v) for k, v in jax.vmap(view.to_constrained)(run.state.x).items()}
 
 
+def _point(strategy, key=0, **kw):
+    view = ppl.unconstrained(_three_sites, 0.5)
+    return {k: np.asarray(v) for k, v in view.to_constrained(view.init_point(jax.random.key(key), strategy, **kw)).items()}
+
+
 def test_init_mean_and_median_are_the_sites_centres():
-    mean = _start("mean")
+    mean = _point("mean")
     np.testing.assert_allclose(mean["mu"], 3.0, rtol=1e-6)                      # Normal's mean
     np.testing.assert_allclose(mean["s"], np.exp(0.125), rtol=1e-5)             # LogNormal's mean
-    assert np.all(np.isfinite(mean["tau"])) and np.all(mean["tau"] < 20)       # Cauchy: median instead
-    med = _start(numpyro.infer.init_to_median(num_samples=15))                  # NumPyro's, read as ours
-    assert np.all(np.abs(med["mu"] - 3.0) < 1.0) and np.all(np.abs(np.log(med["s"])) < 0.5)
-    assert len(np.unique(med["mu"])) == 3                                      # its own draws per chain
+    assert np.isfinite(mean["tau"]) and mean["tau"] < 20                        # Cauchy: median instead
+    meds = [_point(numpyro.infer.init_to_median(num_samples=15), key=k) for k in range(3)]  # NumPyro's
+    assert all(abs(m["mu"] - 3.0) < 1.0 and abs(np.log(m["s"])) < 0.5 for m in meds)
+    assert len({float(m["mu"]) for m in meds}) == 3                             # its own draws per key
+    u = _point(ppl.init_to_uniform(radius=0.01))
+    assert abs(u["mu"]) < 0.01 and abs(np.log(u["s"])) < 0.01
+    some = _point("zeros", values={"tau": 7.0})
+    np.testing.assert_allclose([some["mu"], some["tau"], some["s"]], [0.0, 7.0, 1.0], rtol=1e-5)
 
 
-def test_init_uniform_radius_values_for_some_sites_and_one_start_per_chain():
-    u = _start(ppl.init_to_uniform(radius=0.01))
-    assert np.all(np.abs(u["mu"]) < 0.01) and np.all(np.abs(np.log(u["s"])) < 0.01)
-    some = _start({"tau": 7.0})                   # the rest by the kernel's default (uniform(2))
-    np.testing.assert_allclose(some["tau"], 7.0, rtol=1e-5)
-    assert np.all(np.abs(some["mu"]) < 2.0) and len(np.unique(some["mu"])) == 3
-    per_chain = _start({"mu": np.array([1.0, 2.0, 3.0]), "s": 0.7})
+def test_init_through_the_driver_values_for_some_sites_and_one_start_per_chain():
+    med = _start("median")
+    assert np.all(np.abs(med["mu"] - 3.0) < 1.0) and len(np.unique(med["mu"])) == 3
+    per_chain = _start({"mu": np.array([1.0, 2.0, 3.0]), "tau": 7.0})
     np.testing.assert_allclose(per_chain["mu"], [1.0, 2.0, 3.0], rtol=1e-6)
-    np.testing.assert_allclose(per_chain["s"], 0.7, rtol=1e-5)
+    np.testing.assert_allclose(per_chain["tau"], 7.0, rtol=1e-5)
+    # the rest by the kernel's default (uniform in (-2, 2) unconstrained), chain by chain
+    assert np.all(np.abs(np.log(per_chain["s"])) < 2.0) and len(np.unique(per_chain["s"])) == 3
     traces = _start({"mu": np.array([1.0, 2.0, 3.0])}, kernel=mcmc.Regenerate("mu"))
     np.testing.assert_allclose(traces["mu"], [1.0, 2.0, 3.0])
     with pytest.raises(ppl.ArgumentError, match="'medain'.*did you mean 'median'"):
         _start("medain")
     with pytest.raises(ppl.errors.AddressError, match="'sigma'"):
-        _start({"sigma": 1.0})
+        ppl.unconstrained(_three_sites, 0.5).init_point(jax.random.key(0), values={"sigma": 1.0})
+
+
+def test_init_strategy_names_and_numpyro_equivalents():
+    from ppl.initialization import as_strategy
+
+    assert ppl.init_to_median(7) == ppl.InitStrategy("median", num_samples=7)
+    assert ppl.init_to_mean() == as_strategy("mean") == as_strategy(numpyro.infer.init_to_mean)
+    assert ppl.init_to_sample() == as_strategy("prior") == as_strategy(numpyro.infer.init_to_sample)
+    assert as_strategy(numpyro.infer.init_to_uniform(radius=0.5)) == ppl.init_to_uniform(0.5)
+    assert as_strategy(numpyro.infer.init_to_value(values={"mu": 1.0})) == {"mu": 1.0}
+    assert ppl.initialization.as_strategy(None) is None
+    with pytest.raises(ppl.ArgumentError, match="radius"):
+        ppl.init_to_uniform(radius=0.0)
+    with pytest.raises(ppl.ArgumentError, match="init must be"):
+        as_strategy(3.0)

@@ -120,4 +120,13 @@ MUTANTS = [
         tests=("tests/test_mcmc_nuts.py::test_window_adapter_makes_numpyros_updates",),
         description="Dual averaging targets 0.9 of the requested acceptance probability.",
     ),
+    # ---- issue 17a (engineer 17a): thinning ----
+    Mutant(
+        id="mcmc/thinning-off-by-one",
+        file="inference/mcmc/_program.py",
+        find="n = jnp.where(warm, 1, thin)",
+        replace="n = jnp.where(warm, 1, thin - 1)",
+        tests=("tests/test_numpyro_habits.py::test_thinning_keeps_every_kth_step_exactly_in_law",),
+        description="A thinned draw is the state after thinning - 1 kernel steps, not thinning.",
+    ),
 ]

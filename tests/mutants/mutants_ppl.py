@@ -32,4 +32,23 @@ MUTANTS = [
         description="A handler writing a misspelt message field (msg['vaule'] = ...) is silently ignored.",
         area="other",
     ),
+    # ---- issue 17a (engineer 17a): sample_shape, NumPyro handlers ----
+    Mutant(
+        id="ppl/sample-shape-right-of-plates",
+        file="ppl/core.py",
+        find="msg[\"fn\"] = fn.expand(tuple(sample_shape) + tuple(fn.batch_shape))",
+        replace="msg[\"fn\"] = fn.expand(tuple(fn.batch_shape) + tuple(sample_shape))",
+        tests=("tests/test_numpyro_habits.py::test_sample_shape_value_shape_and_log_density_sum",),
+        description="sample_shape dims are put to the right of the plate dims (NumPyro puts them left).",
+        area="other",
+    ),
+    Mutant(
+        id="ppl/numpyro-handler-ignored",
+        file="ppl/core.py",
+        find="    _refuse_numpyro_handlers(msg)\n",
+        replace="",
+        tests=("tests/test_numpyro_habits.py::test_numpyro_handler_inside_or_outside_a_ppl_model_is_refused",),
+        description="A NumPyro handler around a ppl model (condition, scale, ...) is silently ignored.",
+        area="other",
+    ),
 ]
