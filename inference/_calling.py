@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from ppl.errors import ArgumentError, ArgumentTypeError
 
-__all__ = ["check_option_clash", "given_options", "is_algorithm", "model_keywords", "options_of"]
+__all__ = ["check_option_clash", "given_options", "is_algorithm", "model_keywords", "options_of", "reject_unknown"]
 
 #: how close (difflib ratio) an unknown keyword must be to an option's name to be taken for a
 #: misspelt option even when the model takes ``**kwargs`` (``progress_bar`` ~ ``progress``: 0.8)
@@ -207,3 +207,27 @@ def given_options(fn: Any, values: Mapping[str, Any]) -> list[str]:
             pass
         out.append(name)
     return out
+
+
+def reject_unknown(who: str, driver: Any, unknown: Mapping[str, Any]) -> None:
+    """Raise :class:`ppl.errors.ArgumentError` naming the first keyword in ``unknown``, with
+    "did you mean" among ``driver``'s parameters: for the drivers that pass no keywords to a
+    model (``smc.particle_filter``, ``smc.resample_move``), whose ``**unknown`` catches typos
+    that Python would report as a bare ``TypeError``.
+
+    Example:
+        >>> from inference._calling import reject_unknown
+        >>> def driver(key, model, *, num_particles=100, **unknown): ...
+        >>> reject_unknown("drv", driver, {})
+        >>> reject_unknown("drv", driver, {"num_particle": 10})  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ppl.errors.ArgumentError: drv: unknown option 'num_particle' (did you mean 'num_particles'?) ...
+    """
+    if not unknown:
+        return
+    k = next(iter(unknown))
+    params = [p.name for p in inspect.signature(driver).parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    best = difflib.get_close_matches(k, params, n=1, cutoff=0.5)
+    hint = f" (did you mean {best[0]!r}?)" if best else ""
+    raise ArgumentError(f"{who}: unknown option {k!r}{hint}; its options are {', '.join(params)}.")

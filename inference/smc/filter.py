@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from inference._calling import reject_unknown
 from inference._result import WeightedDraws
 from ppl import config as ppl_config
 from ppl import randomness
@@ -177,6 +178,7 @@ def particle_filter(
     init_args: tuple = (),
     name: str | None = None,
     record: Any = DEFAULT_RECORD,
+    **unknown: Any,
 ) -> SMCResult:
     """Bootstrap (or guided) particle filter for ``ppl.scan(step, init, xs=xs, name=name)``.
 
@@ -221,6 +223,7 @@ def particle_filter(
     """
     from inference import sharding
 
+    reject_unknown("smc.particle_filter", particle_filter, unknown)  # a typo'd option, by name
     ppl_config.ensure_compilation_cache()  # the scan below compiles (outside jit too)
     rec = _records(record)
     m = ppl.as_model(step)

@@ -26,7 +26,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
-from inference._calling import is_algorithm
+from inference._calling import is_algorithm, reject_unknown
 from inference._result import WeightedDraws
 
 from . import blocks
@@ -92,6 +92,7 @@ def resample_move(
     scheme: Any = "systematic",
     ess_threshold: float | None = None,
     num_mcmc_steps: int = 1,
+    **unknown: Any,
 ) -> ResampleMoveResult:
     """Sequential Bayesian updating of ``model(*args, data_so_far, **kwargs)``, one batch at a time.
 
@@ -128,6 +129,7 @@ def resample_move(
         >>> res.sample(jax.random.key(1), 100)["mu"].shape, bool(jnp.isfinite(res.log_evidence))
         ((100,), True)
     """
+    reject_unknown("smc.resample_move", resample_move, unknown)  # a typo'd option, by name
     if is_algorithm(model):  # the conventional order: (key, kernel, model, data_batches, num_particles)
         kernel, model, data_batches, num_particles = model, data_batches, num_particles, kernel
     if num_particles is None or isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)) or num_particles < 1:
