@@ -20,7 +20,7 @@ import numpy as np
 from numpyro.distributions.transforms import biject_to
 
 from .messengers import Provide
-from .errors import AddressError, ModelError, nearest
+from .errors import AddressError, ArgumentError, ModelError, nearest
 from .model import Model, _sum, as_model, run
 
 __all__ = ["unconstrained", "UnconstrainedView"]
@@ -252,7 +252,10 @@ class UnconstrainedView:
         the others by the strategy, each in its support given the values upstream."""
         from .initialization import InitStrategy, as_strategy
 
-        st = as_strategy(strategy, "init_point")
+        try:
+            st = as_strategy(strategy, "init_point")
+        except ArgumentError as e:  # the view's errors are ModelErrors (a bad model input)
+            raise ModelError(str(e)) from None
         if not isinstance(st, InitStrategy):
             raise ModelError(f"init_point: expected a strategy, got {strategy!r}.")
         if st.kind == "uniform" and radius != 2.0 and st.radius == 2.0:
