@@ -38,7 +38,8 @@ def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> t
             for h in handlers:
                 stack.enter_context(h)
             retval = fn(*args, **kwargs)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as e:
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerArrayConversionError, jax.errors.TracerIntegerConversionError) as e:
         last = next(reversed(rec.sites), None)
         where = f" after site {last!r}" if last else ""
         raise ModelError(
