@@ -86,3 +86,11 @@ declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bay
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# reparam and the NumPyro corpus (issue 17b: tests/test_reparam.py, tests/test_numpyro_corpus.py)
+
+declare("reparam/eight_schools_means", 10, alpha=1e-9,
+        note="test_reparam: NUTS on the centred eight schools under ppl.reparam('auto'), 10 posteriordb means, "
+             "z = Δ / sqrt(sd²/ESS + mcse_ref²)")
