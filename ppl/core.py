@@ -15,6 +15,7 @@ the hot path of compiled code.
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any, Callable
 
@@ -114,8 +115,14 @@ class Messenger:
             return self.fn(*args, **kwargs)
 
 
-def apply_stack(msg: Message) -> Message:
-    """Send `msg` through the handler stack and fill in its value."""
+def apply_stack(msg: Message, sample_shape: tuple = ()) -> Message:
+    """Send `msg` through the handler stack and fill in its value.
+
+    A non-empty `sample_shape` (``ppl.sample(..., sample_shape=...)``) expands a sample site's
+    distribution to ``sample_shape + batch_shape`` once the plates innermost in the stack have
+    broadcast its batch shape, i.e. just before the first handler that is not a plate (or scope)
+    sees the site: the sample dims sit to the left of every plate dim, as in NumPyro.
+    """
     stack = _stack()
     # a bare `with ppl.plate(...)` (or scope) outside any model is still outside a model
     if all(h.passive for h in stack):
@@ -128,17 +135,43 @@ def apply_stack(msg: Message) -> Message:
     first = n
     for i in range(n - 1, -1, -1):
         handler = stack[i]
+        if sample_shape and not handler.passive:
+            _expand_sample_shape(msg, sample_shape)
+            sample_shape = ()
         handler.process_message(msg)
         if msg["_floor"] is None and handler.blocks(msg):
             msg["_floor"] = i
         first = i
         if msg["stop"]:
             break
+    if sample_shape:
+        _expand_sample_shape(msg, sample_shape)
     _default_process(msg)
     floor = max(first, msg["_floor"] or 0)
     for i in range(floor, n):
         stack[i].postprocess_message(msg)
     return msg
+
+
+def _expand_sample_shape(msg: Message, sample_shape: tuple) -> None:
+    fn = msg["fn"]
+    msg["fn"] = fn.expand(tuple(sample_shape) + tuple(fn.batch_shape))
+
+
+def _check_sample_shape(name: str, sample_shape: Any) -> tuple:
+    """`sample_shape` as a tuple of Python ints, or a ModelError naming the site."""
+    if isinstance(sample_shape, (int, np.integer)) and not isinstance(sample_shape, bool):
+        sample_shape = (sample_shape,)
+    try:
+        out = tuple(int(operator.index(n)) for n in sample_shape)
+    except TypeError:
+        out = None
+    if out is None or any(n < 0 for n in out):
+        raise ModelError(
+            f"site {name!r}: sample_shape must be a tuple of non-negative Python ints "
+            f"(e.g. sample_shape=(3,)), got {sample_shape!r}."
+        )
+    return out
 
 
 def emit(msg: Message) -> None:
@@ -280,11 +313,30 @@ def site_log_prob(msg: dict) -> jax.Array:
 # primitives
 
 
-def sample(name: str, d: Any, obs: Any = None, *, infer: dict | None = None) -> Any:
+def sample(
+    name: str, d: Any, obs: Any = None, *, sample_shape: tuple = (), infer: dict | None = None
+) -> Any:
     """A random choice at address `name` from distribution `d` (any NumPyro distribution).
 
     With `obs` the site is observed: its value is `obs` and its log density is part of the
     likelihood.  Returns the value.
+
+    `sample_shape` (as in NumPyro) draws that many independent copies: the site's distribution
+    is ``d`` expanded to ``sample_shape + batch_shape`` (the batch shape after the plates around
+    the site broadcast it), so the value has shape ``sample_shape + batch_shape + event_shape``
+    and the site's log density is the sum of ``d``'s log densities over every copy.  The sample
+    dims are the leftmost ones, to the left of every plate's dim; an observed value is scored as
+    a value of the expanded distribution (broadcast against it).
+
+    Example:
+        >>> @ppl.model
+        ... def coin(flips=None):
+        ...     p = ppl.sample("p", dist.Beta(1.0, 1.0))
+        ...     with ppl.plate("flip", 10):
+        ...         ppl.sample("x", dist.Bernoulli(probs=p), obs=flips)
+        >>> m = ppl.model(lambda: ppl.sample("z", dist.Normal(0.0, 1.0), sample_shape=(3,)))
+        >>> m.simulate(jax.random.key(0)).choices["z"].shape
+        (3,)
 
     Example:
         >>> @ppl.model
@@ -300,12 +352,13 @@ def sample(name: str, d: Any, obs: Any = None, *, infer: dict | None = None) -> 
             f"site {name!r}: ppl.sample expects a distribution (e.g. dist.Normal(0, 1)) as its "
             f"second argument, got {type(d).__name__}."
         )
+    sample_shape = _check_sample_shape(name, sample_shape)
     msg = new_message("sample", name, fn=d, infer=dict(infer or {}))
     if obs is not None:
         msg["value"] = obs
         msg["is_observed"] = True
         msg["supplied"] = True
-    return apply_stack(msg)["value"]
+    return apply_stack(msg, sample_shape)["value"]
 
 
 def param(name: str, init: Any = None, constraint: Any = None, **kwargs: Any) -> Any:
