@@ -79,14 +79,12 @@ class _Bridge(_np_prim.Messenger):
             if t == "sample":
                 fn = msg["fn"]
                 shape = tuple(msg.get("kwargs", {}).get("sample_shape", ()) or ())
-                if shape:
-                    fn = fn.expand(shape + tuple(fn.batch_shape))
                 if isinstance(fn, ndist.distribution.Unit):  # numpyro.factor
                     core.factor(name, fn.log_factor)
                     value = msg["value"]
                 else:
                     obs = msg["value"] if msg.get("is_observed") else None
-                    value = core.sample(name, fn, obs=obs, infer=msg.get("infer"))
+                    value = core.sample(name, fn, obs=obs, infer=msg.get("infer"), sample_shape=shape)
             elif t == "param":
                 kw = dict(msg.get("kwargs", {}))
                 kw.pop("event_dim", None)
