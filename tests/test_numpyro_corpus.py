@@ -78,12 +78,7 @@ def test_posterior_means_agree_with_numpyro(case):
 
 
 def test_planted_twin_a_reparam_that_drops_the_loc_disagrees_with_numpyro():
-    from numpyro.infer.reparam import LocScaleReparam
-
-    class DropLoc(LocScaleReparam):
-        def __call__(self, name, fn, obs):
-            _, value = super().__call__(name, fn, obs)
-            return None, value - self._unwrap(fn)[0].loc
+    from test_reparam import DropLoc  # LocScaleReparam that forgets to add loc
 
     model, data = CASES["baseball_partially_pooled_with_logit"]
     ref = json.loads((REF / "baseball_partially_pooled_with_logit.json").read_text())

@@ -193,6 +193,13 @@ def test_auto_picks_the_hierarchical_sites_only():
 
     sigma = jnp.ones(3)
     assert set(ppl.auto_noncentre_sites(m, sigma, y=jnp.zeros(3))) == {"theta"}
+
+    @ppl.model
+    def funnel():  # only the scale depends on a latent site
+        v = ppl.sample("v", dist.Normal(0.0, 3.0))
+        ppl.sample("x", dist.Normal(jnp.zeros(2), jnp.exp(v / 2)))
+
+    assert set(ppl.auto_noncentre_sites(funnel)) == {"x"}
     # the data under jit stays an input, and an outer condition makes y observed, not a candidate
     cond = ppl.condition(ppl.reparam(m, "auto"), {"y": jnp.zeros(3)})
     tr = jax.jit(lambda s: cond.simulate(jax.random.key(0), s))(sigma)
