@@ -38,7 +38,7 @@ from numpyro.infer.reparam import LocScaleReparam, Reparam
 
 from . import core, messengers
 from .core import Messenger
-from .errors import ModelError, nearest
+from .errors import ModelError, PPLError, nearest
 from .handlers import _Wraps
 from .model import Model, as_model, run
 
@@ -188,6 +188,8 @@ class _ReparamMessenger(Messenger):
         try:
             with bridge:
                 new_fn, value = r(name, msg["fn"], obs)
+        except PPLError:
+            raise
         except (AssertionError, ValueError) as e:
             raise ModelError(
                 f"ppl.reparam: {type(r).__name__} cannot reparameterise site {name!r} "

@@ -144,8 +144,10 @@ class NoJacobian(Reparam):
     transformed distribution had been sampled on the base scale (the Jacobian is dropped)."""
 
     def __call__(self, name, fn, obs):
-        z = ppl.sample(f"{name}_base", fn.base_dist)  # a ppl site, not a NumPyro one: bypasses the bridge
-        ppl.factor(f"{name}_jac", -z)  # the wrong sign: cancels exp's Jacobian instead of adding none
+        import numpyro  # a reparameteriser is NumPyro code: its primitives reach ppl through the bridge
+
+        z = numpyro.sample(f"{name}_base", fn.base_dist)
+        numpyro.factor(f"{name}_jac", -z)  # the wrong sign: cancels exp's Jacobian instead of adding none
         return None, jnp.exp(z)
 
 
