@@ -213,7 +213,15 @@ class _ReparamMessenger(Messenger):
         msg["fn"] = new_fn
 
 
-class reparam(_Wraps, _ReparamMessenger):
+class _SameReparam(type(_Wraps)):
+    """``isinstance(h, ppl.reparam)`` holds for every reparam messenger (as for the handlers of
+    :mod:`ppl.handlers`, whose metaclass looks for the messenger in that module only)."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return type.__instancecheck__(_ReparamMessenger, obj)
+
+
+class reparam(_Wraps, _ReparamMessenger, metaclass=_SameReparam):
     """Reparameterise sample sites with NumPyro's reparameterisers (``numpyro.handlers.reparam``).
 
     ``ppl.reparam(model, {"theta": LocScaleReparam(0)})`` is `model` with ``theta`` non-centred:

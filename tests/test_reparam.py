@@ -211,7 +211,6 @@ def test_auto_picks_the_hierarchical_sites_only():
 def test_bad_configs_are_named_errors():
     m = _hier()
     with pytest.raises(ModelError, match="'x' is observed"):
-        ppl.reparam(m, {"y": LocScaleReparam(0)}).simulate(jax.random.key(0)) if False else None
         ppl.reparam(ppl.condition(lambda: ppl.sample("x", dist.Normal(0.0, 1.0)), {"x": 1.0}), {"x": LocScaleReparam(0)}).simulate(jax.random.key(0))
     with pytest.raises(ModelError, match="'xx'.*did you mean 'x'"):
         ppl.reparam(m, {"xx": LocScaleReparam(0)}).simulate(jax.random.key(0))
@@ -223,6 +222,7 @@ def test_bad_configs_are_named_errors():
             ppl.sample("mu", dist.Gamma(2.0, 1.0))
 
         ppl.reparam(pos, {"mu": LocScaleReparam(0)}).simulate(jax.random.key(0))
+    assert isinstance(ppl.reparam(config={}), ppl.reparam) and not isinstance(m, ppl.reparam)
     with pytest.raises(ModelError, match="'auto' needs the model"):
         ppl.reparam(config="auto")
     with pytest.raises(ModelError, match="cannot be observed"):  # the original site is now deterministic
