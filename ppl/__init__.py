@@ -47,6 +47,7 @@ from .initialization import InitStrategy, init_to_mean, init_to_median, init_to_
 from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
+from .reparam import auto_noncentre_sites, reparam  # issue 17b
 from .transforms import UnconstrainedView, unconstrained
 
 __version__ = "0.1.0"
@@ -90,6 +91,9 @@ __all__ = [
     "unconstrained",
     "UnconstrainedView",
     "predictive",
+    # reparameterisation (issue 17b)
+    "reparam",
+    "auto_noncentre_sites",
     # errors
     "PPLError",
     "ArgumentError",

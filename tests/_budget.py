@@ -92,3 +92,14 @@ declare("17a/thinning_law", note="test_numpyro_habits: exact binomial test of th
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# reparam and the NumPyro corpus (issue 17b: tests/test_reparam.py, tests/test_numpyro_corpus.py)
+
+declare("reparam/eight_schools_means", 10, alpha=1e-9,
+        note="test_reparam: NUTS on the centred eight schools under ppl.reparam('auto'), 10 posteriordb means, "
+             "z = Δ / sqrt(sd²/ESS + mcse_ref²)")
+declare("corpus/means", 310, alpha=1e-10,
+        note="test_numpyro_corpus: every scalar posterior mean of the 13 corpus cases (306) against NumPyro's "
+             "stored run, z with both runs' MCSE; threshold |z| < 6.5 in place of the issue's 4")

@@ -51,4 +51,32 @@ MUTANTS = [
         description="A NumPyro handler around a ppl model (condition, scale, ...) is silently ignored.",
         area="other",
     ),
+    # -- issue 17b: ppl.reparam -----------------------------------------------------------------
+    Mutant(
+        id="ppl/reparam-original-site-still-scored",
+        file="ppl/reparam.py",
+        find='            msg["type"] = "deterministic"\n',
+        replace="",
+        tests=("tests/test_reparam.py::test_locscale_reparam_preserves_the_measure_exactly",),
+        description="ppl.reparam leaves the reparameterised site a sample site: its density is scored on top of the new sites' (the measure is no longer the original's).",
+        area="law",
+    ),
+    Mutant(
+        id="ppl/reparam-bridge-drops-factor",
+        file="ppl/reparam.py",
+        find="core.factor(name, fn.log_factor)",
+        replace="core.factor(name, 0.0 * fn.log_factor)",
+        tests=("tests/test_reparam.py::test_circular_reparam_keeps_the_von_mises_density",),
+        description="The bridge turns a reparameteriser's numpyro.factor into a zero factor (CircularReparam loses the von Mises density).",
+        area="law",
+    ),
+    Mutant(
+        id="ppl/reparam-auto-ignores-scale-dependence",
+        file="ppl/reparam.py",
+        find="used_out = [o == n for o in out_owner]",
+        replace="used_out = [o == n and i % 2 == 0 for i, o in enumerate(out_owner)]",
+        tests=("tests/test_reparam.py::test_auto_picks_the_hierarchical_sites_only",),
+        description="Automatic non-centring looks only at the loc's dependencies: the funnel's x (scale exp(v/2)) stays centred.",
+        area="other",
+    ),
 ]
