@@ -44,6 +44,7 @@ from .errors import (
 from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
+from .likelihood import log_likelihood  # issue 16
 from .transforms import UnconstrainedView, unconstrained
 
 __version__ = "0.1.0"
@@ -87,6 +88,7 @@ __all__ = [
     "unconstrained",
     "UnconstrainedView",
     "predictive",
+    "log_likelihood",  # issue 16
     # errors
     "PPLError",
     "ArgumentError",
