@@ -63,6 +63,12 @@ def log_likelihood(model: Any, samples: Mapping[str, Any], *args: Any, batch_ndi
     m = as_model(model)
     shapes = site_shapes(m, args, kwargs)
     lead = batch_layout(who, samples, shapes, batch_ndims)
+    observed = [k for k, (_, kind) in shapes.items() if kind == "observed"]
+    if not observed:
+        raise ModelError(
+            f"{who}: the model observes nothing in this call; pass the data (e.g. y=y) or condition it "
+            "(ppl.condition) so that there is a likelihood to evaluate."
+        )
     unknown = [k for k in samples if k not in shapes]
     if unknown:
         raise AddressError(f"{who}: samples hold address {unknown[0]!r}, which the model does not have"
@@ -72,12 +78,6 @@ def log_likelihood(model: Any, samples: Mapping[str, Any], *args: Any, batch_ndi
         raise AddressError(
             f"{who}: the latent site {missing[0]!r} has no draws in samples (given: {sorted(samples)}); the "
             "likelihood is evaluated at draws of every latent site."
-        )
-    observed = [k for k, (_, kind) in shapes.items() if kind == "observed"]
-    if not observed:
-        raise ModelError(
-            f"{who}: the model observes nothing in this call; pass the data (e.g. y=y) or condition it "
-            "(ppl.condition) so that there is a likelihood to evaluate."
         )
     n = int(np.prod(lead))
     flat = {k: jnp.reshape(jnp.asarray(v), (n,) + tuple(np.shape(v))[len(lead):]) for k, v in samples.items()}

@@ -166,7 +166,7 @@ def predictive(
         return out
 
     keys = jax.random.split(key, n)
-    draws = jax.vmap(one)(keys, flat)
+    draws = jax.jit(jax.vmap(one))(keys, flat)  # one compiled program over the draws
     unknown = [k for k in flat if k not in seen]
     if unknown:
         raise AddressError(
