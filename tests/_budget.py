@@ -86,3 +86,9 @@ declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bay
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# workflow after sampling (tests/test_workflow_*.py, issue 16)
+
+declare("workflow/forecast_moments", 6, note="test_workflow_forecast: mean (z-test, known sd) and variance (chi2) of y_{T+h}, h = 1..3, against the Kalman prediction step")
