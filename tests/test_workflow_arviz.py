@@ -125,3 +125,21 @@ def test_summary_table_and_frame(runs, capsys):
     assert list(frame.columns) == ["mean", "sd", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail"]
     assert frame.loc["theta[3]", "mean"] == pytest.approx(float(s["theta"]["mean"][3]), rel=1e-12)
     assert frame.loc["mu", "ess_bulk"] == pytest.approx(float(s["mu"]["ess_bulk"]), rel=1e-12)
+
+
+def test_vi_result_to_arviz_has_the_log_likelihood():
+    import optax
+
+    from inference import vi
+
+    @ppl.model
+    def guide(sigma, y=None):
+        ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), ppl.param("scale", 1.0, constraint=dist.constraints.positive)))
+
+    res = vi.fit(jax.random.key(0), vi.elbo(pooled, guide), optax.adam(0.1), SIGMA, y=Y, num_steps=50, progress=False)
+    idata = res.to_arviz(jax.random.key(1), num_samples=200, coords={"school": NAMES})
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "school") and idata.log_likelihood["y"].shape == (1, 200, 8)
+    mu = idata.posterior["mu"].values[0]
+    ref = -0.5 * ((np.asarray(Y) - mu[:, None]) / np.asarray(SIGMA)) ** 2 - np.log(np.asarray(SIGMA) * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], ref, rtol=1e-10)
+    assert np.isfinite(az.loo(idata)["elpd_loo"])

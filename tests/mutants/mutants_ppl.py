@@ -51,4 +51,13 @@ MUTANTS = [
         description="Pointwise log-likelihood ignores a site's scale (ppl.scale, subsampling plates): the terms no longer add up to the model's log density.",
         area="other",
     ),
+    Mutant(
+        id="ppl/arviz-plate-dim-off-by-one",
+        file="inference/_result.py",
+        find="                ax = nb + fr.dim\n",
+        replace="                ax = nb + fr.dim + 1\n",
+        tests=("tests/test_workflow_arviz.py::test_groups_dims_coords_and_stats",),
+        description="to_arviz names the axis after the plate's one (counting the plate's dim from the wrong end): dims and user coords land on the wrong axis or not at all.",
+        area="other",
+    ),
 ]
