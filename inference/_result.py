@@ -180,7 +180,7 @@ def to_inference_data(groups: Mapping[str, Mapping[str, Any]], dims: Mapping[str
         >>> from inference._result import to_inference_data
         >>> idata = to_inference_data({"posterior": {"theta": np.zeros((1, 5, 3))}, "sample_stats": {}},
         ...                           dims={"theta": ["school"]}, coords={"school": ["a", "b", "c"]})
-        >>> idata.posterior["theta"].dims, list(idata.posterior["school"].values)
+        >>> idata.posterior["theta"].dims, idata.posterior["school"].values.tolist()
         (('chain', 'draw', 'school'), ['a', 'b', 'c'])
     """
     try:

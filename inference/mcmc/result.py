@@ -174,7 +174,7 @@ class Run:
             >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, y=jnp.zeros(3), num_warmup=10,
             ...                   num_samples=20, num_chains=2, progress=False)
             >>> idata = run.to_arviz(coords={"obs": ["a", "b", "c"]})
-            >>> idata.log_likelihood["y"].dims, list(idata.observed_data["obs"].values)
+            >>> idata.log_likelihood["y"].dims, idata.observed_data["obs"].values.tolist()
             (('chain', 'draw', 'obs'), ['a', 'b', 'c'])
         """
         from .._result import workflow_groups
