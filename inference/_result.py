@@ -201,7 +201,19 @@ def model_sites(model: Any, args: tuple, kwargs: dict, draw: Mapping[str, Any] |
     ``model(*args, **kwargs)`` (latent values from `draw` where given): kind ``"observed"``,
     ``"latent"``, ``"intervened"`` or ``"deterministic"``; ``dims`` names the value's axes after
     the plates (``plate("school", 8)`` -> ``"school"``), a ``ppl.scan`` site's time axis after the
-    scan, and the others ``<address>_dim_<i>`` (ArviZ's default)."""
+    scan, and the others ``<address>_dim_<i>`` (ArviZ's default).
+
+    Example:
+        >>> from inference._result import model_sites
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("school", 3):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> s = model_sites(m, (), {"y": jnp.zeros(3)})
+        >>> s["y"]["kind"], s["y"]["dims"], s["mu"]["kind"]
+        ('observed', ['school'], 'latent')
+    """
     import ppl
     from ppl.model import as_model, run
 
@@ -258,7 +270,19 @@ def workflow_groups(who: str, model: Any, args: tuple, kwargs: dict, posterior: 
     (the values observed in ``model(*args, **kwargs)``), ``posterior_predictive`` and
     ``prior``/``prior_predictive`` (draws given as dicts; observed sites of a prior dict go to
     ``prior_predictive``); and the dims of every variable after the model's plates.
-    Returns ``(groups, dims)`` for :func:`to_inference_data`."""
+    Returns ``(groups, dims)`` for :func:`to_inference_data`.
+
+    Example:
+        >>> from inference._result import workflow_groups
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("school", 3):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> groups, dims = workflow_groups("demo", m, (), {"y": jnp.zeros(3)}, {"mu": jnp.zeros((2, 4))}, chains=2, draws=4)
+        >>> groups["log_likelihood"]["y"].shape, dims["y"]
+        ((2, 4, 3), ['school'])
+    """
     import ppl
 
     post = {k: _per_chain(who, k, v, chains, draws) for k, v in posterior.items()}

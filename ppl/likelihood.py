@@ -14,7 +14,7 @@ from .handlers import substitute
 from .model import as_model, run
 from .predictive import batch_layout, site_shapes
 
-__all__ = ["log_likelihood", "pointwise_log_prob"]
+__all__ = ["log_likelihood"]
 
 
 def pointwise_log_prob(rec: Mapping[str, Any]) -> jax.Array:

@@ -12,7 +12,7 @@ from .errors import AddressError, ModelError, nearest
 from .handlers import check_key, condition, seed, substitute
 from .model import Model, as_model, run
 
-__all__ = ["predictive", "site_shapes", "batch_layout"]
+__all__ = ["predictive"]
 
 
 def _strip_conditioning(m: Model) -> Model:
