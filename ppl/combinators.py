@@ -174,7 +174,8 @@ def scan(
     draw the site from the step's distribution given the carry the prefix left (the observed or
     substituted prefix conditions, the rest is simulated).  A site given for a prefix only is not
     an observation of the whole trace (``trace.observed`` leaves it out; ``ppl.predictive``
-    returns its full path, the given prefix followed by the draws).
+    returns its full path, the given prefix followed by the draws).  This is for simulation and
+    prediction; to fit a model (MCMC, VI, SMC), give its observations for every step it runs.
 
     The step's measure is applied T times with the carry threaded through: the model's density
     is the product of the per-step densities (a Markov chain when the carry is the state).
