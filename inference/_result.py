@@ -101,7 +101,7 @@ def weighted_predictive(who: str, key: Any, draws: Mapping[str, Any], log_weight
     from inference._calling import check_option_clash
 
     check_option_clash(who, model, [] if num_samples is None else ["num_samples"])
-    reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims"})
+    reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims", "predict_observed"})
     if reserved:
         raise ppl.ArgumentError(f"{who}: the model keyword {reserved[0]!r} is an option of ppl.predictive; "
                                 "pass it positionally, or bind it first (functools.partial or ppl.condition).")
@@ -267,8 +267,9 @@ def workflow_groups(who: str, model: Any, args: tuple, kwargs: dict, posterior: 
     """The groups of a result's ArviZ data beyond its ``sample_stats``, written once for every
     family: ``posterior`` (`posterior` laid out ``(chains, draws, ...)``), ``log_likelihood``
     (:func:`ppl.log_likelihood` of the model's observed sites at those draws), ``observed_data``
-    (the values observed in ``model(*args, **kwargs)``), ``posterior_predictive`` and
-    ``prior``/``prior_predictive`` (draws given as dicts; observed sites of a prior dict go to
+    (the values observed in ``model(*args, **kwargs)``), ``posterior_predictive`` (draws given
+    as a dict, or a random key: the observed sites drawn at every posterior draw) and
+    ``prior``/``prior_predictive`` (draws given as a dict; its observed sites go to
     ``prior_predictive``); and the dims of every variable after the model's plates.
     Returns ``(groups, dims)`` for :func:`to_inference_data`.
 
@@ -295,6 +296,14 @@ def workflow_groups(who: str, model: Any, args: tuple, kwargs: dict, posterior: 
         latent = {k: v for k, v in post.items() if k in sites and sites[k]["kind"] == "latent"}
         ll = ppl.log_likelihood(model, latent, *args, batch_ndims=2, **kwargs)
         groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
+    if posterior_predictive is not None and not isinstance(posterior_predictive, Mapping):
+        # a random key: draw the observed sites at every posterior draw (as they are laid out)
+        if observed and post:
+            latent = {k: v for k, v in post.items() if k in sites and sites[k]["kind"] == "latent"}
+            posterior_predictive = ppl.predictive(model, latent, *args, key=posterior_predictive, batch_ndims=2,
+                                                  return_sites=sorted(observed), predict_observed=True, **kwargs)
+        else:
+            posterior_predictive = {}
     if posterior_predictive is not None:
         groups["posterior_predictive"] = {k: _per_chain(who, k, v, chains, draws)
                                           for k, v in dict(posterior_predictive).items()}

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import AddressError, ModelError, nearest
 from .handlers import check_key, condition, seed, substitute
+from .core import Messenger
 from .model import Model, as_model, run
 
 __all__ = ["predictive"]
@@ -20,6 +21,17 @@ def _strip_conditioning(m: Model) -> Model:
     while getattr(m, "_wrapper", None) is not None and m._wrapper[0] is condition:
         m = m._base
     return m
+
+
+class _Unobserve(Messenger):
+    """Turn the observations made in the call (``obs=`` arguments, ``ppl.condition``) back into
+    sample sites, so that the handlers outside draw them."""
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and msg["is_observed"] and not msg["intervened"]:
+            msg["value"] = None
+            msg["is_observed"] = False
+            msg["supplied"] = False
 
 
 def site_shapes(m: Model, args: tuple, kwargs: dict) -> dict:
@@ -92,6 +104,7 @@ def predictive(
     num_samples: int | None = None,
     return_sites: Sequence[str] | None = None,
     batch_ndims: int | None = None,
+    predict_observed: bool = False,
     **kwargs: Any,
 ) -> dict:
     """Draws from the predictive distribution of ``model(*args, **kwargs)``.
@@ -103,6 +116,8 @@ def predictive(
       sites whose layouts disagree are an error naming them.  Each draw is substituted and the
       remaining sites (observations included) are drawn from the model given it.
     * New inputs: pass the model's new arguments (e.g. new covariates) after `samples`.
+    * ``predict_observed=True``: the sites observed in the call (``obs=`` arguments) are drawn
+      instead (the data stay in the arguments; handy for posterior predictive checks).
     * Forecasting: for a ``ppl.scan`` model run for more steps than the draws cover (draws of
       ``"ts/x"`` shaped ``(..., T)``, the model run for ``T + H`` steps), the draws give the
       first T steps and the last H are simulated from where they end; such a site is returned
@@ -148,7 +163,8 @@ def predictive(
 
     def one(k, s):
         # strict=False: draws may carry deterministic sites; unknown names are checked below
-        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s, strict=False))
+        extra = (_Unobserve(),) if predict_observed else ()
+        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s, strict=False), *extra)
         seen.update(sites)
         out = {}
         for name, rec in sites.items():

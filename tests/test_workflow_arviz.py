@@ -99,6 +99,12 @@ def test_groups_dims_coords_and_stats(runs):
     # a flat (chains * draws) predictive is laid out per chain; a wrong size is refused by name
     flat = run.predictive(jax.random.key(5), schools, SIGMA)
     assert run.to_arviz(posterior_predictive=flat).posterior_predictive["y"].shape == (2, 100, 8)
+    # a key: the run draws the observed sites itself (the data stay in observed_data)
+    auto = run.to_arviz(posterior_predictive=jax.random.key(6)).posterior_predictive["y"].values
+    assert auto.shape == (2, 100, 8) and np.all(auto != np.asarray(Y))
+    # ... the same draws as predicting with the data left out (y=None), same key
+    same = ppl.predictive(schools, {k: run.samples[k] for k in ("mu", "tau", "theta")}, SIGMA, key=jax.random.key(6))
+    np.testing.assert_array_equal(auto, np.asarray(same["y"]))
     with pytest.raises(ppl.ArgumentError, match=re.escape("'y' has shape (7, 8)")):
         run.to_arviz(posterior_predictive={"y": np.zeros((7, 8))})
     with pytest.raises(ppl.ArgumentError, match=r"coords\['school'\] has 3 values but dim 'school' has size 8"):

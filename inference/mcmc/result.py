@@ -160,7 +160,8 @@ class Run:
           observed;
         * ``posterior_predictive`` / ``prior`` (and ``prior_predictive``) when given: dicts of
           draws, e.g. from :func:`ppl.predictive` (``(chains, draws, ...)`` or flat; a prior's
-          ``(n, ...)`` becomes one chain);
+          ``(n, ...)`` becomes one chain); ``posterior_predictive=key`` (a JAX random key) draws
+          the observed sites at every draw of the run;
         * dims named after the plates (``plate("school", 8)`` -> dim ``school``) and a scan's
           time axis after the scan; ``dims={var: [names]}`` overrides, ``coords={dim: labels}``
           labels them (e.g. ``coords={"school": names}``).
