@@ -363,15 +363,30 @@ class WeightedDraws:
         return weighted_predictive(f"{type(self).__name__}.predictive", key, self._draws(), self._log_weights(),
                                    model, args, kwargs, num_samples)
 
-    def to_arviz(self, key: Any = None, num_samples: int | None = None) -> Any:
+    def to_arviz(self, key: Any = None, num_samples: int | None = None, *, model: Any = None, args: tuple = (),
+                 kwargs: Mapping[str, Any] | None = None, coords: Any = None, dims: Any = None) -> Any:
         """ArviZ data with one chain.  Without ``key``: the N particles as they are, their log
         weights in ``sample_stats["log_weight"]`` (ArviZ treats draws as equally weighted, so
-        weigh them yourself); with ``key``: ``num_samples`` draws resampled by weight."""
+        weigh them yourself); with ``key``: ``num_samples`` draws resampled by weight.  With
+        ``key`` and the ``model`` (and its ``args``/``kwargs``) the particles target: also
+        ``log_likelihood`` (for ``az.loo``/``az.compare``), ``observed_data`` and dims named
+        after the plates, as :meth:`inference.mcmc.Run.to_arviz` (``coords={dim: labels}``)."""
+        from ppl.errors import ArgumentError
+
         if key is not None:
             n = int(np.shape(self._log_weights())[-1]) if num_samples is None else int(num_samples)
             post, stats = self.sample(key, n), {}
         else:
             post = self._draws()
             stats = {"log_weight": np.asarray(self._log_weights())[None]}
-        return to_inference_data({"posterior": {k: np.asarray(v)[None] for k, v in post.items()},
-                                  "sample_stats": stats})
+        post = {k: np.asarray(v)[None] for k, v in post.items()}
+        if model is None:
+            return to_inference_data({"posterior": post, "sample_stats": stats}, dims, coords)
+        if key is None:
+            raise ArgumentError(f"{type(self).__name__}.to_arviz: the log-likelihood of weighted particles needs equally "
+                                "weighted draws: pass a key (and num_samples) to resample them by weight.")
+        n = next(iter(post.values())).shape[1]
+        groups, site_dims = workflow_groups(f"{type(self).__name__}.to_arviz", model, tuple(args), dict(kwargs or {}),
+                                            post, chains=1, draws=n)
+        groups["sample_stats"] = stats
+        return to_inference_data(groups, {**site_dims, **dict(dims or {})}, coords)

@@ -149,3 +149,19 @@ def test_vi_result_to_arviz_has_the_log_likelihood():
     ref = -0.5 * ((np.asarray(Y) - mu[:, None]) / np.asarray(SIGMA)) ** 2 - np.log(np.asarray(SIGMA) * np.sqrt(2 * np.pi))
     np.testing.assert_allclose(idata.log_likelihood["y"].values[0], ref, rtol=1e-10)
     assert np.isfinite(az.loo(idata)["elpd_loo"])
+
+
+def test_smc_result_to_arviz_has_the_log_likelihood():
+    from inference.smc import Particles, SMCResult
+
+    mu = jnp.linspace(-3.0, 3.0, 6)
+    res = SMCResult(particles=Particles.from_states(jnp.zeros(6), log_weights=jnp.log(jnp.arange(1.0, 7.0))),
+                    log_evidence=jnp.asarray(0.0), paths={"mu": mu})
+    idata = res.to_arviz(jax.random.key(0), 50, model=pooled, args=(SIGMA,), kwargs={"y": Y})
+    drawn = idata.posterior["mu"].values[0]
+    assert set(np.unique(drawn)) <= set(np.asarray(mu).tolist())
+    ll = ppl.log_likelihood(pooled, {"mu": drawn}, SIGMA, y=Y)["y"]
+    np.testing.assert_array_equal(idata.log_likelihood["y"].values[0], np.asarray(ll))
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "school")
+    with pytest.raises(ppl.ArgumentError, match="pass a key"):
+        res.to_arviz(model=pooled, args=(SIGMA,), kwargs={"y": Y})
