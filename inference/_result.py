@@ -26,7 +26,8 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import jax
 import numpy as np
 
-__all__ = ["Result", "WeightedDraws", "resample_draws", "weighted_predictive", "to_inference_data"]
+__all__ = ["Result", "WeightedDraws", "resample_draws", "weighted_predictive", "to_inference_data", "model_sites",
+           "workflow_groups"]
 
 
 @runtime_checkable
@@ -100,7 +101,7 @@ def weighted_predictive(who: str, key: Any, draws: Mapping[str, Any], log_weight
     from inference._calling import check_option_clash
 
     check_option_clash(who, model, [] if num_samples is None else ["num_samples"])
-    reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims"})
+    reserved = sorted(set(kwargs) & {"key", "return_sites", "batch_ndims", "predict_observed"})
     if reserved:
         raise ppl.ArgumentError(f"{who}: the model keyword {reserved[0]!r} is an option of ppl.predictive; "
                                 "pass it positionally, or bind it first (functools.partial or ppl.condition).")
@@ -126,26 +127,193 @@ def _arviz_major() -> int:
         return 0
 
 
-def to_inference_data(groups: Mapping[str, Mapping[str, Any]]) -> Any:
-    """An ArviZ object from ``{group: {variable: array}}`` (each array ``(chain, draw, ...)``):
-    ``arviz.InferenceData`` with ArviZ 0.x, the ``DataTree`` of ``arviz.from_dict`` with ArviZ 1.x.
-    Empty groups are left out; values are converted to NumPy.
+def _dataset(group: str, data: Mapping[str, Any], dims: Mapping[str, Any], coords: Mapping[str, Any], sample_axes: int):
+    """One ``xarray.Dataset``: each variable with dims ``("chain", "draw")`` (``sample_axes=2``;
+    none for ``observed_data``) followed by its named dims (``dims[var]``, else ``var_dim_i``)."""
+    import xarray as xr
+
+    from ppl.errors import ArgumentError
+
+    lead = ["chain", "draw"][:sample_axes]
+    variables, used = {}, {}
+    for var, v in data.items():
+        a = np.asarray(v)
+        rest = a.ndim - sample_axes
+        if rest < 0:
+            raise ArgumentError(f"to_arviz: {group}[{var!r}] has shape {a.shape}; expected the (chain, draw) axes first.")
+        names = list(dims.get(var, ()))[:rest]
+        names += [f"{var}_dim_{i}" for i in range(len(names), rest)]
+        for d, n in zip(names, a.shape[sample_axes:]):
+            if used.setdefault(d, n) != n:
+                raise ArgumentError(f"to_arviz: dim {d!r} has size {used[d]} in one {group} variable and {n} in "
+                                    f"{var!r}; give the variables distinct dims (dims=...).")
+        variables[var] = (lead + names, a)
+    ds = xr.Dataset(variables)
+    crd: dict = {}
+    for d in ds.dims:
+        if d in ("chain", "draw") and d not in coords:
+            crd[d] = np.arange(ds.sizes[d])
+        elif d in coords:
+            c = np.asarray(coords[d])
+            if c.shape != (ds.sizes[d],):
+                raise ArgumentError(f"to_arviz: coords[{d!r}] has {c.shape[0] if c.ndim else 0} values but dim {d!r} "
+                                    f"has size {ds.sizes[d]} (in {group}).")
+            crd[d] = c
+    return ds.assign_coords(crd)
+
+
+#: groups without the (chain, draw) axes
+_UNSAMPLED = ("observed_data", "constant_data")
+
+
+def to_inference_data(groups: Mapping[str, Mapping[str, Any]], dims: Mapping[str, Any] | None = None,
+                      coords: Mapping[str, Any] | None = None) -> Any:
+    """An ArviZ object from ``{group: {variable: array}}`` (each array ``(chain, draw, ...)``,
+    ``observed_data`` without those axes), built from ``xarray`` datasets with named dims:
+    ``dims`` maps a variable to the names of its axes after ``(chain, draw)`` (default
+    ``<var>_dim_<i>``), ``coords`` a dim to its labels.  Returns ``arviz.InferenceData`` with
+    ArviZ 0.x, an ``xarray.DataTree`` (the object ArviZ 1.x works on) with ArviZ 1.x.  Empty
+    groups are left out; values are converted to NumPy.
 
     Example:
         >>> import numpy as np
         >>> from inference._result import to_inference_data
-        >>> idata = to_inference_data({"posterior": {"mu": np.zeros((1, 5))}, "sample_stats": {}})
-        >>> "posterior" in idata.groups() if hasattr(idata, "groups") and callable(idata.groups) else True
-        True
+        >>> idata = to_inference_data({"posterior": {"theta": np.zeros((1, 5, 3))}, "sample_stats": {}},
+        ...                           dims={"theta": ["school"]}, coords={"school": ["a", "b", "c"]})
+        >>> idata.posterior["theta"].dims, idata.posterior["school"].values.tolist()
+        (('chain', 'draw', 'school'), ['a', 'b', 'c'])
     """
     try:
         import arviz as az
     except ImportError as e:  # pragma: no cover - arviz is a test dependency
         raise ImportError("to_arviz needs arviz: pip install arviz") from e
-    data = {g: {k: np.asarray(v) for k, v in d.items()} for g, d in groups.items() if d}
-    if _arviz_major() >= 1:
-        return az.from_dict(data)
-    return az.from_dict(**data)
+    dims, coords = dict(dims or {}), dict(coords or {})
+    sets = {g: _dataset(g, d, dims, coords, 0 if g in _UNSAMPLED else 2) for g, d in groups.items() if d}
+    if _arviz_major() >= 1:  # pragma: no cover - ArviZ 1.x needs Python >= 3.12 (not this CI)
+        import xarray as xr
+
+        return xr.DataTree.from_dict({f"/{g}": ds for g, ds in sets.items()})
+    return az.InferenceData(**sets)
+
+
+def model_sites(model: Any, args: tuple, kwargs: dict, draw: Mapping[str, Any] | None = None) -> dict:
+    """address -> ``{"kind", "value", "dims"}`` for every sample/deterministic site of one run of
+    ``model(*args, **kwargs)`` (latent values from `draw` where given): kind ``"observed"``,
+    ``"latent"``, ``"intervened"`` or ``"deterministic"``; ``dims`` names the value's axes after
+    the plates (``plate("school", 8)`` -> ``"school"``), a ``ppl.scan`` site's time axis after the
+    scan, and the others ``<address>_dim_<i>`` (ArviZ's default).
+
+    Example:
+        >>> from inference._result import model_sites
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("school", 3):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> s = model_sites(m, (), {"y": jnp.zeros(3)})
+        >>> s["y"]["kind"], s["y"]["dims"], s["mu"]["kind"]
+        ('observed', ['school'], 'latent')
+    """
+    import ppl
+    from ppl.model import as_model, run
+
+    m = as_model(model)
+    _, sites = run(m.fn, tuple(args), dict(kwargs), ppl.seed(key=jax.random.key(0)),
+                   ppl.substitute(None, dict(draw or {}), strict=False))
+    out = {}
+    for name, rec in sites.items():
+        if rec["type"] == "sample":
+            kind = "observed" if rec["is_observed"] else ("intervened" if rec["intervened"] else "latent")
+        elif rec["type"] == "deterministic":
+            kind = "deterministic"
+        else:
+            continue
+        shape = np.shape(rec["value"])
+        names: list = [None] * len(shape)
+        if np.ndim(rec["log_prob"]) >= 1 and "/" in name:  # handed out of ppl.scan: time leads
+            if names:
+                names[0] = name.rsplit("/", 1)[0]
+        else:
+            fn = rec.get("fn")
+            nb = len(shape) - (len(fn.event_shape) if rec["type"] == "sample" and fn is not None else 0)
+            for fr in rec.get("cond_indep_stack") or ():
+                ax = nb + fr.dim
+                if 0 <= ax < nb:
+                    names[ax] = fr.name
+        out[name] = {"kind": kind, "value": rec["value"],
+                     "dims": [n if n is not None else f"{name}_dim_{i}" for i, n in enumerate(names)]}
+    return out
+
+
+def _per_chain(who: str, name: str, v: Any, chains: int, draws: int | None) -> np.ndarray:
+    """Draws laid out ``(chain, draw, ...)``: as given, or split from a flat ``(chain·draw, ...)``
+    or ``(n, ...)`` (one chain)."""
+    from ppl.errors import ArgumentError
+
+    a = np.asarray(v)
+    if draws is not None and a.shape[:2] == (chains, draws):
+        return a
+    if draws is not None and a.ndim >= 1 and a.shape[0] == chains * draws:
+        return a.reshape((chains, draws) + a.shape[1:])
+    if draws is None and a.ndim >= 1:
+        return a[None]
+    raise ArgumentError(f"{who}: {name!r} has shape {a.shape}; expected ({chains}, {draws}, ...) or "
+                        f"({chains * (draws or 0)}, ...) draws.")
+
+
+def workflow_groups(who: str, model: Any, args: tuple, kwargs: dict, posterior: Mapping[str, Any], *,
+                    chains: int, draws: int, log_likelihood: bool = True, posterior_predictive: Any = None,
+                    prior: Any = None) -> tuple[dict, dict]:
+    """The groups of a result's ArviZ data beyond its ``sample_stats``, written once for every
+    family: ``posterior`` (`posterior` laid out ``(chains, draws, ...)``), ``log_likelihood``
+    (:func:`ppl.log_likelihood` of the model's observed sites at those draws), ``observed_data``
+    (the values observed in ``model(*args, **kwargs)``), ``posterior_predictive`` (draws given
+    as a dict, or a random key: the observed sites drawn at every posterior draw) and
+    ``prior``/``prior_predictive`` (draws given as a dict; its observed sites go to
+    ``prior_predictive``); and the dims of every variable after the model's plates.
+    Returns ``(groups, dims)`` for :func:`to_inference_data`.
+
+    Example:
+        >>> from inference._result import workflow_groups
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with ppl.plate("school", 3):
+        ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> groups, dims = workflow_groups("demo", m, (), {"y": jnp.zeros(3)}, {"mu": jnp.zeros((2, 4))}, chains=2, draws=4)
+        >>> groups["log_likelihood"]["y"].shape, dims["y"]
+        ((2, 4, 3), ['school'])
+    """
+    import ppl
+
+    post = {k: _per_chain(who, k, v, chains, draws) for k, v in posterior.items()}
+    first = {k: v[0, 0] for k, v in post.items()}
+    sites = model_sites(model, args, kwargs, first)
+    dims = {k: s["dims"] for k, s in sites.items()}
+    observed = {k: np.asarray(s["value"]) for k, s in sites.items() if s["kind"] == "observed"}
+    groups: dict = {"posterior": post, "observed_data": observed}
+    if log_likelihood and observed and post:
+        latent = {k: v for k, v in post.items() if k in sites and sites[k]["kind"] == "latent"}
+        ll = ppl.log_likelihood(model, latent, *args, batch_ndims=2, **kwargs)
+        groups["log_likelihood"] = {k: np.asarray(v) for k, v in ll.items()}
+    if posterior_predictive is not None and not isinstance(posterior_predictive, Mapping):
+        # a random key: draw the observed sites at every posterior draw (as they are laid out)
+        if observed and post:
+            latent = {k: v for k, v in post.items() if k in sites and sites[k]["kind"] == "latent"}
+            posterior_predictive = ppl.predictive(model, latent, *args, key=posterior_predictive, batch_ndims=2,
+                                                  return_sites=sorted(observed), predict_observed=True, **kwargs)
+        else:
+            posterior_predictive = {}
+    if posterior_predictive is not None:
+        groups["posterior_predictive"] = {k: _per_chain(who, k, v, chains, draws)
+                                          for k, v in dict(posterior_predictive).items()}
+    if prior is not None:
+        pri = {k: np.asarray(v) for k, v in dict(prior).items()}
+        shaped = {k: (v if k in sites and np.ndim(v) == len(np.shape(sites[k]["value"])) + 2 else v[None])
+                  for k, v in pri.items()}
+        groups["prior"] = {k: v for k, v in shaped.items() if k not in observed}
+        groups["prior_predictive"] = {k: v for k, v in shaped.items() if k in observed}
+    return groups, dims
 
 
 class WeightedDraws:
@@ -195,15 +363,30 @@ class WeightedDraws:
         return weighted_predictive(f"{type(self).__name__}.predictive", key, self._draws(), self._log_weights(),
                                    model, args, kwargs, num_samples)
 
-    def to_arviz(self, key: Any = None, num_samples: int | None = None) -> Any:
+    def to_arviz(self, key: Any = None, num_samples: int | None = None, *, model: Any = None, args: tuple = (),
+                 kwargs: Mapping[str, Any] | None = None, coords: Any = None, dims: Any = None) -> Any:
         """ArviZ data with one chain.  Without ``key``: the N particles as they are, their log
         weights in ``sample_stats["log_weight"]`` (ArviZ treats draws as equally weighted, so
-        weigh them yourself); with ``key``: ``num_samples`` draws resampled by weight."""
+        weigh them yourself); with ``key``: ``num_samples`` draws resampled by weight.  With
+        ``key`` and the ``model`` (and its ``args``/``kwargs``) the particles target: also
+        ``log_likelihood`` (for ``az.loo``/``az.compare``), ``observed_data`` and dims named
+        after the plates, as :meth:`inference.mcmc.Run.to_arviz` (``coords={dim: labels}``)."""
+        from ppl.errors import ArgumentError
+
         if key is not None:
             n = int(np.shape(self._log_weights())[-1]) if num_samples is None else int(num_samples)
             post, stats = self.sample(key, n), {}
         else:
             post = self._draws()
             stats = {"log_weight": np.asarray(self._log_weights())[None]}
-        return to_inference_data({"posterior": {k: np.asarray(v)[None] for k, v in post.items()},
-                                  "sample_stats": stats})
+        post = {k: np.asarray(v)[None] for k, v in post.items()}
+        if model is None:
+            return to_inference_data({"posterior": post, "sample_stats": stats}, dims, coords)
+        if key is None:
+            raise ArgumentError(f"{type(self).__name__}.to_arviz: the log-likelihood of weighted particles needs equally "
+                                "weighted draws: pass a key (and num_samples) to resample them by weight.")
+        n = next(iter(post.values())).shape[1]
+        groups, site_dims = workflow_groups(f"{type(self).__name__}.to_arviz", model, tuple(args), dict(kwargs or {}),
+                                            post, chains=1, draws=n)
+        groups["sample_stats"] = stats
+        return to_inference_data(groups, {**site_dims, **dict(dims or {})}, coords)

@@ -48,6 +48,7 @@ from .handlers import Site, block, condition, do, mask, replay, scale, scope, se
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
 from .reparam import auto_noncentre_sites, reparam  # issue 17b
+from .likelihood import log_likelihood  # issue 16
 from .transforms import UnconstrainedView, unconstrained
 
 __version__ = "0.1.0"
@@ -94,6 +95,7 @@ __all__ = [
     # reparameterisation (issue 17b)
     "reparam",
     "auto_noncentre_sites",
+    "log_likelihood",  # issue 16
     # errors
     "PPLError",
     "ArgumentError",

@@ -101,7 +101,10 @@ class _Localizer:
             out.append(jax.random.split(k, num) if num is not None else k)
         return out
 
-    def install(self, keys: Sequence[Any], slices: Sequence[dict] | None) -> list:
+    def install(self, keys: Sequence[Any], slices: Sequence[dict] | None, prefix: str | None = None) -> list:
+        """Install one step's keys and table slices; with `prefix`, the tables' entries under it
+        are replaced by the slices (an address given for a prefix of the steps only is absent from
+        the steps after it)."""
         saved: list = []
         for s, k in zip(self.seeds, keys):
             saved.append((s, "key", s.key))
@@ -110,7 +113,8 @@ class _Localizer:
             for (h, a), sl in zip(self.tables, slices):
                 d = getattr(h, a)
                 saved.append((h, a, d))
-                setattr(h, a, {**d, **sl})
+                kept = d if prefix is None else {k: v for k, v in d.items() if not k.startswith(prefix)}
+                setattr(h, a, {**kept, **sl})
         return saved
 
     @staticmethod
@@ -165,6 +169,14 @@ def scan(
     Returns ``(final_carry, ys)`` like ``lax.scan``.  To observe data, condition on the stacked
     address (``ppl.condition(model, {"hmm/y": ys})``) or pass the data as `xs`.
 
+    Forecasting: a value given (by ``condition``, ``substitute``, ``do``, ...) for a scanned
+    address with a leading axis ``T0 < T`` covers the first ``T0`` steps only; the later steps
+    draw the site from the step's distribution given the carry the prefix left (the observed or
+    substituted prefix conditions, the rest is simulated).  A site given for a prefix only is not
+    an observation of the whole trace (``trace.observed`` leaves it out; ``ppl.predictive``
+    returns its full path, the given prefix followed by the draws).  This is for simulation and
+    prediction; to fit a model (MCMC, VI, SMC), give its observations for every step it runs.
+
     The step's measure is applied T times with the carry threaded through: the model's density
     is the product of the per-step densities (a Markov chain when the carry is the state).
 
@@ -199,54 +211,118 @@ def scan(
     prefix = current_prefix() + name + "/"
     loc = _Localizer(stack)
     scanned = []
+    cuts = {0, T}
     for h, a in loc.tables:
         part = {}
         for k, v in getattr(h, a).items():
             if k.startswith(prefix):
                 shape = np.shape(v)
-                if not shape or shape[0] != T:
+                if not shape or shape[0] > T:
                     raise ModelError(
                         f"the value given for the scanned address {k!r} has shape {tuple(shape)}; "
-                        f"ppl.scan {name!r} runs {T} steps, so its leading axis must be {T}."
+                        f"ppl.scan {name!r} runs {T} steps, so its leading axis must be {T} (or "
+                        f"less, to give the first steps only)."
                     )
+                cuts.add(int(shape[0]))
                 part[k] = v
         scanned.append(part)
     keys = loc.split_keys(T)
 
     if randomness.requires_eager():
-        return _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned)
+        return _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned, prefix)
 
-    meta: dict[str, dict] = {}
+    def segment(carry, a: int, b: int):
+        """Steps a..b-1 as one lax.scan, with the table entries that cover them."""
+        meta: dict[str, dict] = {}
+        parts = [{k: v[a:b] for k, v in part.items() if np.shape(v)[0] >= b} for part in scanned]
 
-    def body(carry, inp):
-        x, slices, ks = inp
-        saved = loc.install(ks, slices)
-        col = _Collector()
-        try:
-            with col, scope(prefix=name):
-                carry, y = step_fn(carry, x)
-        finally:
-            _Localizer.restore(saved)
-        out = {}
-        for n, rec in col.sites.items():
-            meta[n] = _static_meta(rec)
-            out[n] = _fields(rec)
-        return carry, (y, out)
+        def body(carry, inp):
+            x, slices, ks = inp
+            saved = loc.install(ks, slices, prefix)
+            col = _Collector()
+            try:
+                with col, scope(prefix=name):
+                    carry, y = step_fn(carry, x)
+            finally:
+                _Localizer.restore(saved)
+            out = {}
+            for n, rec in col.sites.items():
+                meta[n] = _static_meta(rec)
+                out[n] = _fields(rec)
+            return carry, (y, out)
 
-    carry, (ys, sites) = jax.lax.scan(body, init, (xs, scanned, keys), length=T)
-    for n, fields in sites.items():
-        _emit_site(n, meta[n], fields)
+        seg_xs = jax.tree_util.tree_map(lambda leaf: leaf[a:b], xs)
+        carry, (ys, sites) = jax.lax.scan(body, carry, (seg_xs, parts, [k[a:b] for k in keys]), length=b - a)
+        return carry, ys, sites, meta
+
+    bounds = sorted(cuts)
+    carry, segs = init, []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        # each segment starts from the carry the previous one left (the filtered state)
+        carry, ys, sites, meta = segment(carry, a, b)
+        segs.append((b - a, ys, sites, meta))
+    if len(segs) == 1:
+        _, ys, sites, meta = segs[0]
+        for n, fields in sites.items():
+            _emit_site(n, meta[n], fields)
+        return carry, ys
+    for n, (meta, fields) in _join_segments([(L, s, m) for L, _, s, m in segs]).items():
+        _emit_site(n, meta, fields)
+    parts_ys = [ys for _, ys, _, _ in segs]
+    ys = None if parts_ys[0] is None else jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts_ys)
     return carry, ys
 
 
-def _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned):
+def _join_meta(metas: list) -> dict:
+    """A site's flags over the pieces of a scan: observed (intervened, constrained) only when it
+    is in every piece."""
+    out = dict(metas[0])
+    for f in ("is_observed", "intervened", "constrained"):
+        out[f] = all(m[f] for m in metas)
+    return out
+
+
+def _join_segments(segs: list) -> "OrderedDict[str, tuple]":
+    """Concatenate per-segment site fields ``[(length, sites, meta)]`` along time; a site missing
+    from a segment is inactive there."""
+    order: list[str] = []
+    for _, sites, _ in segs:
+        order += [n for n in sites if n not in order]
+    out: "OrderedDict[str, tuple]" = OrderedDict()
+    for n in order:
+        present = [(L, sites.get(n)) for L, sites, _ in segs]
+        proto = next(f for _, f in present if f is not None)
+        fields: dict[str, Any] = {}
+        for f in _FIELDS:
+            if all(fl is None or f not in fl for _, fl in present):
+                continue
+            lp = proto["log_prob"]
+            like = next(fl[f] for _, fl in present if fl is not None and f in fl)
+            vals = []
+            for L, fl in present:
+                if fl is not None and f in fl:
+                    vals.append(fl[f])
+                elif f == "active":
+                    vals.append(jnp.full((L,) + lp.shape[1:], fl is not None))
+                elif f == "fresh":
+                    vals.append(jnp.zeros((L,) + like.shape[1:], bool))
+                else:
+                    vals.append(jnp.zeros((L,) + like.shape[1:], like.dtype))
+            fields[f] = jnp.concatenate(vals)
+        if any(fl is None for _, fl in present) and "active" not in fields:
+            fields["active"] = jnp.concatenate([jnp.full((L,), fl is not None) for L, fl in present])
+        out[n] = (_join_meta([m[n] for _, s, m in segs if n in s]), fields)
+    return out
+
+
+def _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned, prefix):
     carry = init
     ys = []
     per_step: list[OrderedDict] = []
     for t in range(T):
         x = jax.tree_util.tree_map(lambda a: a[t], xs)
-        slices = [{k: v[t] for k, v in part.items()} for part in scanned]
-        saved = loc.install([k[t] for k in keys], slices)
+        slices = [{k: v[t] for k, v in part.items() if t < np.shape(v)[0]} for part in scanned]
+        saved = loc.install([k[t] for k in keys], slices, prefix)
         col = _Collector()
         try:
             with col, scope(prefix=name):
@@ -281,7 +357,7 @@ def _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned):
             fields[f] = jnp.stack(vals)
         if not all(present) and "active" not in fields:
             fields["active"] = jnp.asarray(present)
-        _emit_site(n, _static_meta(proto), fields)
+        _emit_site(n, _join_meta([_static_meta(r) for r in recs if r is not None]), fields)
     ys_out = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ys) if ys and ys[0] is not None else None
     return carry, ys_out
 

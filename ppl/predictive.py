@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import AddressError, ModelError, nearest
 from .handlers import check_key, condition, seed, substitute
+from .core import Messenger
 from .model import Model, as_model, run
 
 __all__ = ["predictive"]
@@ -22,6 +23,79 @@ def _strip_conditioning(m: Model) -> Model:
     return m
 
 
+class _Unobserve(Messenger):
+    """Turn the observations made in the call (``obs=`` arguments, ``ppl.condition``) back into
+    sample sites, so that the handlers outside draw them."""
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and msg["is_observed"] and not msg["intervened"]:
+            msg["value"] = None
+            msg["is_observed"] = False
+            msg["supplied"] = False
+
+
+def site_shapes(m: Model, args: tuple, kwargs: dict) -> dict:
+    """address -> ``(shape, kind)`` of every sample and deterministic site of one run of the model
+    (found abstractly, ``jax.eval_shape``: nothing is computed); kind is ``"observed"``,
+    ``"intervened"``, ``"latent"`` or ``"deterministic"``."""
+    kinds: dict = {}
+
+    def f(k):
+        _, sites = run(m.fn, args, kwargs, seed(key=k))
+        out = {}
+        for name, rec in sites.items():
+            if rec["type"] == "sample":
+                kinds[name] = "observed" if rec["is_observed"] else ("intervened" if rec["intervened"] else "latent")
+            elif rec["type"] == "deterministic":
+                kinds[name] = "deterministic"
+            else:
+                continue
+            out[name] = jnp.asarray(rec["value"])
+        return out
+
+    shapes = jax.eval_shape(f, jax.random.key(0))
+    return {k: (tuple(v.shape), kinds[k]) for k, v in shapes.items()}
+
+
+def batch_layout(who: str, samples: Mapping[str, Any], shapes: Mapping[str, tuple], batch_ndims: int | None) -> tuple:
+    """The leading (batch) axes shared by every entry of `samples`: its first `batch_ndims` axes,
+    or, with ``batch_ndims=None``, the axes an entry has beyond the model's site (`shapes` from
+    :func:`site_shapes`): ``(chains, draws)`` for a run's draws, ``(n,)`` for a flat set.  Raises
+    :class:`ppl.ModelError` naming two sites whose layouts disagree."""
+    if not isinstance(samples, Mapping) or not samples:
+        raise ModelError(f"{who}: samples must be a non-empty mapping address -> draws.")
+    lead: dict = {}
+    for k, v in samples.items():
+        shp = tuple(np.shape(v))
+        if batch_ndims is not None:
+            lead[k] = shp[: int(batch_ndims)]
+        elif k in shapes:
+            b = len(shp) - len(shapes[k][0])
+            if b < 0:
+                raise ModelError(
+                    f"{who}: samples[{k!r}] has shape {shp}, fewer axes than the site itself (shape "
+                    f"{shapes[k][0]}); draws need leading batch axes, e.g. (chains, draws) + {shapes[k][0]}."
+                )
+            lead[k] = shp[:b]
+    if not lead:
+        k = next(iter(samples))
+        raise AddressError(f"{who}: samples hold address {k!r}, which the model does not have{nearest(k, shapes)}.")
+    first = next(iter(lead))
+    for k, b in lead.items():
+        if b != lead[first]:
+            if batch_ndims is not None:
+                raise ModelError(
+                    f"{who}: samples need the same {batch_ndims} leading axes; {k!r} has {b} but {first!r} has {lead[first]}."
+                )
+            raise ModelError(
+                f"{who}: the draws' batch axes disagree: {first!r} has shape {tuple(np.shape(samples[first]))} for a "
+                f"site shaped {shapes[first][0]} (batch axes {lead[first]}), but {k!r} has shape "
+                f"{tuple(np.shape(samples[k]))} for a site shaped {shapes[k][0]} (batch axes {b}); give every site the "
+                "same leading axes (e.g. (chains, draws) as a run holds them), or pass batch_ndims."
+            )
+    return lead[first]
+
+
 def predictive(
     model: Any,
     samples: Mapping[str, Any] | None = None,
@@ -29,15 +103,25 @@ def predictive(
     key: Any = None,
     num_samples: int | None = None,
     return_sites: Sequence[str] | None = None,
-    batch_ndims: int = 1,
+    batch_ndims: int | None = None,
+    predict_observed: bool = False,
     **kwargs: Any,
 ) -> dict:
     """Draws from the predictive distribution of ``model(*args, **kwargs)``.
 
     * Prior predictive: ``samples=None`` and ``num_samples=n``: n joint draws from the model.
-    * Posterior predictive: `samples` maps latent addresses to draws with `batch_ndims` leading
-      axes (e.g. ``(draws,)`` or ``(chains, draws)``); each draw is substituted and the remaining
-      sites (observations included) are drawn from the model given it.
+    * Posterior predictive: `samples` maps latent addresses to draws with leading batch axes,
+      ``(draws,)`` or ``(chains, draws)`` (a run's ``samples`` as they are); the axes are those
+      the draws have beyond the model's sites (or the first `batch_ndims` axes, when given), and
+      sites whose layouts disagree are an error naming them.  Each draw is substituted and the
+      remaining sites (observations included) are drawn from the model given it.
+    * New inputs: pass the model's new arguments (e.g. new covariates) after `samples`.
+    * ``predict_observed=True``: the sites observed in the call (``obs=`` arguments) are drawn
+      instead (the data stay in the arguments; handy for posterior predictive checks).
+    * Forecasting: for a ``ppl.scan`` model run for more steps than the draws cover (draws of
+      ``"ts/x"`` shaped ``(..., T)``, the model run for ``T + H`` steps), the draws give the
+      first T steps and the last H are simulated from where they end; such a site is returned
+      whole (``(..., T + H)``).
 
     Observations made with ``ppl.condition`` are removed, so they are predicted; for a model that
     observes through an argument (``y=y``), pass ``y=None``: a site observed in the call is left out
@@ -56,6 +140,8 @@ def predictive(
         (100, 3)
         >>> ppl.predictive(m, {"mu": jnp.zeros(5)}, key=jax.random.key(0))["y"].shape
         (5, 3)
+        >>> ppl.predictive(m, {"mu": jnp.zeros((2, 5))}, key=jax.random.key(0))["y"].shape  # (chains, draws)
+        (2, 5, 3)
     """
     key = check_key(key, "ppl.predictive")
     m = _strip_conditioning(as_model(model))
@@ -65,16 +151,8 @@ def predictive(
         lead: tuple = (int(num_samples),)
         samples = {}
     else:
-        if not isinstance(samples, Mapping) or not samples:
-            raise ModelError("ppl.predictive: samples must be a non-empty mapping address -> draws.")
-        shapes = {k: tuple(np.shape(v))[:batch_ndims] for k, v in samples.items()}
-        lead = next(iter(shapes.values()))
-        bad = [k for k, s in shapes.items() if s != lead]
-        if bad:
-            raise ModelError(
-                f"ppl.predictive: samples need the same {batch_ndims} leading axes; {bad[0]!r} has "
-                f"{shapes[bad[0]]} but {next(iter(shapes))!r} has {lead}."
-            )
+        lead = batch_layout("ppl.predictive", samples, site_shapes(m, args, kwargs) if batch_ndims is None else {},
+                            batch_ndims)
         if num_samples is not None and (int(np.prod(lead)) != num_samples):
             raise ModelError(f"ppl.predictive: num_samples={num_samples} but samples hold {lead} draws.")
     n = int(np.prod(lead))
@@ -85,12 +163,15 @@ def predictive(
 
     def one(k, s):
         # strict=False: draws may carry deterministic sites; unknown names are checked below
-        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s, strict=False))
+        extra = (_Unobserve(),) if predict_observed else ()
+        _, sites = run(m.fn, args, kwargs, seed(key=k), substitute(None, s, strict=False), *extra)
         seen.update(sites)
         out = {}
         for name, rec in sites.items():
-            if rec["type"] not in ("sample", "deterministic") or name in s:
+            if rec["type"] not in ("sample", "deterministic"):
                 continue
+            if name in s and jnp.shape(s[name]) == jnp.shape(rec["value"]):
+                continue  # given by the draws (a scanned site given for its first steps is reported)
             if rec["type"] == "sample" and rec["is_observed"]:
                 # observed through an argument (obs=y): its "prediction" would be the data itself
                 observed.add(name)
@@ -101,7 +182,7 @@ def predictive(
         return out
 
     keys = jax.random.split(key, n)
-    draws = jax.vmap(one)(keys, flat)
+    draws = jax.jit(jax.vmap(one))(keys, flat)  # one compiled program over the draws
     unknown = [k for k in flat if k not in seen]
     if unknown:
         raise AddressError(

@@ -103,3 +103,9 @@ declare("reparam/eight_schools_means", 10, alpha=1e-9,
 declare("corpus/means", 310, alpha=1e-10,
         note="test_numpyro_corpus: every scalar posterior mean of the 13 corpus cases (306) against NumPyro's "
              "stored run, z with both runs' MCSE; threshold |z| < 6.5 in place of the issue's 4")
+
+
+# ---------------------------------------------------------------------------------------------
+# workflow after sampling (tests/test_workflow_*.py, issue 16)
+
+declare("workflow/forecast_moments", 6, note="test_workflow_forecast: mean (z-test, known sd) and variance (chi2) of y_{T+h}, h = 1..3, against the Kalman prediction step")

@@ -100,6 +100,16 @@ class Summary(dict):
             lines.append(f"{label:<{w}} " + " ".join(f"{st[s]:>9.3g}" for s in STATS))
         return "\n".join(lines)
 
+    def to_dataframe(self):
+        """A ``pandas.DataFrame``: one row per scalar component (``theta[0]``, ...), one column per
+        statistic."""
+        try:
+            import pandas as pd
+        except ImportError as e:  # pragma: no cover - pandas comes with arviz
+            raise ImportError("Summary.to_dataframe needs pandas: pip install pandas") from e
+        rows = list(self.rows())
+        return pd.DataFrame([st for _, st in rows], index=[label for label, _ in rows], columns=list(STATS))
+
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
 

@@ -101,16 +101,85 @@ class Run:
             d["mean_num_steps"] = np.sum([v.mean(1) for v in steps], axis=0)
         return d
 
-    def summary(self) -> Summary:
-        """mean, sd, 5/50/95% quantiles, R̂, bulk and tail ESS per site; ``print`` it for a table.
+    def summary(self, as_frame: bool = False) -> Summary:
+        """mean, sd, 5/50/95% quantiles, R̂, bulk and tail ESS per site; ``print`` it for a table
+        (or :meth:`print_summary`).  ``as_frame=True``: a ``pandas.DataFrame``, one row per scalar
+        component (``theta[0]``, ...), one column per statistic (needs pandas).
 
         Sites that are inactive in some draws (see :attr:`active`) are left out: their draws
         mix placeholders with values; summarise ``samples[a][active[a]]`` yourself."""
         partial = {k for k, a in self.active.items() if not np.all(a)}
-        return summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial})
+        s = summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial})
+        return s.to_dataframe() if as_frame else s
 
-    def to_arviz(self):
-        """An ``arviz.InferenceData`` with the posterior draws and the sampler statistics."""
+    def print_summary(self) -> None:
+        """Print the :meth:`summary` table and the number of divergences (as NumPyro's
+        ``print_summary`` does)."""
+        print(self.summary())
+        div = self.diagnostics.get("divergences")
+        if div is not None:
+            print(f"\nNumber of divergences: {int(np.sum(div))}")
+
+    def _model_call(self) -> tuple[Any, tuple, dict]:
+        args, kwargs = self._program.args(self._dyn)
+        return self._program.model, tuple(args), dict(kwargs)
+
+    def log_likelihood(self) -> dict:
+        """Pointwise log-likelihood of the run's observations at each of its draws
+        (:func:`ppl.log_likelihood` of the model and arguments the run was made with): observed
+        address -> ``(chains, draws) + the observation's plate shape``.
+
+        Example:
+            >>> @ppl.model
+            ... def m(y=None):
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     with ppl.plate("obs", 3):
+            ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> run = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, y=jnp.zeros(3), num_warmup=10,
+            ...                   num_samples=20, num_chains=2, progress=False)
+            >>> run.log_likelihood()["y"].shape
+            (2, 20, 3)
+        """
+        model, args, kwargs = self._model_call()
+        from .._result import model_sites
+
+        sites = model_sites(model, args, kwargs, {k: np.asarray(v)[0, 0] for k, v in self.samples.items()})
+        latent = {k: v for k, v in self.samples.items() if k in sites and sites[k]["kind"] == "latent"}
+        return ppl.log_likelihood(model, latent, *args, batch_ndims=2, **kwargs)
+
+    def to_arviz(self, posterior_predictive: Any = None, prior: Any = None, coords: Any = None, dims: Any = None,
+                 log_likelihood: bool = True):
+        """ArviZ data of the run (``arviz.InferenceData`` with ArviZ 0.x; the ``DataTree`` of ArviZ
+        1.x), built from the model and arguments the run was made with:
+
+        * ``posterior``: the draws (chain, draw, ...); ``sample_stats``: ``diverging``,
+          ``tree_depth``, ``energy``, ``step_size``, ``acceptance_rate``, ``n_steps`` and ``lp``
+          (the log density) where the kernel reports them;
+        * ``log_likelihood``: :meth:`log_likelihood` (for ``az.loo``, ``az.waic``,
+          ``az.compare``; ``log_likelihood=False`` leaves it out); ``observed_data``: the values
+          observed;
+        * ``posterior_predictive`` / ``prior`` (and ``prior_predictive``) when given: dicts of
+          draws, e.g. from :func:`ppl.predictive` (``(chains, draws, ...)`` or flat; a prior's
+          ``(n, ...)`` becomes one chain); ``posterior_predictive=key`` (a JAX random key) draws
+          the observed sites at every draw of the run;
+        * dims named after the plates (``plate("school", 8)`` -> dim ``school``) and a scan's
+          time axis after the scan; ``dims={var: [names]}`` overrides, ``coords={dim: labels}``
+          labels them (e.g. ``coords={"school": names}``).
+
+        Example:
+            >>> @ppl.model
+            ... def m(y=None):
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            ...     with ppl.plate("obs", 3):
+            ...         ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, y=jnp.zeros(3), num_warmup=10,
+            ...                   num_samples=20, num_chains=2, progress=False)
+            >>> idata = run.to_arviz(coords={"obs": ["a", "b", "c"]})
+            >>> idata.log_likelihood["y"].dims, idata.observed_data["obs"].values.tolist()
+            (('chain', 'draw', 'obs'), ['a', 'b', 'c'])
+        """
+        from .._result import workflow_groups
+
         names = {
             "diverging": "diverging",
             "tree_depth": "tree_depth",
@@ -118,9 +187,17 @@ class Run:
             "accept_prob": "acceptance_rate",
             "num_steps": "n_steps",
             "energy": "energy",
+            "potential_energy": "lp",
         }
         stats = {names[k]: np.asarray(v) for k, v in self.info.items() if k in names}
-        return to_inference_data(dict(posterior=dict(self.samples), sample_stats=stats))
+        if "lp" in stats:
+            stats["lp"] = -stats["lp"]  # the potential energy is minus the log density
+        model, args, kwargs = self._model_call()
+        groups, site_dims = workflow_groups("Run.to_arviz", model, args, kwargs, self.samples, chains=self.num_chains,
+                                            draws=self.num_samples, log_likelihood=log_likelihood,
+                                            posterior_predictive=posterior_predictive, prior=prior)
+        groups["sample_stats"] = stats
+        return to_inference_data(groups, {**site_dims, **dict(dims or {})}, coords)
 
     def sample(self, key: Any, num_samples: int) -> dict:
         """``num_samples`` draws picked uniformly, with replacement, among the run's draws of

@@ -109,11 +109,12 @@ class SMCResult(WeightedDraws, eqx.Module):
         self._need_paths("predictive")
         return super().predictive(key, model, *args, num_samples=num_samples, **kwargs)
 
-    def to_arviz(self, key: Any = None, num_samples: int | None = None) -> Any:
-        """ArviZ data of the paths (see :meth:`inference._result.WeightedDraws.to_arviz`).
-        Needs ``record`` to include ``"paths"``."""
+    def to_arviz(self, key: Any = None, num_samples: int | None = None, **kw: Any) -> Any:
+        """ArviZ data of the paths (see :meth:`inference._result.WeightedDraws.to_arviz`, which
+        takes ``model=``, ``args=``, ``kwargs=``, ``coords=``, ``dims=``).  Needs ``record`` to
+        include ``"paths"``."""
         self._need_paths("to_arviz")
-        return super().to_arviz(key, num_samples)
+        return super().to_arviz(key, num_samples, **kw)
 
     def sample(self, key: Any, num_samples: int | None = None) -> dict:
         """Draws from the (approximate) posterior over paths: trajectories picked w.p. W_i.

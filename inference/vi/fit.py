@@ -120,15 +120,32 @@ class VIResult:
             args, kwargs = self.args, self.kwargs
         return ppl.predictive(model, draws, *args, key=k_pred, **kwargs)
 
-    def to_arviz(self, key: Any = None, num_samples: int = 1000, guide: Any = None):
+    def to_arviz(self, key: Any = None, num_samples: int = 1000, guide: Any = None, coords: Any = None,
+                 dims: Any = None):
         """An ``arviz.InferenceData``: ``num_samples`` draws of the fitted guide (one chain;
         ``key`` default ``jax.random.key(0)``) as the posterior group, when the guide is known,
-        and the objective trace as ``sample_stats["objective"]`` shaped (1, steps)."""
+        and the objective trace as ``sample_stats["objective"]`` shaped (1, steps).  When the
+        objective knows its model (``vi.elbo(model, guide)``, ...) and the guide draws every
+        latent site: also ``log_likelihood`` (for ``az.loo``; draws from the guide, not the
+        posterior: PSIS's Pareto k says how far apart they are), ``observed_data`` and dims named
+        after the plates (``coords={dim: labels}`` labels them), as :meth:`mcmc.Run.to_arviz`."""
+        from .._result import model_sites, workflow_groups
+
         posterior = {}
         if guide is not None or self.guide is not None or getattr(self.objective, "guide", None) is not None:
             key = jax.random.key(0) if key is None else key
             posterior = {k: np.asarray(v)[None] for k, v in self.sample(key, num_samples, guide=guide).items()}
-        return to_inference_data(dict(posterior=posterior, sample_stats={"objective": np.asarray(self.history)[None]}))
+        stats = {"objective": np.asarray(self.history)[None]}
+        model = getattr(self.objective, "model", None)
+        if model is None or not posterior:
+            return to_inference_data(dict(posterior=posterior, sample_stats=stats), dims, coords)
+        first = {k: v[0, 0] for k, v in posterior.items()}
+        sites = model_sites(model, self.args, self.kwargs, first)
+        covered = all(k in posterior for k, s in sites.items() if s["kind"] == "latent")
+        groups, site_dims = workflow_groups("VIResult.to_arviz", model, self.args, self.kwargs, posterior, chains=1,
+                                            draws=int(num_samples), log_likelihood=covered)
+        groups["sample_stats"] = stats
+        return to_inference_data(groups, {**site_dims, **dict(dims or {})}, coords)
 
     def sample_posterior(self, key: Any, guide: Any, *args: Any, num_samples: int = 1000, **kwargs: Any) -> dict:
         """Draws from the fitted guide: address -> array with a leading ``num_samples`` axis.

@@ -79,4 +79,32 @@ MUTANTS = [
         description="Automatic non-centring looks only at the loc's dependencies: the funnel's x (scale exp(v/2)) stays centred.",
         area="other",
     ),
+    # --- issue 16 (workflow after sampling): forecasting and pointwise log-likelihood ---
+    Mutant(
+        id="ppl/scan-forecast-from-the-prior",
+        file="ppl/combinators.py",
+        find="        carry, ys, sites, meta = segment(carry, a, b)",
+        replace="        carry, ys, sites, meta = segment(init, a, b)",
+        tests=("tests/test_workflow_forecast.py::test_forecast_matches_kalman_prediction",),
+        description="A scan given values for its first T steps simulates the rest from the initial carry (the prior) instead of the state the prefix left: forecasts ignore the filtered state.",
+        area="other",
+    ),
+    Mutant(
+        id="ppl/log-likelihood-drops-the-scale",
+        file="ppl/likelihood.py",
+        find='        lp = lp * rec["scale"]',
+        replace='        lp = lp * 1.0',
+        tests=("tests/test_workflow_likelihood.py::test_pointwise_terms_match_scipy_with_plates_masks_and_conditioning",),
+        description="Pointwise log-likelihood ignores a site's scale (ppl.scale, subsampling plates): the terms no longer add up to the model's log density.",
+        area="other",
+    ),
+    Mutant(
+        id="ppl/arviz-plate-dim-off-by-one",
+        file="inference/_result.py",
+        find="                ax = nb + fr.dim\n",
+        replace="                ax = nb + fr.dim + 1\n",
+        tests=("tests/test_workflow_arviz.py::test_groups_dims_coords_and_stats",),
+        description="to_arviz names the axis after the plate's one (counting the plate's dim from the wrong end): dims and user coords land on the wrong axis or not at all.",
+        area="other",
+    ),
 ]
