@@ -26,8 +26,10 @@ from .fit import VIResult, fit, sample_posterior
 from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
 from .marginals import Marginal, marginal
 from .guides import INIT_STRATEGIES
-from .map import MAPResult, map  # noqa: A004 - vi.map (the submodule stays importable as inference.vi.map)
+from .mode import MAPResult, map  # noqa: A004 - vi.map (module inference.vi.mode: a module named map would be shadowed)
 from .laplace import LaplaceResult, laplace
+from .pathfinder import PathfinderResult, lbfgs_inverse_hessians, pathfinder
+from .psis import pareto_k
 from .networks import network, network_from_params
 from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
 
@@ -74,4 +76,8 @@ __all__ = [
     "laplace",
     "LaplaceResult",
     "INIT_STRATEGIES",
+    "pathfinder",
+    "PathfinderResult",
+    "lbfgs_inverse_hessians",
+    "pareto_k",
 ]

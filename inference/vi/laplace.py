@@ -24,14 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentError, ModelError
+from ppl.errors import ModelError
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options
 from .._result import to_inference_data
 from .guides import auto_multivariate_normal
-from .map import _log_density_fn
-from .map import map as _map
+from .mode import _log_density_fn
+from .mode import map as _map
 
 __all__ = ["laplace", "LaplaceResult", "GaussianDraws"]
 
@@ -69,7 +69,7 @@ class GaussianDraws:
         (deterministic sites included)."""
         key = check_key(key, f"{type(self).__name__}.sample")
         u = self.sample_unconstrained(key, 1000 if num_samples is None else num_samples)
-        return jax.vmap(self.view.to_constrained)(u)
+        return jax.jit(jax.vmap(self.view.to_constrained))(u)
 
     def predictive(self, key: Any, model: Any, *args: Any, num_samples: int | None = None, **kwargs: Any) -> dict:
         """Predictive draws of ``model(*args, **kwargs)`` (default: the fitted model's arguments)
@@ -140,7 +140,14 @@ def laplace(model: Any, *args: Any, init: Any = "median", max_steps: int = 500, 
     mode = _map(model, *args, init=init, jacobian=True, max_steps=max_steps, gtol=gtol, **kwargs)
     view = mode.view
     f = _log_density_fn(view, jacobian=True)
-    H = jax.jit(jax.hessian(f))(mode.u)
+    hess = jax.jit(jax.value_and_grad(f)), jax.jit(jax.hessian(f))
+    u = mode.u
+    H = hess[1](u)
+    # one Newton step from the optimiser's point (exact on a quadratic ℓ), kept if it climbs
+    u_new = u - jnp.linalg.solve(H, hess[0](u)[1])
+    if bool(jnp.all(jnp.isfinite(u_new))) and float(hess[0](u_new)[0]) >= mode.log_density:
+        u = u_new
+        H = hess[1](u)
     prec = -0.5 * (H + H.T)
     Lp = jnp.linalg.cholesky(prec)
     if not bool(jnp.all(jnp.isfinite(Lp))):
@@ -153,8 +160,8 @@ def laplace(model: Any, *args: Any, init: Any = "median", max_steps: int = 500, 
     cov = jax.scipy.linalg.cho_solve((Lp, True), eye)
     L = jnp.linalg.cholesky(0.5 * (cov + cov.T))
     d = view.dim
-    log_z = mode.log_density + 0.5 * d * np.log(2 * np.pi) - float(jnp.sum(jnp.log(jnp.diag(Lp))))
-    guide = auto_multivariate_normal(model, *args, init=mode.point, init_scale_tril=L, **kwargs)
-    params = {"auto/loc": mode.u, "auto/scale_tril": L}
-    return LaplaceResult(loc=mode.u, scale_tril=L, log_density=mode.log_density, log_evidence=float(log_z),
+    log_z = float(hess[0](u)[0]) + 0.5 * d * np.log(2 * np.pi) - float(jnp.sum(jnp.log(jnp.diag(Lp))))
+    guide = auto_multivariate_normal(model, *args, init=view.to_constrained(u), init_scale_tril=L, **kwargs)
+    params = {"auto/loc": u, "auto/scale_tril": L}
+    return LaplaceResult(loc=u, scale_tril=L, log_density=float(hess[0](u)[0]), log_evidence=float(log_z),
                          mode=mode, guide=guide, params=params, view=view)

@@ -10,7 +10,7 @@ x = T(u) the constrained values, and maximises
 * ``mle=True``: the log likelihood alone (observed sites and factors; priors left out): the
   maximum-likelihood estimate.  The Jacobian is never added then.
 
-The optimiser is ``optax.lbfgs`` (zoom line search) in one compiled ``lax.scan`` of at most
+The optimiser is ``optax.lbfgs`` (backtracking line search) in one compiled ``lax.scan`` of at most
 ``max_steps`` steps that stops moving once the gradient's sup-norm is below ``gtol``.  The
 initial point is the guides' initialisation strategy (``init="median"``, the prior median, as
 NumPyro's ``init_to_median``; or ``"mean"``, ``"sample"``, ``"zeros"``, or a mapping of
@@ -72,7 +72,9 @@ def _lbfgs_path(f, x0, max_steps: int, gtol: float, memory: int):
     converged), fs the values, num_evals the function-and-gradient evaluations made and
     num_steps the steps taken before the sup-norm of the gradient fell below ``gtol``."""
     neg = lambda x: -f(x)
-    opt = optax.lbfgs(memory_size=memory)
+    # a backtracking line search: a much smaller program to compile than the zoom search
+    opt = optax.lbfgs(memory_size=memory, linesearch=optax.scale_by_backtracking_linesearch(
+        max_backtracking_steps=30, store_grad=True))
     vg = optax.value_and_grad_from_state(neg)
 
     def step(carry, _):
