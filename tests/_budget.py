@@ -86,3 +86,8 @@ declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bay
 
 
 # ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# vi, issue 19: Pathfinder (tests/test_vi_pathfinder.py)
+
+declare("vi/pathfinder_moments", 6, note="test_vi_pathfinder: z-tests of 3 means and 3 variances of Pathfinder's resampled draws of a 3-d Gaussian, se inflated by the importance weights' ESS")
