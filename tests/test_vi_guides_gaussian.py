@@ -24,6 +24,7 @@ from inference import vi
 from ppl import dist
 from ppl.errors import ArgumentError, PPLError
 from _data import load_json
+from inference._result import Result
 
 _BM = load_json("timeseries_and_small_models.json")["brownian_motion_missing_middle_observations"]
 _Y = np.array([np.nan if v is None else v for v in _BM["observed_locs"]])
@@ -107,6 +108,7 @@ def test_median_init_is_the_prior_median_given_the_parents_median():
 
 
 def test_init_from_values_zeros_and_errors():
+    assert vi.INIT_STRATEGIES == ("median", "mean", "sample", "zeros")
     g = vi.auto_multivariate_normal(positive_model, 0.0, init={"s": 2.0})
     loc = vi.elbo(positive_model, g).init_params(jax.random.key(0), 0.0)["auto/loc"]
     assert float(loc[0]) == pytest.approx(math.log(2.0))
@@ -144,6 +146,7 @@ def test_map_with_and_without_jacobian_and_mle_against_closed_forms():
     assert float(r_jac.point["s"]) == pytest.approx(s_jac, rel=1e-6)
     assert float(r_mle.point["s"]) == pytest.approx(math.sqrt(ss / n), rel=1e-6)
     assert r_map.sample(None, 3)["s"].shape == (3,) and r_map.draws["s"].shape == (1,)
+    assert isinstance(r_map, vi.MAPResult) and isinstance(r_map, Result)
 
 
 def test_map_errors_name_the_option():
@@ -162,6 +165,7 @@ def test_laplace_is_exact_on_the_brownian_motion():
     np.testing.assert_allclose(np.asarray(res.loc), mean, atol=1e-6)
     np.testing.assert_allclose(np.asarray(res.cov), cov, atol=1e-6)
     assert res.log_evidence == pytest.approx(log_z, abs=1e-6)
+    assert isinstance(res, vi.LaplaceResult) and isinstance(res, Result)
     # usable as a guide: its ELBO is log Z (q = posterior), so every log weight equals log Z
     obj = vi.elbo(brownian, res.guide)
     u = obj.init_params(jax.random.key(0), YO)
@@ -205,3 +209,11 @@ def test_laplace_refuses_a_flat_direction():
 
     with pytest.raises(PPLError, match="not positive definite"):
         vi.laplace(flat, init="zeros")
+
+
+def test_pareto_k_separates_a_good_from_a_bad_proposal():
+    x = jax.random.normal(jax.random.key(0), (4000,))
+    good = -0.5 * (x / 1.05) ** 2 + 0.5 * x**2          # target N(0, 1.05²), proposal N(0, 1)
+    bad = -0.5 * (x / 3.0) ** 2 + 0.5 * x**2            # target N(0, 3²): heavy-tailed weights
+    assert vi.pareto_k(good) < 0.5 < 0.7 < vi.pareto_k(bad)
+    assert vi.pareto_k(jnp.array([jnp.nan] * 20)) == math.inf

@@ -19,6 +19,7 @@ from inference import vi
 from ppl import dist
 from semantics import stats
 from _budget import BUDGET
+from inference._result import Result
 
 PF = sys.modules["inference.vi.pathfinder"]
 MODE = sys.modules["inference.vi.mode"]
@@ -37,7 +38,7 @@ def path_hessians():
     view = ppl.unconstrained(gaussian)
     f = MODE._log_density_fn(view, True)
     xs, fs, gs, evals, steps = jax.jit(lambda x: MODE._lbfgs_path(f, x, 30, 1e-8, 6))(jnp.array([2.0, 2.0, -2.0]))
-    Hs = PF.lbfgs_inverse_hessians(xs, gs, 6)
+    Hs = vi.lbfgs_inverse_hessians(xs, gs, 6)
     return np.asarray(xs), np.asarray(gs), np.asarray(Hs), int(steps)
 
 
@@ -97,6 +98,7 @@ def run_pf():
 @pytest.mark.statistical
 def test_pathfinder_draws_have_the_target_mean_and_variances():
     pf = run_pf()
+    assert isinstance(pf, vi.PathfinderResult) and isinstance(pf, Result)
     assert not moment_failures(pf)
     assert pf.pareto_k < 0.7
     init = pf.init_values(4, jax.random.key(1))
