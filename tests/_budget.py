@@ -91,3 +91,4 @@ declare("causal/bayes_estimate_covers_truth", 1, note="test_causal_identify: Bay
 # vi, issue 19: Pathfinder (tests/test_vi_pathfinder.py)
 
 declare("vi/pathfinder_moments", 6, note="test_vi_pathfinder: z-tests of 3 means and 3 variances of Pathfinder's resampled draws of a 3-d Gaussian, se inflated by the importance weights' ESS")
+declare("vi/full_rank_gradient", 9, note="test_vi_guides_gaussian: t-test per gradient component (3 loc + 6 scale_tril) of the full-rank autoguide's ELBO on a 3-d Gaussian")
