@@ -425,10 +425,48 @@ def guide_rows(quick=False):
               f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", flush=True)
     return rows
 
+
+def pathfinder_warmup_rows(quick=False):
+    """Pathfinder + short NUTS warmup from its point vs plain NUTS warmup (issue 19): gradient
+    evaluations until the first post-warmup draw (Pathfinder's L-BFGS evaluations + the warmup's
+    leapfrog steps), and the post-warmup means of both runs (a check that both sample the same
+    posterior).  The warmup lengths are fixed (500 plain, 150 after Pathfinder), not tuned to a
+    criterion; every chain starts at Pathfinder's point (``mcmc.sample(init=dict)``; per-chain
+    values ``pf.init_values(num_chains, key)`` need the per-chain ``init`` of issue 17a)."""
+    from inference import mcmc, vi
+
+    rows = []
+    w_plain, w_pf, n = (100, 30, 50) if quick else (500, 150, 500)
+    for name, model, _, data in _guide_problems()[1:]:
+        def warm_evals(run):
+            return int(sum(np.asarray(v).sum() for k, v in (run.warmup_info or {}).items() if k.endswith("num_steps")))
+
+        t = time.perf_counter()
+        plain = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, data, num_warmup=w_plain, num_samples=n,
+                            num_chains=2, progress=False)
+        t_plain = time.perf_counter() - t
+        t = time.perf_counter()
+        pf = vi.pathfinder(jax.random.key(0), model, data, num_paths=4, num_draws=200)
+        init = {k: v for k, v in pf.point.items() if k in pf.view.sites}
+        after = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, data, num_warmup=w_pf, num_samples=n,
+                            num_chains=2, init=init, progress=False)
+        t_pf = time.perf_counter() - t
+        row = {"problem": name, "plain_warmup": w_plain, "plain_grad_evals": warm_evals(plain),
+               "pf_warmup": w_pf, "pf_grad_evals": pf.num_grad_evals + warm_evals(after),
+               "pf_lbfgs_evals": pf.num_grad_evals, "pf_pareto_k": pf.pareto_k,
+               "means_plain": {k: np.asarray(v).mean(axis=(0, 1)).round(3).tolist() for k, v in plain.samples.items()},
+               "means_pf": {k: np.asarray(v).mean(axis=(0, 1)).round(3).tolist() for k, v in after.samples.items()},
+               "wall_plain_s": t_plain, "wall_pf_s": t_pf}
+        rows.append(row)
+        print(name, {k: row[k] for k in ("plain_grad_evals", "pf_grad_evals", "pf_lbfgs_evals", "pf_pareto_k")}, flush=True)
+    return rows
+
 if __name__ == "__main__":
     import sys
 
-    if "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
+    if "--pathfinder" in sys.argv:  # issue 19: Pathfinder + NUTS warmup against plain NUTS warmup
+        print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:
         main(quick="--quick" in sys.argv).report()
