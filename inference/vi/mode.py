@@ -11,7 +11,8 @@ x = T(u) the constrained values, and maximises
   maximum-likelihood estimate.  The Jacobian is never added then.
 
 The optimiser is ``optax.lbfgs`` (backtracking line search) in one compiled ``lax.scan`` of at most
-``max_steps`` steps that stops moving once the gradient's sup-norm is below ``gtol``.  The
+``max_steps`` steps that stops moving once the gradient's sup-norm is below ``gtol`` or a step
+improves the objective by less than 1 ulp (relative).  The
 initial point is the guides' initialisation strategy (``init="median"``, the prior median, as
 NumPyro's ``init_to_median``; or ``"mean"``, ``"sample"``, ``"zeros"``, or a mapping of
 constrained values).  :func:`_lbfgs_path` (the iterates and gradients) is shared with
@@ -79,6 +80,7 @@ def _lbfgs_path(f, x0, max_steps: int, gtol: float, memory: int):
 
     def step(carry, _):
         x, st, v, g, done, evals, steps = carry
+        v_prev = v
         upd, st2 = opt.update(g, st, x, value=v, grad=g, value_fn=neg)
         x2 = optax.apply_updates(x, upd)
         v2, g2 = vg(x2, state=st2)
@@ -90,9 +92,13 @@ def _lbfgs_path(f, x0, max_steps: int, gtol: float, memory: int):
         st = jax.tree.map(lambda a, b: jnp.where(move, a, b) if hasattr(a, "dtype") else a, st2, st)
         evals = evals + jnp.where(move, n_ls, 0).astype(jnp.int32)
         steps = steps + move.astype(jnp.int32)
-        done = done | (~ok) | (jnp.max(jnp.abs(g)) < gtol)
+        # converged: a small gradient, or no relative progress (1 ulp of the objective: in
+        # float32 a gradient tolerance alone may never be met)
+        stalled = move & (jnp.abs(v - v_prev) <= ftol * jnp.maximum(jnp.abs(v), 1.0))
+        done = done | (~ok) | (jnp.max(jnp.abs(g)) < gtol) | stalled
         return (x, st, v, g, done, evals, steps), (x, -v, -g)
 
+    ftol = jnp.finfo(jnp.result_type(x0)).eps
     st0 = opt.init(x0)
     v0, g0 = vg(x0, state=st0)
     done0 = jnp.max(jnp.abs(g0)) < gtol
