@@ -298,7 +298,175 @@ def main(quick: bool = False) -> VISuite:
     return suite
 
 
+
+# -- issue 19: autoguides side by side with NumPyro SVI (ELBO at checkpoints, wall time) ----------
+# Usage: ``python -m benchmarks.bench_vi --guides [--quick]``.  Same data, same optimiser
+# (Adam 1e-2, constant), NumPyro's AutoMultivariateNormal / AutoNormal against ours.  The ELBO at a
+# checkpoint is the mean of 4000 guide draws of log p − log q at the parameters after that many
+# steps (both runs restarted with the same key, which reproduces the prefix of the trajectory);
+# wall time is a warm run (second call) of the longest run.  Howell m4.3: Rethinking's Howell1
+# is not among the shared data sets, so heights are *generated* like its adults (weights
+# N(45, 6.5²), height = 154.6 + 0.9 (w − w̄) + N(0, 5.1²), 352 people).
+
+CHECKPOINTS = (250, 500, 1000, 2000)
+
+
+def _guide_problems():
+    import ppl
+    from ppl import dist
+    import numpyro
+    import numpyro.distributions as nd
+
+    d = json.load(open(_shared("timeseries_and_small_models.json")))["brownian_motion_missing_middle_observations"]
+    yb = np.array([np.nan if v is None else v for v in d["observed_locs"]])
+    idx = np.nonzero(~np.isnan(yb))[0]
+    yo = jnp.asarray(yb[idx])
+    I, O = d["innovation_noise_scale"], d["observation_noise_scale"]
+
+    @ppl.model
+    def bm(y):
+        x = ppl.sample("x", dist.GaussianRandomWalk(I, num_steps=30))
+        ppl.sample("y", dist.Normal(x[idx], O).to_event(1), obs=y)
+
+    def bm_np(y):
+        x = numpyro.sample("x", nd.GaussianRandomWalk(I, num_steps=30))
+        numpyro.sample("y", nd.Normal(x[idx], O).to_event(1), obs=y)
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(45.0, 6.5, 352)
+    h = jnp.asarray(154.6 + 0.9 * (w - w.mean()) + rng.normal(0, 5.1, 352))
+    wc = jnp.asarray(w - w.mean())
+
+    @ppl.model
+    def m43(h):
+        a = ppl.sample("a", dist.Normal(178.0, 20.0))
+        b = ppl.sample("b", dist.LogNormal(0.0, 1.0))
+        s = ppl.sample("sigma", dist.Uniform(0.0, 50.0))
+        ppl.sample("h", dist.Normal(a + b * wc, s).to_event(1), obs=h)
+
+    def m43_np(h):
+        a = numpyro.sample("a", nd.Normal(178.0, 20.0))
+        b = numpyro.sample("b", nd.LogNormal(0.0, 1.0))
+        s = numpyro.sample("sigma", nd.Uniform(0.0, 50.0))
+        numpyro.sample("h", nd.Normal(a + b * wc, s).to_event(1), obs=h)
+
+    G, N = 8, 20  # hierarchical logistic regression: 8 groups of 20, 2 covariates
+    X = jnp.asarray(rng.normal(size=(G * N, 2)))
+    g = np.repeat(np.arange(G), N)
+    alpha = rng.normal(0.5, 0.8, G)
+    yl = jnp.asarray((rng.uniform(size=G * N) < 1 / (1 + np.exp(-(alpha[g] + np.asarray(X) @ [1.0, -0.5])))).astype(float))
+
+    @ppl.model
+    def hlog(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 2.0))
+        tau = ppl.sample("tau", dist.HalfNormal(1.0))
+        z = ppl.sample("z", dist.Normal(jnp.zeros(G), 1.0).to_event(1))
+        beta = ppl.sample("beta", dist.Normal(jnp.zeros(2), 1.0).to_event(1))
+        ppl.sample("y", dist.Bernoulli(logits=mu + tau * z[g] + X @ beta).to_event(1), obs=y)
+
+    def hlog_np(y):
+        mu = numpyro.sample("mu", nd.Normal(0.0, 2.0))
+        tau = numpyro.sample("tau", nd.HalfNormal(1.0))
+        z = numpyro.sample("z", nd.Normal(jnp.zeros(G), 1.0).to_event(1))
+        beta = numpyro.sample("beta", nd.Normal(jnp.zeros(2), 1.0).to_event(1))
+        numpyro.sample("y", nd.Bernoulli(logits=mu + tau * z[g] + X @ beta).to_event(1), obs=y)
+
+    return [("brownian motion (30-d)", bm, bm_np, yo), ("howell m4.3 (generated)", m43, m43_np, h),
+            ("hierarchical logistic (13-d)", hlog, hlog_np, yl)]
+
+
+def _shared(name):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / name
+
+
+def _elbo_ours(obj, params, data, n=4000):
+    from inference import vi
+
+    lw = jax.jit(jax.vmap(lambda k: vi.log_weight(obj.model, ppl_sim(obj.guide, params, k, data), data)))(
+        jax.random.split(jax.random.key(99), n))
+    return float(jnp.mean(lw))
+
+
+def ppl_sim(guide, params, key, data):
+    import ppl
+
+    return ppl.substitute(guide, params).simulate(key, data)
+
+
+def guide_rows(quick=False):
+    from inference import vi
+    import numpyro
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    cps = (50, 100) if quick else CHECKPOINTS
+    rows = []
+    for name, model, model_np, data in _guide_problems():
+        guide = vi.auto_multivariate_normal(model, data)
+        obj = vi.elbo(model, guide)
+        ours, theirs = [], []
+        for n in cps:
+            r = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+            ours.append(_elbo_ours(obj, r.params, data))
+            g_np = AutoMultivariateNormal(model_np)
+            svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+            res = svi.run(jax.random.key(0), n, data, progress_bar=False)
+            theirs.append(-float(Trace_ELBO(num_particles=4000).loss(jax.random.key(99), res.params, model_np, g_np, data)))
+        n = cps[-1]
+        t = time.perf_counter(); vi.fit(jax.random.key(1), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+        t_ours = time.perf_counter() - t
+        t = time.perf_counter(); svi.run(jax.random.key(1), n, data, progress_bar=False)
+        t_np = time.perf_counter() - t
+        rows.append({"problem": name, "checkpoints": list(cps), "elbo_ours": ours, "elbo_numpyro": theirs,
+                     "wall_ours_s": t_ours, "wall_numpyro_s": t_np})
+        print(name, {c: (round(a, 3), round(b, 3)) for c, a, b in zip(cps, ours, theirs)},
+              f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", flush=True)
+    return rows
+
+
+def pathfinder_warmup_rows(quick=False):
+    """Pathfinder + short NUTS warmup from its point vs plain NUTS warmup (issue 19): gradient
+    evaluations until the first post-warmup draw (Pathfinder's L-BFGS evaluations + the warmup's
+    leapfrog steps), and the post-warmup means of both runs (a check that both sample the same
+    posterior).  The warmup lengths are fixed (500 plain, 150 after Pathfinder), not tuned to a
+    criterion; every chain starts at Pathfinder's point (``mcmc.sample(init=dict)``; per-chain
+    values ``pf.init_values(num_chains, key)`` need the per-chain ``init`` of issue 17a)."""
+    from inference import mcmc, vi
+
+    rows = []
+    w_plain, w_pf, n = (100, 30, 50) if quick else (500, 150, 500)
+    for name, model, _, data in _guide_problems()[1:]:
+        def warm_evals(run):
+            return int(sum(np.asarray(v).sum() for k, v in (run.warmup_info or {}).items() if k.endswith("num_steps")))
+
+        t = time.perf_counter()
+        plain = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, data, num_warmup=w_plain, num_samples=n,
+                            num_chains=2, progress=False)
+        t_plain = time.perf_counter() - t
+        t = time.perf_counter()
+        pf = vi.pathfinder(jax.random.key(0), model, data, num_paths=4, num_draws=200)
+        init = {k: v for k, v in pf.point.items() if k in pf.view.sites}
+        after = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, data, num_warmup=w_pf, num_samples=n,
+                            num_chains=2, init=init, progress=False)
+        t_pf = time.perf_counter() - t
+        row = {"problem": name, "plain_warmup": w_plain, "plain_grad_evals": warm_evals(plain),
+               "pf_warmup": w_pf, "pf_grad_evals": pf.num_grad_evals + warm_evals(after),
+               "pf_lbfgs_evals": pf.num_grad_evals, "pf_pareto_k": pf.pareto_k,
+               "means_plain": {k: np.asarray(v).mean(axis=(0, 1)).round(3).tolist() for k, v in plain.samples.items()},
+               "means_pf": {k: np.asarray(v).mean(axis=(0, 1)).round(3).tolist() for k, v in after.samples.items()},
+               "wall_plain_s": t_plain, "wall_pf_s": t_pf}
+        rows.append(row)
+        print(name, {k: row[k] for k in ("plain_grad_evals", "pf_grad_evals", "pf_lbfgs_evals", "pf_pareto_k")}, flush=True)
+    return rows
+
 if __name__ == "__main__":
     import sys
 
-    main(quick="--quick" in sys.argv).report()
+    if "--pathfinder" in sys.argv:  # issue 19: Pathfinder + NUTS warmup against plain NUTS warmup
+        print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
+        print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
+    else:
+        main(quick="--quick" in sys.argv).report()

@@ -109,3 +109,8 @@ declare("corpus/means", 310, alpha=1e-10,
 # workflow after sampling (tests/test_workflow_*.py, issue 16)
 
 declare("workflow/forecast_moments", 6, note="test_workflow_forecast: mean (z-test, known sd) and variance (chi2) of y_{T+h}, h = 1..3, against the Kalman prediction step")
+# ---------------------------------------------------------------------------------------------
+# vi, issue 19: Pathfinder (tests/test_vi_pathfinder.py)
+
+declare("vi/pathfinder_moments", 6, note="test_vi_pathfinder: z-tests of 3 means and 3 variances of Pathfinder's resampled draws of a 3-d Gaussian, se inflated by the importance weights' ESS")
+declare("vi/full_rank_gradient", 9, note="test_vi_guides_gaussian: t-test per gradient component (3 loc + 6 scale_tril) of the full-rank autoguide's ELBO on a 3-d Gaussian")

@@ -25,6 +25,11 @@ from .strategies import ENUM, MVD, REINFORCE, REPARAM, Reinforce, Strategy, regi
 from .fit import VIResult, fit, sample_posterior
 from .guides import auto_low_rank_normal, auto_multivariate_normal, auto_normal
 from .marginals import Marginal, marginal
+from .guides import INIT_STRATEGIES
+from .mode import MAPResult, map  # noqa: A004 - vi.map (module inference.vi.mode: a module named map would be shadowed)
+from .laplace import LaplaceResult, laplace
+from .pathfinder import PathfinderResult, lbfgs_inverse_hessians, pathfinder
+from .psis import pareto_k
 from .networks import network, network_from_params
 from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
 
@@ -65,4 +70,14 @@ __all__ = [
     "fit",
     "VIResult",
     "sample_posterior",
+    # issue 19: MAP, Laplace, Pathfinder, guide initialisation
+    "map",
+    "MAPResult",
+    "laplace",
+    "LaplaceResult",
+    "INIT_STRATEGIES",
+    "pathfinder",
+    "PathfinderResult",
+    "lbfgs_inverse_hessians",
+    "pareto_k",
 ]

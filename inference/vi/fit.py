@@ -52,6 +52,8 @@ class VIResult:
         interrupted: whether Ctrl-C stopped the run (``params`` are those after the last
             finished chunk).
         guide: the guide of the objective (``objective.guide``), used by :meth:`sample`.
+        pareto_k: PSIS k̂ of the fitted guide's importance weights (computed when first read;
+            :meth:`psis_diagnostic` for another key or number of draws).
 
     Example:
         >>> @ppl.model
@@ -146,6 +148,32 @@ class VIResult:
                                             draws=int(num_samples), log_likelihood=covered)
         groups["sample_stats"] = stats
         return to_inference_data(groups, {**site_dims, **dict(dims or {})}, coords)
+
+    def psis_diagnostic(self, key: Any = None, num_samples: int = 1000, guide: Any = None) -> float:
+        """PSIS k̂ (:func:`vi.pareto_k`) of the importance weights p(x, z) / q(z) of ``num_samples``
+        draws z of the fitted guide (``key`` default ``jax.random.key(0)``), the model being the
+        objective's: below 0.5 the guide covers the posterior well, above 0.7 it misses mass."""
+        from .objectives import log_weight
+        from .psis import pareto_k
+
+        guide = self._guide("VIResult.psis_diagnostic", guide)
+        model = getattr(self.objective, "model", None)
+        if model is None:
+            raise ArgumentError(f"VIResult.psis_diagnostic: the objective {self.objective!r} carries no model.")
+        key = jax.random.key(0) if key is None else check_key(key, "VIResult.psis_diagnostic")
+        g = ppl.substitute(ppl.as_model(guide), self.params)
+        args, kwargs = self.args, self.kwargs
+        lw = jax.jit(jax.vmap(lambda k: log_weight(model, g.simulate(k, *args, **kwargs), *args, **kwargs)))(
+            jax.random.split(key, int(num_samples)))
+        return pareto_k(lw)
+
+    @property
+    def pareto_k(self) -> float:
+        """PSIS k̂ of the fitted guide's importance weights (:meth:`psis_diagnostic` with its
+        defaults, computed on first access and kept)."""
+        if "_pareto_k" not in self.__dict__:
+            self.__dict__["_pareto_k"] = self.psis_diagnostic()
+        return self.__dict__["_pareto_k"]
 
     def sample_posterior(self, key: Any, guide: Any, *args: Any, num_samples: int = 1000, **kwargs: Any) -> dict:
         """Draws from the fitted guide: address -> array with a leading ``num_samples`` axis.

@@ -118,4 +118,32 @@ MUTANTS = [
         description="IWHVI's marginal density estimate divides by K + 2 instead of K + 1 (a constant offset of the bound).",
         area="estimator",
     ),
+    # -- issue 19: Laplace, Pathfinder, the full-rank guide's initial factor ------------------------
+    Mutant(
+        id="vi/laplace-hessian-unsymmetrised-half",
+        file="inference/vi/laplace.py",
+        find="    prec = -0.5 * (H + H.T)",
+        replace="    prec = -0.5 * (H + jnp.diag(jnp.diag(H)))",
+        tests=("tests/test_vi_guides_gaussian.py::test_laplace_is_exact_on_the_brownian_motion",),
+        description="Laplace precision built from the diagonal of the Hessian only (off-diagonal curvature lost).",
+        area="other",
+    ),
+    Mutant(
+        id="vi/pathfinder-bfgs-sign",
+        file="inference/vi/pathfinder.py",
+        find="    return A @ H @ A.T + rho * jnp.outer(s, s)",
+        replace="    return A @ H @ A.T - rho * jnp.outer(s, s)",
+        tests=("tests/test_vi_pathfinder.py::test_inverse_hessians_are_positive_definite_and_satisfy_the_secant_condition",),
+        description="The BFGS inverse-Hessian update with the sign of its rho s s^T term flipped.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/pathfinder-weights-no-jacobian-gaussian",
+        file="inference/vi/pathfinder.py",
+        find="    lw = jax.vmap(f)(u) - jax.vmap(lambda v: _mvn_logpdf(v, mean, L))(u)\n    lw = jnp.where",
+        replace="    lw = jax.vmap(f)(u) - 0.5 * jax.vmap(lambda v: _mvn_logpdf(v, mean, L))(u)\n    lw = jnp.where",
+        tests=("tests/test_vi_pathfinder.py::test_pathfinder_draws_have_the_target_mean_and_variances",),
+        description="Pathfinder's importance log weights subtract only half of log q: the resampled draws are too concentrated.",
+        area="other",
+    ),
 ]
