@@ -41,6 +41,7 @@ from .errors import (
     PPLError,
     SupportError,
 )
+from .errors import InferenceFailure, InferenceWarning, ParameterError  # issue 18
 from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
@@ -98,4 +99,8 @@ __all__ = [
     "SupportError",
     "NaNLogDensityError",
     "OutsideModelError",
+    # issue 18: results that check their own health
+    "ParameterError",
+    "InferenceFailure",
+    "InferenceWarning",
 ]

@@ -107,7 +107,9 @@ class Run:
         Sites that are inactive in some draws (see :attr:`active`) are left out: their draws
         mix placeholders with values; summarise ``samples[a][active[a]]`` yourself."""
         partial = {k for k, a in self.active.items() if not np.all(a)}
-        return summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial})
+        from .health import summarize  # issue 18: no draws is a clear error; the health under the table
+
+        return summarize(self, lambda: summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial}))
 
     def to_arviz(self):
         """An ``arviz.InferenceData`` with the posterior draws and the sampler statistics."""

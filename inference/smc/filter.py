@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from inference._health import checkable, enforce
 from inference._result import WeightedDraws
 from ppl import config as ppl_config
 from ppl import randomness
@@ -72,6 +73,7 @@ class SMCResult(WeightedDraws, eqx.Module):
         paths: address -> (N, T, ...) each final particle's trajectory of latent choices
             (its genealogy traced back through ``ancestors``), addresses ``"<name>/<site>"``.
         filter_means: (T, ...) self-normalised filtering mean of the carry after each step.
+        health: (property) what the checks found: :func:`inference.smc.health.filter_health`.
     """
 
     particles: Particles
@@ -82,6 +84,13 @@ class SMCResult(WeightedDraws, eqx.Module):
     ancestors: Any = None
     paths: Any = None
     filter_means: Any = None
+
+    @property
+    def health(self) -> Any:
+        """The result's :class:`~inference._health.Health` (evidence finite, minimum ESS; issue 18)."""
+        from .health import filter_health
+
+        return filter_health(self)
 
     def _need_paths(self, what: str) -> dict:
         if self.paths is None:
@@ -299,7 +308,7 @@ def particle_filter(
     if "paths" in rec:
         paths = trajectories(hist["choices"], hist["ancestors"])
         paths = {f"{name}/{k}": v for k, v in paths.items()}
-    return SMCResult(
+    res = SMCResult(
         particles=particles,
         log_evidence=particles.log_evidence,
         log_evidence_history=hist.get("log_evidence"),
@@ -309,3 +318,4 @@ def particle_filter(
         paths=paths,
         filter_means=hist.get("mean"),
     )
+    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
