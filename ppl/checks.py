@@ -23,7 +23,7 @@ Example:
     ...     validate("mcmc.sample", num_chains=(2.5, 1))
     ... except ppl.ArgumentError as e:
     ...     print(e)
-    mcmc.sample: num_chains must be a whole number >= 1, got 2.5 (float).
+    mcmc.sample: num_chains must be >= 1, got 2.5; a whole number is expected (got float).
     >>> @ppl.model
     ... def coin():
     ...     ppl.sample("y", dist.Bernoulli(probs=0.0), obs=1)
@@ -65,8 +65,8 @@ def whole_number(who: str, name: str, value: Any, minimum: int = 0) -> int:
             if f is not None and np.isfinite(f) and f == int(f):
                 n = int(f)
     if n is None or n < minimum:
-        shown = f"{value!r} ({type(value).__name__})"
-        raise ArgumentError(f"{who}: {name} must be a whole number >= {minimum}, got {shown}.")
+        raise ArgumentError(f"{who}: {name} must be >= {minimum}, got {value!r}; a whole number is expected "
+                            f"(got {type(value).__name__}).")
     return int(n)
 
 

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentError
+from ppl.checks import validate
 
 from .. import sharding
 from .._calling import check_option_clash, given_options
@@ -116,13 +116,11 @@ def sample(
         >>> run.samples["mu"].shape
         (2, 30)
     """
-    ppl.handlers.check_key(key, "mcmc.sample")
+    validate("mcmc.sample", key, num_warmup=(num_warmup, 0), num_samples=(num_samples, 0), num_chains=(num_chains, 1),
+             chunk_size=(chunk_size, 1))  # issue 18: one check of counts and key at the entry point
     check_option_clash("mcmc.sample", model, given_options(sample, dict(
         num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init=init, progress=progress,
         chunk_size=chunk_size, stream_to=stream_to)))
-    for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
-        if int(n) < 0:
-            raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")
     num_samples = int(num_samples)
     prog, dyn = _prepare("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size)
     model = prog.model

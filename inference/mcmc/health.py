@@ -61,6 +61,13 @@ def _runaway(name: str, v: np.ndarray) -> str | None:
     return f"{name} ran off to {worst:.3g} (float limit {np.finfo(v.dtype).max:.3g}) in chain(s) {chains}"
 
 
+def _worst(v: Any, pick: Any) -> float:
+    """The worst finite component of ``v`` (constant components give NaN: skipped), or NaN."""
+    v = np.atleast_1d(np.asarray(v, dtype=float))
+    v = v[np.isfinite(v)]
+    return float(pick(v)) if v.size else float("nan")
+
+
 def run_health(run: Any) -> Health:
     """The :class:`~inference._health.Health` of a :class:`~inference.mcmc.Run` (see the module
     docstring for the checks and thresholds)."""
@@ -95,13 +102,15 @@ def run_health(run: Any) -> Health:
             if name in partial or not np.issubdtype(np.asarray(v).dtype, np.number):
                 continue
             x = np.asarray(v, dtype=float)
+            if not np.size(x[0, 0]):
+                continue
             if run.num_chains >= 2:
-                rh = np.nanmax(np.atleast_1d(r_hat(x))) if np.size(x[0, 0]) else np.nan
-                if np.isfinite(rh) and rh > RHAT_MAX:
+                rh = _worst(r_hat(x), np.max)
+                if rh > RHAT_MAX:
                     degraded.append(f"R̂ of {name!r} is {rh:.3g} > {RHAT_MAX} (the chains disagree)")
-            with np.errstate(invalid="ignore"):
-                e = np.nanmin(np.atleast_1d(np.minimum(ess_bulk(x), ess_tail(x)))) if np.size(x[0, 0]) else np.nan
-            if np.isfinite(e) and e < ESS_MIN:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                e = _worst(np.minimum(ess_bulk(x), ess_tail(x)), np.min)
+            if e < ESS_MIN:
                 degraded.append(f"ESS of {name!r} is {e:.3g} < {ESS_MIN:g} (too few effective draws)")
     return Health("mcmc.sample", tuple(failed), tuple(degraded), details)
 

@@ -29,6 +29,7 @@ from inference._health import checkable, enforce
 from inference._result import WeightedDraws
 from ppl import config as ppl_config
 from ppl import randomness
+from ppl.checks import validate
 from ppl.errors import ArgumentError
 
 from . import blocks
@@ -231,12 +232,11 @@ def particle_filter(
     from inference import sharding
 
     ppl_config.ensure_compilation_cache()  # the scan below compiles (outside jit too)
+    validate("smc.particle_filter", key, num_particles=(num_particles, 1))  # issue 18
     rec = _records(record)
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
-    if N < 1:
-        raise ArgumentError(f"particle_filter: num_particles must be a positive integer, got {num_particles!r}.")
     leaves = jax.tree_util.tree_leaves(xs)
     if not leaves or np.ndim(leaves[0]) == 0 or int(np.shape(leaves[0])[0]) == 0:
         raise ArgumentError(

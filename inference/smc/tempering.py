@@ -36,6 +36,7 @@ from inference import mcmc
 from inference._calling import check_option_clash, given_options, is_algorithm
 from inference._health import checkable, enforce
 from inference._result import WeightedDraws
+from ppl.checks import validate
 from ppl.errors import ArgumentError
 
 from . import blocks
@@ -281,11 +282,11 @@ def tempered_smc(
     check_option_clash("smc.tempered_smc", model, given_options(tempered_smc, dict(
         num_particles=num_particles, target_ess=target_ess, betas=betas, kernel=kernel, num_mcmc_steps=num_mcmc_steps,
         num_leapfrog=num_leapfrog, scheme=scheme, ess_threshold=ess_threshold, max_steps=max_steps)))
+    validate("smc.tempered_smc", key, num_particles=(num_particles, 2), num_mcmc_steps=(num_mcmc_steps, 1),
+             num_leapfrog=(num_leapfrog, 1), max_steps=(max_steps, 1))  # issue 18
     target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)
-    if N < 2:
-        raise ArgumentError(f"tempered_smc: num_particles must be at least 2, got {num_particles!r}.")
     d = target.view.dim
     k_init, k_loop = jax.random.split(key)
     x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro.distributions.transforms import biject_to
 
+from ppl.errors import nearest
 from ppl.randomness import requires_eager
 
 from . import strategies as _strategies
@@ -102,6 +103,9 @@ class Objective:
         """Initial unconstrained parameters ``biject_to(constraint).inv(init)`` of every param site."""
         ctx = InitRun(key, self.strategies)
         ctx.call(self.fn, args, kwargs)
+        for name in sorted(set(self.strategies) - ctx.sites_seen):  # issue 18: a misspelt address is an error
+            raise VIError(f"strategies= names {name!r}, which is not a latent site of the objective's program"
+                          f"{nearest(name, ctx.sites_seen)}.")
         out = {}
         for name, (value, constraint) in ctx.params_seen.items():
             self.constraints[name] = constraint

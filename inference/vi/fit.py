@@ -22,6 +22,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
+from ppl.checks import validate
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options
@@ -272,6 +273,8 @@ def fit(
         (['loc'], (300,))
     """
     key = check_key(key, "vi.fit")
+    validate("vi.fit", num_steps=(num_steps, 1), num_samples=(num_samples, 1), patience=(patience, 1),
+             chunk_size=(chunk_size, 1))  # issue 18: one check of the counts at the entry point
     if not isinstance(objective, Objective):
         raise VIError(f"vi.fit expects a vi.Objective (e.g. vi.elbo(model, guide)), got {type(objective).__name__}.")
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
