@@ -10,12 +10,12 @@ forced β = 1 in one step, or the ESS fell below
 :class:`~ppl.errors.InferenceWarning`.  ``result.health`` is readable on any concrete result.
 
 Example:
-    >>> @ppl.model
-    ... def normal_mean(y):
-    ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
-    ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
-    >>> out = smc.tempered_smc(jax.random.key(0), normal_mean, 0.5, num_particles=64)
-    >>> out.health.status, bool(out.health.details["reached_beta_1"])
+    >>> def step(x, y):
+    ...     x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+    ...     ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+    ...     return x, None
+    >>> res = smc.particle_filter(jax.random.key(0), step, 0.0, jnp.array([0.1, -0.3]), 100)
+    >>> res.health.status, res.health.details["min_ess"] > 2
     ('ok', True)
 """
 
