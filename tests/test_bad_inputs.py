@@ -196,13 +196,15 @@ def test_inference_warnings_and_failures_are_ppl_errors():
 # observations against random plate structures (hypothesis)
 
 
-def _plated(sizes):
+def _plated(sizes, prefix):
+    loc = jnp.full(tuple(prefix) + (1,) * len(sizes), 0.25)  # batch dims of the distribution's own
+
     @ppl.model
     def m(y):
         with contextlib.ExitStack() as stack:
             for i, n in enumerate(sizes):
                 stack.enter_context(ppl.plate(f"p{i}", n))
-            ppl.sample("y", dist.Normal(0.25, 1.5), obs=y)
+            ppl.sample("y", dist.Normal(loc, 1.5), obs=y)
 
     return m
 
@@ -210,17 +212,21 @@ def _plated(sizes):
 @st.composite
 def plates_and_shapes(draw):
     sizes = draw(st.lists(st.integers(1, 4), min_size=0, max_size=3))
-    site = tuple(reversed(sizes))  # the first plate takes dim -1, the next -2, ...
+    prefix = draw(st.sampled_from([(), (1,), (2,)]))
+    site = tuple(prefix) + tuple(reversed(sizes))  # the first plate takes dim -1, the next -2, ...
     dims = st.sampled_from(sorted({1, 2, 3, 4} | set(sizes)))
     shape = tuple(draw(st.lists(dims, min_size=0, max_size=len(site) + 1)))
-    return sizes, site, shape
+    return sizes, prefix, site, shape
 
 
 @given(plates_and_shapes())
 def test_observations_against_random_plate_structures(case):
-    sizes, site, shape = case
+    """Oracle: inside plates an observation is accepted exactly when it broadcasts to the site's
+    shape without enlarging it (outside plates NumPyro's broadcasting is kept), and an accepted
+    one scores scipy's log density of the broadcast data."""
+    sizes, prefix, site, shape = case
     y = np.linspace(-1.0, 2.0, int(np.prod(shape, dtype=int))).reshape(shape)
-    m = _plated(sizes)
+    m = _plated(sizes, prefix)
     try:
         full = np.broadcast_shapes(shape, site)
     except ValueError:
@@ -238,3 +244,10 @@ def test_observations_against_random_plate_structures(case):
         assert any(f"plate 'p{i}' has size {n} " in msg for i, n in enumerate(sizes))
     elif full is not None:  # broadcastable, but it would enlarge the likelihood: plates and both shapes named
         assert str(site) in msg and str(full) in msg and all(f"'p{i}' (size {n}" in msg for i, n in enumerate(sizes))
+
+
+def test_an_observation_broadcasting_a_batch_dim_of_the_distribution_inside_a_plate_is_refused():
+    """The same-rank case the per-plate size check cannot see: batch (1, 8) in a plate of 8,
+    data (3, 8) would count the likelihood three times."""
+    with pytest.raises(ppl.ModelError, match=r"site 'y' has shape \(3, 8\).*'p0' \(size 8, dim -1\).*\(1, 8\).*\(3, 8\)"):
+        _plated([8], (1,)).log_density({}, jnp.zeros((3, 8)))

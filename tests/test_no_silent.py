@@ -21,7 +21,6 @@ from scipy import stats
 import ppl
 from inference import causal, mcmc, smc, vi
 from inference.causal.examples import smoking
-from inference.mcmc.health import ESS_MIN, RHAT_MAX, run_health
 from ppl import dist
 
 KEY = jax.random.key(0)
@@ -232,6 +231,8 @@ class _FakeRun:
 
 
 def test_rhat_and_ess_beyond_their_thresholds_are_reported():
+    from inference.mcmc.health import ESS_MIN, RHAT_MAX, run_health
+
     rng = np.random.default_rng(0)
     apart = rng.normal(size=(2, 400)) + np.array([[0.0], [3.0]])  # two chains that disagree
     h = run_health(_FakeRun({"a": apart}))
