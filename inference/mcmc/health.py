@@ -12,8 +12,9 @@ useless raises :class:`~ppl.errors.InferenceFailure`; a usable run with a caveat
   above :data:`RHAT_MAX` (two chains or more); bulk or tail ESS below :data:`ESS_MIN` (per
   site, the worst component named).
 
-R̂ and ESS need at least 4 draws per chain; shorter runs are checked for divergences and
-runaway draws only.  Interrupted runs (Ctrl-C) are not checked until they are complete.
+R̂ and ESS need at least 4 draws per chain; shorter runs, and sites of more than
+:data:`MAX_DIAGNOSED_VALUES` values (the draws of a streamed run stay on disk), are checked for
+divergences and runaway draws only.  Interrupted runs (Ctrl-C) are not checked until they are complete.
 
 Example:
     >>> @ppl.model
@@ -37,7 +38,7 @@ from .._health import Health, enforce
 from ._program import _by_suffix
 from .diagnostics import Summary
 
-__all__ = ["RHAT_MAX", "ESS_MIN", "FLOAT_LIMIT_FRACTION", "run_health", "check_run", "summarize", "HealthSummary"]
+__all__ = ["RHAT_MAX", "ESS_MIN", "FLOAT_LIMIT_FRACTION", "MAX_DIAGNOSED_VALUES", "run_health", "check_run", "summarize", "HealthSummary"]
 
 #: split-R̂ above this is reported (Vehtari et al. 2021 recommend 1.01 for final results; 1.05
 #: flags chains that clearly disagree without warning on every short exploratory run)
@@ -48,17 +49,26 @@ ESS_MIN = 100.0
 FLOAT_LIMIT_FRACTION = 1e-3
 
 
+#: R̂ and ESS are computed for sites of at most this many values (a streamed run's draws are
+#: memory maps: larger sites are not read into memory whole; summary() computes them on request)
+MAX_DIAGNOSED_VALUES = 2**25
+
+
 def _runaway(name: str, v: np.ndarray) -> str | None:
-    v = np.asarray(v)
-    if not np.issubdtype(v.dtype, np.floating) or v.size == 0:
+    """A sentence when some value of ``v`` (chains, draws, ...) is not finite or has run off to
+    the float limits, else None.  Read in blocks of draws, so memory-mapped draws stay on disk."""
+    if not np.issubdtype(np.dtype(v.dtype), np.floating) or v.size == 0:
         return None
     limit = FLOAT_LIMIT_FRACTION * float(np.finfo(v.dtype).max)
-    bad = ~np.isfinite(v) | (np.abs(v) >= limit)
-    if not bad.any():
-        return None
-    chains = sorted({int(c) for c in np.nonzero(bad.reshape(v.shape[0], -1).any(1))[0]})
-    worst = v[bad].flat[0]
-    return f"{name} ran off to {worst:.3g} (float limit {np.finfo(v.dtype).max:.3g}) in chain(s) {chains}"
+    step = max(1, MAX_DIAGNOSED_VALUES // max(1, v.shape[0] * int(np.prod(v.shape[2:], dtype=int))))
+    for t in range(0, v.shape[1], step):
+        block = np.asarray(v[:, t:t + step])
+        bad = ~np.isfinite(block) | (np.abs(block) >= limit)
+        if bad.any():
+            chains = sorted({int(c) for c in np.nonzero(bad.reshape(block.shape[0], -1).any(1))[0]})
+            worst = block[bad].flat[0]
+            return f"{name} ran off to {worst:.3g} (float limit {np.finfo(v.dtype).max:.3g}) in chain(s) {chains}"
+    return None
 
 
 def _worst(v: Any, pick: Any) -> float:
@@ -99,7 +109,7 @@ def run_health(run: Any) -> Health:
 
         partial = {k for k, a in run.active.items() if not np.all(a)}
         for name, v in run.samples.items():
-            if name in partial or not np.issubdtype(np.asarray(v).dtype, np.number):
+            if name in partial or not np.issubdtype(np.dtype(v.dtype), np.number) or v.size > MAX_DIAGNOSED_VALUES:
                 continue
             x = np.asarray(v, dtype=float)
             if not np.size(x[0, 0]):
