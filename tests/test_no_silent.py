@@ -287,3 +287,22 @@ def test_fractional_counts_are_refused_not_truncated():
 
     with pytest.raises(ppl.ArgumentError, match=r"plate 'p': size must be >= 0, got 2.5"):
         m.simulate(KEY)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. a Normal guide for a positive site: the NaN objective names the site, not the learning rate
+
+
+def test_vi_nan_objective_names_the_guide_site_with_the_wrong_support():
+    @ppl.model
+    def model(y):
+        s = ppl.sample("sigma", dist.HalfNormal(1.0))
+        with ppl.plate("data", y.shape[0]):
+            ppl.sample("y", dist.Normal(0.0, s), obs=y)
+
+    @ppl.model
+    def guide(y):
+        ppl.sample("sigma", dist.Normal(ppl.param("loc", 0.0), 1.0))
+
+    with pytest.warns(RuntimeWarning, match=r"non-finite.*guide's site 'sigma' has support Real\(\) but the model's has Positive"):
+        vi.fit(KEY, vi.elbo(model, guide), optax.adam(0.05), num_steps=20, data=jnp.array([0.3, -1.0]), progress=False)
