@@ -20,7 +20,7 @@ Example:
     >>> @ppl.model
     ... def m():
     ...     ppl.sample("x", dist.Normal(0.0, 1.0))
-    >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, num_warmup=200, num_samples=400,
+    >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, num_warmup=100, num_samples=300,
     ...                   num_chains=2, progress=False)
     >>> run.health.status
     'ok'
