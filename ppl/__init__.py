@@ -44,6 +44,7 @@ from .errors import (
 )
 from . import initialization
 from .initialization import InitStrategy, init_to_mean, init_to_median, init_to_sample, init_to_uniform
+from .errors import InferenceFailure, InferenceWarning, ParameterError  # issue 18
 from .handlers import Site, block, condition, do, mask, replay, scale, scope, seed, substitute, trace
 from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
@@ -115,4 +116,8 @@ __all__ = [
     "init_to_median",
     "init_to_mean",
     "init_to_sample",
+    # issue 18: results that check their own health
+    "ParameterError",
+    "InferenceFailure",
+    "InferenceWarning",
 ]

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import ArgumentTypeError, MixedLibraryError, ModelError, OutsideModelError, SupportError
+from .checks import check_observation_plates, exact_zeros, whole_number
 from .message import Message, new_message
 
 __all__ = [
@@ -349,6 +350,7 @@ def _check_supplied_value(msg: dict) -> None:
             f"distribution's batch shape {tuple(fn.batch_shape)} and event shape {ev}; "
             f"expected a shape broadcastable to {dshape}."
         )
+    check_observation_plates(msg, shape, dshape)  # issue 18: no likelihood enlarged by broadcasting
     support = fn.support
     if is_concrete(value) and is_concrete(support) and not msg["in_support"]:
         # every support is checked, the reals too: they exclude NaN and infinities
@@ -407,7 +409,7 @@ def site_log_prob(msg: dict) -> jax.Array:
     elif t == "sample":
         if msg["intervened"]:
             return jnp.zeros(())
-        lp = msg["fn"].log_prob(msg["value"])
+        lp = exact_zeros(msg["fn"], msg["value"], msg["fn"].log_prob(msg["value"]))  # −inf, not a clamp
     else:
         return jnp.zeros(())
     if msg["mask"] is not None:
@@ -538,10 +540,7 @@ class plate(Messenger):
         super().__init__()
         if not isinstance(name, str):
             raise ModelError(f"ppl.plate expects a string name, got {name!r}")
-        try:
-            size = int(size)
-        except Exception:
-            raise ModelError(f"plate {name!r}: size must be a Python int, got {size!r}") from None
+        size = whole_number(f"plate {name!r}", "size", size, 0)  # 2.5 is refused, not truncated
         if size < 1:
             raise ModelError(f"plate {name!r}: size must be at least 1, got {size}")
         if subsample_size is not None:

@@ -74,3 +74,26 @@ def nearest(name: str, candidates: Iterable[str]) -> str:
         more = ", ..." if len(cands) > 12 else ""
         return f" (the model's addresses are: {shown}{more})"
     return " (the model has no such sites)"
+
+
+# --- issue 18: results that check their own health -------------------------------------------
+
+
+class ParameterError(ModelError):
+    """A distribution's parameter is invalid (e.g. a negative scale); the message names the site."""
+
+
+class InferenceWarning(PPLError, UserWarning):
+    """A warning (a ``UserWarning``; a PPLError so one ``except``/filter covers the library):
+    an inference result is usable but degraded (divergences, R̂ above its threshold, a low
+    ESS, a tempering that had to force β = 1); ``result.health`` says what and where."""
+
+
+class InferenceFailure(PPLError, RuntimeError):
+    """An inference run produced nothing usable (evidence −inf or NaN, a collapsed population,
+    draws running off to the float limits).  ``.result`` is the failed result and ``.health``
+    its health record, for inspection."""
+
+    def __init__(self, message: str, result=None, health=None):
+        super().__init__(message)
+        self.result, self.health = result, health

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from . import core
+from .checks import list_argument_error, parameter_error  # issue 18
 from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, PPLError, nearest
 from .messengers import Provide, scope, seed, trace
 from .randomness import check_key, draw
@@ -52,6 +53,9 @@ def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> t
         if not isinstance(e, PPLError):
             # e.g. NumPyro's parameter validation (a ValueError): say where in the model it happened
             last = next(reversed(rec.sites), None)
+            named = parameter_error(e, getattr(fn, "__name__", "model"), last) or list_argument_error(e, fn, args, kwargs)
+            if named is not None:
+                raise named from None
             where = f"after site {last!r}" if last else "before its first site"
             e.add_note(f"(raised while running model {getattr(fn, '__name__', 'model')!r}, {where})")
         raise

@@ -80,7 +80,7 @@ def test_owned_raises_name_the_argument():
         smc.resampling.scheme("bogus")
     with pytest.raises(ppl.ArgumentError, match="record= got unknown entries"):
         smc.particle_filter(jax.random.key(0), lambda c, x: (c, None), 0.0, jax.numpy.zeros(2), 4, record="nope")
-    with pytest.raises(ppl.ArgumentError, match="num_particles must be a positive integer, got 0"):
+    with pytest.raises(ppl.ArgumentError, match="num_particles must be >= 1, got 0"):
         smc.particle_filter(jax.random.key(0), lambda c, x: (c, None), 0.0, jax.numpy.zeros(2), 0)
     with pytest.raises(ppl.ArgumentError, match=r"leading time axis.*shape \(\)"):
         smc.particle_filter(jax.random.key(0), lambda c, x: (c, None), 0.0, jax.numpy.zeros(()), 4)

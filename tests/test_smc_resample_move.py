@@ -294,5 +294,5 @@ def test_resample_move_takes_the_kernel_in_the_conventional_place():
     assert float(a.log_evidence) == float(b.log_evidence)
     with pytest.raises(ppl.ArgumentError, match="no stages"):
         smc.resample_move(jax.random.key(4), mcmc.Gibbs("z"), coin, [], 64)
-    with pytest.raises(ppl.ArgumentError, match="num_particles must be a positive integer, got None"):
+    with pytest.raises(ppl.ArgumentError, match="num_particles must be >= 1, got None"):
         smc.resample_move(jax.random.key(4), mcmc.Gibbs("z"), coin, batches)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ppl.errors import AddressError, ModelError, PPLError, nearest
 
-from ._expr import Expr, Prob, Prod, Sum, _cond, _cond_of, _eval, _expand, _key, _marg
+from ._expr import Expr, Prob, Prod, Ratio, Sum, _cond, _cond_of, _eval, _expand, _key, _marg
 from ._graph import ADMG, latent_projection
 from .diagram import Diagram
 
@@ -325,6 +325,57 @@ def observational(d: Diagram, observed: Sequence[str]):
     return interpret(d).marginal(list(observed)).normalized()
 
 
+def _strata(e: Any) -> list:
+    """The conditioning sets (denominators of conditionals) of an expression."""
+    if isinstance(e, Ratio):
+        return [e.den] + _strata(e.num)
+    if isinstance(e, Sum):
+        return _strata(e.body)
+    if isinstance(e, Prod):
+        return [s for t in e.terms for s in _strata(t)]
+    return []
+
+
+def _check_positivity(estimand: Estimand, table: np.ndarray, out: Any, do: Mapping[str, Any] | None) -> None:
+    """Positivity: the plug-in estimate of P(on | do(x)) must be a distribution over ``on`` for
+    each x asked for.  Where it is not (its mass is below 1), a conditional of the formula was
+    evaluated on a stratum with no data (0/0, read as 0): raise naming that stratum."""
+    on_axes = tuple(range(-len(estimand.on), 0))
+    mass = np.asarray(jnp.sum(out, axis=on_axes))
+    if table.sum() > 0 and np.all(mass > 1 - 1e-6):
+        return
+    names = list(estimand.observed)
+    sup = lambda n: estimand.supports.get(n) or tuple(range(table.shape[names.index(n)]))  # noqa: E731
+    if do:
+        asked = [{n: np.asarray(do[n]).item() for n in estimand.effect_of}]
+    else:
+        asked = [{n: sup(n)[i] for n, i in zip(estimand.effect_of, idx)}
+                 for idx in zip(*np.nonzero(np.atleast_1d(mass) <= 1 - 1e-6))]
+    if table.sum() == 0:
+        raise ModelError("estimate: the data are empty (no rows); nothing can be estimated.")
+    empty = []
+    for den in _strata(estimand.expr):
+        labels = [l.rstrip("'") for l in den.labels]
+        if not labels:
+            continue
+        marg = table.sum(axis=tuple(i for i, n in enumerate(names) if n not in labels))
+        order = [n for n in names if n in labels]
+        for idx in zip(*np.nonzero(marg == 0)):
+            cell = {n: sup(n)[i] for n, i in zip(order, idx)}
+            if any(all(cell.get(k, v) == v for k, v in a.items()) for a in asked):
+                s = ", ".join(f"{n}={v}" for n, v in cell.items())
+                if s not in empty:
+                    empty.append(s)
+    what = "; ".join(", ".join(f"{k}={v}" for k, v in a.items()) for a in asked)
+    strata = ("; strata with no data: " + " | ".join(empty[:6]) + (" ..." if len(empty) > 6 else "")) if empty else ""
+    raise ModelError(
+        f"estimate: positivity fails for do({what}): the data have no units in a stratum the formula "
+        f"conditions on{strata}, so P({', '.join(estimand.on)} | do({what})) is not estimable from these data "
+        "(the plug-in would read 0/0 as 0). Collect data in that stratum, or use method='bayes' (a prior "
+        "fills the empty cells)."
+    )
+
+
 def counts(estimand: Estimand, data: Any) -> np.ndarray:
     """The contingency table of `data` over the estimand's observed sites.
 
@@ -386,7 +437,9 @@ def estimate(
     """
     table = counts(estimand, data)
     if method == "plugin":
-        return estimand.evaluate(table, do=do)
+        out = estimand.evaluate(table, do=do)
+        _check_positivity(estimand, table, out, do)  # issue 18: no silent [0, 0] for an empty stratum
+        return out
     if method == "bayes":
         if key is None:
             raise ModelError("estimate(method='bayes') needs key=jax.random.key(...).")

@@ -21,6 +21,7 @@ from .._run.progress import Progress
 from .._run.sink import Sink
 from ._program import _by_suffix, _Program
 from ._store import _Checkpoint
+from .health import check_run
 
 
 def _run_phase(prog: _Program, key, state, dyn, t_start: int, n: int, warm: bool, progress: Progress, sink: Sink, on_chunk=None):
@@ -123,4 +124,4 @@ def _phases(prog: _Program, dyn: list, state, k_warm, k_samp, warm_start: int, n
         ckpt(state, num_warmup, sink, done, True)
     run = Run(prog, dyn, state, out["samples"], out["info"], warm_info, out.get("active"), num_warmup, stop)
     run._progress = on
-    return _interrupted(run) if stop else run
+    return check_run(_interrupted(run) if stop else run)  # issue 18: run.health, raise or warn

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
+import ppl
 from ppl.errors import ModelError
 
 from .. import sharding
@@ -135,6 +137,33 @@ def _load_stream(directory: Path, prog: _Program, dyn: list, meta: dict, arrays:
                meta["warmup_done"], not complete)
 
 
+def _what(e: BaseException) -> str:
+    if isinstance(e, KeyError):
+        return f"the array or record {e.args[0]!r} is missing"
+    return f"{type(e).__name__}: {e}"
+
+
+def _read_npz(path: str) -> dict:
+    """The arrays of the ``.npz`` file ``path`` (never unpickled), or a ModelError naming the
+    file and what is wrong with it (truncated, not a zip archive, an entry that is not a plain
+    array)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):
+            raise ModelError(f"mcmc.load: {path!r} is a single .npy array, not an .npz archive written by Run.save.")
+        with z:
+            return {k.replace(".", "/"): z[k] for k in z.files}
+    except ppl.PPLError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        why = str(e)
+        if "pickle" in why:  # NumPy's message suggests allow_pickle=True: never load pickles
+            why = "it is not an .npz archive of plain arrays (NumPy would read it as pickled Python objects, which mcmc.load never does)"
+        elif isinstance(e, (zipfile.BadZipFile, EOFError)):
+            why = f"it is not a complete .npz archive (truncated or corrupted: {e})"
+        raise ModelError(f"mcmc.load: {path!r} is damaged: {why}.") from None
+
+
 def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | None = None, **kwargs: Any) -> Run:
     """Read a run written by :meth:`Run.save`, or the ``stream_to`` directory of a run (also
     one that crashed: it holds the draws that reached the disk and a checkpoint of the state
@@ -178,12 +207,11 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
         path = os.path.join(path, "checkpoint.npz")
         if not os.path.exists(path):
             raise ModelError(f"mcmc.load: {os.fspath(directory)!r} holds no checkpoint.npz; was it a run's stream_to directory?")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k.replace(".", "/"): z[k] for k in z.files}
+    arrays = _read_npz(path)
     try:
         meta = json.loads(bytes(arrays.pop("meta")).decode())
     except (KeyError, ValueError):
-        raise ModelError(f"mcmc.load: {path!r} is not a file written by Run.save.") from None
+        raise ModelError(f"mcmc.load: {path!r} is not a file written by Run.save (it has no readable 'meta' record).") from None
     if meta.get("format") != _FORMAT:
         raise ModelError(f"mcmc.load: {path!r} has format {meta.get('format')!r}; expected {_FORMAT!r}.")
     if repr(kernel) != meta["kernel"]:
@@ -200,18 +228,24 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
         )
     if prog.chunk_size is None:
         prog.chunk_size = meta.get("chunk_size")
-    if directory is not None:
-        run = _load_stream(directory, prog, dyn, meta, arrays)
-        run._progress = progress
-        return run
-    state = _state_from_arrays(prog, dyn, arrays, meta["state"])
+    try:  # issue 18: a damaged file names itself and what is missing, not a KeyError deep inside
+        if directory is not None:
+            run = _load_stream(directory, prog, dyn, meta, arrays)
+            run._progress = progress
+            return run
+        state = _state_from_arrays(prog, dyn, arrays, meta["state"])
 
-    def table(name):
-        if meta.get(name) is None:
-            return None
-        return {k: arrays[f"{name}/{j}"] for j, k in enumerate(meta[name])}
+        def table(name):
+            if meta.get(name) is None:
+                return None
+            return {k: arrays[f"{name}/{j}"] for j, k in enumerate(meta[name])}
 
-    run = Run(prog, dyn, state, table("samples"), table("info"), table("warmup_info"), table("active"),
-              meta.get("warmup_done", meta["num_warmup"]))
+        run = Run(prog, dyn, state, table("samples"), table("info"), table("warmup_info"), table("active"),
+                  meta.get("warmup_done", meta["num_warmup"]))
+    except (KeyError, ValueError, TypeError, IndexError, OSError) as e:
+        if isinstance(e, ppl.PPLError):
+            raise
+        raise ModelError(f"mcmc.load: {path!r} is damaged: {_what(e)}; it cannot be loaded (save the run again, "
+                         "or load its stream_to directory).") from None
     run._progress = progress
     return run

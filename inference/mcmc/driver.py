@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 import ppl
+from ppl.checks import validate
 from ppl.errors import ArgumentError
 from ppl.initialization import as_strategy
 
@@ -136,14 +137,12 @@ def sample(
         >>> run.samples["mu"].shape
         (2, 30)
     """
-    ppl.handlers.check_key(key, "mcmc.sample")
+    validate("mcmc.sample", key, num_warmup=(num_warmup, 0), num_samples=(num_samples, 0), num_chains=(num_chains, 1),
+             chunk_size=(chunk_size, 1))  # issue 18: one check of counts and key at the entry point
     check_option_clash("mcmc.sample", model, set(given_options(sample, dict(
         num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init=init, progress=progress,
         chunk_size=chunk_size, stream_to=stream_to, thinning=thinning))) - set(model_kwargs or ()))
     kwargs = model_keywords("mcmc.sample", sample, model, kwargs, model_kwargs)
-    for name, n in (("num_warmup", num_warmup), ("num_samples", num_samples)):
-        if int(n) < 0:
-            raise ArgumentError(f"mcmc.sample: {name} must be >= 0, got {n}.")
     if isinstance(thinning, bool) or not isinstance(thinning, (int, np.integer)) or thinning < 1:
         raise ArgumentError(f"mcmc.sample: thinning must be an int >= 1 (keep every thinning-th draw), got {thinning!r}.")
     num_samples = int(num_samples) // int(thinning)

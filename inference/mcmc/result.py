@@ -109,7 +109,9 @@ class Run:
         Sites that are inactive in some draws (see :attr:`active`) are left out: their draws
         mix placeholders with values; summarise ``samples[a][active[a]]`` yourself."""
         partial = {k for k, a in self.active.items() if not np.all(a)}
-        s = summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial})
+        from .health import summarize  # issue 18: no draws is a clear error; the health under the table
+
+        s = summarize(self, lambda: summary({k: np.asarray(v) for k, v in self.samples.items() if k not in partial}))
         return s.to_dataframe() if as_frame else s
 
     def print_summary(self) -> None:

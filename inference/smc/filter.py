@@ -26,9 +26,11 @@ import numpy as np
 
 import ppl
 from inference._calling import reject_unknown
+from inference._health import checkable, enforce
 from inference._result import WeightedDraws
 from ppl import config as ppl_config
 from ppl import randomness
+from ppl.checks import validate
 from ppl.errors import ArgumentError
 
 from . import blocks
@@ -73,6 +75,7 @@ class SMCResult(WeightedDraws, eqx.Module):
         paths: address -> (N, T, ...) each final particle's trajectory of latent choices
             (its genealogy traced back through ``ancestors``), addresses ``"<name>/<site>"``.
         filter_means: (T, ...) self-normalised filtering mean of the carry after each step.
+        health: (property) what the checks found: :func:`inference.smc.health.filter_health`.
     """
 
     particles: Particles
@@ -83,6 +86,13 @@ class SMCResult(WeightedDraws, eqx.Module):
     ancestors: Any = None
     paths: Any = None
     filter_means: Any = None
+
+    @property
+    def health(self) -> Any:
+        """The result's :class:`~inference._health.Health` (evidence finite, minimum ESS; issue 18)."""
+        from .health import filter_health
+
+        return filter_health(self)
 
     def _need_paths(self, what: str) -> dict:
         if self.paths is None:
@@ -226,12 +236,11 @@ def particle_filter(
 
     reject_unknown("smc.particle_filter", particle_filter, unknown)  # a typo'd option, by name
     ppl_config.ensure_compilation_cache()  # the scan below compiles (outside jit too)
+    validate("smc.particle_filter", key, num_particles=(num_particles, 1))  # issue 18
     rec = _records(record)
     m = ppl.as_model(step)
     name = name or m.name
     N = int(num_particles)
-    if N < 1:
-        raise ArgumentError(f"particle_filter: num_particles must be a positive integer, got {num_particles!r}.")
     leaves = jax.tree_util.tree_leaves(xs)
     if not leaves or np.ndim(leaves[0]) == 0 or int(np.shape(leaves[0])[0]) == 0:
         raise ArgumentError(
@@ -303,7 +312,7 @@ def particle_filter(
     if "paths" in rec:
         paths = trajectories(hist["choices"], hist["ancestors"])
         paths = {f"{name}/{k}": v for k, v in paths.items()}
-    return SMCResult(
+    res = SMCResult(
         particles=particles,
         log_evidence=particles.log_evidence,
         log_evidence_history=hist.get("log_evidence"),
@@ -313,3 +322,4 @@ def particle_filter(
         paths=paths,
         filter_means=hist.get("mean"),
     )
+    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
+from ppl.checks import validate, whole_number
 from ppl.errors import ArgumentError
 from inference._calling import is_algorithm, reject_unknown
 from inference._result import WeightedDraws
@@ -132,8 +133,8 @@ def resample_move(
     reject_unknown("smc.resample_move", resample_move, unknown)  # a typo'd option, by name
     if is_algorithm(model):  # the conventional order: (key, kernel, model, data_batches, num_particles)
         kernel, model, data_batches, num_particles = model, data_batches, num_particles, kernel
-    if num_particles is None or isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)) or num_particles < 1:
-        raise ArgumentError(f"resample_move: num_particles must be a positive integer, got {num_particles!r}.")
+    validate("resample_move", key)  # issue 18: the one check of keys and counts
+    whole_number("resample_move", "num_particles", num_particles, 1)
     m = ppl.as_model(model)
     kwargs = dict(kwargs or {})
     stage_list = list(stages) if stages is not None else stage_args(data_batches, args)

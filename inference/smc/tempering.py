@@ -34,7 +34,9 @@ import ppl
 from ppl.core import Messenger
 from inference import mcmc
 from inference._calling import check_option_clash, given_options, is_algorithm, model_keywords
+from inference._health import checkable, enforce
 from inference._result import WeightedDraws
+from ppl.checks import validate
 from ppl.errors import ArgumentError
 
 from . import blocks
@@ -177,6 +179,9 @@ class TemperedResult(WeightedDraws, eqx.Module):
         num_steps: number of tempering steps taken.
         ess: (max_steps,) ESS after each reweighting (before resampling).
         acceptance: (max_steps,) mean acceptance probability of each rejuvenation.
+        forced: whether the last step forced β = 1 because ``max_steps`` ran out (the
+            schedule did not reach 1 by its own ESS criterion).
+        health: (property) what the checks found: :func:`inference.smc.health.tempered_health`.
     """
 
     particles: Particles
@@ -186,6 +191,15 @@ class TemperedResult(WeightedDraws, eqx.Module):
     num_steps: jax.Array
     ess: jax.Array
     acceptance: jax.Array
+    forced: Any = None
+
+    @property
+    def health(self) -> Any:
+        """The result's :class:`~inference._health.Health` (reached β = 1 by its own criterion,
+        minimum ESS, evidence finite; issue 18)."""
+        from .health import tempered_health
+
+        return tempered_health(self)
 
     def _draws(self) -> dict:
         return dict(self.samples)
@@ -273,11 +287,11 @@ def tempered_smc(
         num_leapfrog=num_leapfrog, scheme=scheme, ess_threshold=ess_threshold, max_steps=max_steps)))
         - set(model_kwargs or ()))
     kwargs = model_keywords("smc.tempered_smc", tempered_smc, model, kwargs, model_kwargs)
+    validate("smc.tempered_smc", key, num_particles=(num_particles, 2), num_mcmc_steps=(num_mcmc_steps, 1),
+             num_leapfrog=(num_leapfrog, 1), max_steps=(max_steps, 1))  # issue 18
     target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
     N = int(num_particles)
-    if N < 2:
-        raise ArgumentError(f"tempered_smc: num_particles must be at least 2, got {num_particles!r}.")
     d = target.view.dim
     k_init, k_loop = jax.random.split(key)
     x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
@@ -328,7 +342,7 @@ def tempered_smc(
             return (p, ss), (e, acc)
 
         (particles, _), (ess_h, acc_h) = jax.lax.scan(body, (particles, step0), (prev, sched, keys))
-        hist_b, n = sched, jnp.asarray(sched.shape[0])
+        hist_b, n, forced = sched, jnp.asarray(sched.shape[0]), jnp.asarray(False)
     else:
         zeros = jnp.zeros((max_steps,), dtype)
 
@@ -337,15 +351,18 @@ def tempered_smc(
             return (beta < 1.0) & (n < max_steps)
 
         def body(c):
-            p, beta, n, ss, k, hb, he, ha = c
+            p, beta, n, ss, k, hb, he, ha, _ = c
             k, sub = jax.random.split(k)
             ll = log_lik(p.states)
             nb = next_beta(p.log_weights, ll, beta, target_ess)
+            forced = (n == max_steps - 1) & (nb < 1.0)
             nb = jnp.where(n == max_steps - 1, 1.0, nb)
             p, e, acc, ss = advance(p, ll, beta, nb, ss, sub)
-            return p, nb, n + 1, ss, k, hb.at[n].set(nb), he.at[n].set(e), ha.at[n].set(acc)
+            return p, nb, n + 1, ss, k, hb.at[n].set(nb), he.at[n].set(e), ha.at[n].set(acc), forced
 
-        c0 = (particles, jnp.asarray(0.0, dtype), jnp.asarray(0), step0, k_loop, jnp.ones((max_steps,), dtype), zeros, zeros)
-        particles, _, n, _, _, hist_b, ess_h, acc_h = jax.lax.while_loop(cond, body, c0)
+        c0 = (particles, jnp.asarray(0.0, dtype), jnp.asarray(0), step0, k_loop, jnp.ones((max_steps,), dtype), zeros, zeros,
+              jnp.asarray(False))
+        particles, _, n, _, _, hist_b, ess_h, acc_h, forced = jax.lax.while_loop(cond, body, c0)
     samples = jax.vmap(target.view.to_constrained)(particles.states)
-    return TemperedResult(particles, samples, particles.log_evidence, hist_b, n, ess_h, acc_h)
+    res = TemperedResult(particles, samples, particles.log_evidence, hist_b, n, ess_h, acc_h, forced)
+    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro.distributions.transforms import biject_to
 
+from ppl import core as _core
+from ppl.errors import nearest
 from ppl.randomness import requires_eager
 
 from . import strategies as _strategies
@@ -101,7 +103,13 @@ class Objective:
     def init_params(self, key: Any, *args: Any, **kwargs: Any) -> dict:
         """Initial unconstrained parameters ``biject_to(constraint).inv(init)`` of every param site."""
         ctx = InitRun(key, self.strategies)
+        dyn0 = _core._STATE.dynamic_structure
         ctx.call(self.fn, args, kwargs)
+        # issue 18: a misspelt address is an error (unless a branch taken eagerly may hide sites)
+        unseen = set(self.strategies) - ctx.sites_seen if _core._STATE.dynamic_structure == dyn0 else set()
+        for name in sorted(unseen):
+            raise VIError(f"strategies= names {name!r}, which is not a latent site of the objective's program"
+                          f"{nearest(name, ctx.sites_seen)}.")
         out = {}
         for name, (value, constraint) in ctx.params_seen.items():
             self.constraints[name] = constraint

@@ -22,6 +22,7 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
+from ppl.checks import support_mismatch, validate
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options, model_keywords
@@ -262,6 +263,14 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
         return build()
 
 
+def _why_non_finite(objective: Objective, guide: Any, uparams: Any, args: tuple, kwargs: dict) -> str:
+    model = getattr(objective, "model", None)
+    hint = None
+    if model is not None and guide is not None:
+        hint = support_mismatch(model, guide, objective.constrain(uparams), args, kwargs)
+    return hint or "check the guide's initial scale and the learning rate"
+
+
 def fit(
     key: Any,
     objective: Objective,
@@ -321,6 +330,8 @@ def fit(
         (['loc'], (300,))
     """
     key = check_key(key, "vi.fit")
+    validate("vi.fit", num_steps=(num_steps, 1), num_samples=(num_samples, 1), patience=(patience, 1),
+             chunk_size=(chunk_size, 1))  # issue 18: one check of the counts at the entry point
     if not isinstance(objective, Objective):
         raise VIError(f"vi.fit expects a vi.Objective (e.g. vi.elbo(model, guide)), got {type(objective).__name__}.")
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
@@ -398,7 +409,8 @@ def fit(
     hist = np.concatenate(history) if history else np.zeros((0,))
     if not np.all(np.isfinite(hist)):
         bad = int(np.argmax(~np.isfinite(hist)))
-        warnings.warn(f"vi.fit: the objective became non-finite at step {bad}; check the guide's initial scale and the learning rate.", RuntimeWarning, stacklevel=2)
+        why = _why_non_finite(objective, guide, uparams, args, kwargs)  # issue 18: name the site when it is the guide's support
+        warnings.warn(f"vi.fit: the objective became non-finite at step {bad}; {why}.", RuntimeWarning, stacklevel=2)
     if interrupted:
         warnings.warn(f"vi.fit: interrupted; returning the parameters after {done} of {num_steps} steps.", stacklevel=2)
     return VIResult(

@@ -163,6 +163,11 @@ class InitRun(Run):
     def __init__(self, key: Any, strategies: Mapping[str, Any]):
         super().__init__(key, {}, strategies)
         self.params_seen: dict[str, tuple[Any, Any]] = {}
+        self.sites_seen: set[str] = set()  # issue 18: strategies for unknown addresses are refused
+
+    def site(self, msg: dict) -> Any:
+        self.sites_seen.add(msg["name"])
+        return super().site(msg)
 
     def _param_value(self, site: ppl.Site) -> Any:
         if site.type != "param":

@@ -130,3 +130,16 @@ MUTANTS = [
         description="A thinned draw is the state after thinning - 1 kernel steps, not thinning.",
     ),
 ]
+
+# --- issue 18 (engineer 18): the health of a run -----------------------------------------------
+MUTANTS += [
+    Mutant(
+        id="mcmc/health-runaway-needs-inf",
+        file="inference/mcmc/health.py",
+        find="    bad = ~np.isfinite(v) | (np.abs(v) >= limit)",
+        replace="    bad = ~np.isfinite(v)",
+        tests=("tests/test_no_silent.py::test_improper_posterior_is_detected_and_named",),
+        description="Only non-finite draws count as runaway: draws at +-3.4e38 from an improper posterior pass.",
+        area="diagnostic",
+    ),
+]

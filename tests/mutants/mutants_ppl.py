@@ -108,3 +108,27 @@ MUTANTS = [
         area="other",
     ),
 ]
+
+# --- issue 18 (engineer 18): observations against plates, exact zeros --------------------------
+MUTANTS += [
+    Mutant(
+        id="ppl/obs-plate-check-compares-ranks-only",
+        file="ppl/checks.py",
+        find="    if full == tuple(dshape):\n        return",
+        replace="    if len(full) == len(dshape):\n        return",
+        tests=("tests/test_bad_inputs.py::test_an_observation_broadcasting_a_batch_dim_of_the_distribution_inside_a_plate_is_refused",
+               "tests/test_bad_inputs.py::test_observations_against_random_plate_structures"),
+        description="The plate check only refuses observations with extra leading dims: a value that broadcasts a "
+                    "size-1 dim of the site (same rank) enlarges the likelihood unnoticed.",
+        area="other",
+    ),
+    Mutant(
+        id="ppl/exact-zeros-forget-probs-one",
+        file="ppl/checks.py",
+        find="    return ((p == 0) & (v != 0)) | ((p == 1) & (v != 1))",
+        replace="    return (p == 0) & (v != 0)",
+        tests=("tests/test_no_silent.py::test_data_of_probability_zero_have_log_density_minus_inf",),
+        description="y = 0 under Bernoulli(probs=1) keeps NumPyro's clamped finite log density instead of -inf.",
+        area="other",
+    ),
+]

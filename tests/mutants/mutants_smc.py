@@ -263,3 +263,17 @@ MUTANTS = [
         area="kernel",
     ),
 ]
+
+# --- issue 18 (engineer 18): the health of tempered SMC ----------------------------------------
+MUTANTS += [
+    Mutant(
+        id="smc/tempering-forced-flag-off-by-one",
+        file="inference/smc/tempering.py",
+        find="forced = (n == max_steps - 1) & (nb < 1.0)",
+        replace="forced = (n == max_steps) & (nb < 1.0)",
+        tests=("tests/test_no_silent.py::test_tempered_smc_that_runs_out_of_steps_and_collapses_raises",),
+        description="The forced last step is never flagged: a schedule that ran out of max_steps looks like one "
+                    "that reached beta = 1 by its ESS criterion.",
+        area="other",
+    ),
+]
