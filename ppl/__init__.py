@@ -46,6 +46,10 @@ from .model import Model, Selection, Trace, as_model, call, model, select
 from .predictive import predictive
 from .transforms import UnconstrainedView, unconstrained
 
+# issue 14: finite discrete latent sites summed out exactly
+from . import enum
+from .enum import infer_discrete, marginal_log_density
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -98,4 +102,8 @@ __all__ = [
     "SupportError",
     "NaNLogDensityError",
     "OutsideModelError",
+    # issue 14: discrete latent sites summed out exactly
+    "enum",
+    "marginal_log_density",
+    "infer_discrete",
 ]
