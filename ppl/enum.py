@@ -106,12 +106,12 @@ def _support(msg: dict) -> jax.Array:
     fn, name = msg["fn"], msg["name"]
     with jax.ensure_compile_time_eval():  # supports are static (arange(K)): no tracer leaks out of probes
         sup = fn.enumerate_support(expand=False)
-    if any(int(s) != 1 for s in sup.shape[1:]):
-        raise ModelError(
-            f"site {name!r}: its support depends on the batch (shape {tuple(sup.shape)}); "
-            "enumeration needs one support shared by all elements."
-        )
-    return sup.reshape((sup.shape[0],))
+        if any(int(s) != 1 for s in sup.shape[1:]):
+            raise ModelError(
+                f"site {name!r}: its support depends on the batch (shape {tuple(sup.shape)}); "
+                "enumeration needs one support shared by all elements."
+            )
+        return sup.reshape((sup.shape[0],))
 
 
 class _Fill(Messenger):
@@ -168,6 +168,7 @@ class _Enum(Messenger):
         self.record = record
         self.scans: list[dict] = []
         self._op = "sum"
+        self.outer_frames: list = []
 
     # -- enumeration -----------------------------------------------------------------------------
 
@@ -177,7 +178,9 @@ class _Enum(Messenger):
         _check_enumerable(msg)
         fn, name = msg["fn"], msg["name"]
         sup = _support(msg)
-        frames = msg["cond_indep_stack"]
+        # inside a scan's step the plates around the scan have not seen the message yet
+        have = {f.name for f in msg["cond_indep_stack"]}
+        frames = list(msg["cond_indep_stack"]) + [f for f in self.outer_frames if f.name not in have]
         plate_dims = {f.dim for f in frames}
         nb = len(fn.batch_shape)
         for i, s in enumerate(fn.batch_shape):
@@ -403,11 +406,13 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
     root = frozenset(h.name for h in core.active_handlers(core.plate))
     plate_dims = {h.name: h.dim for h in core.active_handlers(core.plate)}
     info: dict = {}
+    frames = [core.CondIndepFrame(h.name, h.subsample_size, h.dim, h.size) for h in core.active_handlers(core.plate)]
 
     def run_step(carry, x, slices, ks, known):
         saved = loc.install(ks, slices)
         col = _Collector()
         inner = _Enum(d0, outer.max_elements, known=known, in_step=True)
+        inner.outer_frames = frames
         try:
             with col, inner, scope(prefix=name):
                 carry, y = step_fn(carry, x)
@@ -446,7 +451,7 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
     in_leaves = []
     for il, cl, d in zip(init_leaves, c_leaves, dep):
         if d:
-            shape = _swap(jnp.zeros(cl.shape, jnp.int8), pairs, nd).shape
+            shape = jnp.broadcast_shapes(_swap(jnp.zeros(cl.shape, jnp.int8), pairs, nd).shape, _pad(jnp.asarray(il), nd).shape)
             in_leaves.append(jnp.broadcast_to(_pad(jnp.asarray(il), nd), shape).astype(cl.dtype))
         else:
             in_leaves.append(jnp.asarray(il, cl.dtype))
@@ -462,7 +467,7 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
         known = {**outer.vars, **prev_vars}
         c, y, inner = run_step(carry, x, slices, ks, known)
         out_leaves = []
-        for l, d in zip(jax.tree_util.tree_leaves(c), dep):
+        for l, d, li in zip(jax.tree_util.tree_leaves(c), dep, jax.tree_util.tree_leaves(carry)):
             if d:
                 l = _pad(l, nd)
                 if any(l.shape[p] > 1 for p in prev_axes):
@@ -471,7 +476,7 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
                         "an enumerated scan needs the carry to depend on the current step's discrete "
                         "sites only (a first-order chain)."
                     )
-                l = _swap(l, pairs, nd)
+                l = jnp.broadcast_to(_swap(l, pairs, nd), jnp.shape(li))
             out_leaves.append(l)
         c = jax.tree_util.tree_unflatten(c_tree, out_leaves)
         allv = {**outer.vars, **prev_vars, **inner.vars}
