@@ -103,6 +103,17 @@ def test_marginal_log_density_is_the_log_of_the_enumerated_mass(spec, raw, c):
     assert abs(float(got) - want) < TOL * max(1.0, abs(want)), (spec, float(got), want)
 
 
+@pytest.mark.parametrize("spec", [
+    dict(Kg=2, na=0, Ka=2, nb=0, Kb=2, T=3, Ks=2, seqs=0),   # a chain that a global site steers
+    dict(Kg=2, na=2, Ka=2, nb=0, Kb=2, T=0, Ks=2, seqs=0),   # a plate under a global site
+])
+def test_marginal_law_on_fixed_cases(spec):
+    m, _, _ = build(spec, [0.3, 0.9, 0.1, 0.5, 0.7, 0.2, 0.6])
+    got = jax.jit(lambda cc: ppl.marginal_log_density(m, {"c": cc}))(jnp.asarray(0.7))
+    want = _law(m, 0.7).log_total_mass()
+    assert abs(float(got) - want) < TOL * max(1.0, abs(want))
+
+
 def _key(d, names):
     return tuple((n, tuple(np.asarray(d[n]).ravel().tolist())) for n in names)
 

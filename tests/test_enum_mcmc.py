@@ -5,8 +5,6 @@ algorithm on posteriordb's ``hmm_example`` data."""
 from __future__ import annotations
 
 import json
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +14,7 @@ import ppl
 from inference import mcmc
 from ppl import dist
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "shared" / "data" / "posteriordb" / "hmm_example-hmm_example" / "data.json"
+from _data import data_path
 
 
 @ppl.model
@@ -112,9 +110,7 @@ def test_bad_infer_key_and_unplated_batch_are_refused():
 
 
 def _hmm_data():
-    if not DATA.exists():
-        pytest.skip("posteriordb hmm_example data not present")
-    d = json.loads(DATA.read_text())
+    d = json.loads(data_path("posteriordb", "hmm_example-hmm_example", "data.json").read_text())
     return int(d["K"]), jnp.asarray(d["y"])
 
 

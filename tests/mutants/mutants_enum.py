@@ -9,7 +9,7 @@ MUTANTS = [
         find="            t = jnp.sum(t, axis=tuple(axes), keepdims=True) if axes else t",
         replace="            t = _reduce(t, axes, op) if axes else t",
         tests=(
-            "tests/test_enum_exact.py::test_marginal_log_density_is_the_log_of_the_enumerated_mass",
+            "tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",
             "tests/test_enum_mcmc.py::test_unconstrained_view_of_a_mixture_is_the_hand_marginalised_view",
         ),
         description="A plate's dimension is log-sum-exp'ed like an enumerated site's instead of multiplied out (summed in log space): the plate's elements become alternatives, not replicates.",
@@ -22,6 +22,7 @@ MUTANTS = [
         replace="        a = _reduce(g, prev_axes, outer._op) + _reduce(_pad(alpha, nd), prev_axes, outer._op)",
         tests=(
             "tests/test_enum_mcmc.py::test_scan_hmm_marginal_equals_the_hand_written_forward_algorithm_on_hmm_example",
+            "tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",
         ),
         description="The forward algorithm sums the previous state out of the step's factor and of the filtered message separately: each step forgets which state the chain was in (no transition).",
         area="law",
