@@ -461,8 +461,9 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
     cur_dims = {v.dim for v in carry_vars}
     outer_dims = set(outer.vars)
 
-    def body(state, inp):
-        carry, alpha, extra = state
+    def factors(carry, inp):
+        """One step on the grid: (its carry moved to the previous dims, its output, its factor
+        g(prev, cur) with the step's other discrete sites summed out, its log-Jacobians)."""
         x, slices, ks = inp
         known = {**outer.vars, **prev_vars}
         c, y, inner = run_step(carry, x, slices, ks, known)
@@ -483,11 +484,17 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
         keep = set(prev_vars) | cur_dims | outer_dims
         g = _contract(inner.factors, allv, {**plate_dims, **inner.plates}, keep, root, outer._op,
                       outer._guard)
-        g = _pad(g, nd)
-        a = _reduce(_pad(alpha, nd) + g, prev_axes, outer._op)
-        a = _swap(a, pairs, nd)
-        rec = (g, a) if outer.record else None
-        return (c, a, extra + inner.extra), (y, rec)
+        return c, y, _pad(g, nd), inner.extra
+
+    def forward(alpha, g):
+        a = _swap(_reduce(_pad(alpha, nd) + g, prev_axes, outer._op), pairs, nd)
+        return a, ((g, a) if outer.record else None)
+
+    def body(state, inp):
+        carry, alpha, extra = state
+        c, y, g, ex = factors(carry, inp)
+        a, rec = forward(alpha, g)
+        return (c, a, extra + ex), (y, rec)
 
     if outer.record:
         info_inner = info["vars"]
@@ -504,7 +511,12 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
     alpha0 = jnp.broadcast_to(alpha0, shapes[1].shape).astype(shapes[1].dtype)
     outer._guard((T,) + tuple(shapes[1].shape) + ((kprev,) if outer.record else ()),
                  [v.name for v in carry_vars], f"the forward messages of ppl.scan {name!r}")
-    (carry, alpha, extra), (ys, recs) = jax.lax.scan(body, (carry0, alpha0, jnp.zeros(())), (xs, scanned, keys), length=T)
+    fast = _parallel_steps(factors, forward, carry0, alpha0, (xs, scanned, keys), (x0, sl0, ks0), T) \
+        if all(dep) and T > 1 else None
+    if fast is not None:
+        carry, alpha, extra, ys, recs = fast
+    else:
+        (carry, alpha, extra), (ys, recs) = jax.lax.scan(body, (carry0, alpha0, jnp.zeros(())), (xs, scanned, keys), length=T)
     total = _reduce(alpha, prev_axes, outer._op)
     outer.factors.append((total, root))
     outer.next_dim = d0 - 2 * m
@@ -515,6 +527,29 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
         outer.scans.append({"name": name, "vars": carry_vars, "prev": prev_vars, "pairs": pairs,
                             "nd": nd, "g": recs[0], "alpha": recs[1], "m": m})
     return carry, ys
+
+
+def _parallel_steps(factors, forward, carry0, alpha0, inputs, first, T):
+    """The steps' factors evaluated for all t at once (``vmap``), then only the forward recursion
+    in ``lax.scan``: valid when the carry entering every step after the first is the same tensor
+    (the state laid on the grid), which is checked by ``vmap(out_axes=None)`` at trace time;
+    returns None (use the sequential scan) when the carry varies with t."""
+    c1, y0, g0, ex0 = factors(carry0, first)
+    rest = jax.tree_util.tree_map(lambda a: a[1:], inputs)
+    try:
+        c_b, y_b, g_b, ex_b = jax.vmap(lambda i, inp: factors(c1, inp), out_axes=(None, 0, 0, 0))(
+            jnp.arange(T - 1), rest)
+    except ValueError as e:
+        if isinstance(e, ModelError):
+            raise
+        return None
+    a1, rec0 = forward(alpha0, g0)
+    a1 = jnp.broadcast_to(a1, alpha0.shape)
+    alpha, recs = jax.lax.scan(forward, a1, g_b)
+    cat = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b], 0)  # noqa: E731
+    ys = jax.tree_util.tree_map(cat, y0, y_b)
+    recs = None if rec0 is None else jax.tree_util.tree_map(cat, rec0, recs)
+    return c_b, alpha, ex0 + jnp.sum(ex_b), ys, recs
 
 
 # ---------------------------------------------------------------------------------------------
