@@ -657,9 +657,9 @@ def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any =
     Example:
         >>> @ppl.model
         ... def coin():
-        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.25))
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.4))
         ...     ppl.sample("y", dist.Bernoulli(probs=0.5 + 0.5 * z), obs=1)
-        >>> int(ppl.infer_discrete(coin, {}, temperature=0)["z"])   # 3/4·1/2 < 1/4·1
+        >>> int(ppl.infer_discrete(coin, {}, temperature=0)["z"])   # 0.6·0.5 < 0.4·1
         1
     """
     if temperature not in (0, 1):

@@ -40,6 +40,7 @@ Y = jnp.array([-4.1, -5.2, 0.3, 0.1, 4.8, 5.5, 5.1, -0.4])
 def test_unconstrained_view_of_a_mixture_is_the_hand_marginalised_view():
     v, h = ppl.unconstrained(mix, Y), ppl.unconstrained(mix_by_hand, Y)
     assert v.discrete == ("z",) and v.sites == h.sites
+    assert ppl.enum.enumerable_sites(mix, {"w": jnp.ones(3) / 3, "mu": jnp.zeros(3)}, Y) == ["z"]
     fv, fh = jax.jit(jax.value_and_grad(v.log_density)), jax.jit(jax.value_and_grad(h.log_density))
     for i in range(2):
         x = jax.random.normal(jax.random.key(i), (v.dim,))
