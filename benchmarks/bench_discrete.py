@@ -6,7 +6,8 @@ Variants: ``ppl-enum`` (the model as written, discrete sites summed out by ``ppl
 algorithm in ``lax.scan``), ``numpyro-funsor`` (NumPyro's NUTS with ``infer={"enumerate":
 "parallel"}``, run with the benchmark environment's python).  Each (case, variant) runs in its
 own process (peak RSS = memory); reported: the gradient's cost inside a jitted loop, the NUTS
-wall time (compilation included), min bulk ESS over the continuous parameters and min-ESS/s.
+wall time (compilation included), min bulk ESS over the continuous parameters (each chain's
+ESS, summed over chains: the labels are not identified) and min-ESS/s.
 
     python benchmarks/bench_discrete.py [--warmup 500 --samples 500 --chains 2]
 
@@ -119,11 +120,14 @@ def _ess(samples: dict) -> float:
     import numpy as np
     from numpyro.diagnostics import effective_sample_size
 
+    # ESS of each chain, summed over chains: the mixture's and the HMM's labels are not
+    # identified, and two chains in two label permutations would give an ESS of 1 across chains
     out = []
     for v in samples.values():
         v = np.asarray(v, dtype=np.float64)
         v = v.reshape(v.shape[:2] + (-1,))
-        out.extend(np.atleast_1d(effective_sample_size(v)).tolist())
+        per = sum(np.atleast_1d(effective_sample_size(v[c : c + 1])) for c in range(v.shape[0]))
+        out.extend(np.atleast_1d(per).tolist())
     return float(min(out))
 
 
