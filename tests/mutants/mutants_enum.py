@@ -18,8 +18,8 @@ MUTANTS = [
     Mutant(
         id="enum/scan-summed-without-transition",
         file="ppl/enum.py",
-        find="        a = _reduce(_pad(alpha, nd) + g, prev_axes, outer._op)",
-        replace="        a = _reduce(g, prev_axes, outer._op) + _reduce(_pad(alpha, nd), prev_axes, outer._op)",
+        find="        a = _swap(_reduce(_pad(alpha, nd) + g, prev_axes, outer._op), pairs, nd)",
+        replace="        a = _swap(_reduce(g, prev_axes, outer._op) + _reduce(_pad(alpha, nd), prev_axes, outer._op), pairs, nd)",
         tests=(
             "tests/test_enum_mcmc.py::test_scan_hmm_marginal_equals_the_hand_written_forward_algorithm_on_hmm_example",
             "tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",
