@@ -52,6 +52,10 @@ from .reparam import auto_noncentre_sites, reparam  # issue 17b
 from .likelihood import log_likelihood  # issue 16
 from .transforms import UnconstrainedView, unconstrained
 
+# issue 14: finite discrete latent sites summed out exactly
+from . import enum
+from .enum import infer_discrete, marginal_log_density
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -120,4 +124,8 @@ __all__ = [
     "ParameterError",
     "InferenceFailure",
     "InferenceWarning",
+    # issue 14: discrete latent sites summed out exactly
+    "enum",
+    "marginal_log_density",
+    "infer_discrete",
 ]

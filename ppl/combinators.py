@@ -227,6 +227,10 @@ def scan(
                 part[k] = v
         scanned.append(part)
     keys = loc.split_keys(T)
+    # a handler that runs the loop itself (ppl.enum sums the step's discrete sites out)
+    hook = next((h for h in reversed(stack) if hasattr(h, "scan_hook")), None)
+    if hook is not None:
+        return hook.scan_hook(step_fn, init, xs, T, name, loc, keys, scanned)
 
     if randomness.requires_eager():
         return _scan_eager(step_fn, init, xs, T, name, loc, keys, scanned, prefix)

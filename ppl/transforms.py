@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.transforms import biject_to
 
+from . import enum as _enum
 from .messengers import Provide
 from .errors import AddressError, ArgumentError, ModelError, nearest
 from .model import Model, _sum, as_model, run
@@ -28,6 +29,11 @@ __all__ = ["unconstrained", "UnconstrainedView"]
 
 def _latent(msg: dict) -> bool:
     return msg["type"] == "sample" and not msg["is_observed"] and not msg["intervened"] and msg["value"] is None
+
+
+def _continuous_latent(msg: dict) -> bool:
+    """A latent site of the unconstrained view: the finite discrete ones are summed out (ppl.enum)."""
+    return _latent(msg) and not msg["fn"].support.is_discrete
 
 
 # The three messengers below put values at the latent sites through the shared mechanism
@@ -44,7 +50,7 @@ class _Unconstrain(Provide):
         super().__init__(None, data, strict=False)
 
     def process_message(self, msg: dict) -> None:
-        if not _latent(msg):
+        if not _continuous_latent(msg):
             return
         name = msg["name"]
         found, u = self.lookup(msg)
@@ -69,16 +75,10 @@ class _Prototype(Provide):
         self.step_shapes: dict[str, tuple[tuple, tuple]] = {}
 
     def process_message(self, msg: dict) -> None:
-        if not _latent(msg):
-            return
+        if not _continuous_latent(msg):
+            return  # a discrete latent site is summed out (ppl.enum: _Fill gives it a placeholder)
         fn = msg["fn"]
         name = msg["name"]
-        if fn.support.is_discrete:
-            raise ModelError(
-                f"site {name!r} is discrete ({type(fn).__name__}); the unconstrained view needs "
-                "continuous latent sites: observe, intervene on, or marginalise the discrete ones "
-                "(or sample them with a Gibbs block)."
-            )
         t = biject_to(fn.support)
         vshape = tuple(fn.batch_shape) + tuple(fn.event_shape)
         ushape = tuple(t.inverse_shape(vshape))
@@ -94,7 +94,7 @@ class _Inverse(Provide):
         super().__init__(None, data, strict=False)
 
     def process_message(self, msg: dict) -> None:
-        if not _latent(msg):
+        if not _continuous_latent(msg):
             return
         name = msg["name"]
         found, v = self.lookup(msg)
@@ -175,7 +175,11 @@ class UnconstrainedView:
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
         proto = _Prototype()
-        _, sites = run(self.model.fn, self.args, self.kwargs, proto)
+        fill = _enum._Fill()  # finite discrete latent sites are summed out (raises for infinite ones)
+        _, sites = run(self.model.fn, self.args, self.kwargs, fill, proto)
+        #: the finite discrete latent sites that log_density sums out exactly (ppl.enum)
+        self.discrete: tuple[str, ...] = tuple(fill.discrete)
+        self._nesting = fill.nesting
         shapes: dict[str, tuple] = {}
         for name, (vshape, ushape) in proto.step_shapes.items():
             final = tuple(np.shape(sites[name]["value"])) if name in sites else vshape
@@ -185,6 +189,9 @@ class UnconstrainedView:
         self._sizes = [int(np.prod(s)) for s in shapes.values()]
         self.dim = int(sum(self._sizes))
         self.init = jax.random.uniform(jax.random.key(0), (self.dim,), minval=-2.0, maxval=2.0)
+        self._dropped: frozenset = frozenset()
+        if self.discrete:
+            self._dropped = self._depends_on_discrete(sites)
 
     # -- flat <-> dict ----------------------------------------------------------------------------
 
@@ -214,10 +221,35 @@ class UnconstrainedView:
     # -- densities ----------------------------------------------------------------------------------
 
     def _run(self, x: jax.Array):
-        return run(self.model.fn, self.args, self.kwargs, _Unconstrain(self.unravel(x)))
+        extra = (_enum._Fill(),) if self.discrete else ()
+        return run(self.model.fn, self.args, self.kwargs, *extra, _Unconstrain(self.unravel(x)))
+
+    def _depends_on_discrete(self, sites) -> frozenset:
+        """Deterministic sites whose value depends on a summed-out discrete site (their shape
+        changes under enumeration, or they are made inside an enumerated scan)."""
+        shapes = {}
+
+        def go(x):
+            _, s = _enum._enumerated(self.model.fn, self.args, self.kwargs, (_Unconstrain(self.unravel(x)),),
+                                     nesting=self._nesting)
+            shapes.update({n: tuple(np.shape(r["value"])) for n, r in s.items() if r["type"] == "deterministic"})
+            return jnp.zeros(())
+
+        jax.eval_shape(go, self.init)
+        return frozenset(
+            n for n, r in sites.items()
+            if r["type"] == "deterministic" and shapes.get(n) != tuple(np.shape(r["value"]))
+        )
 
     def log_density(self, x: jax.Array) -> jax.Array:
-        """log p(T(x)) + log|det J_T(x)|: the density of the model's measure in unconstrained space."""
+        """log p(T(x)) + log|det J_T(x)|: the density of the model's measure in unconstrained space.
+
+        With finite discrete latent sites (``self.discrete``) it is the marginal density: they are
+        summed out exactly (:func:`ppl.marginal_log_density`)."""
+        if self.discrete:
+            enum, _ = _enum._enumerated(self.model.fn, self.args, self.kwargs, (_Unconstrain(self.unravel(x)),),
+                                        nesting=self._nesting)
+            return _enum._total(enum)
         _, sites = self._run(x)
         return _sum(
             [s["log_prob"] for s in sites.values() if s["type"] in ("sample", "factor")]
@@ -229,17 +261,21 @@ class UnconstrainedView:
         return -self.log_density(x)
 
     def to_constrained(self, x: jax.Array) -> dict:
-        """address -> constrained value of each latent site (deterministic sites included)."""
+        """address -> constrained value of each latent site (deterministic sites included).
+
+        Summed-out discrete sites, and the deterministic sites that depend on them, are not
+        included: draw them with :func:`ppl.infer_discrete` (or ``run.discrete(key)``)."""
         _, sites = self._run(x)
         return {
             n: s["value"]
             for n, s in sites.items()
-            if n in self.sites or s["type"] == "deterministic"
+            if n in self.sites or (s["type"] == "deterministic" and n not in self._dropped)
         }
 
     def to_unconstrained(self, values: Mapping[str, Any]) -> jax.Array:
         """The flat vector whose image is the given constrained latent values."""
-        _, sites = run(self.model.fn, self.args, self.kwargs, _Inverse(values))
+        extra = (_enum._Fill(),) if self.discrete else ()
+        _, sites = run(self.model.fn, self.args, self.kwargs, *extra, _Inverse(values))
         return self.ravel({n: sites[n]["u"] for n in self.sites})
 
     def init_point(self, key: Any = None, strategy: Any = "uniform", radius: float = 2.0,

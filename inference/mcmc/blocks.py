@@ -167,6 +167,12 @@ class _BoundBlockGibbs(_BoundTraceKernel):
             bound = w.kernel.bind(cond, self.args, self.kwargs, self.num_warmup)
         except ModelError as e:
             raise ModelError(f"Within({type(w.kernel).__name__}, {w.addresses}): {e}") from None
+        disc = [a for a in w.addresses if a in bound.view.discrete]
+        if disc:  # the view would sum it out (ppl.enum): a gradient block cannot move it
+            raise ModelError(
+                f"Within({type(w.kernel).__name__}, {w.addresses}): site {disc[0]!r} is discrete; a "
+                "gradient block moves continuous sites only: update it with a Gibbs block (mcmc.Gibbs)."
+            )
         extra = [a for a in bound.view.sites if a not in w.addresses]
         if extra:
             raise ModelError(f"Within: the model has latent site {extra[0]!r} that no block fixes.")

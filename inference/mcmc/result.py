@@ -282,6 +282,37 @@ class Run:
 
         save(self, path)
 
+    # issue 14: the summed-out discrete sites, recovered draw by draw
+    def discrete(self, key: Any, temperature: int = 1) -> dict:
+        """The finite discrete latent sites that the sampler summed out (:func:`ppl.infer_discrete`),
+        one per draw: with ``temperature=1`` a draw from p(z | the draw's continuous values,
+        data), with ``temperature=0`` the most probable assignment (Viterbi through scans).
+        Returns address -> array shaped (chains, draws, ...); the same key gives the same values.
+
+        Example:
+            >>> @ppl.model
+            ... def m(y):
+            ...     mu = ppl.sample("mu", dist.Normal(0.0, 3.0))
+            ...     with ppl.plate("data", 2):
+            ...         z = ppl.sample("z", dist.Bernoulli(probs=0.5))
+            ...         ppl.sample("y", dist.Normal(mu * z, 1.0), obs=y)
+            >>> run = mcmc.sample(jax.random.key(0), mcmc.RWM(), m, jnp.array([0.0, 3.0]), num_warmup=10, num_samples=20, progress=False)
+            >>> run.discrete(jax.random.key(1))["z"].shape
+            (1, 20, 2)
+        """
+        key = ppl.handlers.check_key(key, "Run.discrete")
+        args, kwargs = self._program.args(self._dyn)
+        model = self._program.model
+        c, n = self.num_chains, self.num_samples
+        flat = {k: np.asarray(v).reshape((c * n,) + np.shape(v)[2:]) for k, v in self.samples.items()}
+        keys = jax.random.split(key, c * n)
+
+        def one(k, v):
+            return ppl.infer_discrete(model, v, *args, key=k, temperature=temperature, **kwargs)
+
+        out = jax.jit(jax.vmap(one))(keys, flat)
+        return {k: np.asarray(v).reshape((c, n) + np.shape(v)[1:]) for k, v in out.items()}
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(np.shape(v))}" for k, v in self.samples.items())
         stop = "; interrupted" if self.interrupted else ""

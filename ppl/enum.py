@@ -1,0 +1,731 @@
+"""Finite discrete latent sites summed out exactly: parallel enumeration and variable elimination.
+
+Each latent sample site whose distribution has a finite support (Bernoulli, Categorical,
+Binomial, DiscreteUniform, ...) gets its *own tensor dimension*, to the left of the plates'
+dimensions (NumPyro's and Pyro's ``infer={"enumerate": "parallel"}``, which is accepted and is
+the default here): its value is the support laid along that dimension, so every site after it
+computes its log density on the whole grid by broadcasting.  Plates stay batch dimensions, so a
+plate of N points with K values costs N·K, not K^N.  The factors (one per site: its unsummed,
+masked, scaled log density) are then contracted by variable elimination over the plated factor
+graph (Obermeyer et al. 2019, "Tensor variable elimination for plated factor graphs"): inside
+each plate set, variables are eliminated one at a time (``logsumexp`` over their dimension,
+smallest bucket first); a plate's product is a sum of log factors over its dimension, taken once
+the variables local to it are eliminated.
+
+Sites inside ``ppl.scan`` are summed sequentially: a step is run once on the whole grid of
+(previous state, current state) and the forward algorithm
+``alpha_t(c) = logsumexp_p alpha_{t-1}(p) + g_t(p, c)`` runs in one ``lax.scan`` — T·K², not K^T.
+The *state* of the chain is the part of the carry that depends on the step's discrete sites; it
+must depend on the current step's sites only (a first-order chain).
+
+What is computed: for continuous values x held fixed,
+
+    marginal_log_density(x) = log Σ_z p(x, z, observations)
+
+the log of exactly the total mass of ``semantics.enumerate``'s measure of the model with x
+substituted.  :func:`infer_discrete` draws z from p(z | x, observations) (``temperature=1``,
+backward sampling through the elimination's buckets: forward-filter backward-sample through
+scans) or gives its mode (``temperature=0``: max-product, Viterbi through scans).
+
+Example:
+    >>> @ppl.model
+    ... def mix(y):
+    ...     mu = ppl.sample("mu", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+    ...     with ppl.plate("data", y.shape[0]):
+    ...         z = ppl.sample("z", dist.Bernoulli(probs=0.3))
+    ...         ppl.sample("y", dist.Normal(mu[z.astype(int)], 1.0), obs=y)
+    >>> y = jnp.array([-1.0, 0.5, 2.0])
+    >>> lp = ppl.marginal_log_density(mix, {"mu": jnp.array([0.0, 2.0])}, y)
+    >>> prior = dist.Normal(0.0, 10.0).log_prob(jnp.array([0.0, 2.0])).sum()
+    >>> lik = jnp.log(0.7 * jnp.exp(dist.Normal(0.0, 1.0).log_prob(y)) + 0.3 * jnp.exp(dist.Normal(2.0, 1.0).log_prob(y))).sum()
+    >>> bool(jnp.allclose(lp, prior + lik))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from . import core, randomness
+from .core import Messenger
+from .errors import ModelError
+from .messengers import Provide, scope
+from .model import as_model, run
+
+__all__ = ["marginal_log_density", "infer_discrete", "enumerable_sites", "MAX_ELEMENTS"]
+
+#: the memory guard: the most elements one tensor of an enumeration may have (float64: 8 bytes each)
+MAX_ELEMENTS = 1 << 26
+
+
+def _dist_name(fn: Any) -> str:
+    return core._dist_name(fn)
+
+
+def _is_latent_discrete(msg: dict) -> bool:
+    return (
+        msg["type"] == "sample"
+        and msg["value"] is None
+        and not msg["is_observed"]
+        and not msg["intervened"]
+        and bool(msg["fn"].support.is_discrete)
+    )
+
+
+def _check_enumerable(msg: dict) -> None:
+    """Raise a ModelError naming the site if its discrete distribution cannot be enumerated."""
+    fn, name = msg["fn"], msg["name"]
+    mode = (msg["infer"] or {}).get("enumerate", "parallel")
+    if mode not in ("parallel", "sequential"):
+        raise ModelError(
+            f"site {name!r}: infer={{'enumerate': {mode!r}}} is not understood; use 'parallel' "
+            "(the default for finite discrete latent sites)."
+        )
+    if not getattr(fn, "has_enumerate_support", False):
+        raise ModelError(
+            f"site {name!r} is a discrete latent site with an infinite support "
+            f"({_dist_name(fn)}), which cannot be summed out: truncate it to a finite support "
+            "(e.g. a Categorical over 0..K-1), sample it with a Gibbs block (mcmc.Gibbs), or "
+            "marginalise it by hand (ppl.factor with the summed likelihood)."
+        )
+    if tuple(fn.event_shape):
+        raise ModelError(
+            f"site {name!r}: a discrete latent site with event shape {tuple(fn.event_shape)} "
+            f"({_dist_name(fn)}) cannot be enumerated; use a scalar distribution in a plate "
+            "(e.g. Categorical instead of OneHotCategorical)."
+        )
+
+
+def _support(msg: dict) -> jax.Array:
+    fn, name = msg["fn"], msg["name"]
+    with jax.ensure_compile_time_eval():  # supports are static (arange(K)): no tracer leaks out of probes
+        sup = fn.enumerate_support(expand=False)
+        if any(int(s) != 1 for s in sup.shape[1:]):
+            raise ModelError(
+                f"site {name!r}: its support depends on the batch (shape {tuple(sup.shape)}); "
+                "enumeration needs one support shared by all elements."
+            )
+        return sup.reshape((sup.shape[0],))
+
+
+class _Fill(Messenger):
+    """Give each finite discrete latent site its first support value (a placeholder), and record
+    the deepest plate nesting and the discrete sites (a probe run before enumerating)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nesting = 0
+        self.discrete: list[str] = []
+
+    def process_message(self, msg: dict) -> None:
+        for f in msg["cond_indep_stack"]:
+            self.nesting = max(self.nesting, -f.dim)
+        if not _is_latent_discrete(msg):
+            return
+        _check_enumerable(msg)
+        fn = msg["fn"]
+        self.nesting = max(self.nesting, len(fn.batch_shape))
+        if msg["name"] not in self.discrete:
+            self.discrete.append(msg["name"])
+        msg["value"] = jnp.broadcast_to(_support(msg)[0], tuple(fn.batch_shape))
+        msg["in_support"] = True
+
+
+@dataclasses.dataclass
+class _Var:
+    name: str
+    dim: int
+    size: int
+    ordinal: frozenset
+    support: Any
+    batch_shape: tuple
+
+
+def _size(shape) -> int:
+    return int(np.prod([int(s) for s in shape], dtype=np.int64)) if len(shape) else 1
+
+
+class _Enum(Messenger):
+    """Enumerate finite discrete latent sites in parallel and record every site's log factor."""
+
+    def __init__(self, first_dim: int, max_elements: int, known: Mapping[int, _Var] | None = None,
+                 in_step: bool = False, record: bool = False):
+        super().__init__()
+        self.next_dim = first_dim
+        self.max_elements = int(max_elements)
+        self.known = dict(known or {})  # dims of variables made outside (outer sites, previous states)
+        self.vars: dict[int, _Var] = {}
+        self.factors: list[tuple[jax.Array, frozenset]] = []
+        self.plates: dict[str, int] = {}
+        self.extra = jnp.zeros(())
+        self.in_step = in_step
+        self.record = record
+        self.scans: list[dict] = []
+        self._op = "sum"
+        self.outer_frames: list = []
+
+    # -- enumeration -----------------------------------------------------------------------------
+
+    def process_message(self, msg: dict) -> None:
+        if not _is_latent_discrete(msg):
+            return
+        _check_enumerable(msg)
+        fn, name = msg["fn"], msg["name"]
+        sup = _support(msg)
+        # inside a scan's step the plates around the scan have not seen the message yet
+        have = {f.name for f in msg["cond_indep_stack"]}
+        frames = list(msg["cond_indep_stack"]) + [f for f in self.outer_frames if f.name not in have]
+        plate_dims = {f.dim for f in frames}
+        nb = len(fn.batch_shape)
+        for i, s in enumerate(fn.batch_shape):
+            d = i - nb
+            if int(s) > 1 and d not in plate_dims and d not in self.vars and d not in self.known:
+                raise ModelError(
+                    f"site {name!r}: its distribution has batch shape {tuple(fn.batch_shape)}, whose "
+                    f"dim {d} (size {s}) is not a plate; a discrete site summed out needs every "
+                    "batch dimension declared by a ppl.plate."
+                )
+        dim = self.next_dim
+        self.next_dim -= 1
+        k = int(sup.shape[0])
+        value = sup.reshape((k,) + (1,) * (-dim - 1))
+        shape = jnp.broadcast_shapes(value.shape, tuple(fn.batch_shape))
+        self._guard(shape, [name], f"the log density of site {name!r}")
+        depth = max([-f.dim for f in frames], default=0)
+        sizes = {f.dim: f.size for f in frames}
+        real = tuple(sizes.get(d, 1) for d in range(-depth, 0))  # its shape in a run without enumeration
+        self.vars[dim] = _Var(name, dim, k, frozenset(f.name for f in frames), sup, real)
+        msg["value"] = value
+        msg["in_support"] = True
+
+    def _guard(self, shape, names, what: str) -> None:
+        n = _size(shape)
+        if n > self.max_elements:
+            raise ModelError(
+                f"enumerating the discrete sites {sorted(set(names))} would need {what} to have "
+                f"{n:,} elements (shape {tuple(int(s) for s in shape)}, {n * 8 / 2**20:,.0f} MiB in "
+                f"float64), over the bound of {self.max_elements:,} (ppl.enum.MAX_ELEMENTS or "
+                "max_elements=): observe or Gibbs-sample some of them, or split the plates."
+            )
+
+    def postprocess_message(self, msg: dict) -> None:
+        t = msg["type"]
+        if t not in ("sample", "factor") or (t == "sample" and msg["intervened"]):
+            return
+        frames = msg["cond_indep_stack"]
+        for f in frames:
+            self.plates[f.name] = f.dim
+        ordinal = frozenset(f.name for f in frames)
+        if msg.get("log_prob") is not None:  # emitted by a combinator: already summed per step
+            lp = jnp.sum(msg["log_prob"])
+            ordinal = frozenset()
+        elif t == "factor":
+            lp = jnp.asarray(msg["value"])
+        else:
+            lp = msg["fn"].log_prob(msg["value"])
+        if msg["mask"] is not None:
+            lp = jnp.where(msg["mask"], lp, 0.0)
+        if msg["scale"] is not None:
+            lp = lp * msg["scale"]
+        self.factors.append((lp, ordinal))
+        if msg.get("log_jac") is not None:
+            self.extra = self.extra + msg["log_jac"]
+
+    # -- ppl.scan ----------------------------------------------------------------------------------
+
+    def scan_hook(self, step_fn, init, xs, T, name, loc, keys, scanned):
+        if self.in_step:
+            raise ModelError(
+                f"ppl.scan {name!r} runs inside the step of another ppl.scan with discrete sites "
+                "summed out; nested scans are not enumerated: flatten them into one scan."
+            )
+        return _enum_scan(self, step_fn, init, xs, T, name, loc, keys, scanned)
+
+
+# ---------------------------------------------------------------------------------------------
+# variable elimination
+
+
+def _pad(t: jax.Array, nd: int) -> jax.Array:
+    t = jnp.asarray(t)
+    return t.reshape((1,) * (nd - t.ndim) + t.shape) if t.ndim < nd else t
+
+
+def _has(t: jax.Array, dim: int) -> bool:
+    return t.ndim >= -dim and t.shape[dim] > 1
+
+
+def _reduce(t: jax.Array, axes, op: str) -> jax.Array:
+    axes = tuple(axes)
+    if not axes:
+        return t
+    if op == "max":
+        return jnp.max(t, axis=axes, keepdims=True)
+    return jax.nn.logsumexp(t, axis=axes, keepdims=True)
+
+
+def _contract(factors, vars_: Mapping[int, _Var], plates: Mapping[str, int], keep, root: frozenset,
+              op: str, guard: Callable, buckets: list | None = None) -> jax.Array:
+    """Sum (``op="sum"``) or maximise (``"max"``) out every variable not in `keep` from the
+    plated factor graph; plates not in `root` are multiplied out.  Returns the log factor at
+    `root` (a tensor over the kept dims and the root's plates).  When `buckets` is a list, each
+    elimination appends ``(var, bucket tensor)`` for backward sampling (reverse order)."""
+    keep = set(keep)
+    nd = max([-d for d in vars_] + [-d for d in plates.values()] + [t.ndim for t, _ in factors] + [0])
+    by_ord: dict[frozenset, list] = {}
+    for t, o in factors:
+        by_ord.setdefault(frozenset(o), []).append(_pad(t, nd))
+
+    def eliminate(ts: list, local: list) -> list:
+        local = list(local)
+        while local:
+            # the variable whose bucket is smallest first (a greedy elimination order)
+            def cost(v):
+                b = [t for t in ts if _has(t, v.dim)]
+                return _size(jnp.broadcast_shapes(*[t.shape for t in b])) if b else 0
+            v = min(local, key=cost)
+            local.remove(v)
+            bucket = [t for t in ts if _has(t, v.dim)]
+            if not bucket:
+                continue
+            shape = jnp.broadcast_shapes(*[t.shape for t in bucket])
+            names = [w.name for d, w in vars_.items() if len(shape) >= -d and shape[d] > 1]
+            guard(shape, names, "an intermediate factor")
+            b = sum(bucket[1:], bucket[0])
+            if buckets is not None:
+                buckets.append((v, b))
+            ts = [t for t in ts if not _has(t, v.dim)] + [_reduce(b, [nd + v.dim], op)]
+        return ts
+
+    while True:
+        pending = [o for o in by_ord if o != root and by_ord[o]]
+        if not pending:
+            break
+        o = max(pending, key=lambda s: (len(s), sorted(s)))
+        ts = by_ord.pop(o)
+        local = [v for v in vars_.values() if v.ordinal == o and v.dim not in keep]
+        ts = eliminate(ts, local)
+        for t in ts:
+            rest = [v for v in vars_.values() if _has(t, v.dim)]
+            for v in rest:
+                if not v.ordinal <= o:
+                    raise ModelError(
+                        f"site {v.name!r} (in plates {sorted(v.ordinal)}) reaches a site in plates "
+                        f"{sorted(o)} that it is not in: a value of a plated site is used outside its plate."
+                    )
+            parent = frozenset().union(*[v.ordinal for v in rest]) | (root & o)
+            if parent == o:
+                names = sorted(v.name for v in rest)
+                raise ModelError(
+                    f"the discrete sites {names} (plates {[sorted(v.ordinal) for v in rest]}) meet in "
+                    f"plates {sorted(o)} that none of them is in alone; this plate structure cannot be "
+                    "summed out without enumerating the plates jointly. Observe or Gibbs-sample one of them."
+                )
+            axes = [nd + plates[p] for p in o - parent]
+            t = jnp.sum(t, axis=tuple(axes), keepdims=True) if axes else t
+            by_ord.setdefault(parent, []).append(t)
+    ts = by_ord.get(root, [])
+    local = [v for v in vars_.values() if v.dim not in keep and v.ordinal <= root]
+    ts = eliminate(ts, local)
+    out = sum(ts[1:], ts[0]) if ts else jnp.zeros((1,) * nd)
+    allowed = {d for d in keep} | {plates[p] for p in root}
+    stray = [d for d in range(-out.ndim, 0) if out.shape[d] > 1 and d not in allowed]
+    if stray:
+        raise ModelError(
+            f"after summing out the discrete sites {sorted(v.name for v in vars_.values())}, the log "
+            f"density still varies along dims {stray}: a value that depends on the discrete sites of a "
+            "ppl.scan (its carry or outputs) is used after the scan, or a site has batch dims that are "
+            "not plates. Use such values inside the scan's step."
+        )
+    return out
+
+
+def _select(t: jax.Array, dim: int, idx: jax.Array) -> jax.Array:
+    """t at index `idx` along `dim` (idx a full-rank index tensor, size 1 along `dim`)."""
+    nd = max(t.ndim, idx.ndim, -dim)
+    t, idx = _pad(t, nd), _pad(idx, nd)
+    shape = list(jnp.broadcast_shapes(t.shape, idx.shape))
+    shape[dim] = 1
+    return jnp.take_along_axis(t, jnp.broadcast_to(idx, shape), axis=nd + dim)
+
+
+def _choose(key: Any, logits: jax.Array, axes: list[int], temperature: int, name: str) -> list[jax.Array]:
+    """Draw (or, at temperature 0, maximise) jointly over `axes` of a log-weight tensor; returns one
+    index tensor per axis (size 1 along every axis of `axes`)."""
+    nd = logits.ndim
+    axes = [nd + a if a < 0 else a for a in axes]
+    rest = [i for i in range(nd) if i not in axes]
+    moved = jnp.transpose(logits, rest + axes)
+    sizes = [logits.shape[a] for a in axes]
+    flat = moved.reshape(moved.shape[: len(rest)] + (_size(sizes),))
+    if temperature == 0:
+        j = jnp.argmax(flat, axis=-1)
+    else:
+        j = randomness.draw(key, dist.Categorical(logits=flat), (), name)
+    idx = jnp.unravel_index(j, sizes) if len(sizes) > 1 else (j,)
+    out = []
+    for i in idx:
+        full = jnp.expand_dims(i, tuple(range(len(rest), nd)))  # rest dims first, then size-1 axes
+        inv = np.argsort(rest + axes)
+        out.append(jnp.transpose(full, inv))
+    return out
+
+
+def _backward(key: Any, buckets: list, assign: dict, temperature: int) -> Any:
+    """Sample (or maximise) the eliminated variables in reverse order of elimination."""
+    for v, b in reversed(buckets):
+        for d, idx in assign.items():
+            if _has(b, d):
+                b = _select(b, d, idx)
+        key, sub = jax.random.split(key)
+        (assign[v.dim],) = _choose(sub, b, [v.dim], temperature, v.name)
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# enumerated ppl.scan
+
+
+def _swap(leaf: jax.Array, pairs, nd: int) -> jax.Array:
+    leaf = _pad(leaf, nd)
+    for a, b in pairs:
+        leaf = jnp.swapaxes(leaf, nd + a, nd + b)
+    return leaf
+
+
+def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
+    from .combinators import _Collector, _Localizer
+
+    d0 = outer.next_dim
+    root = frozenset(h.name for h in core.active_handlers(core.plate))
+    plate_dims = {h.name: h.dim for h in core.active_handlers(core.plate)}
+    info: dict = {}
+    frames = [core.CondIndepFrame(h.name, h.subsample_size, h.dim, h.size) for h in core.active_handlers(core.plate)]
+
+    def run_step(carry, x, slices, ks, known):
+        saved = loc.install(ks, slices)
+        col = _Collector()
+        inner = _Enum(d0, outer.max_elements, known=known, in_step=True)
+        inner.outer_frames = frames
+        try:
+            with col, inner, scope(prefix=name):
+                carry, y = step_fn(carry, x)
+        finally:
+            _Localizer.restore(saved)
+        return carry, y, inner
+
+    x0 = jax.tree_util.tree_map(lambda a: a[0], xs)
+    sl0 = [{k: v[0] for k, v in part.items()} for part in scanned]
+    ks0 = [k[0] for k in keys]
+
+    # probe 1: the step's discrete sites, from the initial carry
+    def probe(carry):
+        c, _, inner = run_step(carry, x0, sl0, ks0, dict(outer.vars))
+        info["vars"] = list(inner.vars.values())
+        return c
+
+    c_shape = jax.eval_shape(probe, init)
+    cur = info["vars"]
+    m = len(cur)
+    pairs = [(v.dim, v.dim - m) for v in cur]  # current dim <-> previous dim
+    nd = -(d0 - 2 * m + 1) if m else -d0 - 1
+    c_leaves, c_tree = jax.tree_util.tree_flatten(c_shape)
+    dep = [any(len(l.shape) >= -v.dim and l.shape[v.dim] > 1 for v in cur) for l in c_leaves]
+    carry_vars = [v for v in cur if any(len(l.shape) >= -v.dim and l.shape[v.dim] > 1 for l in c_leaves)]
+    for v in carry_vars:
+        if v.ordinal != root:
+            raise ModelError(
+                f"site {name}/{v.name.split('/')[-1]!r} carries the state of ppl.scan {name!r} but is "
+                f"inside plates {sorted(v.ordinal - root)} of the step; put the plate outside the scan."
+            )
+    prev_vars = {v.dim - m: _Var(v.name, v.dim - m, v.size, v.ordinal, v.support, v.batch_shape) for v in carry_vars}
+    init_leaves = jax.tree_util.tree_leaves(init)
+    if len(init_leaves) != len(c_leaves):
+        raise ModelError(f"ppl.scan {name!r}: the step returns a carry of another structure than init.")
+    in_leaves = []
+    for il, cl, d in zip(init_leaves, c_leaves, dep):
+        if d:
+            shape = jnp.broadcast_shapes(_swap(jnp.zeros(cl.shape, jnp.int8), pairs, nd).shape, _pad(jnp.asarray(il), nd).shape)
+            in_leaves.append(jnp.broadcast_to(_pad(jnp.asarray(il), nd), shape).astype(cl.dtype))
+        else:
+            in_leaves.append(jnp.asarray(il, cl.dtype))
+    carry0 = jax.tree_util.tree_unflatten(c_tree, in_leaves)
+    kprev = _size([v.size for v in carry_vars])
+    prev_axes = [nd + d for d in prev_vars]
+    cur_dims = {v.dim for v in carry_vars}
+    outer_dims = set(outer.vars)
+
+    def factors(carry, inp):
+        """One step on the grid: (its carry moved to the previous dims, its output, its factor
+        g(prev, cur) with the step's other discrete sites summed out, its log-Jacobians)."""
+        x, slices, ks = inp
+        known = {**outer.vars, **prev_vars}
+        c, y, inner = run_step(carry, x, slices, ks, known)
+        out_leaves = []
+        for l, d, li in zip(jax.tree_util.tree_leaves(c), dep, jax.tree_util.tree_leaves(carry)):
+            if d:
+                l = _pad(l, nd)
+                if any(l.shape[p] > 1 for p in prev_axes):
+                    raise ModelError(
+                        f"ppl.scan {name!r}: the carry depends on the previous step's discrete sites; "
+                        "an enumerated scan needs the carry to depend on the current step's discrete "
+                        "sites only (a first-order chain)."
+                    )
+                l = jnp.broadcast_to(_swap(l, pairs, nd), jnp.shape(li))
+            out_leaves.append(l)
+        c = jax.tree_util.tree_unflatten(c_tree, out_leaves)
+        allv = {**outer.vars, **prev_vars, **inner.vars}
+        keep = set(prev_vars) | cur_dims | outer_dims
+        g = _contract(inner.factors, allv, {**plate_dims, **inner.plates}, keep, root, outer._op,
+                      outer._guard)
+        return c, y, _pad(g, nd), inner.extra
+
+    def forward(alpha, g):
+        a = _swap(_reduce(_pad(alpha, nd) + g, prev_axes, outer._op), pairs, nd)
+        return a, ((g, a) if outer.record else None)
+
+    def body(state, inp):
+        carry, alpha, extra = state
+        c, y, g, ex = factors(carry, inp)
+        a, rec = forward(alpha, g)
+        return (c, a, extra + ex), (y, rec)
+
+    if outer.record:
+        info_inner = info["vars"]
+        local = [v for v in info_inner if v.dim not in cur_dims]
+        if local:
+            raise ModelError(
+                f"infer_discrete: ppl.scan {name!r} has discrete sites that are not part of the carry "
+                f"({[v.name for v in local]}); recovering them is not supported: return them in the carry."
+            )
+    alpha0 = jnp.full((1,) * nd, -np.log(kprev) if kprev > 1 else 0.0)
+    alpha0 = jnp.broadcast_to(alpha0, tuple(
+        (prev_vars[d - nd].size if (d - nd) in prev_vars else 1) for d in range(nd)))
+    shapes = jax.eval_shape(lambda s: body(s, (x0, sl0, ks0))[0], (carry0, alpha0, jnp.zeros(())))
+    alpha0 = jnp.broadcast_to(alpha0, shapes[1].shape).astype(shapes[1].dtype)
+    outer._guard((T,) + tuple(shapes[1].shape) + ((kprev,) if outer.record else ()),
+                 [v.name for v in carry_vars], f"the forward messages of ppl.scan {name!r}")
+    fast = _parallel_steps(factors, forward, carry0, alpha0, (xs, scanned, keys), (x0, sl0, ks0), T) \
+        if all(dep) and T > 1 else None
+    if fast is not None:
+        carry, alpha, extra, ys, recs = fast
+    else:
+        (carry, alpha, extra), (ys, recs) = jax.lax.scan(body, (carry0, alpha0, jnp.zeros(())), (xs, scanned, keys), length=T)
+    total = _reduce(alpha, prev_axes, outer._op)
+    outer.factors.append((total, root))
+    outer.next_dim = d0 - 2 * m
+    outer.extra = outer.extra + extra
+    for p in root:
+        outer.plates[p] = plate_dims[p]
+    if outer.record:
+        outer.scans.append({"name": name, "vars": carry_vars, "prev": prev_vars, "pairs": pairs,
+                            "nd": nd, "g": recs[0], "alpha": recs[1], "m": m})
+    return carry, ys
+
+
+def _parallel_steps(factors, forward, carry0, alpha0, inputs, first, T):
+    """The steps' factors evaluated for all t at once (``vmap``), then only the forward recursion
+    in ``lax.scan``: valid when the carry entering every step after the first is the same tensor
+    (the state laid on the grid), which is checked by ``vmap(out_axes=None)`` at trace time;
+    returns None (use the sequential scan) when the carry varies with t."""
+    c1, y0, g0, ex0 = factors(carry0, first)
+    rest = jax.tree_util.tree_map(lambda a: a[1:], inputs)
+    try:
+        c_b, y_b, g_b, ex_b = jax.vmap(lambda i, inp: factors(c1, inp), out_axes=(None, 0, 0, 0))(
+            jnp.arange(T - 1), rest)
+    except ValueError as e:
+        if isinstance(e, ModelError):
+            raise
+        return None
+    a1, rec0 = forward(alpha0, g0)
+    a1 = jnp.broadcast_to(a1, alpha0.shape)
+    alpha, recs = jax.lax.scan(forward, a1, g_b)
+    cat = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b], 0)  # noqa: E731
+    ys = jax.tree_util.tree_map(cat, y0, y_b)
+    recs = None if rec0 is None else jax.tree_util.tree_map(cat, rec0, recs)
+    return c_b, alpha, ex0 + jnp.sum(ex_b), ys, recs
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+
+
+class _Given(Provide):
+    """Substitute given values at latent sample sites (scored as latent)."""
+
+    verb = "marginal_log_density"
+
+    def __init__(self, data: Mapping[str, Any]):
+        super().__init__(None, data, strict=False)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or msg["intervened"]:
+            return
+        found, v = self.lookup(msg)
+        if found:
+            self.put(msg, v, "latent")
+
+
+def _probe(fn, args, kwargs, handlers) -> _Fill:
+    fill = _Fill()
+
+    def go():
+        run(fn, args, kwargs, fill, *handlers)
+        return jnp.zeros(())
+
+    jax.eval_shape(go)
+    return fill
+
+
+def _enumerated(fn, args, kwargs, handlers, op="sum", record=False, nesting=None,
+                max_elements=None):
+    """Run `fn` with its finite discrete latent sites enumerated; return the _Enum recorder."""
+    if nesting is None:
+        nesting = _probe(fn, args, kwargs, handlers).nesting
+    enum = _Enum(-nesting - 1, MAX_ELEMENTS if max_elements is None else max_elements, record=record)
+    enum._op = op
+    _, sites = run(fn, args, kwargs, enum, *handlers)
+    return enum, sites
+
+
+def _total(enum: _Enum, buckets=None) -> jax.Array:
+    t = _contract(enum.factors, enum.vars, enum.plates, set(), frozenset(), enum._op, enum._guard, buckets)
+    return jnp.sum(t) + enum.extra
+
+
+def marginal_log_density(model: Any, values: Mapping[str, Any], *args: Any,
+                         max_elements: int | None = None, **kwargs: Any) -> jax.Array:
+    """log Σ_z p(values, z, observations): the model's log density at the given latent `values`
+    with every other finite discrete latent site z summed out exactly.
+
+    Sites in plates are summed element by element (N·K work, not K^N); sites in ``ppl.scan``
+    by the forward algorithm (T·K²).  ``max_elements`` bounds the largest tensor (default
+    ``ppl.enum.MAX_ELEMENTS``); a model over it is refused before anything is allocated.
+
+    Example:
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.25))
+        ...     ppl.sample("y", dist.Bernoulli(probs=0.5 + 0.25 * z), obs=1)
+        >>> float(jnp.exp(ppl.marginal_log_density(coin, {})))  # 3/4·1/2 + 1/4·3/4
+        0.5625
+    """
+    m = as_model(model)
+    enum, _ = _enumerated(m.fn, args, kwargs, (_Given(values),), max_elements=max_elements)
+    return _total(enum)
+
+
+def enumerable_sites(model: Any, values: Mapping[str, Any], *args: Any, **kwargs: Any) -> list[str]:
+    """The addresses of the finite discrete latent sites that the enumeration sums out, in order.
+
+    Example:
+        >>> @ppl.model
+        ... def m():
+        ...     ppl.sample("z", dist.Bernoulli(probs=0.5))
+        >>> ppl.enum.enumerable_sites(m, {})
+        ['z']
+    """
+    m = as_model(model)
+    return list(_probe(m.fn, args, kwargs, (_Given(values),)).discrete)
+
+
+def _values(var: _Var, idx: jax.Array, lead: tuple = ()) -> jax.Array:
+    nb = len(var.batch_shape)
+    j = idx.reshape(lead + tuple(idx.shape[idx.ndim - nb:]) if nb else lead) if idx.ndim else idx
+    j = jnp.broadcast_to(j, lead + var.batch_shape)
+    return var.support[j]
+
+
+def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any = None,
+                   temperature: int = 1, max_elements: int | None = None, **kwargs: Any) -> dict:
+    """Recover the finite discrete latent sites given the others: with ``temperature=1`` a draw
+    from p(z | values, observations), with ``temperature=0`` its mode (the MAP assignment).
+
+    The elimination of :func:`marginal_log_density` is run forwards and its buckets are sampled
+    backwards (forward-filter backward-sample through ``ppl.scan``; Viterbi at temperature 0).
+    `values` holds one value per continuous latent site (e.g. one posterior draw); returns
+    address -> value of each enumerated site (with its plate shape, time leading in a scan).
+    Draws go through ``ppl.randomness.draw``, so ``semantics.enumerate_paths`` can enumerate
+    this sampler.
+
+    Example:
+        >>> @ppl.model
+        ... def coin():
+        ...     z = ppl.sample("z", dist.Bernoulli(probs=0.4))
+        ...     ppl.sample("y", dist.Bernoulli(probs=0.5 + 0.5 * z), obs=1)
+        >>> int(ppl.infer_discrete(coin, {}, temperature=0)["z"])   # 0.6·0.5 < 0.4·1
+        1
+    """
+    if temperature not in (0, 1):
+        raise ModelError(f"infer_discrete: temperature must be 0 (the mode) or 1 (a draw), got {temperature!r}.")
+    if temperature == 1:
+        key = randomness.check_key(key, "infer_discrete")
+    else:
+        key = jax.random.key(0) if key is None else key
+    m = as_model(model)
+    op = "max" if temperature == 0 else "sum"
+    enum, _ = _enumerated(m.fn, args, kwargs, (_Given(values),), op=op, record=True, max_elements=max_elements)
+    buckets: list = []
+    _contract(enum.factors, enum.vars, enum.plates, set(), frozenset(), op, enum._guard, buckets)
+    assign: dict = {}
+    key = _backward(key, buckets, assign, temperature)
+    out = {v.name: _values(v, assign[v.dim]) for v in enum.vars.values() if v.dim in assign}
+    for rec in enum.scans:
+        key, sub = jax.random.split(key)
+        out.update(_backward_scan(sub, rec, assign, temperature))
+    return out
+
+
+def _backward_scan(key, rec, assign, temperature) -> dict:
+    """Backward sampling (or Viterbi) of a scan's state given the outer assignment."""
+    g, alpha, prev, pairs, nd = rec["g"], rec["alpha"], rec["prev"], rec["pairs"], rec["nd"]
+    T = alpha.shape[0]
+
+    def fix(t):  # the outer variables at their chosen values
+        for d, idx in assign.items():
+            if t.ndim - 1 >= -d and t.shape[d] > 1:
+                t = jax.vmap(lambda u, d=d, idx=idx: _select(u, d, idx))(t)
+        return t
+
+    g, alpha = fix(g), fix(alpha)
+    pdims = list(prev)
+    cur_of = {p: c for c, p in pairs}
+
+    def choose(k, logits):
+        return tuple(_choose(k, logits, pdims, temperature, f"{rec['name']}/state"))
+
+    def step(nxt, inp):
+        k, a_t, g_next = inp
+        lg = g_next
+        for p, idx in zip(pdims, nxt):
+            lg = _select(lg, cur_of[p], _move(idx, p, cur_of[p], nd))
+        new = choose(k, _pad(a_t, nd) + _pad(lg, nd))
+        return new, new
+
+    keys = jax.random.split(key, T)
+    last = choose(keys[T - 1], alpha[T - 1])
+    if T == 1:
+        hist = [i[None] for i in last]
+    elif randomness.requires_eager():
+        nxt, out = last, [last]
+        for t in range(T - 2, -1, -1):
+            nxt, _ = step(nxt, (keys[t], alpha[t], g[t + 1]))
+            out.append(nxt)
+        out = out[::-1]
+        hist = [jnp.stack([o[j] for o in out]) for j in range(len(pdims))]
+    else:
+        _, h = jax.lax.scan(step, last, (keys[: T - 1], alpha[: T - 1], g[1:]), reverse=True)
+        hist = [jnp.concatenate([a, b[None]], 0) for a, b in zip(h, last)]
+    return {prev[p].name: _values(prev[p], s, (T,)) for p, s in zip(pdims, hist)}
+
+
+def _move(idx: jax.Array, src: int, dst: int, nd: int) -> jax.Array:
+    """An index tensor laid along dim `src` moved to dim `dst`."""
+    idx = _pad(idx, nd)
+    return jnp.swapaxes(idx, nd + src, nd + dst)

@@ -1,0 +1,41 @@
+"""Planted bugs in the enumeration of finite discrete latent sites (``ppl/enum.py``, issue 14)."""
+
+from catalogue import Mutant
+
+MUTANTS = [
+    Mutant(
+        id="enum/plate-summed-as-enumeration-dim",
+        file="ppl/enum.py",
+        find="            t = jnp.sum(t, axis=tuple(axes), keepdims=True) if axes else t",
+        replace="            t = _reduce(t, axes, op) if axes else t",
+        tests=(
+            "tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",
+            "tests/test_enum_mcmc.py::test_unconstrained_view_of_a_mixture_is_the_hand_marginalised_view",
+        ),
+        description="A plate's dimension is log-sum-exp'ed like an enumerated site's instead of multiplied out (summed in log space): the plate's elements become alternatives, not replicates.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/scan-summed-without-transition",
+        file="ppl/enum.py",
+        find="        a = _swap(_reduce(_pad(alpha, nd) + g, prev_axes, outer._op), pairs, nd)",
+        replace="        a = _swap(_reduce(g, prev_axes, outer._op) + _reduce(_pad(alpha, nd), prev_axes, outer._op), pairs, nd)",
+        tests=(
+            "tests/test_enum_mcmc.py::test_scan_hmm_marginal_equals_the_hand_written_forward_algorithm_on_hmm_example",
+            "tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",
+        ),
+        description="The forward algorithm sums the previous state out of the step's factor and of the filtered message separately: each step forgets which state the chain was in (no transition).",
+        area="law",
+    ),
+    Mutant(
+        id="enum/backward-sampling-ignores-next-state",
+        file="ppl/enum.py",
+        find="        new = choose(k, _pad(a_t, nd) + _pad(lg, nd))",
+        replace="        new = choose(k, _pad(a_t, nd) + 0 * _pad(lg, nd))",
+        tests=(
+            "tests/test_enum_exact.py::test_infer_discrete_draws_have_exactly_the_enumerated_conditional_law",
+        ),
+        description="Backward sampling through a scan draws each state from its filtered marginal, ignoring the transition to the state drawn after it (forward filtering without the backward pass).",
+        area="kernel",
+    ),
+]
