@@ -9,7 +9,9 @@ estimate over Stan's doubling windows) are tuned by the adaptation object
 :class:`~inference.mcmc.adaptation.WindowAdaptation`, separate from the kernel.
 
 Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
-``adapt_mass_matrix``, ``dense_mass``, ``target_accept_prob``, ``find_heuristic_step_size``
+``adapt_mass_matrix`` (True / False, or ``"diag"``, ``"dense"``: Stan's windows; ``"fisher_diag"``,
+``"low_rank"``: :class:`~inference.mcmc.adaptation_fisher.FisherAdaptation`, with
+``mass_matrix_rank`` directions), ``dense_mass``, ``target_accept_prob``, ``find_heuristic_step_size``
 (search for the initial step size from ``step_size``, Hoffman & Gelman's Algorithm 4),
 ``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
 ``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
@@ -424,6 +426,14 @@ class NUTS(_GradientKernel):
     (one flat loop over leapfrog steps, cheaper to compile and to run over many chains).  Info: ``accept_prob`` (mean over the trajectory, what
     dual averaging targets), ``diverging``, ``tree_depth``, ``num_steps`` (leapfrog steps).
 
+    The mass matrix is adapted during warmup by ``adapt_mass_matrix``: ``True`` or ``"diag"``
+    (Stan's windowed variance of the draws), ``"dense"`` (their covariance, shrunk as Stan does),
+    ``"fisher_diag"`` (sqrt(var(x) / var(∇log p)) from the draws *and their gradients*) or
+    ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, default 10, estimated the same
+    way; nutpie's adaptation, many times more effective draws per gradient on correlated
+    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  Every
+    choice leaves the sampling phase exact: it only picks the (fixed) metric.
+
     Example:
         >>> @ppl.model
         ... def normal_mean(y):
@@ -433,6 +443,10 @@ class NUTS(_GradientKernel):
         ...                   num_samples=50, num_chains=2, progress=False)
         >>> run.samples["mu"].shape
         (2, 50)
+        >>> run = mcmc.sample(jax.random.key(0), mcmc.NUTS(adapt_mass_matrix="low_rank"), normal_mean, 0.5,
+        ...                   num_warmup=50, num_samples=50, num_chains=2, progress=False)
+        >>> type(run.state.params.inverse_mass_matrix).__name__
+        'LowRankMetric'
     """
 
     max_tree_depth: int = 10
