@@ -298,3 +298,27 @@ def test_low_rank_adapted_nuts_is_calibrated_and_twin_without_jacobian_is_not():
         assert r.ok, f"{name}: {r.message}"
     bug = run(sbc.NUTSNoJacobian(adapt_mass_matrix="low_rank", mass_matrix_rank=2), 1)
     assert not bug.ok, bug.message
+
+
+@pytest.mark.exact
+def test_low_rank_directions_wait_for_more_draws_than_dimensions():
+    """A window estimate from n ≤ d draws keeps the diagonal part alone (``low_rank_min_draws``
+    = d + 1 by default); with the threshold off, the same 10 draws give directions."""
+    d = 12
+    C = _random_cov(jax.random.key(10), d, 1e3)
+    U = lambda x: 0.5 * x @ jnp.linalg.solve(C, x)  # noqa: E731
+    vg = jax.value_and_grad(U)
+    xs = jax.random.normal(jax.random.key(11), (10, d)) @ jnp.linalg.cholesky(C).T
+    for min_draws, directions in ((None, False), (0, True)):
+        fa = FisherAdaptation(vg, d, kind="low_rank", max_rank=3, low_rank_min_draws=min_draws, find_heuristic_step_size=False)
+        a = fa.init(jax.random.key(0), mcmc.GradState(xs[0], *vg(xs[0])), 100)
+        states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(xs)
+
+        def body(a, ts):  # the first window: steps 0..9
+            t, s = ts
+            return fa.update(a, t, s, {"accept_prob": jnp.asarray(0.8)}), None
+
+        a, _ = jax.jit(lambda a: jax.lax.scan(body, a, (jnp.arange(10), states)))(a)
+        A = fa.params(a).inverse_mass_matrix
+        assert not np.allclose(np.asarray(A.scale), 1.0)  # the diagonal part was estimated
+        assert bool(np.any(np.asarray(A.values) != 1.0)) == directions
