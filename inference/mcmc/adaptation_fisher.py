@@ -111,6 +111,19 @@ def _spd_mean(a, b):
     return (w * jnp.sqrt(vm)[None, :]) @ w.T
 
 
+def _top_right_singular(X, k):
+    """The top-k right singular vectors of X (B×d) as columns, from the eigendecomposition of the
+    smaller Gram matrix (on CPU, 15-60× faster than ``jnp.linalg.svd``, measured at 120×100)."""
+    B, d = X.shape
+    if d <= B:
+        _, v = jnp.linalg.eigh(X.T @ X)  # ascending
+        return v[:, ::-1][:, :k]
+    w, u = jnp.linalg.eigh(X @ X.T)
+    w, u = w[::-1][:k], u[:, ::-1][:, :k]
+    v = X.T @ u
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=0), jnp.finfo(X.dtype).tiny)
+
+
 def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_rank: int = 10,
                     gamma: float = 1e-5, cutoff: float = 2.0) -> LowRankMetric:
     """The low-rank-plus-diagonal Fisher estimate (module docstring) from the rows of ``draws``
@@ -134,10 +147,8 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     var_x, var_g = jnp.sum(dx**2, 0) / n, jnp.sum(dg**2, 0) / n
     sigma = jnp.clip(jnp.sqrt(jnp.sqrt(var_x / var_g)), 1e-20, 1e20)
     X, G = dx / sigma, dg * sigma
-    k = min(int(max_rank), d)
-    _, _, vx = jnp.linalg.svd(X, full_matrices=False)
-    _, _, vg = jnp.linalg.svd(G, full_matrices=False)
-    Q, _ = jnp.linalg.qr(jnp.concatenate([vx[:k].T, vg[:k].T], axis=1))
+    k = min(int(max_rank), d, B)
+    Q, _ = jnp.linalg.qr(jnp.concatenate([_top_right_singular(X, k), _top_right_singular(G, k)], axis=1))
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
@@ -145,14 +156,15 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     S = _spd_mean(cx, jnp.linalg.inv(cg))
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
-    order = jnp.argsort(-jnp.abs(jnp.log(vals)))[:k]
+    r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
+    order = jnp.argsort(-jnp.abs(jnp.log(vals)))[:r]
     lam, U = vals[order], (Q @ vecs)[:, order]
     keep = (lam < 1.0 / cutoff) | (lam > cutoff)
     lam = jnp.where(keep, lam, 1.0)
     U = jnp.where(keep[None, :], U, 0.0)
-    if k < max_rank:  # pad to the static rank
-        U = jnp.concatenate([U, jnp.zeros((d, max_rank - k), dtype)], axis=1)
-        lam = jnp.concatenate([lam, jnp.ones(max_rank - k, dtype)])
+    if r < max_rank:  # pad to the static rank
+        U = jnp.concatenate([U, jnp.zeros((d, max_rank - r), dtype)], axis=1)
+        lam = jnp.concatenate([lam, jnp.ones(max_rank - r, dtype)])
     return LowRankMetric(sigma, U, lam)
 
 
