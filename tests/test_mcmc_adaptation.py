@@ -103,6 +103,9 @@ def test_fisher_estimates_are_exact_for_gaussian_targets():
     np.testing.assert_allclose(B.dense(), C, rtol=1e-6, atol=1e-8 * float(jnp.max(C)))
     # with rank 2 and nutpie's cutoff, the metric keeps the two directions furthest from 1, and
     # every other eigenvalue of the (σ-scaled) metric is exactly 1
+    # a buffer with fewer rows than the rank (a run without warmup traces it): static shapes kept
+    A1 = low_rank_metric(x[:1], g[:1], jnp.ones(1), max_rank=4)
+    assert A1.vectors.shape == (d, 4) and A1.values.shape == (4,)
     A2 = low_rank_metric(x, g, jnp.ones(n), max_rank=2)
     assert A2.vectors.shape == (d, 2)
     lam = np.asarray(A2.values)
