@@ -114,3 +114,10 @@ declare("workflow/forecast_moments", 6, note="test_workflow_forecast: mean (z-te
 
 declare("vi/pathfinder_moments", 6, note="test_vi_pathfinder: z-tests of 3 means and 3 variances of Pathfinder's resampled draws of a 3-d Gaussian, se inflated by the importance weights' ESS")
 declare("vi/full_rank_gradient", 9, note="test_vi_guides_gaussian: t-test per gradient component (3 loc + 6 scale_tril) of the full-rank autoguide's ELBO on a 3-d Gaussian")
+# mcmc adaptation by Fisher divergence (issue 15; tests/test_mcmc_adaptation.py)
+
+declare("mcmc/adaptation_low_rank_invariance", 8,
+        note="test_mcmc_adaptation: 4 exact-null statistics x 2 kernels (NUTS, HMC) with a fixed low-rank metric, from exact draws of a dense Gaussian")
+declare("mcmc/adaptation_moves", 2, alpha=1e-300,
+        note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
+declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")

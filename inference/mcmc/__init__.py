@@ -37,6 +37,8 @@ from .driver import Run, load, sample
 from .gradient import HMC, MALA, NUTS, RWM, BoundGradient, GradState
 from .protocol import Adaptation, Adapted, BoundKernel, Chain
 from .trace_kernels import MH, Gibbs, Regenerate, TraceState
+from .adaptation_fisher import FisherAdaptation  # issue 15: mass matrix by Fisher divergence
+from .metric import LowRankMetric  # issue 15: low-rank-plus-diagonal metric
 
 __all__ = [
     "Kernel",
@@ -75,4 +77,7 @@ __all__ = [
     "r_hat",
     "ess_bulk",
     "ess_tail",
+    # issue 15
+    "FisherAdaptation",
+    "LowRankMetric",
 ]

@@ -24,6 +24,8 @@ from numpyro.infer.hmc_util import IntegratorState
 
 from ppl.errors import ArgumentError
 
+from .metric import LowRankMetric
+
 __all__ = ["GradParams", "WindowAdaptation", "WindowAdapter", "search_step_size"]
 
 
@@ -49,6 +51,8 @@ class GradParams(eqx.Module):
             >>> p.mass_matrix_sqrt.shape
             (3,)
         """
+        if isinstance(inverse_mass_matrix, LowRankMetric):  # its own exact factors (metric.py)
+            return cls(step_size, inverse_mass_matrix, inverse_mass_matrix, inverse_mass_matrix)
         A = jnp.asarray(inverse_mass_matrix)
         dense = A.ndim == 2 if dense_mass is None else bool(dense_mass)
         A, sqrt, sqrt_inv = hmc_util._initialize_mass_matrix(jnp.zeros(A.shape[-1], A.dtype), A, dense)
@@ -93,7 +97,11 @@ def _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info,
     x, _, pe, g = z_info
     A = inverse_mass_matrix
     dtype = x.dtype
-    if A.ndim == 1:
+    if isinstance(A, LowRankMetric):
+        momenta = A.momentum(xi)
+        kinetic = lambda r: 0.5 * jnp.dot(r, A.velocity(r))  # noqa: E731
+        velocity = A.velocity
+    elif A.ndim == 1:
         momenta = xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
         kinetic = lambda r: 0.5 * jnp.sum(A * r * r)  # noqa: E731
         velocity = lambda r: A * r  # noqa: E731

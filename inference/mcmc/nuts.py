@@ -27,6 +27,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .metric import velocity as metric_velocity
+
 __all__ = ["Trajectory", "nuts_trajectory"]
 
 
@@ -55,11 +57,10 @@ _PE, _E, _W, _SUB_PE, _SUB_E, _SUB_W, _SUM_ACCEPT = range(7)
 _DEPTH, _LEAF, _STEPS, _DIVERGING, _DONE = range(5)
 
 
-def _velocity(inverse_mass_matrix: jax.Array, r: jax.Array) -> jax.Array:
-    """M⁻¹ r for a diagonal (1-d) or dense (2-d) inverse mass matrix; r may have leading axes."""
-    if inverse_mass_matrix.ndim == 1:
-        return inverse_mass_matrix * r
-    return r @ inverse_mass_matrix.T
+def _velocity(inverse_mass_matrix: Any, r: jax.Array) -> jax.Array:
+    """M⁻¹ r for a diagonal (1-d), dense (2-d) or low-rank (:class:`~inference.mcmc.metric.LowRankMetric`)
+    inverse mass matrix; r may have leading axes."""
+    return metric_velocity(inverse_mass_matrix, r)
 
 
 def _turning(v_left, v_right, r_left, r_right, r_sum):
@@ -90,7 +91,7 @@ def nuts_trajectory(
     potential_energy: jax.Array,
     grad: jax.Array,
     r: jax.Array,
-    inverse_mass_matrix: jax.Array,
+    inverse_mass_matrix: Any,
     step_size: jax.Array,
     key: Any,
     max_tree_depth: int = 10,

@@ -143,3 +143,37 @@ MUTANTS += [
         area="diagnostic",
     ),
 ]
+
+
+# -- issue 15: low-rank metric and Fisher-divergence adaptation (tests/test_mcmc_adaptation.py) ----------
+ADAPT = "tests/test_mcmc_adaptation.py"
+
+MUTANTS += [
+    Mutant(
+        id="mcmc/low-rank-momentum-factor",
+        file="inference/mcmc/metric.py",
+        find="return self._core(xi, -0.5) / self.scale",
+        replace="return self._core(xi, -0.45) / self.scale",
+        tests=(f"{ADAPT}::test_low_rank_metric_leaves_dense_gaussian_invariant_and_twin_fails",
+               f"{ADAPT}::test_low_rank_metric_operations_are_the_dense_matrix"),
+        description="Momenta for a low-rank metric are drawn with Λ^{-0.45} for Λ^{-1/2} (not N(0, M); the kinetic energy is right).",
+    ),
+    Mutant(
+        id="mcmc/low-rank-score-covariance-not-inverted",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="S = _spd_mean(cx, jnp.linalg.inv(cg))",
+        replace="S = _spd_mean(cx, cg)",
+        tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
+        description="The low-rank estimate takes the geometric mean of the draws' and the scores' covariances, not of the scores' inverse.",
+        area="estimator",
+    ),
+    Mutant(
+        id="mcmc/fisher-diagonal-power",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="return jnp.clip(jnp.sqrt(var_x / var_g), 1e-20, 1e20)",
+        replace="return jnp.clip(var_x / jnp.sqrt(var_g), 1e-20, 1e20)",
+        tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
+        description="The Fisher diagonal is var(x)/sd(∇U) instead of sqrt(var(x)/var(∇U)).",
+        area="estimator",
+    ),
+]

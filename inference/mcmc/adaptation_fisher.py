@@ -1,0 +1,352 @@
+"""Mass-matrix adaptation from draws *and scores*: the Fisher-divergence estimates of nutpie.
+
+Seyboldt, Carlson & Carpenter (2026) choose the (inverse) mass matrix A that minimises the
+Fisher divergence between the target and a Gaussian, estimated from warmup draws x and their
+scores ∇log p(x); unlike Stan's estimate (the draws' covariance) it uses the gradients the sampler
+computes anyway, and it is exact for a Gaussian target once there are more than d draws.
+
+- ``"fisher_diag"``: A = diag(sqrt(var(x) / var(∇log p))), coordinate by coordinate.
+- ``"low_rank"``: A = diag(σ) (I + U (Λ − I) Uᵀ) diag(σ) (a
+  :class:`~inference.mcmc.metric.LowRankMetric`): σ = (var(x) / var(∇log p))^{1/4}; the draws
+  and scores scaled by σ⁻¹ and σ; the span Q of the top ``max_rank`` right singular vectors of
+  each; in that span, Σ = (Cx + γI) # (Cg + γI)⁻¹ (the SPD geometric mean; Cx, Cg the sums of the
+  projected outer products); its eigenvalues λ outside [1/c, c] and their vectors U = Q V are
+  kept (the others set to λ = 1, so shapes stay static), at most ``max_rank`` of them, furthest
+  from 1 first.  (Algorithm 1 of the paper, nutpie's defaults γ = 1e-5, c = 2, k = 10.)
+
+Schedule (nutpie's, as measured by its authors and by ``benchmarks/bench_adaptation.py``): the
+metric starts at A₀ = diag(1/|∇U(x₀)|) (clipped to [1e-10, 1e10]); the first 30 % of warmup are
+windows of 10 draws, then windows of 80 draws growing by 1.5× until the last 15 % of warmup,
+which tune the step size only (a window that would leave too small a successor absorbs the rest,
+nutpie's ``is_late`` rule).  At the end of each window the metric is re-estimated from the draws
+of that window and the one before it (nutpie's foreground/background estimators; the low-rank
+directions only once those are more than d draws, the diagonal part σ before) and dual
+averaging restarts from its averaged step size (Blackjax); the last warmup step sets the averaged
+step size.  Every branch depends on the step ``t`` alone, so under ``vmap`` over chains the
+window-end estimate stays a branch.  The adaptation only chooses which (valid) kernel runs: with
+the metric fixed, each gradient kernel leaves its target invariant for any positive-definite A.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import hmc_util
+
+from ppl.errors import ArgumentError
+
+from .adaptation import GradParams, search_step_size
+from .metric import LowRankMetric
+
+__all__ = ["FisherAdaptation", "FisherState", "fisher_schedule", "fisher_diagonal", "low_rank_metric"]
+
+KINDS = ("fisher_diag", "low_rank")
+
+
+def fisher_schedule(num_warmup: int, early_window: float = 0.3, step_size_window: float = 0.15,
+                    early_size: int = 10, window_size: int = 80, growth: float = 1.5) -> list[tuple[int, int]]:
+    """The mass-matrix windows ``[(start, end), ...]`` (``end`` exclusive) of a warmup of
+    ``num_warmup`` steps: windows of ``early_size`` over the first ``early_window`` of warmup,
+    then of ``window_size`` growing by ``growth``, none in the last ``step_size_window``.  Fewer
+    than 20 warmup steps: no window (step size only).
+
+    Example:
+        >>> from inference.mcmc.adaptation_fisher import fisher_schedule
+        >>> w = fisher_schedule(1000)
+        >>> w[0], w[29], w[30], w[-1]
+        ((0, 10), (290, 300), (300, 380), (500, 850))
+    """
+    n = int(num_warmup)
+    if n < 20:
+        return []
+    final_start = n - max(int(round(step_size_window * n)), 1)
+    early_end = min(max(int(round(early_window * n)), 1), final_start)
+    windows, pos = [], 0
+    while pos < early_end:
+        size = min(early_size, early_end - pos)
+        windows.append((pos, pos + size))
+        pos += size
+    size = window_size
+    while pos < final_start:
+        nxt = max(size + 1, int(round(size * growth)))
+        if pos + size + nxt > final_start:  # nutpie's is_late: this window absorbs the rest
+            windows.append((pos, final_start))
+            break
+        windows.append((pos, pos + size))
+        pos += size
+        size = nxt
+    return windows
+
+
+def fisher_diagonal(var_x: jax.Array, var_g: jax.Array) -> jax.Array:
+    """The Fisher-divergence diagonal inverse mass matrix sqrt(var(x) / var(∇log p)), clipped
+    to [1e-20, 1e20] (nutpie).
+
+    Example:
+        >>> from inference.mcmc.adaptation_fisher import fisher_diagonal
+        >>> fisher_diagonal(jnp.array([4.0]), jnp.array([0.25])).tolist()   # N(0, 4): exact
+        [4.0]
+    """
+    return jnp.clip(jnp.sqrt(var_x / var_g), 1e-20, 1e20)
+
+
+def _pd_floor(vals):
+    return jnp.finfo(vals.dtype).eps * jnp.maximum(jnp.max(jnp.abs(vals)), jnp.finfo(vals.dtype).tiny)
+
+
+def _spd_mean(a, b):
+    """The SPD geometric mean a # b = b^{1/2} (b^{-1/2} a b^{-1/2})^{1/2} b^{1/2}."""
+    vb, wb = jnp.linalg.eigh(b)
+    vb = jnp.maximum(vb, _pd_floor(vb))
+    sb = jnp.sqrt(vb)
+    m = (wb.T @ a @ wb) / sb[:, None] / sb[None, :]
+    vm, wm = jnp.linalg.eigh(m)
+    vm = jnp.maximum(vm, _pd_floor(vm))
+    w = wb @ (sb[:, None] * wm)
+    return (w * jnp.sqrt(vm)[None, :]) @ w.T
+
+
+def _top_right_singular(X, k):
+    """The top-k right singular vectors of X (B×d) as columns, from the eigendecomposition of the
+    smaller Gram matrix (on CPU, 15-60× faster than ``jnp.linalg.svd``, measured at 120×100)."""
+    B, d = X.shape
+    if d <= B:
+        _, v = jnp.linalg.eigh(X.T @ X)  # ascending
+        return v[:, ::-1][:, :k]
+    w, u = jnp.linalg.eigh(X @ X.T)
+    w, u = w[::-1][:k], u[:, ::-1][:, :k]
+    v = X.T @ u
+    return v / jnp.maximum(jnp.linalg.norm(v, axis=0), jnp.finfo(X.dtype).tiny)
+
+
+def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_rank: int = 10,
+                    gamma: float = 1e-5, cutoff: float = 2.0) -> LowRankMetric:
+    """The low-rank-plus-diagonal Fisher estimate (module docstring) from the rows of ``draws``
+    and ``grads`` (n×d; scores or potential gradients: the sign does not matter) whose
+    ``weights`` are 1 (0: ignored; the buffer has a static shape).
+
+    Example:
+        >>> from inference.mcmc.adaptation_fisher import low_rank_metric
+        >>> C = jnp.array([[1.0, 0.95], [0.95, 1.0]])            # a correlated Gaussian
+        >>> x = jax.random.normal(jax.random.key(0), (200, 2)) @ jnp.linalg.cholesky(C).T
+        >>> A = low_rank_metric(x, x @ jnp.linalg.inv(C), jnp.ones(200), max_rank=2, cutoff=1.0)
+        >>> bool(jnp.allclose(A.dense(), C, atol=1e-3))           # exact for a Gaussian
+        True
+    """
+    dtype = draws.dtype
+    B, d = draws.shape
+    w = weights.astype(dtype)
+    n = jnp.maximum(jnp.sum(w), 2.0)
+    mx, mg = w @ draws / n, w @ grads / n
+    dx, dg = w[:, None] * (draws - mx), w[:, None] * (grads - mg)
+    var_x, var_g = jnp.sum(dx**2, 0) / n, jnp.sum(dg**2, 0) / n
+    sigma = jnp.clip(jnp.sqrt(jnp.sqrt(var_x / var_g)), 1e-20, 1e20)
+    X, G = dx / sigma, dg * sigma
+    k = min(int(max_rank), d, B)
+    Q, _ = jnp.linalg.qr(jnp.concatenate([_top_right_singular(X, k), _top_right_singular(G, k)], axis=1))
+    q = Q.shape[1]
+    px, pg = X @ Q, G @ Q
+    eye = jnp.eye(q, dtype=dtype)
+    cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
+    S = _spd_mean(cx, jnp.linalg.inv(cg))
+    vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
+    vals = jnp.maximum(vals, _pd_floor(vals))
+    r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
+    order = jnp.argsort(-jnp.abs(jnp.log(vals)))[:r]
+    lam, U = vals[order], (Q @ vecs)[:, order]
+    keep = (lam < 1.0 / cutoff) | (lam > cutoff)
+    lam = jnp.where(keep, lam, 1.0)
+    U = jnp.where(keep[None, :], U, 0.0)
+    if r < max_rank:  # pad to the static rank
+        U = jnp.concatenate([U, jnp.zeros((d, max_rank - r), dtype)], axis=1)
+        lam = jnp.concatenate([lam, jnp.ones(max_rank - r, dtype)])
+    return LowRankMetric(sigma, U, lam)
+
+
+class FisherState(eqx.Module):
+    """The state of :class:`FisherAdaptation`: step size, NumPyro's dual-averaging state, the
+    current inverse mass matrix, the estimators' accumulators (``fisher_diag``: Welford states
+    of x and ∇U for the current and the previous window; ``low_rank``: a buffer of draws and
+    gradients with each row's step, −1 if empty) and the warmup length (static)."""
+
+    step_size: jax.Array
+    ss_state: Any
+    inverse_mass_matrix: Any
+    acc: Any
+    num_warmup: int = eqx.field(static=True)
+
+
+def _combine(a, b):
+    """Chan's parallel combination of two Welford states (mean, m2, n)."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    n = na + nb
+    nf = jnp.maximum(n, 1).astype(ma.dtype)
+    delta = mb - ma
+    return ma + delta * nb / nf, sa + sb + delta**2 * na * nb / nf, n
+
+
+class FisherAdaptation:
+    """Mass-matrix adaptation by Fisher divergence (module docstring): ``kind="fisher_diag"``
+    or ``"low_rank"``, as an adaptation object (:mod:`inference.mcmc.protocol`) of the gradient
+    kernels: chosen by ``NUTS(adapt_mass_matrix="fisher_diag")`` (or ``"low_rank"``).
+
+    ``value_and_grad`` is the kernel's x ↦ (U(x), ∇U(x)) (for the initial step-size search),
+    ``dim`` the length of the flat position.  ``max_rank``, ``gamma``, ``cutoff``: the low-rank
+    estimate's (nutpie's defaults).  ``gradient_init``: start from diag(1/|∇U(x₀)|) (else I).
+    ``low_rank_min_draws`` (default d + 1): a window estimate from fewer draws keeps only the
+    diagonal part σ (measured: with 20 draws of a 51-d or 100-d posterior the directions are
+    noise and warmup costs up to 2× more leapfrog steps; a 3-d posterior gains from them at once).
+
+    Example:
+        >>> from inference.mcmc.adaptation_fisher import FisherAdaptation
+        >>> U = lambda x: 0.5 * jnp.sum(x**2 / jnp.array([1.0, 100.0]))
+        >>> fa = FisherAdaptation(jax.value_and_grad(U), 2, kind="fisher_diag")
+        >>> x = jnp.ones(2); s = mcmc.GradState(x, *jax.value_and_grad(U)(x))
+        >>> a = fa.init(jax.random.key(0), s, 100)
+        >>> fa.params(a).inverse_mass_matrix.tolist()          # 1 / |∇U(x₀)|
+        [1.0, 100.0]
+    """
+
+    def __init__(self, value_and_grad: Any, dim: int, *, kind: str = "fisher_diag", step_size: float = 1.0,
+                 adapt_step_size: bool = True, target_accept_prob: float = 0.8, find_heuristic_step_size: bool = True,
+                 max_rank: int = 10, gamma: float = 1e-5, cutoff: float = 2.0, gradient_init: bool = True,
+                 low_rank_min_draws: int | None = None):
+        if kind not in KINDS:
+            raise ArgumentError(f"FisherAdaptation: kind must be one of {KINDS}, got {kind!r}.")
+        if not (isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool) and max_rank >= 1):
+            raise ArgumentError(f"FisherAdaptation: max_rank must be a positive integer, got {max_rank!r}.")
+        if not (isinstance(cutoff, (int, float)) and cutoff >= 1):
+            raise ArgumentError(f"FisherAdaptation: cutoff must be a number >= 1, got {cutoff!r}.")
+        if not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise ArgumentError(f"FisherAdaptation: gamma must be a positive number, got {gamma!r}.")
+        self.value_and_grad, self.dim, self.kind = value_and_grad, int(dim), kind
+        self.step_size, self.adapt_step_size = step_size, bool(adapt_step_size)
+        self.target_accept_prob = target_accept_prob
+        self.find_heuristic_step_size = bool(find_heuristic_step_size)
+        self.max_rank, self.gamma, self.cutoff = int(max_rank), float(gamma), float(cutoff)
+        self.gradient_init = bool(gradient_init)
+        self.low_rank_min_draws = self.dim + 1 if low_rank_min_draws is None else int(low_rank_min_draws)
+        self.ss_init, self.ss_update = hmc_util.dual_averaging()
+        self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
+
+    # -- the static schedule -----------------------------------------------------------------------
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019  (a few warmup lengths per adaptation)
+    def _plan(self, num_warmup: int):
+        """Per step t: in a window, ends one, start of the estimate's rows; buffer capacity."""
+        n = max(int(num_warmup), 1)
+        windows = fisher_schedule(n)
+        in_window, is_end, est_start = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int32)
+        for i, (a, b) in enumerate(windows):
+            in_window[a:b] = True
+            is_end[b - 1] = True
+            est_start[b - 1] = windows[i - 1][0] if i > 0 else a
+        cap = max([b - est_start[b - 1] for _, b in windows] or [1])
+        return in_window, is_end, est_start, int(cap)
+
+    # -- protocol ----------------------------------------------------------------------------------
+
+    def _initial_metric(self, g, dtype):
+        d = self.dim
+        if self.gradient_init:
+            a = jnp.where(jnp.abs(g) > 0, 1.0 / jnp.abs(g), 1.0)
+            a = jnp.clip(jnp.where(jnp.isfinite(a), a, 1.0), 1e-10, 1e10).astype(dtype)
+        else:
+            a = jnp.ones(d, dtype)
+        if self.kind == "fisher_diag":
+            return a
+        m = LowRankMetric.identity(d, self.max_rank, dtype)
+        return LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
+
+    def init(self, key: Any, state: Any, num_warmup: int) -> FisherState:
+        """The adaptation state at the chain's first state (a ``GradState``)."""
+        x, dtype = state.x, state.x.dtype
+        n = max(int(num_warmup), 1)
+        A = self._initial_metric(state.grad, dtype)
+        step_size = jnp.asarray(self.step_size, dtype)
+        if self.find_heuristic_step_size and self.adapt_step_size:
+            step_size = search_step_size(self.value_and_grad, step_size, A, (x, None, state.potential_energy, state.grad), key)
+        ss_state = self.ss_init(jnp.log(10.0 * step_size))
+        d = self.dim
+        if self.kind == "fisher_diag":
+            w0 = self.w_init(d)
+            acc = (w0, w0, w0, w0)  # x current, g current, x previous, g previous
+        else:
+            cap = self._plan(n)[3]
+            acc = (jnp.zeros((cap, d), dtype), jnp.zeros((cap, d), dtype), jnp.full((cap,), -1, jnp.int32))
+        acc = jax.tree.map(lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v, acc)
+        return FisherState(step_size, ss_state, A, acc, n)
+
+    def params(self, adapt_state: FisherState) -> GradParams:
+        """The step size and inverse mass matrix the next step uses."""
+        return GradParams.make(adapt_state.step_size, adapt_state.inverse_mass_matrix)
+
+    def _accumulate(self, acc, t, x, g):
+        if self.kind == "fisher_diag":
+            wx, wg, px, pg = acc
+            return self.w_update(x, wx), self.w_update(g, wg), px, pg
+        X, G, rows = acc
+        i = t % X.shape[0]
+        return X.at[i].set(x), G.at[i].set(g), rows.at[i].set(t.astype(jnp.int32))
+
+    def _estimate(self, A, acc, start):
+        """(new metric, new accumulators) at the end of a window."""
+        if self.kind == "fisher_diag":
+            wx, wg, px, pg = acc
+            mx, sx, nx = _combine(px, wx)
+            _, sg, _ = _combine(pg, wg)
+            nf = jnp.maximum(nx, 1).astype(sx.dtype)
+            new = fisher_diagonal(sx / nf, sg / nf)
+            ok = jnp.isfinite(new) & (sx > 0) & (sg > 0) & (nx >= 3)
+            w0 = self.w_init(self.dim)
+            w0 = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), w0, wx)
+            return jnp.where(ok, new, A), (w0, w0, wx, wg)
+        X, G, rows = acc
+        weights = (rows >= start).astype(X.dtype)
+        new = low_rank_metric(X, G, weights, self.max_rank, self.gamma, self.cutoff)
+        if self.low_rank_min_draws > 0:  # fewer draws than dimensions: the diagonal part alone
+            few = jnp.sum(weights) < self.low_rank_min_draws
+            new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))
+        ok = jnp.all(jnp.isfinite(new.scale)) & jnp.all(jnp.isfinite(new.vectors)) & jnp.all(jnp.isfinite(new.values))
+        ok = ok & jnp.all(_var_positive(X, weights)) & (jnp.sum(weights) >= 3)
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A), acc
+
+    def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict) -> FisherState:
+        """The adaptation state after warmup step ``t`` (0-based) that reached ``state``."""
+        a = adapt_state
+        n = a.num_warmup
+        in_window, is_end, est_start, _ = self._plan(n)
+        t = jnp.asarray(t, jnp.int32)
+        ss_state, step_size = a.ss_state, a.step_size
+        if self.adapt_step_size:
+            ss_state = self.ss_update(self.target_accept_prob - info["accept_prob"], ss_state)
+            log_eps, log_eps_avg, *_ = ss_state
+            step_size = jnp.where(t == n - 1, jnp.exp(log_eps_avg), jnp.exp(log_eps))
+            finfo = jnp.finfo(jnp.result_type(step_size))
+            step_size = jnp.clip(step_size, finfo.tiny, finfo.max).astype(a.step_size.dtype)
+        tt = jnp.minimum(t, n - 1)
+        acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
+        a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n)
+
+        def window_end(a):
+            A, acc = self._estimate(a.inverse_mass_matrix, a.acc, jnp.asarray(est_start)[tt])
+            step_size, ss_state = a.step_size, a.ss_state
+            if self.adapt_step_size:
+                step_size = jnp.exp(a.ss_state[1]).astype(a.step_size.dtype)  # restart from the average
+                ss_state = self.ss_init(jnp.log(10.0 * step_size))
+                ss_state = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), ss_state, a.ss_state)
+            return FisherState(step_size, ss_state, A, acc, n)
+
+        return jax.lax.cond(jnp.asarray(is_end)[tt] & (t < n), window_end, lambda a: a, a)
+
+
+def _var_positive(X, weights):
+    """Whether each column of the weighted rows of X has a positive spread (a chain that moved)."""
+    n = jnp.maximum(jnp.sum(weights), 1.0)
+    m = weights @ X / n
+    return jnp.sum(weights[:, None] * (X - m) ** 2, 0) > 0

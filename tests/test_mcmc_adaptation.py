@@ -1,0 +1,327 @@
+"""Mass-matrix adaptation by Fisher divergence and the low-rank metric (inference/mcmc/metric.py,
+inference/mcmc/adaptation_fisher.py).
+
+- Exact: the low-rank metric's O(d·k) operations are the dense matrix's (velocity A r, momentum
+  factor F with F Fᵀ = A⁻¹, noise factor S with S Sᵀ = A, solve A⁻¹ v); the Fisher estimates
+  are exact for Gaussian targets (diagonal: sqrt(var x / var ∇U) = the variances; low-rank: the
+  covariance itself from more than d draws with exact scores); the schedule's windows.
+- Statistical: NUTS and HMC with an adapted (fixed) low-rank metric leave a Gaussian with a random
+  dense covariance invariant: M chains start at exact draws, take two steps, and four statistics
+  with exact null laws are tested at the budgeted level ``mcmc/adaptation_low_rank_invariance``
+  (4 statistics × 2 kernels).  The planted-bug twin draws the momentum with the wrong factor
+  (Λ^{-0.45} instead of Λ^{-1/2}; the kinetic energy unchanged) and must be rejected with the same
+  seed.  The chains must also move (Hoeffding, ``mcmc/adaptation_moves``).
+- Functional: warmup with each adaptation on a correlated Gaussian yields a metric that whitens
+  it (fixed seed, a deterministic check), in one compiled program (a second run and a resume
+  compile nothing).
+- Dense adaptation's regularisation (Stan's shrinkage) keeps the metric positive definite when
+  a window has fewer draws than dimensions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer import hmc_util
+from scipy import stats as st
+
+import ppl
+from inference import mcmc
+from inference.mcmc import metric as metric_mod
+from inference.mcmc.adaptation_fisher import FisherAdaptation, fisher_diagonal, fisher_schedule, low_rank_metric
+from inference.mcmc.metric import LowRankMetric
+from ppl import dist
+from ppl.errors import ArgumentError
+from semantics import stats
+from semantics.stats import sample_size
+from _budget import BUDGET
+from _compiles import CompileCounter
+
+
+def _random_cov(key, d, cond):
+    q, _ = jnp.linalg.qr(jax.random.normal(key, (d, d)))
+    return (q * jnp.logspace(0.0, math.log10(cond), d)) @ q.T
+
+
+def _random_low_rank(key, d, k):
+    k1, k2, k3 = jax.random.split(key, 3)
+    U, _ = jnp.linalg.qr(jax.random.normal(k1, (d, k)))
+    U = U.at[:, -1].set(0.0)  # a padded (zero) column, as the estimate leaves them
+    lam = jnp.exp(2.0 * jax.random.normal(k2, (k,)))
+    sigma = jnp.exp(jax.random.normal(k3, (d,)))
+    return LowRankMetric(sigma, U, lam)
+
+
+# -- exact ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.exact
+def test_low_rank_metric_operations_are_the_dense_matrix():
+    A = _random_low_rank(jax.random.key(1), 7, 3)
+    D = A.dense()
+    np.testing.assert_allclose(D, D.T, atol=1e-12)
+    I = jnp.eye(7)
+    r = jax.random.normal(jax.random.key(2), (4, 7))
+    np.testing.assert_allclose(A.velocity(r), r @ D.T, rtol=1e-12)
+    np.testing.assert_allclose(metric_mod.velocity(A, r[0]), D @ r[0], rtol=1e-12)
+    np.testing.assert_allclose(metric_mod.kinetic_energy(A, r[0]), 0.5 * r[0] @ D @ r[0], rtol=1e-12)
+    F = jax.vmap(A.momentum, out_axes=1)(I)  # r = F ξ ~ N(0, F Fᵀ) must be N(0, M = A⁻¹)
+    np.testing.assert_allclose(F @ F.T, jnp.linalg.inv(D), rtol=1e-9, atol=1e-12)
+    S = jax.vmap(A.noise, out_axes=1)(I)  # S ξ ~ N(0, A)
+    np.testing.assert_allclose(S @ S.T, D, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(A.solve(r[1]), jnp.linalg.solve(D, r[1]), rtol=1e-9)
+    # the gradient kernels' entry points dispatch on it
+    from inference.mcmc.gradient import _momentum, _scaled_noise
+
+    p = mcmc.GradParams.make(0.1, A)
+    k = jax.random.key(3)
+    np.testing.assert_allclose(_momentum(k, p.mass_matrix_sqrt), F @ jax.random.normal(k, (7,)), rtol=1e-9)
+    np.testing.assert_allclose(_scaled_noise(p, r[2]), S @ r[2], rtol=1e-9)
+
+
+@pytest.mark.exact
+def test_fisher_estimates_are_exact_for_gaussian_targets():
+    # diagonal: for N(m, diag(v)) the score is −(x − m)/v, so var(∇U) = 1/v and the estimate is v
+    v = jnp.array([0.01, 1.0, 300.0])
+    np.testing.assert_allclose(fisher_diagonal(v, 1.0 / v), v, rtol=1e-12)
+    # low rank: n > d draws of a dense Gaussian and their exact scores give the covariance back
+    # (Seyboldt et al., Theorem 2.4), with room for every direction and no eigenvalue dropped
+    d, n = 6, 40
+    C = _random_cov(jax.random.key(4), d, 1e3)
+    x = 3.0 + jax.random.normal(jax.random.key(5), (n, d)) @ jnp.linalg.cholesky(C).T
+    g = (x - 3.0) @ jnp.linalg.inv(C)  # ∇U for U = ½ (x − 3)ᵀ C⁻¹ (x − 3)
+    A = low_rank_metric(x, g, jnp.ones(n), max_rank=d, gamma=1e-12, cutoff=1.0)
+    np.testing.assert_allclose(A.dense(), C, rtol=1e-6, atol=1e-8 * float(jnp.max(C)))
+    # rows with weight 0 are ignored (the buffer's empty rows)
+    junk = jnp.concatenate([x, 1e3 * jnp.ones((5, d))]), jnp.concatenate([g, -7.0 * jnp.ones((5, d))])
+    B = low_rank_metric(*junk, jnp.concatenate([jnp.ones(n), jnp.zeros(5)]), max_rank=d, gamma=1e-12, cutoff=1.0)
+    np.testing.assert_allclose(B.dense(), C, rtol=1e-6, atol=1e-8 * float(jnp.max(C)))
+    # with rank 2 and nutpie's cutoff, the metric keeps the two directions furthest from 1, and
+    # every other eigenvalue of the (σ-scaled) metric is exactly 1
+    # a buffer with fewer rows than the rank (a run without warmup traces it): static shapes kept
+    A1 = low_rank_metric(x[:1], g[:1], jnp.ones(1), max_rank=4)
+    assert A1.vectors.shape == (d, 4) and A1.values.shape == (4,)
+    A2 = low_rank_metric(x, g, jnp.ones(n), max_rank=2)
+    assert A2.vectors.shape == (d, 2)
+    lam = np.asarray(A2.values)
+    assert np.all((lam > 2.0) | (lam < 0.5) | (lam == 1.0))
+
+
+@pytest.mark.exact
+def test_schedule_windows_cover_warmup_but_its_last_15_percent():
+    w = fisher_schedule(1000)
+    assert w[0] == (0, 10) and w[29] == (290, 300)  # early windows of 10 over 30 %
+    assert all(b == a2 for (_, b), (a2, _) in zip(w, w[1:]))  # contiguous
+    assert [b - a for a, b in w[30:]] == [80, 120, 350]  # growing by 1.5, the last absorbs the rest
+    assert w[-1][1] == 850  # step size alone over the last 150 steps
+    assert fisher_schedule(19) == []
+    for n in (20, 37, 150, 2000):
+        w = fisher_schedule(n)
+        assert w[0][0] == 0 and w[-1][1] == n - max(round(0.15 * n), 1) and all(b > a for a, b in w)
+
+
+@pytest.mark.exact
+def test_bad_options_are_refused_by_name():
+    with pytest.raises(ArgumentError, match="adapt_mass_matrix.*'fisher_diag'.*got 'lowrank'"):
+        mcmc.NUTS(adapt_mass_matrix="lowrank")
+    with pytest.raises(ArgumentError, match="dense_mass=True.*'low_rank'"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", dense_mass=True)
+    with pytest.raises(ArgumentError, match="mass_matrix_rank must be a positive integer, got 0"):
+        mcmc.HMC(adapt_mass_matrix="low_rank", mass_matrix_rank=0)
+    with pytest.raises(ArgumentError, match="kind must be one of"):
+        FisherAdaptation(None, 2, kind="dense")
+    assert mcmc.NUTS(adapt_mass_matrix="dense").dense_mass  # Stan's dense windows
+
+
+# -- statistical: invariance with an adapted low-rank metric -----------------------------------------
+
+D_GAUSS = 6
+COV = _random_cov(jax.random.key(7), D_GAUSS, 1e3)
+CHOL = jnp.linalg.cholesky(COV)
+EVALS, EVECS = jnp.linalg.eigh(COV)
+ALPHA = BUDGET.level("mcmc/adaptation_low_rank_invariance")
+#: the twin (momentum factor Λ^{-0.45} for Λ^{-1/2}) shifts E[top²] by 0.25 (measured at M = 32 000,
+#: z ≈ 28 for NUTS; sd of top² is √2: standardised effect 0.18); M is sized for half of it, 0.1,
+#: at the budgeted level with power 0.999
+M, STEPS = sample_size(0.1, sd=1.0, alpha=ALPHA, power=0.999), 2
+MOVED_MIN = 0.2
+# right kernels move more than 0.5 of the chains here (NUTS ~1, HMC ~0.9)
+assert math.exp(-2 * M * (0.5 - MOVED_MIN) ** 2) <= BUDGET.level("mcmc/adaptation_moves")
+
+
+@ppl.model
+def gaussian():
+    ppl.sample("x", dist.MultivariateNormal(jnp.zeros(D_GAUSS), scale_tril=CHOL))
+
+
+def adapted_metric():
+    """A low-rank metric as warmup would leave it: estimated from 30 exact draws and scores."""
+    x = jax.random.normal(jax.random.key(8), (30, D_GAUSS)) @ CHOL.T
+    return low_rank_metric(x, x @ jnp.linalg.inv(COV), jnp.ones(30), max_rank=2)
+
+
+FIXED = dict(adapt_step_size=False, adapt_mass_matrix=False, find_heuristic_step_size=False)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def run_from_exact(kernel, params, key):
+    b = kernel.bind(gaussian).kernel
+    k0, k1 = jax.random.split(key)
+    x0 = jax.random.normal(k0, (M, D_GAUSS)) @ CHOL.T
+    state = jax.vmap(b.state_at)(x0)
+
+    def body(state, k):
+        state, _ = jax.vmap(lambda kk, s: b.step(kk, s, params))(jax.random.split(k, M), state)
+        return state, None
+
+    state, _ = jax.lax.scan(body, state, jax.random.split(k1, STEPS))
+    return state.x, jnp.any(state.x != x0, axis=1)
+
+
+def pvalues(x) -> dict:
+    x = np.asarray(x, float)
+    z = np.linalg.solve(np.asarray(CHOL), x.T).T  # N(0, I) rows if x ~ N(0, COV)
+    top = x @ np.asarray(EVECS[:, -1]) / math.sqrt(float(EVALS[-1]))
+    low = x @ np.asarray(EVECS[:, 0]) / math.sqrt(float(EVALS[0]))
+    two = lambda q, k: 2 * min(st.chi2.cdf(q, k), st.chi2.sf(q, k))  # noqa: E731
+    return {
+        "|z|^2": two(float(np.sum(z**2)), M * D_GAUSS),
+        "top^2": two(float(np.sum(top**2)), M),
+        "low^2": two(float(np.sum(low**2)), M),
+        "top mean": float(2 * st.norm.sf(abs(top.mean()) * math.sqrt(M))),
+    }
+
+
+def _wrong_momentum(self, xi):
+    return self._core(xi, -0.45) / self.scale  # Λ^{-0.45} for Λ^{-1/2}: r ~ N(0, M') with M' ≠ M
+
+
+CASES = [  # (kernel, the twin's kernel: another static configuration, so another compiled program)
+    (mcmc.NUTS(step_size=0.6, **FIXED), mcmc.NUTS(step_size=0.6, max_tree_depth=9, **FIXED)),
+    (mcmc.HMC(step_size=0.5, num_steps=3, **FIXED), mcmc.HMC(step_size=0.5, num_steps=3, max_delta_energy=999.0, **FIXED)),
+]
+
+
+@pytest.mark.statistical
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel,twin", CASES, ids=["nuts", "hmc"])
+def test_low_rank_metric_leaves_dense_gaussian_invariant_and_twin_fails(kernel, twin, monkeypatch):
+    A = adapted_metric()
+    assert np.sum(np.abs(np.log(np.asarray(A.values))) > 0.5) >= 1  # the low-rank part is used
+    params = mcmc.GradParams.make(jnp.asarray(kernel.step_size), A)
+    key = jax.random.key(20261202)
+    x, moved = run_from_exact(kernel, params, key)
+    p = pvalues(x)
+    assert min(p.values()) >= ALPHA, f"draws left the target (alpha = {ALPHA:.2g}): {p}"
+    assert float(np.mean(np.asarray(moved))) > MOVED_MIN
+    monkeypatch.setattr(LowRankMetric, "momentum", _wrong_momentum)
+    p_bug = pvalues(run_from_exact(twin, params, key)[0])
+    assert min(p_bug.values()) < ALPHA, f"planted bug (momentum factor) not detected: {p_bug}"
+
+
+# -- functional: warmup whitens a correlated Gaussian ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fisher_diag", "low_rank"])
+def test_warmup_metric_whitens_the_target(kind):
+    """After 300 warmup steps on a 6-d Gaussian (condition number 1e3), the inverse mass matrix
+    A makes A^{-1/2} C A^{-1/2} well conditioned (low rank: below 6, where c² = 4 is what the
+    cutoff leaves; diagonal: within 3× of the correlation matrix's condition number)."""
+    run = mcmc.sample(jax.random.key(0), mcmc.NUTS(adapt_mass_matrix=kind), gaussian, num_warmup=300, num_samples=20,
+                      num_chains=2, progress=False)
+    for c in range(2):
+        A = jax.tree.map(lambda v: v[c], run.state.params.inverse_mass_matrix)
+        D = A.dense() if isinstance(A, LowRankMetric) else jnp.diag(A)
+        L = jnp.linalg.cholesky(D)
+        W = jax.scipy.linalg.solve_triangular(L, jax.scipy.linalg.solve_triangular(L, COV, lower=True).T, lower=True)
+        cond = float(jnp.linalg.cond(W))
+        best = float(jnp.linalg.cond(COV / jnp.sqrt(jnp.outer(jnp.diag(COV), jnp.diag(COV)))))
+        # low rank: eigenvalues within [1/c, c] (nutpie's cutoff c = 2) are left at 1, so up to c² = 4
+        bound = 3.0 * best if kind == "fisher_diag" else 6.0
+        assert cond < bound, f"{kind}: condition number {cond:.3g} after warmup (target 1e3; bound {bound:.3g})"
+    assert np.all(np.isfinite(np.asarray(run.samples["x"])))
+    # one compiled program: a second run and a resume compile nothing (the adaptation's schedule
+    # and buffers are static; its branches are decided by the step)
+    with CompileCounter() as c:
+        again = mcmc.sample(jax.random.key(1), mcmc.NUTS(adapt_mass_matrix=kind), gaussian, num_warmup=300, num_samples=20,
+                            num_chains=2, progress=False)
+        more = again.resume(jax.random.key(2), num_samples=20)
+    assert c.n == 0, f"{kind}: {c.n} compilations on a second run and a resume"
+    assert more.samples["x"].shape == (2, 20, D_GAUSS)
+
+
+# -- dense adaptation: regularisation ---------------------------------------------------------------------
+
+
+@pytest.mark.exact
+def test_dense_regularisation_is_stans_shrinkage_and_positive_definite():
+    """Stan's (and NumPyro's) regularisation of the dense estimate from n draws:
+    (n / (n + 5)) Σ + 1e-3 (5 / (n + 5)) I, positive definite even with n = 10 draws in d = 50."""
+    d, n = 50, 10
+    _, update, final = hmc_util.welford_covariance(diagonal=False)
+    x = jax.random.normal(jax.random.key(9), (n, d)) * jnp.logspace(-2, 2, d)
+    state = (jnp.zeros(d), jnp.zeros((d, d)), 0)
+    for row in x:
+        state = update(row, state)
+    cov, sqrt, _ = final(state, regularize=True)
+    sample = jnp.cov(x.T)
+    np.testing.assert_allclose(cov, n / (n + 5.0) * sample + 1e-3 * 5.0 / (n + 5.0) * jnp.eye(d), rtol=1e-9, atol=1e-12)
+    assert float(jnp.linalg.eigvalsh(cov)[0]) > 0
+    assert np.all(np.isfinite(np.asarray(sqrt)))
+
+
+# -- SBC: warmup with the low-rank adaptation, then sampling, is calibrated ----------------------------
+
+
+@pytest.mark.statistical
+@pytest.mark.slow
+def test_low_rank_adapted_nuts_is_calibrated_and_twin_without_jacobian_is_not():
+    """SBC of NUTS(adapt_mass_matrix="low_rank") on test_mcmc_sbc's model (mu ~ N(0, 1),
+    sigma ~ HalfNormal(1), three observations): 600 simulations, each one chain with 200 warmup
+    steps of the Fisher adaptation; χ² on 4 rank bins for mu and sigma at the declared level
+    ``mcmc/adaptation_sbc``.  Twin: the same kernel forgetting sigma's log-Jacobian."""
+    import test_mcmc_sbc as sbc
+
+    def run(kernel, q):
+        return stats.sbc(
+            lambda k: (lambda th, y: (th[q], y))(*sbc.prior_predictive(k)),
+            lambda k, y, n: sbc.nuts_draws(kernel, k, y)[:, q],
+            num_simulations=sbc.S, num_draws=sbc.L, seed=12, bins=sbc.BINS,
+            alpha=BUDGET.level("mcmc/adaptation_sbc"),
+        )
+
+    kernel = mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=2)
+    for q, name in enumerate(("mu", "sigma")):
+        r = run(kernel, q)
+        assert r.ok, f"{name}: {r.message}"
+    bug = run(sbc.NUTSNoJacobian(adapt_mass_matrix="low_rank", mass_matrix_rank=2), 1)
+    assert not bug.ok, bug.message
+
+
+@pytest.mark.exact
+def test_low_rank_directions_wait_for_more_draws_than_dimensions():
+    """A window estimate from n ≤ d draws keeps the diagonal part alone (``low_rank_min_draws``
+    = d + 1 by default); with the threshold off, the same 10 draws give directions."""
+    d = 12
+    C = _random_cov(jax.random.key(10), d, 1e3)
+    U = lambda x: 0.5 * x @ jnp.linalg.solve(C, x)  # noqa: E731
+    vg = jax.value_and_grad(U)
+    xs = jax.random.normal(jax.random.key(11), (10, d)) @ jnp.linalg.cholesky(C).T
+    for min_draws, directions in ((None, False), (0, True)):
+        fa = FisherAdaptation(vg, d, kind="low_rank", max_rank=3, low_rank_min_draws=min_draws, find_heuristic_step_size=False)
+        a = fa.init(jax.random.key(0), mcmc.GradState(xs[0], *vg(xs[0])), 100)
+        states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(xs)
+
+        def body(a, ts):  # the first window: steps 0..9
+            t, s = ts
+            return fa.update(a, t, s, {"accept_prob": jnp.asarray(0.8)}), None
+
+        a, _ = jax.jit(lambda a: jax.lax.scan(body, a, (jnp.arange(10), states)))(a)
+        A = fa.params(a).inverse_mass_matrix
+        assert not np.allclose(np.asarray(A.scale), 1.0)  # the diagonal part was estimated
+        assert bool(np.any(np.asarray(A.values) != 1.0)) == directions
