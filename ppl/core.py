@@ -447,13 +447,6 @@ def sample(
         >>> m = ppl.model(lambda: ppl.sample("z", dist.Normal(0.0, 1.0), sample_shape=(3,)))
         >>> m.simulate(jax.random.key(0)).choices["z"].shape
         (3,)
-
-    Example:
-        >>> @ppl.model
-        ... def coin(flips=None):
-        ...     p = ppl.sample("p", dist.Beta(1.0, 1.0))
-        ...     with ppl.plate("flip", 10):
-        ...         ppl.sample("x", dist.Bernoulli(probs=p), obs=flips)
     """
     if not isinstance(name, str):
         raise ModelError(f"ppl.sample expects a string address as its first argument, got {name!r}")
