@@ -334,10 +334,11 @@ class _BoundGibbs(_BoundTraceKernel):
         """A draw of the site from the enumeration's conditional given the rest of the trace, its
         plate dimensions kept as batch dimensions (N·K, ``ppl.enum``), as ``(value, log q(value),
         log q(current value))``; None when the site is not the enumeration's only variable (a
-        site in ``ppl.scan``, or one the enumeration refuses): then the joint is enumerated."""
+        site in ``ppl.scan``, a scalar site, or a model the enumeration refuses or whose code
+        does not broadcast over an enumeration dimension): then the joint is enumerated."""
         a = self.kernel.address
-        if a not in tr.choices or a in tr.observed:
-            return None
+        if a not in tr.choices or a in tr.observed or int(np.prod(jnp.shape(tr.choices[a]))) < 2:
+            return None  # a scalar site: its K values are enumerated directly (exact, no MH)
         try:
             en, _ = _enum._enumerated(self.model.fn, tuple(tr.args), dict(tr.kwargs),
                                       (_enum._Given(self._given(tr)),), record=True)
@@ -345,7 +346,9 @@ class _BoundGibbs(_BoundTraceKernel):
                 return None
             buckets: list = []
             _enum._contract(en.factors, en.vars, en.plates, set(), frozenset(), "sum", en._guard, buckets)
-        except ModelError:
+        except (ModelError, TypeError, ValueError, IndexError):
+            # the enumeration refuses the model, or its code does not broadcast over an extra
+            # leading dimension (e.g. jnp.where(z == 1, probs_a, probs_b) on a scalar z)
             return None
         (var, b), = buckets
         value = tr.choices[a]
