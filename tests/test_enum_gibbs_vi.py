@@ -1,8 +1,11 @@
-"""``mcmc.Gibbs`` on a discrete site in a plate updates the plate's elements by their exact
+"""``mcmc.Gibbs`` on a discrete site in a plate updates the plate's elements by their
 conditionals (N·K work, not K^N): the *shipped* step runs under the exact enumerator
-(``semantics.laws`` / ``semantics.enumerate_paths``) and its transition must be exactly the
-site's full conditional given the rest of the trace, to 1e-12, with a planted twin that draws
-the elements from the wrong (marginal) conditional."""
+(``semantics.laws.transition_matrix``) and its transition must be exactly the site's full
+conditional given the rest of the trace (to 1e-12) when the elements are conditionally
+independent, and an invariant, reversible move when a factor couples them; the planted twin
+without the Metropolis–Hastings correction must be caught.
+
+(Item 2 of issue 14's follow-up, VI's ``"enum"`` per plate element, is not done: no test here.)"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ import numpy as np
 import pytest
 
 import ppl
-import semantics
 from inference import mcmc
 from inference.mcmc.trace_kernels import TraceState, _BoundGibbs
 from ppl import dist
