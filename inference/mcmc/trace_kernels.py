@@ -272,16 +272,18 @@ class _BoundRegenerate(_BoundTraceKernel):
 class Gibbs(Kernel):
     """Exact Gibbs update of one finite discrete site: draw it from its full conditional.
 
-    The full conditional p(x_a = v | rest) ∝ p(t with x_a = v).  A site in a plate whose
-    elements are conditionally independent given the rest of the trace (the usual mixture
-    assignment ``z_i``) is updated element by element from its exact conditionals, N·K work:
-    the other latent sites are held at their values and ``ppl.infer_discrete`` draws the site,
-    its plate dimensions kept as batch dimensions (a site in ``ppl.scan`` is drawn jointly by
-    forward-filter backward-sample).  When the elements interact (a factor couples them, which
-    the enumeration refuses), the conditional is computed by evaluating ``model.log_density`` at
-    every joint value of the site (at most ``max_combinations``; more is refused with the
-    count).  The kernel leaves π ∝ p invariant.  The value of the site must not change the set
-    of addresses (use :class:`MH` or :class:`Regenerate` for such sites).
+    The full conditional p(x_a = v | rest) ∝ p(t with x_a = v).  A site with plate elements
+    (the usual mixture assignment ``z_i``) is updated element by element, N·K work: the other
+    latent sites are held at their values and the enumeration of ``ppl.enum`` gives the
+    elements' conditionals, from which all elements are drawn at once; the draw is accepted with
+    the Metropolis–Hastings ratio of that independence proposal, which is exactly 1 when the
+    elements are conditionally independent given the rest (then the step is an exact Gibbs
+    update) and keeps the move exact when model code couples them (a factor on ``jnp.sum(z)``).
+    A scalar site, a site in ``ppl.scan``, or a model whose code does not broadcast over an
+    enumeration dimension is updated from its joint conditional, by evaluating
+    ``model.log_density`` at every joint value (at most ``max_combinations``; more is refused
+    with the count).  The kernel leaves π ∝ p invariant.  The value of the site must not change
+    the set of addresses (use :class:`MH` or :class:`Regenerate` for such sites).
 
     Example:
         >>> kern = mcmc.cycle(mcmc.Gibbs("z"), mcmc.Regenerate("mu"))
