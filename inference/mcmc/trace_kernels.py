@@ -19,6 +19,7 @@ import numpy as np
 from numpyro import distributions as dist
 
 import ppl
+from ppl import enum as _enum
 from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ModelError
@@ -271,12 +272,18 @@ class _BoundRegenerate(_BoundTraceKernel):
 class Gibbs(Kernel):
     """Exact Gibbs update of one finite discrete site: draw it from its full conditional.
 
-    The full conditional p(x_a = v | rest) ∝ p(t with x_a = v) is computed by evaluating
-    ``model.log_density`` at every value v of the site's support (the distribution's
-    ``enumerate_support``; for a site with a batch shape, every joint combination, at most
-    ``max_combinations``).  The kernel leaves π ∝ p invariant and is reversible.  The value of the
-    site must not change the set of addresses (use :class:`MH` or :class:`Regenerate` for such
-    sites).
+    The full conditional p(x_a = v | rest) ∝ p(t with x_a = v).  A site with plate elements
+    (the usual mixture assignment ``z_i``) is updated element by element, N·K work: the other
+    latent sites are held at their values and the enumeration of ``ppl.enum`` gives the
+    elements' conditionals, from which all elements are drawn at once; the draw is accepted with
+    the Metropolis–Hastings ratio of that independence proposal, which is exactly 1 when the
+    elements are conditionally independent given the rest (then the step is an exact Gibbs
+    update) and keeps the move exact when model code couples them (a factor on ``jnp.sum(z)``).
+    A scalar site, a site in ``ppl.scan``, or a model whose code does not broadcast over an
+    enumeration dimension is updated from its joint conditional, by evaluating
+    ``model.log_density`` at every joint value (at most ``max_combinations``; more is refused
+    with the count).  The kernel leaves π ∝ p invariant.  The value of the site must not change
+    the set of addresses (use :class:`MH` or :class:`Regenerate` for such sites).
 
     Example:
         >>> kern = mcmc.cycle(mcmc.Gibbs("z"), mcmc.Regenerate("mu"))
@@ -321,10 +328,59 @@ class _BoundGibbs(_BoundTraceKernel):
         cands = vals[idx, np.arange(n)]
         return cands.reshape((idx.shape[0],) + vshape).astype(jnp.result_type(value))
 
+    def _given(self, tr: Trace) -> dict:
+        """The values the site is conditioned on: every other latent site of the trace."""
+        return {k: v for k, v in tr.latent.items() if k != self.kernel.address}
+
+    def _by_elements(self, key, tr: Trace):
+        """A draw of the site from the enumeration's conditional given the rest of the trace, its
+        plate dimensions kept as batch dimensions (N·K, ``ppl.enum``), as ``(value, log q(value),
+        log q(current value))``; None when the site is not the enumeration's only variable (a
+        site in ``ppl.scan``, a scalar site, or a model the enumeration refuses or whose code
+        does not broadcast over an enumeration dimension): then the joint is enumerated."""
+        a = self.kernel.address
+        if a not in tr.choices or a in tr.observed or int(np.prod(jnp.shape(tr.choices[a]))) < 2:
+            return None  # a scalar site: its K values are enumerated directly (exact, no MH)
+        try:
+            en, _ = _enum._enumerated(self.model.fn, tuple(tr.args), dict(tr.kwargs),
+                                      (_enum._Given(self._given(tr)),), record=True)
+            if en.scans or len(en.vars) != 1:
+                return None
+            buckets: list = []
+            _enum._contract(en.factors, en.vars, en.plates, set(), frozenset(), "sum", en._guard, buckets)
+        except (ModelError, TypeError, ValueError, IndexError):
+            # the enumeration refuses the model, or its code does not broadcast over an extra
+            # leading dimension (e.g. jnp.where(z == 1, probs_a, probs_b) on a scalar z)
+            return None
+        (var, b), = buckets
+        value = tr.choices[a]
+        if var.name != a or tuple(var.batch_shape) != tuple(jnp.shape(value)):
+            return None
+        (idx,) = _enum._choose(key, b, [var.dim], 1, f"mcmc/gibbs/{a}")
+        lq = jax.nn.log_softmax(b, axis=var.dim)
+        nb = len(var.batch_shape)
+        cur = jnp.argmax(jnp.asarray(value)[..., None] == var.support, axis=-1)
+        cur = cur.reshape((1,) * (b.ndim - nb) + tuple(var.batch_shape))
+        new = _enum._values(var, idx).astype(jnp.result_type(value))
+        return new, jnp.sum(_enum._select(lq, var.dim, idx)), jnp.sum(_enum._select(lq, var.dim, cur))
+
+    def log_accept_ratio(self, log_p_new, log_p_old, log_q_new, log_q_old):
+        """Independence MH: the elements are drawn from the enumeration's conditional q, and
+        α = p(new) q(old) / (p(old) q(new)), exactly 1 when the elements are conditionally
+        independent given the rest (then q is the full conditional)."""
+        return (log_p_new - log_p_old) - (log_q_new - log_q_old)
+
     def step(self, key, state, params=None):
         tr = self.concrete(state.trace)
         a = self.kernel.address
         k_sup, k_draw, k_upd = split(key, 3)
+        prop = self._by_elements(k_draw, tr)
+        if prop is not None:
+            v, lq_new, lq_old = prop
+            new, _, _ = self.model.update(k_upd, tr, {a: v})
+            log_alpha = self.log_accept_ratio(new.log_density, tr.log_density, lq_new, lq_old)
+            acc, p = metropolis_accept(k_sup, log_alpha, f"mcmc/gibbs/{a}/accept")
+            return TraceState(select(acc, new, tr)), _trace_info(p, acc)
         cands = self._candidates(k_sup, tr)
         latent = dict(tr.latent)
 

@@ -39,3 +39,29 @@ MUTANTS = [
         area="kernel",
     ),
 ]
+
+# --- f14: mcmc.Gibbs on a plated discrete site by its elements' conditionals -------------------
+MUTANTS += [
+    Mutant(
+        id="enum/gibbs-elements-without-correction",
+        file="inference/mcmc/trace_kernels.py",
+        find="        return (log_p_new - log_p_old) - (log_q_new - log_q_old)",
+        replace="        return jnp.zeros(())",
+        tests=(
+            "tests/test_enum_gibbs_vi.py::test_gibbs_on_interacting_elements_stays_exact_and_the_uncorrected_twin_is_caught",
+        ),
+        description="Gibbs on a plate always takes the elements' enumerated conditionals, as if they never interacted: a factor coupling them (jnp.sum(z) outside the plate) is ignored.",
+        area="kernel",
+    ),
+    Mutant(
+        id="enum/gibbs-elements-reverse-proposal-at-new-value",
+        file="inference/mcmc/trace_kernels.py",
+        find="jnp.sum(_enum._select(lq, var.dim, cur))",
+        replace="jnp.sum(_enum._select(lq, var.dim, idx))",
+        tests=(
+            "tests/test_enum_gibbs_vi.py::test_gibbs_on_a_plate_draws_exactly_the_full_conditional_element_by_element",
+        ),
+        description="The independence proposal's density at the current value is read at the proposed one: the MH ratio becomes p(new)/p(old), so the plate's elements no longer follow their full conditional.",
+        area="kernel",
+    ),
+]
