@@ -556,6 +556,10 @@ def test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it():
     with CompileCounter() as c:  # the same data again (a new copy, a new key) compiles nothing
         again = fit(1, dept.copy(), y.copy())
     assert c.n == 0 and not np.array_equal(again.history, res.history)
+    # new concrete data of the same shape is a new program that sees the new values
+    moved = fit(0, dept, y + 2.0)
+    n_j = np.array([2, 2, 1])
+    assert np.all(np.abs(np.asarray(moved.params["a_loc"]) - (want + 2.0 * n_j / (n_j + 1))) < 0.25)
     # an automatic guide built from the same NumPy data (the guide does not need it concrete)
     auto = vi.fit(jax.random.key(0), vi.elbo(_by_dept, vi.auto_normal(_by_dept, dept, y=y)), optax.adam(0.1),
                   dept, y=y, num_steps=20, progress=False)
@@ -586,6 +590,10 @@ def test_smc_drivers_run_models_that_need_numpy_data_concrete():
     y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
     res = smc.tempered_smc(jax.random.key(0), _by_dept, dept, y=y, num_particles=32)
     assert res.samples["a"].shape == (32, 3) and bool(jnp.isfinite(res.log_evidence))
+    with CompileCounter() as c:  # one compiled program: the same data again compiles nothing
+        again = smc.tempered_smc(jax.random.key(0), _by_dept, dept.copy(), y=y.copy(), num_particles=32)
+    assert c.n == 0
+    np.testing.assert_array_equal(again.samples["a"], res.samples["a"])  # same key, same result
 
     @ppl.model
     def staged(dept, y):                       # resample_move: the data so far is the last argument
@@ -616,6 +624,22 @@ def test_smc_drivers_run_models_that_need_numpy_data_concrete():
 
     pf = smc.particle_filter(jax.random.key(0), step, start, jnp.asarray(y), 16, init_args=(dept,))
     assert pf.filter_means.shape == (5, 3) and bool(jnp.isfinite(pf.log_evidence))
+
+
+def test_tempered_smc_new_data_of_the_same_shape_compiles_nothing():
+    """Before: the driver traced the model again at every call (a new closure over the data)."""
+    @ppl.model
+    def m(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = np.array([0.1, 0.5, 1.2])
+    first = smc.tempered_smc(jax.random.key(0), m, y, num_particles=16, betas=[0.5, 1.0])
+    with CompileCounter() as c:
+        res = smc.tempered_smc(jax.random.key(0), m, y + 3.0, num_particles=16, betas=[0.5, 1.0])
+    assert c.n == 0
+    assert float(res.samples["mu"].mean()) > float(first.samples["mu"].mean()) + 1.0  # the new data was used
 
 
 def test_mcmc_load_of_a_run_whose_model_needed_numpy_data_concrete(tmp_path):

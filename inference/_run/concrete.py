@@ -26,11 +26,12 @@ import weakref
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import ppl
 
-__all__ = ["Concrete", "freeze", "thaw", "has_numpy", "needs_concrete_values", "remembered", "remember",
+__all__ = ["Concrete", "split", "join", "freeze", "thaw", "has_numpy", "needs_concrete_values", "remembered", "remember",
            "retry_concretely", "with_concrete_retry"]
 
 
@@ -57,6 +58,33 @@ class Concrete:
 
 def _is_numpy(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
+
+
+def is_dynamic(x: Any, concrete_numpy: bool = False) -> bool:
+    """Whether the argument leaf ``x`` is traced (an input of the program) under the rule."""
+    if concrete_numpy:
+        return isinstance(x, jax.Array)
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def split(tree: Any, concrete_numpy: bool = False) -> tuple[Any, tuple, list]:
+    """``(treedef, statics, dyn)`` of the arguments ``tree``: ``statics`` the ``(index, value)``
+    of the concrete leaves (NumPy ones as :class:`Concrete`: hashable, part of a program's key),
+    ``dyn`` the traced leaves as JAX arrays (the program's inputs)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    statics = tuple((i, Concrete(v) if _is_numpy(v) else v) for i, v in enumerate(leaves)
+                    if not is_dynamic(v, concrete_numpy))
+    dyn = [jnp.asarray(v) for v in leaves if is_dynamic(v, concrete_numpy)]
+    return treedef, statics, dyn
+
+
+def join(treedef: Any, statics: Any, dyn: Any) -> Any:
+    """The arguments again from :func:`split`'s parts (``dyn`` possibly traced); concrete NumPy
+    leaves are the user's values."""
+    statics = {i: v.value if isinstance(v, Concrete) else v for i, v in dict(statics).items()}
+    it = iter(dyn)
+    return jax.tree_util.tree_unflatten(treedef, [statics[i] if i in statics else next(it)
+                                                  for i in range(treedef.num_leaves)])
 
 
 def has_numpy(tree: Any) -> bool:

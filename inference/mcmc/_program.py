@@ -24,7 +24,7 @@ from ppl.model import Trace
 from .. import sharding
 from .._run import chunking
 from .._run.cache import PROGRAMS
-from .._run.concrete import Concrete, remembered, with_concrete_retry
+from .._run.concrete import Concrete, join, remembered, split, with_concrete_retry
 from ppl.config import gc_paused
 
 from .._run.compile import compile_alongside, compiler_options
@@ -39,12 +39,6 @@ def _by_suffix(info: Mapping, name: str) -> list:
     """The entries of a kernel's info named ``name`` or ``"<block>/name"`` (combinators prefix
     their parts' info with the part's index)."""
     return [v for k, v in info.items() if k.split("/")[-1] == name]
-
-
-def _is_dynamic(x: Any, concrete_numpy: bool = False) -> bool:
-    if concrete_numpy:
-        return isinstance(x, jax.Array)
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
 def _abstract(v):
@@ -76,9 +70,7 @@ class _Program:
         self._prepared: set = set()
 
     def args(self, dyn: list) -> tuple[tuple, dict]:
-        it = iter(dyn)
-        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.treedef.num_leaves)]
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+        return join(self.treedef, self.statics, dyn)
 
     def bound(self, dyn: list):
         args, kwargs = self.args(dyn)
@@ -275,13 +267,7 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
         raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    statics = tuple(
-        (i, Concrete(v) if isinstance(v, (np.ndarray, np.generic)) else v)
-        for i, v in enumerate(leaves)
-        if not _is_dynamic(v, concrete_numpy)
-    )
-    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v, concrete_numpy)]
+    treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete_numpy)
     chunk = None if chunk_size is None else int(chunk_size)
     try:
         thinning = int(thinning)

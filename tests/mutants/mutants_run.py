@@ -44,3 +44,36 @@ MUTANTS = [
         area="other",
     ),
 ]
+
+# --- issue 17 follow-up (engineer f17): the one concreteness rule (inference/_run/concrete.py) ---
+HABITS = "tests/test_numpyro_habits.py"
+MUTANTS += [
+    Mutant(
+        id="run/concrete-key-ignores-contents",
+        file="inference/_run/concrete.py",
+        find="        self._key = (value.shape, value.dtype.str, digest)",
+        replace="        self._key = (value.shape, value.dtype.str)",
+        tests=(f"{HABITS}::test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it",),
+        description="Concrete NumPy data is keyed by shape only: new data of the same shape reuses the program "
+                    "compiled with the old values.",
+        area="other",
+    ),
+    Mutant(
+        id="run/vi-retry-keeps-numpy-traced",
+        file="inference/vi/fit.py",
+        find='                call["args"] = freeze((args, kwargs))\n',
+        replace='                call["args"] = (args, kwargs)\n',
+        tests=(f"{HABITS}::test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it",),
+        description="vi.fit retries a model that needs concrete NumPy data with the data still traced.",
+        area="other",
+    ),
+    Mutant(
+        id="run/load-forgets-concrete-numpy",
+        file="inference/mcmc/_store.py",
+        find="    if given != meta[\"args\"] and has_numpy((tuple(args), dict(kwargs))):",
+        replace="    if False:",
+        tests=(f"{HABITS}::test_mcmc_load_of_a_run_whose_model_needed_numpy_data_concrete",),
+        description="mcmc.load in a fresh process traces the NumPy data the saved run kept concrete.",
+        area="other",
+    ),
+]
