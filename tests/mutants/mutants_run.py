@@ -59,12 +59,13 @@ MUTANTS += [
         area="other",
     ),
     Mutant(
-        id="run/vi-retry-keeps-numpy-traced",
-        file="inference/vi/fit.py",
-        find='                call["args"] = freeze((args, kwargs))\n',
-        replace='                call["args"] = (args, kwargs)\n',
+        id="run/concrete-only-jax-errors",
+        file="inference/_run/concrete.py",
+        find='    return isinstance(e, ppl.PPLError) and ("Tracer" in str(e) or "traced value" in str(e))',
+        replace="    return False",
         tests=(f"{HABITS}::test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it",),
-        description="vi.fit retries a model that needs concrete NumPy data with the data still traced.",
+        description="Only JAX's own concretisation errors count as 'the body needs concrete data': the model's "
+                    "ModelError about a traced value in Python control flow (int(np.max(x))) is not retried.",
         area="other",
     ),
     Mutant(
