@@ -266,6 +266,9 @@ def tempered_smc(
 
     The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule); the
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
+    It is compiled once per (model, settings, argument shapes): new data of the same shapes
+    compiles nothing; NumPy data the model's body needs concrete (``len(np.unique(dept))``)
+    stays concrete, keyed by its contents (:mod:`inference._run.concrete`).
 
     Example:
         >>> @ppl.model
