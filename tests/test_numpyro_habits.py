@@ -527,3 +527,139 @@ def test_smc_drivers_without_model_keywords_name_a_misspelt_option():
         smc.particle_filter(jax.random.key(0), step, 0.0, jnp.zeros(3), 10, ess_treshold=0.5)
     with pytest.raises(ppl.ArgumentError, match="'num_mcmc_step'.*did you mean 'num_mcmc_steps'"):
         smc.resample_move(jax.random.key(0), _kw_model, [jnp.zeros(2)], 10, num_mcmc_step=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 17 follow-up (engineer f17): NumPy data the model needs concrete, in vi.fit, the SMC
+# drivers and mcmc.load (one rule, inference/_run/concrete.py)
+
+
+@ppl.model
+def _dept_guide(dept, y=None):
+    n = len(np.unique(dept))                 # the guide, too, reads the data concretely
+    with ppl.plate("dept", n):
+        ppl.sample("a", dist.Normal(ppl.param("a_loc", jnp.zeros(n)), 0.5))
+
+
+def test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it():
+    """Before: ``ModelError: model 'by_dept' uses a traced value in Python control flow``."""
+    dept = np.array([0, 1, 1, 2, 0])
+    y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
+    obj, opt = vi.elbo(_by_dept, _dept_guide), optax.adam(0.1)
+    fit = lambda k, d, yy: vi.fit(jax.random.key(k), obj, opt,  # noqa: E731
+                                  d, y=yy, num_steps=60, chunk_size=60, progress=False)
+    res = fit(0, dept, y)
+    assert res.params["a_loc"].shape == (3,) and np.all(np.isfinite(res.history))
+    # the posterior means (conjugate: a_j | y ~ N(sum y_j / (n_j + 1), .)) are approached
+    want = np.array([(0.1 + 0.2) / 3, (0.5 + 1.2) / 3, -0.3 / 2])
+    assert np.all(np.abs(np.asarray(res.params["a_loc"]) - want) < 0.25)
+    with CompileCounter() as c:  # the same data again (a new copy, a new key) compiles nothing
+        again = fit(1, dept.copy(), y.copy())
+    assert c.n == 0 and not np.array_equal(again.history, res.history)
+    # new concrete data of the same shape is a new program that sees the new values
+    moved = fit(0, dept, y + 2.0)
+    n_j = np.array([2, 2, 1])
+    assert np.all(np.abs(np.asarray(moved.params["a_loc"]) - (want + 2.0 * n_j / (n_j + 1))) < 0.25)
+    # an automatic guide built from the same NumPy data (the guide does not need it concrete)
+    auto = vi.fit(jax.random.key(0), vi.elbo(_by_dept, vi.auto_normal(_by_dept, dept, y=y)), optax.adam(0.1),
+                  dept, y=y, num_steps=20, progress=False)
+    assert np.all(np.isfinite(auto.history))
+
+
+def test_vi_fit_new_numpy_data_of_the_same_shape_compiles_nothing_when_not_needed_concrete():
+    @ppl.model
+    def m(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    @ppl.model
+    def g(y):
+        ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 0.5))
+
+    obj, opt = vi.elbo(m, g), optax.adam(0.1)  # the same objective and optimizer: the cached program
+    y = np.array([0.1, 0.5, 1.2])
+    vi.fit(jax.random.key(0), obj, opt, y, num_steps=10, chunk_size=10, progress=False)
+    with CompileCounter() as c:
+        r = vi.fit(jax.random.key(0), obj, opt, y + 1.0, num_steps=10, chunk_size=10, progress=False)
+    assert c.n == 0 and np.all(np.isfinite(r.history))
+
+
+def test_smc_drivers_run_models_that_need_numpy_data_concrete():
+    dept = np.array([0, 1, 1, 2, 0])
+    y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
+    res = smc.tempered_smc(jax.random.key(0), _by_dept, dept, y=y, num_particles=32, betas=[0.5, 1.0])
+    assert res.samples["a"].shape == (32, 3) and bool(jnp.isfinite(res.log_evidence))
+    with CompileCounter() as c:  # one compiled program: the same data again compiles nothing
+        again = smc.tempered_smc(jax.random.key(0), _by_dept, dept.copy(), y=y.copy(), num_particles=32,
+                                 betas=[0.5, 1.0])
+    assert c.n == 0
+    np.testing.assert_array_equal(again.samples["a"], res.samples["a"])  # same key, same result
+
+    @ppl.model
+    def staged(dept, y):                       # resample_move: the data so far is the last argument
+        n_dept = len(np.unique(dept))
+        n_obs = int(np.max(np.arange(y.shape[0]))) + 1
+        with ppl.plate("dept", n_dept):
+            a = ppl.sample("a", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", n_obs):
+            ppl.sample("y", dist.Normal(a[dept[:n_obs]], 1.0), obs=y)
+
+    rm = smc.resample_move(jax.random.key(0), staged, [y[:3], y[3:]], 32, args=(dept,))
+    assert rm.sample(jax.random.key(2), 4)["a"].shape == (4, 3) and bool(jnp.isfinite(rm.log_evidence))
+    with CompileCounter() as c:  # new data of the same shapes compiles nothing
+        smc.resample_move(jax.random.key(1), staged, [y[:3] + 1.0, y[3:] - 1.0], 32, args=(dept,))
+    assert c.n == 0
+
+    @ppl.model
+    def start(dept):                           # particle_filter: an init model on NumPy data
+        n = len(np.unique(dept))
+        return ppl.sample("x0", dist.Normal(jnp.zeros(n), 1.0).to_event(1))
+
+    def step(x, obs):
+        x = ppl.sample("x", dist.Normal(0.9 * x, 1.0).to_event(1))
+        ppl.sample("y", dist.Normal(x.sum(), 0.5), obs=obs)
+        return x, None
+
+    pf = smc.particle_filter(jax.random.key(0), step, start, jnp.asarray(y), 16, init_args=(dept,))
+    assert pf.filter_means.shape == (5, 3) and bool(jnp.isfinite(pf.log_evidence))
+
+
+def test_tempered_smc_new_data_of_the_same_shape_compiles_nothing():
+    """Before: the driver traced the model again at every call (a new closure over the data)."""
+    @ppl.model
+    def m(y):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        with ppl.plate("obs", y.shape[0]):
+            ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = np.array([0.1, 0.5, 1.2])
+    first = smc.tempered_smc(jax.random.key(0), m, y, num_particles=16, betas=[0.5, 1.0])
+    with CompileCounter() as c:
+        res = smc.tempered_smc(jax.random.key(0), m, y + 3.0, num_particles=16, betas=[0.5, 1.0])
+    assert c.n == 0
+    assert float(res.samples["mu"].mean()) > float(first.samples["mu"].mean()) + 1.0  # the new data was used
+
+
+def test_mcmc_load_of_a_run_whose_model_needed_numpy_data_concrete(tmp_path):
+    """A fresh process does not remember that the model needs its NumPy data concrete (here:
+    forgotten by hand); before, load compared the traced NumPy arguments with the saved ones and
+    refused the same data ("pass the same data")."""
+    from inference._run import concrete
+
+    dept = np.array([0, 1, 1, 2, 0])
+    y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
+    run = mcmc.sample(jax.random.key(0), mcmc.RWM(), _by_dept, dept, y=y, num_warmup=3, num_samples=4,
+                      progress=False)
+    path = tmp_path / "run.npz"
+    run.save(path)
+    concrete._NEEDS_CONCRETE.clear()
+    loaded = mcmc.load(path, mcmc.RWM(), _by_dept, dept, y=y)
+    np.testing.assert_array_equal(loaded.samples["a"], run.samples["a"])
+    a = loaded.resume(jax.random.key(5), num_samples=3, progress=False)
+    b = run.resume(jax.random.key(5), num_samples=3, progress=False)
+    np.testing.assert_array_equal(a.samples["a"], b.samples["a"])
+    # concrete data is part of the program, not of the file's traced arguments: data giving
+    # other shapes (four departments) is refused by the saved state's shapes, by name
+    with pytest.raises(ppl.ModelError, match="state array 0 is .*\\[1, 3\\] in the file"):
+        mcmc.load(path, mcmc.RWM(), _by_dept, np.array([0, 1, 4, 3, 0]), y=y)

@@ -11,8 +11,6 @@ the driver).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import weakref
 from typing import Any, Mapping
 
 import jax
@@ -26,6 +24,7 @@ from ppl.model import Trace
 from .. import sharding
 from .._run import chunking
 from .._run.cache import PROGRAMS
+from .._run.concrete import Concrete, join, remembered, split, with_concrete_retry
 from ppl.config import gc_paused
 
 from .._run.compile import compile_alongside, compiler_options
@@ -40,49 +39,6 @@ def _by_suffix(info: Mapping, name: str) -> list:
     """The entries of a kernel's info named ``name`` or ``"<block>/name"`` (combinators prefix
     their parts' info with the part's index)."""
     return [v for k, v in info.items() if k.split("/")[-1] == name]
-
-
-def _is_dynamic(x: Any, concrete_numpy: bool = False) -> bool:
-    if concrete_numpy:
-        return isinstance(x, jax.Array)
-    return isinstance(x, (jax.Array, np.ndarray, np.generic))
-
-
-class _Concrete:
-    """A NumPy argument kept concrete (a static of the program), keyed by its contents."""
-
-    __slots__ = ("value", "_key")
-
-    def __init__(self, value: Any):
-        value = np.asarray(value)
-        self.value = value
-        digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
-        self._key = (value.shape, value.dtype.str, digest)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Concrete) and self._key == other._key
-
-
-#: models whose body needs its NumPy arguments concrete (found at their first run; weakly held)
-_NEEDS_CONCRETE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
-
-_CONCRETENESS_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerArrayConversionError,
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.TracerBoolConversionError,
-)
-
-
-def _needs_concrete_values(e: BaseException) -> bool:
-    """Whether tracing failed because the model needed a concrete value (``np.unique`` of an
-    argument, ``int(...)`` of it, a plate size from it, a Python branch on it)."""
-    if isinstance(e, _CONCRETENESS_ERRORS):
-        return True
-    return isinstance(e, ppl.PPLError) and ("Tracer" in str(e) or "traced value" in str(e))
 
 
 def _abstract(v):
@@ -102,7 +58,7 @@ class _Program:
                  chunk_size: int | None, thinning: int = 1):
         self.kernel, self.model, self.treedef = kernel, model, treedef
         self.thinning = int(thinning)  # kernel steps per recorded draw in the sampling phase
-        self.statics = {i: v.value if isinstance(v, _Concrete) else v for i, v in statics}
+        self.statics = {i: v.value if isinstance(v, Concrete) else v for i, v in statics}
         self.num_chains, self.num_warmup = num_chains, num_warmup
         self.chunk_size = chunk_size  # None: chosen at the first run (then fixed)
         self.init = jax.jit(self._init, static_argnames=("strategy",), compiler_options=compiler_options("init"))
@@ -114,9 +70,7 @@ class _Program:
         self._prepared: set = set()
 
     def args(self, dyn: list) -> tuple[tuple, dict]:
-        it = iter(dyn)
-        leaves = [self.statics[i] if i in self.statics else next(it) for i in range(self.treedef.num_leaves)]
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+        return join(self.treedef, self.statics, dyn)
 
     def bound(self, dyn: list):
         args, kwargs = self.args(dyn)
@@ -301,16 +255,9 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
     """The compiled program for (kernel, model, static arguments, ...) and the array arguments.
 
     Which arguments are traced (inputs of the program) and which are concrete (part of its
-    identity, seen by the model body as the user's values):
-
-    - Python numbers, strings, None, ... are concrete (a plate size ``n`` stays an int);
-    - JAX arrays are traced: new values of the same shapes compile nothing;
-    - NumPy arrays are traced too, unless the model's body needs them concrete
-      (``len(np.unique(dept))``, ``int(np.max(x))``, a plate size or a Python ``if`` computed
-      from them): then the first tracing fails, and the model's NumPy arguments are kept
-      concrete from then on (remembered per model), as NumPyro does by closing over the data.
-      A concrete NumPy argument is keyed by its contents: new data of the same shape compiles a
-      new program (pass ``jnp.asarray(data)`` for data the body only computes with)."""
+    identity, seen by the model body as the user's values): the rule of every family,
+    :mod:`inference._run.concrete` (Python scalars concrete, JAX arrays traced, NumPy arrays
+    traced unless the model's body needs them concrete, then keyed by their contents)."""
     if concrete_numpy is None:
         concrete_numpy = _remembered_concrete(model)
     if not isinstance(kernel, Kernel):
@@ -320,13 +267,7 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
         raise ArgumentError(f"{who}: num_chains must be >= 1, got {num_chains}.")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ArgumentError(f"{who}: chunk_size must be >= 1 (or None), got {chunk_size}.")
-    leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
-    statics = tuple(
-        (i, _Concrete(v) if isinstance(v, (np.ndarray, np.generic)) else v)
-        for i, v in enumerate(leaves)
-        if not _is_dynamic(v, concrete_numpy)
-    )
-    dyn = [jnp.asarray(v) for v in leaves if _is_dynamic(v, concrete_numpy)]
+    treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete_numpy)
     chunk = None if chunk_size is None else int(chunk_size)
     try:
         thinning = int(thinning)
@@ -339,30 +280,18 @@ def _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_siz
 
 
 def _remembered_concrete(model: Any) -> bool:
-    try:
-        return bool(_NEEDS_CONCRETE.get(ppl.as_model(model), False))
-    except TypeError:
-        return False
+    return remembered(model)
 
 
 def _prepared(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key, init_values,
               strategy, num_steps: int, thinning: int = 1) -> tuple[_Program, list]:
     """:func:`_prepare`, then the program compiled for these arguments; when tracing fails
     because the model's body needs its NumPy arguments concrete, again with them concrete
-    (see :func:`_prepare`)."""
-    concrete = _remembered_concrete(model)
-    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, concrete, thinning)
-    try:
+    (:func:`inference._run.concrete.with_concrete_retry`)."""
+
+    def attempt(concrete: bool) -> tuple[_Program, list]:
+        prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, concrete, thinning)
         prog.prepare(key, dyn, init_values, strategy, num_steps)
         return prog, dyn
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is the concreteness case
-        numpy_args = any(isinstance(v, (np.ndarray, np.generic)) for v in jax.tree.leaves((tuple(args), dict(kwargs))))
-        if concrete or not numpy_args or not _needs_concrete_values(e):
-            raise
-    try:
-        _NEEDS_CONCRETE[prog.model] = True
-    except TypeError:
-        pass
-    prog, dyn = _prepare(who, kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, True, thinning)
-    prog.prepare(key, dyn, init_values, strategy, num_steps)
-    return prog, dyn
+
+    return with_concrete_retry([model], (tuple(args), dict(kwargs)), attempt)

@@ -19,6 +19,7 @@ from ppl.errors import ModelError
 
 from .. import sharding
 from .._calling import check_option_clash
+from .._run.concrete import has_numpy, remember
 from .._run.sink import Sink, write_npz
 from ._base import Kernel
 from ._program import _prepare, _Program
@@ -221,6 +222,15 @@ def load(path: Any, kernel: Kernel, model: Any, *args: Any, progress: bool | Non
     if prog.model.name != meta["model"]:
         raise ModelError(f"mcmc.load: the run was saved for model {meta['model']!r}, but load was given {prog.model.name!r}.")
     given = [[list(np.shape(a)), str(a.dtype)] for a in dyn]
+    if given != meta["args"] and has_numpy((tuple(args), dict(kwargs))):
+        # a run whose model needed its NumPy data concrete (issue 17; in a fresh process nothing
+        # remembers it): the saved traced arguments are the non-NumPy ones
+        concrete = _prepare("mcmc.load", kernel, model, args, kwargs, meta["num_chains"], meta["num_warmup"], None,
+                            concrete_numpy=True, thinning=meta.get("thinning", 1))
+        if [[list(np.shape(a)), str(a.dtype)] for a in concrete[1]] == meta["args"]:
+            remember(model)
+            prog, dyn = concrete
+            given = meta["args"]
     if given != meta["args"]:
         raise ModelError(
             f"mcmc.load: the model's array arguments have shapes/dtypes {given}, but the run was "

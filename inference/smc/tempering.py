@@ -35,6 +35,8 @@ from ppl.core import Messenger
 from inference import mcmc
 from inference._calling import check_option_clash, given_options, is_algorithm, model_keywords
 from inference._health import checkable, enforce
+from inference._run.cache import PROGRAMS
+from inference._run.concrete import join, split, with_concrete_retry
 from inference._result import WeightedDraws
 from ppl.checks import validate
 from ppl.errors import ArgumentError
@@ -264,6 +266,9 @@ def tempered_smc(
 
     The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule); the
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
+    It is compiled once per (model, settings, argument shapes): new data of the same shapes
+    compiles nothing; NumPy data the model's body needs concrete (``len(np.unique(dept))``)
+    stays concrete, keyed by its contents (:mod:`inference._run.concrete`).
 
     Example:
         >>> @ppl.model
@@ -289,80 +294,106 @@ def tempered_smc(
     kwargs = model_keywords("smc.tempered_smc", tempered_smc, model, kwargs, model_kwargs)
     validate("smc.tempered_smc", key, num_particles=(num_particles, 2), num_mcmc_steps=(num_mcmc_steps, 1),
              num_leapfrog=(num_leapfrog, 1), max_steps=(max_steps, 1))  # issue 18
-    target = TemperedTarget(model, args, kwargs)
     kern = _as_kernel(kernel, num_leapfrog)
-    N = int(num_particles)
-    d = target.view.dim
-    k_init, k_loop = jax.random.split(key)
-    x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
-    particles = sharding.constrain_batch(Particles.from_states(x0))
-    dtype = x0.dtype
-    goal = float(kern.target_accept_prob)  # the kernel's own target acceptance rate
-    dense = bool(kern.dense_mass)
-    log_lik = jax.vmap(target.log_likelihood)
+    settings = (kern, int(num_particles), float(target_ess), betas is None, int(num_mcmc_steps), scheme,
+                ess_threshold, int(max_steps), sharding.num_devices())
+    sched_in = None if betas is None else jnp.asarray(betas)
 
-    def advance(p: Particles, ll, beta, new_beta, step_size, k):
-        k_res, k_mv, _ = jax.random.split(k, 3)  # (the third key once fed the adaptation's init)
-        p = blocks.reweight(p, (new_beta - beta) * ll)
-        e = p.ess
-        p, _ = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
-        p = sharding.constrain_batch(p)
-        x = p.states
-        W = p.weights
-        mean = W @ x
-        if dense:
-            inv_mass = (x - mean).T @ ((x - mean) * W[:, None]) + 1e-9 * jnp.eye(d, dtype=dtype)
-        else:
-            inv_mass = W @ (x - mean) ** 2 + 1e-9
-        bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
-        # the transition kernel itself (its window adaptation unused), stepped with explicit params
-        step_kernel = bound.kernel
-        params = step_kernel.params(step_size, inv_mass)
-        states = jax.vmap(step_kernel.state_at)(x)
+    def attempt(concrete: bool):  # issue 17: one compiled program per (model, settings, shapes)
+        treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete)
+        try:
+            # (the builder is in the key: a program is the code that traced it and its settings)
+            run = PROGRAMS.get(ppl.as_model(model), ("smc.tempered_smc", _tempered_program, treedef, statics) + settings,
+                               lambda: jax.jit(_tempered_program(model, treedef, statics, kern, *settings[1:-1])))
+        except TypeError:  # an unhashable argument or option: traced without caching
+            run = _tempered_program(model, treedef, statics, kern, *settings[1:-1])
+        return run(key, dyn, sched_in)
 
-        def move(kk, st):
-            return step_kernel.step(kk, st, params)
-
-        p2, info = blocks.rejuvenate(k_mv, Particles(states, p.log_weights, p.ancestors), move, num_steps=num_mcmc_steps)
-        p = sharding.constrain_batch(Particles(p2.states.x, p2.log_weights, p2.ancestors))
-        acc = jnp.mean(info["accept_prob"])
-        new_step = step_size * jnp.exp(2.0 * (acc - goal))
-        return p, e, acc, new_step
-
-    step0 = jnp.asarray((2.38 / math.sqrt(d)) if isinstance(kern, mcmc.RWM) else 1.0 / d**0.25, dtype=dtype)
-    if betas is not None:
-        sched = jnp.asarray(betas, dtype=dtype)
-        prev = jnp.concatenate([jnp.zeros((1,), dtype), sched[:-1]])
-        keys = jax.random.split(k_loop, sched.shape[0])
-
-        def body(c, inp):
-            p, ss = c
-            b0, b1, k = inp
-            p, e, acc, ss = advance(p, log_lik(p.states), b0, b1, ss, k)
-            return (p, ss), (e, acc)
-
-        (particles, _), (ess_h, acc_h) = jax.lax.scan(body, (particles, step0), (prev, sched, keys))
-        hist_b, n, forced = sched, jnp.asarray(sched.shape[0]), jnp.asarray(False)
-    else:
-        zeros = jnp.zeros((max_steps,), dtype)
-
-        def cond(c):
-            p, beta, n, *_ = c
-            return (beta < 1.0) & (n < max_steps)
-
-        def body(c):
-            p, beta, n, ss, k, hb, he, ha, _ = c
-            k, sub = jax.random.split(k)
-            ll = log_lik(p.states)
-            nb = next_beta(p.log_weights, ll, beta, target_ess)
-            forced = (n == max_steps - 1) & (nb < 1.0)
-            nb = jnp.where(n == max_steps - 1, 1.0, nb)
-            p, e, acc, ss = advance(p, ll, beta, nb, ss, sub)
-            return p, nb, n + 1, ss, k, hb.at[n].set(nb), he.at[n].set(e), ha.at[n].set(acc), forced
-
-        c0 = (particles, jnp.asarray(0.0, dtype), jnp.asarray(0), step0, k_loop, jnp.ones((max_steps,), dtype), zeros, zeros,
-              jnp.asarray(False))
-        particles, _, n, _, _, hist_b, ess_h, acc_h, forced = jax.lax.while_loop(cond, body, c0)
-    samples = jax.vmap(target.view.to_constrained)(particles.states)
-    res = TemperedResult(particles, samples, particles.log_evidence, hist_b, n, ess_h, acc_h, forced)
+    res = with_concrete_retry([model], (tuple(args), dict(kwargs)), attempt)
     return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
+
+
+def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, adaptive, num_mcmc_steps, scheme,
+                      ess_threshold, max_steps):
+    """The body of :func:`tempered_smc` as a function of ``(key, traced arguments, betas)``."""
+    from inference import sharding
+
+    def run(key, dyn, betas):
+        args, kwargs = join(treedef, statics, dyn)
+        target = TemperedTarget(model, args, kwargs)
+        N = int(num_particles)
+        d = target.view.dim
+        k_init, k_loop = jax.random.split(key)
+        x0 = map_particles(lambda k, _: target.prior_draw(k), k_init, jnp.zeros((N,)))
+        particles = sharding.constrain_batch(Particles.from_states(x0))
+        dtype = x0.dtype
+        goal = float(kern.target_accept_prob)  # the kernel's own target acceptance rate
+        dense = bool(kern.dense_mass)
+        log_lik = jax.vmap(target.log_likelihood)
+
+        def advance(p: Particles, ll, beta, new_beta, step_size, k):
+            k_res, k_mv, _ = jax.random.split(k, 3)  # (the third key once fed the adaptation's init)
+            p = blocks.reweight(p, (new_beta - beta) * ll)
+            e = p.ess
+            p, _ = blocks.resample(k_res, p, scheme, ess_threshold=ess_threshold)
+            p = sharding.constrain_batch(p)
+            x = p.states
+            W = p.weights
+            mean = W @ x
+            if dense:
+                inv_mass = (x - mean).T @ ((x - mean) * W[:, None]) + 1e-9 * jnp.eye(d, dtype=dtype)
+            else:
+                inv_mass = W @ (x - mean) ** 2 + 1e-9
+            bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
+            # the transition kernel itself (its window adaptation unused), stepped with explicit params
+            step_kernel = bound.kernel
+            params = step_kernel.params(step_size, inv_mass)
+            states = jax.vmap(step_kernel.state_at)(x)
+
+            def move(kk, st):
+                return step_kernel.step(kk, st, params)
+
+            p2, info = blocks.rejuvenate(k_mv, Particles(states, p.log_weights, p.ancestors), move, num_steps=num_mcmc_steps)
+            p = sharding.constrain_batch(Particles(p2.states.x, p2.log_weights, p2.ancestors))
+            acc = jnp.mean(info["accept_prob"])
+            new_step = step_size * jnp.exp(2.0 * (acc - goal))
+            return p, e, acc, new_step
+
+        step0 = jnp.asarray((2.38 / math.sqrt(d)) if isinstance(kern, mcmc.RWM) else 1.0 / d**0.25, dtype=dtype)
+        if betas is not None:
+            sched = jnp.asarray(betas, dtype=dtype)
+            prev = jnp.concatenate([jnp.zeros((1,), dtype), sched[:-1]])
+            keys = jax.random.split(k_loop, sched.shape[0])
+
+            def body(c, inp):
+                p, ss = c
+                b0, b1, k = inp
+                p, e, acc, ss = advance(p, log_lik(p.states), b0, b1, ss, k)
+                return (p, ss), (e, acc)
+
+            (particles, _), (ess_h, acc_h) = jax.lax.scan(body, (particles, step0), (prev, sched, keys))
+            hist_b, n, forced = sched, jnp.asarray(sched.shape[0]), jnp.asarray(False)
+        else:
+            zeros = jnp.zeros((max_steps,), dtype)
+
+            def cond(c):
+                p, beta, n, *_ = c
+                return (beta < 1.0) & (n < max_steps)
+
+            def body(c):
+                p, beta, n, ss, k, hb, he, ha, _ = c
+                k, sub = jax.random.split(k)
+                ll = log_lik(p.states)
+                nb = next_beta(p.log_weights, ll, beta, target_ess)
+                forced = (n == max_steps - 1) & (nb < 1.0)
+                nb = jnp.where(n == max_steps - 1, 1.0, nb)
+                p, e, acc, ss = advance(p, ll, beta, nb, ss, sub)
+                return p, nb, n + 1, ss, k, hb.at[n].set(nb), he.at[n].set(e), ha.at[n].set(acc), forced
+
+            c0 = (particles, jnp.asarray(0.0, dtype), jnp.asarray(0), step0, k_loop, jnp.ones((max_steps,), dtype), zeros, zeros,
+                  jnp.asarray(False))
+            particles, _, n, _, _, hist_b, ess_h, acc_h, forced = jax.lax.while_loop(cond, body, c0)
+        samples = jax.vmap(target.view.to_constrained)(particles.states)
+        return TemperedResult(particles, samples, particles.log_evidence, hist_b, n, ess_h, acc_h, forced)
+
+    return run

@@ -30,6 +30,7 @@ from .._result import to_inference_data
 from ppl.config import gc_paused
 
 from .._run.cache import PROGRAMS
+from .._run.concrete import freeze, remembered, retry_concretely, thaw
 from .._run.chunking import choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
 from .._run.progress import Progress, progress_default
@@ -215,15 +216,24 @@ def _args_from(data: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return (data,) + tuple(args), dict(kwargs)
 
 
-def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict) -> dict:
+def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict, models: tuple = ()) -> dict:
     """``objective.init_params`` compiled once per objective (an eager run of a network-sized
     program costs more than many optimisation steps); eager when the program cannot be traced."""
-    f = PROGRAMS.get(objective, ("vi.init_params",), lambda: eqx.filter_jit(lambda k, a, kw: objective.init_params(k, *a, **kw)))
+    f = PROGRAMS.get(objective, ("vi.init_params",),
+                     lambda: eqx.filter_jit(lambda k, a, kw: objective.init_params(k, *thaw(a), **thaw(kw))))
     try:
         return dict(f(key, args, kwargs))
     except VIError:
         raise
-    except Exception:  # e.g. a program that needs concrete values while initialising
+    except Exception as e:  # e.g. a program that needs concrete values while initialising
+        if retry_concretely(e, models, (args, kwargs), False):  # issue 17: its NumPy data concrete
+            try:
+                return dict(f(key, *freeze((args, kwargs))))
+            except VIError:
+                raise
+            except Exception:  # noqa: BLE001 - eager below
+                pass
+        args, kwargs = thaw((args, kwargs))
         return objective.init_params(key, *args, **kwargs)
 
 
@@ -242,6 +252,8 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
 
     def build():
         def run_chunk(u, st, k, t0, n_end, args, kwargs):
+            args, kwargs = thaw((args, kwargs))  # concrete NumPy arguments as the user gave them
+
             def loss(u, k):
                 s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
                 return -s, v
@@ -354,10 +366,15 @@ def fit(
     if strategies:
         objective = _with_strategies(objective, strategies)
     args, kwargs = _args_from(data, args, kwargs)
+    # issue 17: NumPy data traced unless the model's body needs it concrete (inference._run.concrete)
+    parts = [getattr(objective, p, None) for p in ("model", "guide")]
     on = progress_default() if progress is None else bool(progress)
     k_init, k_run = jax.random.split(key)
     with gc_paused():
-        uparams = _init_params(objective, k_init, args, kwargs)
+        uparams = _init_params(objective, k_init, *(freeze((args, kwargs)) if remembered(*parts) else (args, kwargs)),
+                               models=tuple(parts))
+    concrete = remembered(*parts)  # (found while initialising, or by an earlier run)
+    call = {"args": freeze((args, kwargs)) if concrete else (args, kwargs)}
     if init_params:
         unknown = [k for k in init_params if k not in uparams]
         if unknown:
@@ -379,8 +396,14 @@ def fit(
         u, st = carry
         if t0 == 0:  # the first call traces and compiles (unless cached)
             with gc_paused():
-                return run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
-        return run_chunk(u, st, k_run, np.int32(t0), n_end, args, kwargs)
+                try:
+                    return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
+                except Exception as e:  # noqa: BLE001 - re-raised unless the body needs concrete NumPy data
+                    if not retry_concretely(e, parts, (args, kwargs), concrete):
+                        raise
+                call["args"] = freeze((args, kwargs))
+                return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
+        return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
 
     def collect(vals, t0, m):
         history.append(np.asarray(vals)[:m])

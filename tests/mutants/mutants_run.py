@@ -44,3 +44,37 @@ MUTANTS = [
         area="other",
     ),
 ]
+
+# --- issue 17 follow-up (engineer f17): the one concreteness rule (inference/_run/concrete.py) ---
+HABITS = "tests/test_numpyro_habits.py"
+MUTANTS += [
+    Mutant(
+        id="run/concrete-key-ignores-contents",
+        file="inference/_run/concrete.py",
+        find="        self._key = (value.shape, value.dtype.str, digest)",
+        replace="        self._key = (value.shape, value.dtype.str)",
+        tests=(f"{HABITS}::test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it",),
+        description="Concrete NumPy data is keyed by shape only: new data of the same shape reuses the program "
+                    "compiled with the old values.",
+        area="other",
+    ),
+    Mutant(
+        id="run/concrete-only-jax-errors",
+        file="inference/_run/concrete.py",
+        find='    return isinstance(e, ppl.PPLError) and ("Tracer" in str(e) or "traced value" in str(e))',
+        replace="    return False",
+        tests=(f"{HABITS}::test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it",),
+        description="Only JAX's own concretisation errors count as 'the body needs concrete data': the model's "
+                    "ModelError about a traced value in Python control flow (int(np.max(x))) is not retried.",
+        area="other",
+    ),
+    Mutant(
+        id="run/load-forgets-concrete-numpy",
+        file="inference/mcmc/_store.py",
+        find="    if given != meta[\"args\"] and has_numpy((tuple(args), dict(kwargs))):",
+        replace="    if False:",
+        tests=(f"{HABITS}::test_mcmc_load_of_a_run_whose_model_needed_numpy_data_concrete",),
+        description="mcmc.load in a fresh process traces the NumPy data the saved run kept concrete.",
+        area="other",
+    ),
+]
