@@ -304,5 +304,115 @@ def test_vi_nan_objective_names_the_guide_site_with_the_wrong_support():
     def guide(y):
         ppl.sample("sigma", dist.Normal(ppl.param("loc", 0.0), 1.0))
 
-    with pytest.warns(RuntimeWarning, match=r"non-finite.*guide's site 'sigma' has support Real\(\) but the model's has Positive"):
+    with pytest.warns(ppl.InferenceWarning, match=r"not finite.*guide's site 'sigma' has support Real\(\) but the model's has Positive"):
         vi.fit(KEY, vi.elbo(model, guide), optax.adam(0.05), num_steps=20, data=jnp.array([0.3, -1.0]), progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. (f18) the same policy in resample-move SMC, particle MCMC and VI (fit, Laplace, Pathfinder)
+
+
+@ppl.model
+def capped(y):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    ppl.factor("cap", jnp.where(jnp.sum(y) > 10.0, -jnp.inf, 0.0))  # data summing above 10: impossible
+
+
+def test_resample_move_with_zero_likelihood_everywhere_raises_naming_the_stage():
+    with pytest.raises(ppl.InferenceFailure, match=r"smc.resample_move: failed: log Ẑ = -inf from stage 1 on") as info:
+        smc.resample_move(KEY, capped, [jnp.array([1.0, 0.0]), jnp.array([15.0])], 50)
+    assert info.value.health.status == "failed" and not np.isfinite(float(info.value.result.log_evidence))
+
+
+def test_resample_move_whose_population_collapses_is_degraded_and_warns():
+    with pytest.warns(ppl.InferenceWarning, match=r"smc.resample_move: degraded: the ESS fell to .* of 50 particles \(stage 1\)"):
+        res = smc.resample_move(KEY, sharp, [jnp.array([0.3]), jnp.array([0.31])], 50)
+    assert res.health.status == "degraded" and res.health.details["min_ess"] < 2
+
+
+def test_healthy_resample_move_is_ok_and_silent(no_inference_warning):
+    y = jnp.array([0.3, 1.1, -0.4])
+    res = smc.resample_move(KEY, normal_mean, [y[:2], y[2:]], 50)
+    assert res.health.status == "ok" and res.health.details["min_ess"] > 2
+
+
+@ppl.model
+def sigma_prior(ys):
+    ppl.sample("sigma", dist.LogNormal(0.0, 0.5))
+
+
+def test_pmmh_whose_chains_never_accept_raises():
+    # log Ẑ is −inf at every θ but the start: every chain stays at its first θ (R̂ and ESS of a
+    # constant chain are NaN, so the MCMC checks alone said "ok")
+    def log_ev(key, theta, ys):
+        return jnp.where(theta["sigma"] == 1.0, 0.0, -jnp.inf)
+
+    @ppl.model
+    def start_at_one(ys):
+        ppl.sample("sigma", dist.Delta(1.0))
+
+    pmmh = smc.PMMH(log_ev, proposal=None)
+    with pytest.raises(ppl.InferenceFailure, match=r"smc.PMMH: accepted in chain 0: 0.0%, chain 1: 0.0% of 30 draws: every chain is stuck"):
+        mcmc.sample(KEY, pmmh, sigma_prior, jnp.zeros(2), num_warmup=0, num_samples=30, num_chains=2, progress=False,
+                    init={"sigma": 1.0})
+
+
+def test_particle_gibbs_that_always_keeps_its_reference_is_failed_or_degraded():
+    pg = smc.ParticleGibbs(init=0.0, num_particles=2)
+    never = pg.run_health(type("R", (), {"info": {"kept_reference": np.ones((2, 30), bool)}})())
+    assert never[0] and "every chain is stuck" in never[0][0] and not never[1]
+    one = np.ones((2, 30), bool)
+    one[1, :5] = False  # chain 0 stuck, chain 1 renews its path 5 times in 30
+    some = pg.run_health(type("R", (), {"info": {"kept_reference": one}})())
+    assert not some[0] and "renewed its path in chain 0: 0.0%, chain 1: 16.7%" in some[1][0]
+
+
+def test_healthy_pmmh_passes_its_own_check():
+    def log_ev(key, theta, ys):
+        return jnp.sum(dist.Normal(0.0, theta["sigma"]).log_prob(ys))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.InferenceWarning)  # R̂/ESS of a 30-draw run: not what is tested
+        run = mcmc.sample(KEY, smc.PMMH(log_ev), sigma_prior, jnp.array([0.1, -0.3, 0.4]), num_warmup=0,
+                          num_samples=20, num_chains=2, progress=False)
+    assert not run.health.failed and np.all(run.health.details["accepted_share"] > 0.01)
+    assert not any("PMMH" in p for p in run.health.problems)
+
+
+def test_vi_fit_whose_parameters_diverge_raises():
+    @ppl.model
+    def m(x):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    @ppl.model
+    def g(x):
+        ppl.sample("mu", dist.Normal(ppl.param("loc", 0.0), 0.7))
+
+    with pytest.raises(ppl.InferenceFailure, match=r"vi.fit: failed: parameter 'loc' is not finite after the fit") as info:
+        vi.fit(KEY, vi.elbo(m, g), optax.sgd(1e38), 1.0, num_steps=20, progress=False)
+    assert info.value.health.details["non_finite_steps"] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ppl.InferenceWarning)
+        ok = vi.fit(KEY, vi.elbo(m, g), optax.adam(0.05), 1.0, num_steps=50, progress=False)
+    assert ok.health.status == "ok" and ok.health.details["non_finite_steps"] == 0
+
+
+@ppl.model
+def student5(df):
+    ppl.sample("x", dist.StudentT(df, 0.0, 1.0).expand([5]).to_event(1))
+
+
+def test_laplace_and_pathfinder_of_a_heavy_tailed_posterior_warn_with_pareto_k():
+    with pytest.warns(ppl.InferenceWarning, match=r"vi.laplace: degraded: Pareto k̂ = .* > 0.7"):
+        lap = vi.laplace(student5, 1.0)  # Cauchy: a Gaussian at the mode misses the tails
+    assert lap.health.status == "degraded" and lap.pareto_k > 0.7
+    with pytest.warns(ppl.InferenceWarning, match=r"vi.pathfinder: degraded: Pareto k̂ = .* > 0.7"):
+        pf = vi.pathfinder(KEY, student5, 1.0, num_paths=1)
+    assert pf.health.details["pareto_k"] == pf.pareto_k > 0.7
+
+
+def test_laplace_and_pathfinder_of_a_near_gaussian_posterior_are_ok_and_silent(no_inference_warning):
+    lap = vi.laplace(student5, 1e4)
+    assert lap.health.status == "ok" and lap.pareto_k < 0.7
+    assert vi.pathfinder(KEY, student5, 1e4, num_paths=1).health.status == "ok"

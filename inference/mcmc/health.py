@@ -104,6 +104,11 @@ def run_health(run: Any) -> Health:
             share = ", ".join(f"chain {c}: {int(k)} ({k / n:.0%})" for c, k in enumerate(counts))
             degraded.append(f"{int(counts.sum())} divergent transitions after warmup ({share}); "
                             "the draws may be biased (reparameterise, e.g. non-centred, or raise target_accept_prob)")
+    own = getattr(getattr(run, "_program", None), "kernel", None)
+    if hasattr(own, "run_health"):  # a kernel's own checks (particle MCMC: a stuck chain)
+        f, d, det = own.run_health(run)
+        failed, degraded = failed + list(f), degraded + list(d)
+        details.update(det)
     if not failed and n >= 4:
         from .diagnostics import ess_bulk, ess_tail, r_hat
 

@@ -94,3 +94,52 @@ def filter_health(res: Any) -> Health:
                         "a few particles (more particles, or a better proposal)")
     details = {"min_ess": min_ess, "num_particles": N, "log_evidence": float(np.asarray(res.log_evidence))}
     return Health("smc.particle_filter", tuple(failed), tuple(degraded), details)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 18 follow-up (f18): resample-move SMC and particle MCMC, by the same policy
+
+
+def resample_move_health(res: Any) -> Health:
+    """Health of a :class:`~inference.smc.ResampleMoveResult`: evidence finite (the first stage
+    where it was not is named) and the minimum ESS over the stages' reweightings."""
+    N = int(np.shape(np.asarray(res.particles.log_weights))[-1])
+    failed: list = []
+    degraded: list = []
+    h = np.asarray(res.log_evidence_history)
+    bad = ~np.isfinite(h)
+    _evidence("smc.resample_move", res.log_evidence, failed, f" from stage {int(np.argmax(bad))} on" if bad.any() else "")
+    ess = np.asarray(res.ess, dtype=float)
+    min_ess = float(np.nanmin(ess)) if ess.size and not np.all(np.isnan(ess)) else float("nan")
+    if not failed and min_ess < ess_floor(N):
+        degraded.append(f"the ESS fell to {min_ess:.3g} of {N} particles (stage {int(np.nanargmin(ess))}): the "
+                        "population collapsed onto a few particles (more particles, smaller batches or more moves)")
+    details = {"min_ess": min_ess, "num_particles": N, "log_evidence": float(np.asarray(res.log_evidence))}
+    return Health("smc.resample_move", tuple(failed), tuple(degraded), details)
+
+
+#: a particle-MCMC chain accepting (PMMH) or renewing its path (particle Gibbs) in less than
+#: this share of its steps is degraded; a chain that never did is stuck at its first state
+PMCMC_MIN_MOVE_SHARE = 0.01
+#: the stuck-chain check needs at least this many draws per chain
+PMCMC_MIN_DRAWS = 20
+
+
+def pmcmc_checks(who: str, moved: Any, what: str, remedy: str) -> tuple[tuple, tuple, dict]:
+    """``(failed, degraded, details)`` of particle-MCMC chains from ``moved`` (chains, draws):
+    whether each step moved the chain.  Every chain stuck (never moved in at least
+    :data:`PMCMC_MIN_DRAWS` draws) fails — every draw is the chain's first state; some chains
+    stuck, or a chain moving in less than :data:`PMCMC_MIN_MOVE_SHARE` of its steps, is degraded."""
+    moved = np.asarray(moved, dtype=bool)
+    if moved.ndim != 2 or moved.shape[1] < PMCMC_MIN_DRAWS:
+        return (), (), {}
+    share = moved.mean(axis=1)
+    details = {f"{what}_share": share}
+    stuck = [int(c) for c in np.nonzero(share == 0)[0]]
+    shares = ", ".join(f"chain {c}: {s:.1%}" for c, s in enumerate(share))
+    msg = f"{who}: {what} in {shares} of {moved.shape[1]} draws"
+    if len(stuck) == moved.shape[0]:
+        return (f"{msg}: every chain is stuck at its first state, so every draw is the same point ({remedy})",), (), details
+    if stuck or share.min() < PMCMC_MIN_MOVE_SHARE:
+        return (), (f"{msg}: the chain(s) barely move ({remedy})",), details
+    return (), (), details

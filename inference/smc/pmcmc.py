@@ -138,6 +138,16 @@ class PMMH(Kernel):
     def bind(self, model, args=(), kwargs=None, num_warmup=0):
         return _BoundPMMH(self, model, args, kwargs)
 
+    def run_health(self, run: Any) -> tuple:
+        """``(failed, degraded, details)`` of an ``mcmc.sample`` run of this kernel (issue 18,
+        :func:`inference.smc.health.pmcmc_checks`): a chain that accepts no proposal is stuck at
+        its first θ (every proposal's log Ẑ is −inf, or the estimate is far too noisy)."""
+        from .health import pmcmc_checks
+
+        return pmcmc_checks("smc.PMMH", run.info.get("accepted", np.zeros((0, 0))), "accepted",
+                            "the log Ẑ estimate is −inf or too noisy at the proposals: more particles, "
+                            "a better proposal or a smaller proposal step")
+
 
 class _BoundPMMH(BoundBase):
     def __init__(self, kernel: PMMH, model: Any, args: tuple, kwargs: dict | None):
@@ -420,6 +430,17 @@ class ParticleGibbs(Kernel):
 
     def bind(self, model, args=(), kwargs=None, num_warmup=0):
         return _BoundPG(self, model, args, kwargs)
+
+    def run_health(self, run: Any) -> tuple:
+        """``(failed, degraded, details)`` of an ``mcmc.sample`` run of this kernel (issue 18,
+        :func:`inference.smc.health.pmcmc_checks`): a chain whose sweeps always pick the
+        reference trajectory never renews its path."""
+        from .health import pmcmc_checks
+
+        kept = run.info.get("kept_reference")
+        moved = np.zeros((0, 0)) if kept is None else ~np.asarray(kept, dtype=bool)
+        return pmcmc_checks("smc.ParticleGibbs", moved, "renewed its path",
+                            "path degeneracy: more particles, or ancestor_sampling=True")
 
     def __hash__(self):  # the initial carry may be an array
         return hash((id(self.init), self.num_particles, self.name, self.ancestor_sampling, id(self.init_args)))

@@ -28,6 +28,7 @@ import ppl
 from ppl.checks import validate, whole_number
 from ppl.errors import ArgumentError
 from inference._calling import is_algorithm, reject_unknown
+from inference._health import checkable, enforce
 from inference._result import WeightedDraws
 
 from . import blocks
@@ -47,6 +48,7 @@ class ResampleMoveResult(WeightedDraws, eqx.Module):
         log_evidence_history: (K,) log Ẑ after each stage (estimates of p(y_{1:k})).
         ess: (K,) ESS after each stage's reweighting (before resampling).
         acceptance: (K,) mean acceptance probability of each stage's rejuvenation (NaN if none).
+        health: (property) what the checks found: :func:`inference.smc.health.resample_move_health`.
     """
 
     particles: Particles
@@ -54,6 +56,13 @@ class ResampleMoveResult(WeightedDraws, eqx.Module):
     log_evidence_history: jax.Array
     ess: jax.Array
     acceptance: jax.Array
+
+    @property
+    def health(self) -> Any:
+        """The result's :class:`~inference._health.Health` (evidence finite, minimum ESS; issue 18)."""
+        from .health import resample_move_health
+
+        return resample_move_health(self)
 
     def _draws(self) -> dict:
         return dict(self.particles.states.latent)
@@ -161,4 +170,5 @@ def resample_move(
                 acc = jnp.mean(info["accept_prob"])
         accs.append(acc)
         hist.append(p.log_evidence)
-    return ResampleMoveResult(p, p.log_evidence, jnp.stack(hist), jnp.stack(esss), jnp.stack(accs))
+    res = ResampleMoveResult(p, p.log_evidence, jnp.stack(hist), jnp.stack(esss), jnp.stack(accs))
+    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn

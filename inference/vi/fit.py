@@ -26,6 +26,7 @@ from ppl.checks import support_mismatch, validate
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options, model_keywords
+from .._health import enforce
 from .._result import to_inference_data
 from ppl.config import gc_paused
 
@@ -56,6 +57,9 @@ class VIResult:
         guide: the guide of the objective (``objective.guide``), used by :meth:`sample`.
         pareto_k: PSIS k̂ of the fitted guide's importance weights (computed when first read;
             :meth:`psis_diagnostic` for another key or number of draws).
+        health: what the checks found when ``fit`` returned (:func:`fit_health`; issue 18):
+            failed (:class:`ppl.InferenceFailure` raised) when a fitted parameter is not finite,
+            degraded (:class:`ppl.InferenceWarning`) when the objective was not finite at some step.
 
     Example:
         >>> @ppl.model
@@ -82,6 +86,7 @@ class VIResult:
     guide: Any = field(default=None, repr=False)
     args: tuple = field(default=(), repr=False)
     kwargs: dict = field(default_factory=dict, repr=False)
+    health: Any = field(default=None, repr=False)
 
     @property
     def draws(self) -> dict:
@@ -283,6 +288,36 @@ def _why_non_finite(objective: Objective, guide: Any, uparams: Any, args: tuple,
     return hint or "check the guide's initial scale and the learning rate"
 
 
+def fit_health(history: Any, params: Mapping[str, Any], why: str = "") -> Any:
+    """The :class:`~inference._health.Health` of a fit (the library's one policy, issue 18):
+    **failed** when a fitted parameter is not finite (nothing usable: the optimiser diverged);
+    **degraded** when the objective's estimate was not finite at some step though the
+    parameters are (``why`` says what is suspected, e.g. the guide site whose support is wrong).
+    ``details``: ``non_finite_steps`` and ``first_non_finite_step``.
+
+    Example:
+        >>> fit_health(np.array([-3.0, np.nan, -2.0]), {"loc": 0.1}).status
+        'degraded'
+        >>> fit_health(np.array([-3.0, -2.0]), {"loc": np.nan}).status
+        'failed'
+    """
+    from .._health import Health
+
+    hist = np.asarray(history, dtype=float)
+    bad = ~np.isfinite(hist)
+    details = {"non_finite_steps": int(bad.sum()), "first_non_finite_step": int(np.argmax(bad)) if bad.any() else None}
+    why = f"; {why}" if why else ""
+    failed = [f"parameter {k!r} is not finite after the fit" for k, v in params.items()
+              if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(v))]
+    if failed:
+        failed[-1] += f" (the optimiser diverged{why})"
+    degraded = []
+    if bad.any() and not failed:
+        degraded.append(f"the objective was not finite at {int(bad.sum())} of {hist.size} steps, first at step "
+                        f"{details['first_non_finite_step']}{why}")
+    return Health("vi.fit", tuple(failed), tuple(degraded), details)
+
+
 def fit(
     key: Any,
     objective: Objective,
@@ -430,14 +465,14 @@ def fit(
     finally:
         display.close()
     hist = np.concatenate(history) if history else np.zeros((0,))
-    if not np.all(np.isfinite(hist)):
-        bad = int(np.argmax(~np.isfinite(hist)))
+    params = objective.constrain(uparams)
+    why = ""
+    if not np.all(np.isfinite(hist)) or not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         why = _why_non_finite(objective, guide, uparams, args, kwargs)  # issue 18: name the site when it is the guide's support
-        warnings.warn(f"vi.fit: the objective became non-finite at step {bad}; {why}.", RuntimeWarning, stacklevel=2)
     if interrupted:
         warnings.warn(f"vi.fit: interrupted; returning the parameters after {done} of {num_steps} steps.", stacklevel=2)
-    return VIResult(
-        params=objective.constrain(uparams),
+    res = VIResult(
+        params=params,
         uparams=uparams,
         history=hist,
         num_steps=done,
@@ -447,4 +482,6 @@ def fit(
         guide=guide,
         args=args,
         kwargs=kwargs,
+        health=fit_health(hist, params, why),
     )
+    return res if interrupted else enforce(res.health, res)  # issue 18: raise or warn (one policy)

@@ -28,12 +28,41 @@ from ppl.errors import ModelError
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options
+from .._health import enforce
+from .psis import pareto_k
 from .._result import to_inference_data
 from .guides import auto_multivariate_normal
 from .mode import _log_density_fn
 from .mode import map as _map
 
 __all__ = ["laplace", "LaplaceResult", "GaussianDraws"]
+
+
+#: a Gaussian approximation (Laplace, Pathfinder) whose importance weights p/q have a Pareto k̂
+#: above this misses posterior mass: its health is degraded (Vehtari et al. 2024: above 0.7 the
+#: importance-sampling estimates are unreliable)
+PARETO_K_MAX = 0.7
+#: draws (fixed key ``jax.random.key(0)``) for the k̂ of a Laplace approximation
+LAPLACE_PSIS_DRAWS = 1000
+
+
+def approximation_health(who: str, khat: float, degraded: tuple = (), details: dict | None = None) -> Any:
+    """The :class:`~inference._health.Health` of a Gaussian approximation (the library's one
+    policy, issue 18): degraded when its Pareto k̂ exceeds :data:`PARETO_K_MAX` (or is not a
+    number), and by the caller's ``degraded`` sentences.
+
+    Example:
+        >>> approximation_health("vi.laplace", 0.2).status, approximation_health("vi.laplace", 0.9).status
+        ('ok', 'degraded')
+    """
+    from .._health import Health
+
+    khat = float(khat)
+    problems = list(degraded)
+    if not khat <= PARETO_K_MAX:
+        problems.append(f"Pareto k̂ = {khat:.3g} > {PARETO_K_MAX}: the Gaussian approximation misses posterior mass "
+                        "(its draws and expectations are unreliable; MCMC, or importance resampling with more draws)")
+    return Health(who, (), tuple(problems), {"pareto_k": khat, **(details or {})})
 
 
 class GaussianDraws:
@@ -100,6 +129,9 @@ class LaplaceResult(GaussianDraws):
         mode: the :class:`vi.MAPResult` of the optimisation.
         guide, params: the fitted full-rank autoguide and its parameters (module docstring).
         view: the model's :class:`ppl.UnconstrainedView`.
+        pareto_k: PSIS k̂ of p/q over :data:`LAPLACE_PSIS_DRAWS` draws of the Gaussian (key 0).
+        health: :func:`approximation_health` (issue 18): degraded, with a
+            :class:`ppl.InferenceWarning`, when k̂ > :data:`PARETO_K_MAX`.
     """
 
     loc: Any
@@ -110,12 +142,14 @@ class LaplaceResult(GaussianDraws):
     guide: Any = field(repr=False)
     params: dict = field(repr=False)
     view: Any = field(repr=False)
+    pareto_k: float = float("nan")
+    health: Any = field(default=None, repr=False)
 
     @property
     def info(self) -> dict:
-        """``log_density``, ``log_evidence`` and the optimiser's ``converged``/``num_steps``."""
+        """``log_density``, ``log_evidence``, the optimiser's ``converged``/``num_steps`` and ``pareto_k``."""
         return {"log_density": self.log_density, "log_evidence": self.log_evidence,
-                "converged": self.mode.converged, "num_steps": self.mode.num_steps}
+                "converged": self.mode.converged, "num_steps": self.mode.num_steps, "pareto_k": self.pareto_k}
 
 
 def laplace(model: Any, *args: Any, init: Any = "median", max_steps: int = 500, gtol: float = 1e-6,
@@ -163,5 +197,11 @@ def laplace(model: Any, *args: Any, init: Any = "median", max_steps: int = 500, 
     log_z = float(hess[0](u)[0]) + 0.5 * d * np.log(2 * np.pi) - float(jnp.sum(jnp.log(jnp.diag(Lp))))
     guide = auto_multivariate_normal(model, *args, init=view.to_constrained(u), init_scale_tril=L, **kwargs)
     params = {"auto/loc": u, "auto/scale_tril": L}
-    return LaplaceResult(loc=u, scale_tril=L, log_density=float(hess[0](u)[0]), log_evidence=float(log_z),
-                         mode=mode, guide=guide, params=params, view=view)
+    # issue 18: the approximation's health, its Pareto k̂ (draws u = u* + L z, log q(u) exact)
+    z = jax.random.normal(jax.random.key(0), (LAPLACE_PSIS_DRAWS, d), dtype=L.dtype)
+    log_q = -0.5 * jnp.sum(z * z, -1) - jnp.sum(jnp.log(jnp.diag(L))) - 0.5 * d * np.log(2 * np.pi)
+    khat = pareto_k(jax.jit(jax.vmap(f))(u + z @ L.T) - log_q)
+    health = approximation_health("vi.laplace", khat, details={"converged": bool(mode.converged)})
+    res = LaplaceResult(loc=u, scale_tril=L, log_density=float(hess[0](u)[0]), log_evidence=float(log_z),
+                        mode=mode, guide=guide, params=params, view=view, pareto_k=khat, health=health)
+    return enforce(health, res)

@@ -43,6 +43,8 @@ from .._calling import check_option_clash, given_options
 from .._result import resample_draws, to_inference_data
 from .mode import _init_flat, _lbfgs_path, _log_density_fn
 from .psis import pareto_k
+from .._health import enforce
+from .laplace import approximation_health
 
 __all__ = ["pathfinder", "PathfinderResult", "lbfgs_inverse_hessians"]
 
@@ -141,6 +143,8 @@ class PathfinderResult:
         num_grad_evals: log-density-and-gradient evaluations of the L-BFGS climbs (all paths);
             ``num_density_evals``: log-density evaluations for the ELBOs and the weights.
         view: the model's :class:`ppl.UnconstrainedView`.
+        health: (property) :func:`inference.vi.laplace.approximation_health` of ``pareto_k``
+            (issue 18): degraded, with a :class:`ppl.InferenceWarning`, when k̂ > 0.7.
     """
 
     draws: dict
@@ -153,6 +157,11 @@ class PathfinderResult:
     num_grad_evals: int
     num_density_evals: int
     view: Any = field(repr=False)
+
+    @property
+    def health(self) -> Any:
+        """The result's :class:`~inference._health.Health`: its Pareto k̂ (issue 18)."""
+        return approximation_health("vi.pathfinder", self.pareto_k)
 
     @property
     def point(self) -> dict:
@@ -258,6 +267,7 @@ def pathfinder(
     u_pick = resample_draws(k_pick, {"u": u_all}, lw_all, M)["u"]
     draws = jax.jit(jax.vmap(view.to_constrained))(u_pick)
     n_path = (S + 1) * K + M  # per path: the ELBO draws of every iterate and the final draws
-    return PathfinderResult(draws=draws, u_draws=u_all, log_weights=lw_all, loc=means[best], scale_tril=Ls[best],
-                            elbo=elbos, pareto_k=khat, num_grad_evals=int(jnp.sum(evals)),
-                            num_density_evals=int(P * n_path), view=view)
+    res = PathfinderResult(draws=draws, u_draws=u_all, log_weights=lw_all, loc=means[best], scale_tril=Ls[best],
+                           elbo=elbos, pareto_k=khat, num_grad_evals=int(jnp.sum(evals)),
+                           num_density_evals=int(P * n_path), view=view)
+    return enforce(res.health, res)  # issue 18: warn when k̂ > 0.7 (one policy)

@@ -23,6 +23,8 @@ def pareto_k(log_weights: Any) -> float:
         >>> lw = jax.random.normal(jax.random.key(0), (2000,)) * 0.1   # nearly equal weights
         >>> vi.pareto_k(lw) < 0.5
         True
+        >>> vi.pareto_k(jnp.full(100, -2.7))   # equal weights: the proposal is the target
+        -inf
     """
     from numpyro.infer.importance import _psis_khat  # NumPyro's estimator (Vehtari et al. 2024)
 
@@ -32,6 +34,9 @@ def pareto_k(log_weights: Any) -> float:
     lw = lw[np.isfinite(lw)]
     if lw.size < 10:
         return float("inf")
+    if np.ptp(lw) <= 1e-10 * max(1.0, float(np.max(np.abs(lw)))):  # equal weights (to rounding): q is p
+        # (a Gaussian fit of a Gaussian posterior): there is no tail to fit, NumPyro's fit gives inf
+        return float("-inf")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(_psis_khat(lw))

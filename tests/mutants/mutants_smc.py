@@ -277,3 +277,17 @@ MUTANTS += [
         area="other",
     ),
 ]
+
+# --- issue 18 follow-up (engineer f18): the health of particle MCMC -----------------------------
+MUTANTS += [
+    Mutant(
+        id="smc/pmcmc-stuck-chains-only-degraded",
+        file="inference/smc/health.py",
+        find="    if len(stuck) == moved.shape[0]:",
+        replace="    if len(stuck) > moved.shape[0]:",
+        tests=("tests/test_no_silent.py::test_pmmh_whose_chains_never_accept_raises",),
+        description="A particle-MCMC run whose every chain is stuck at its first state is only degraded: "
+                    "the constant draws are returned as a posterior with a warning.",
+        area="other",
+    ),
+]

@@ -147,3 +147,27 @@ MUTANTS = [
         area="other",
     ),
 ]
+
+# --- issue 18 follow-up (engineer f18): the health of VI results ---------------------------------
+MUTANTS += [
+    Mutant(
+        id="vi/fit-health-needs-every-step-non-finite",
+        file="inference/vi/fit.py",
+        find="    if bad.any() and not failed:",
+        replace="    if bad.all() and not failed:",
+        tests=("tests/test_no_silent.py::test_vi_nan_objective_names_the_guide_site_with_the_wrong_support",),
+        description="vi.fit reports a non-finite objective only when every step was non-finite: a guide that "
+                    "draws outside the model's support half the time passes silently.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/laplace-khat-wrong-log-q",
+        file="inference/vi/laplace.py",
+        find="    log_q = -0.5 * jnp.sum(z * z, -1)",
+        replace="    log_q = -1.0 * jnp.sum(z * z, -1)",
+        tests=("tests/test_no_silent.py::test_laplace_and_pathfinder_of_a_near_gaussian_posterior_are_ok_and_silent",),
+        description="The Laplace k-hat uses a log q twice as steep as the Gaussian's: the importance weights "
+                    "grow like exp(z^2/2) and a good approximation is reported as degraded.",
+        area="other",
+    ),
+]
