@@ -136,8 +136,8 @@ MUTANTS += [
     Mutant(
         id="mcmc/health-runaway-needs-inf",
         file="inference/mcmc/health.py",
-        find="    bad = ~np.isfinite(v) | (np.abs(v) >= limit)",
-        replace="    bad = ~np.isfinite(v)",
+        find="        bad = ~np.isfinite(block) | (np.abs(block) >= limit)",
+        replace="        bad = ~np.isfinite(block)",
         tests=("tests/test_no_silent.py::test_improper_posterior_is_detected_and_named",),
         description="Only non-finite draws count as runaway: draws at +-3.4e38 from an improper posterior pass.",
         area="diagnostic",
