@@ -43,8 +43,7 @@ import numpy as np
 
 from .errors import ArgumentError, ModelError, ParameterError
 
-__all__ = ["validate", "whole_number", "check_observation_plates", "exact_zeros", "parameter_error", "list_argument_error",
-           "support_mismatch"]
+__all__ = ["validate", "whole_number", "check_observation_plates", "exact_zeros", "parameter_error", "list_argument_error"]
 
 _NO_KEY = object()
 
@@ -223,33 +222,3 @@ def list_argument_error(e: BaseException, fn: Any, args: tuple, kwargs: dict) ->
         f"{type(a).__name__} ({shown}), and the model failed on it ({type(e).__name__}: {text}); pass an "
         f"array instead, e.g. jnp.asarray({n})."
     )
-
-
-def support_mismatch(model: Any, guide: Any, params: dict, args: tuple = (), kwargs: dict | None = None) -> str | None:
-    """A sentence naming the first latent site whose distribution in ``guide`` (with its
-    ``ppl.param`` sites set to ``params``) has another support than in ``model`` (a Normal guide
-    for a positive site: its draws leave the model's support and the objective becomes NaN), or
-    ``None``.  Both are run once, eagerly, with a fixed key (the model from its prior); a model
-    or guide that cannot be run so gives ``None``."""
-    import jax
-
-    from . import handlers
-
-    kwargs = dict(kwargs or {})
-    try:
-        with handlers.trace() as g_sites:
-            handlers.seed(handlers.substitute(guide, dict(params)), jax.random.key(0))(*args, **kwargs)
-        with handlers.trace() as m_sites:  # the model's own draws: a guide's value may lie outside its support
-            handlers.seed(model, jax.random.key(0))(*args, **kwargs)
-    except Exception:  # a diagnosis only: never an error of its own
-        return None
-    for name, s in g_sites.items():
-        m = m_sites.get(name)
-        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample":
-            continue
-        gs, ms = s["fn"].support, m["fn"].support
-        if type(gs) is not type(ms) or repr(gs) != repr(ms):
-            return (f"the guide's site {name!r} has support {gs} but the model's has {ms}: the guide draws "
-                    f"values the model cannot score (use a guide with the model's support, e.g. "
-                    f"dist.LogNormal for a positive site, or an automatic guide)")
-    return None

@@ -50,8 +50,9 @@ class _State(threading.local):
         self.stack: list[Messenger] = []
         # incremented whenever a branch is taken eagerly (the address set then depends on data)
         self.dynamic_structure: int = 0
-        # the guard this thread put on NumPyro's handler stack while a ppl handler is active
-        self.numpyro_guard: Any = None
+        # the guards this thread put on NumPyro's handler stack while a ppl handler is active: a
+        # stack, since code that swaps in a fresh handler stack (ppl.reparam's pre-pass) nests them
+        self.numpyro_guards: list = []
 
 
 _STATE = _State()
@@ -267,16 +268,17 @@ _NumPyroGuard: Any = None
 
 def _numpyro_guard_on() -> None:
     guard = _numpyro_guard_cls()()
-    _STATE.numpyro_guard = guard
+    _STATE.numpyro_guards.append(guard)
     _numpyro_stack().append(guard)
 
 
 def _numpyro_guard_off() -> None:
-    guard = getattr(_STATE, "numpyro_guard", None)
-    _STATE.numpyro_guard = None
+    if not _STATE.numpyro_guards:
+        return
+    guard = _STATE.numpyro_guards.pop()
     stack = _numpyro_stack()
-    if guard is not None and guard in stack:
-        stack.remove(guard)
+    if guard in stack:  # by identity (NumPyro's own exit may already have popped it)
+        stack[:] = [h for h in stack if h is not guard]
 
 
 def _refuse_numpyro_handlers(msg: Message) -> None:

@@ -145,13 +145,14 @@ class _ReparamMessenger(Messenger):
 
     def __enter__(self) -> "Messenger":
         self._names, self._seen = set(), set()
+        self._dyn0 = core._STATE.dynamic_structure  # a counter: compare, never test against 0
         return super().__enter__()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         super().__exit__(exc_type, exc, tb)
         if exc_type is None and isinstance(self.config, Mapping):
             missing = [k for k in self.config if k not in self._seen and self.config[k] is not None]
-            if missing and core._STATE.dynamic_structure == 0:
+            if missing and core._STATE.dynamic_structure == self._dyn0:
                 k = missing[0]
                 raise ModelError(
                     f"ppl.reparam was given site {k!r}, which the model does not have as a sample "

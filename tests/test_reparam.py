@@ -278,3 +278,34 @@ def test_planted_twin_reparam_without_loc_fails_the_reference():
     run = _nuts(ppl.reparam(eight_schools_centred, {"theta": DropLoc(0)}), warmup=200, draws=300)
     z = _mean_z(run)
     assert max(abs(v) for v in z.values()) > Z_MEAN, z
+
+
+def test_reparam_leaves_no_guard_behind_and_numpyro_still_runs_alone():
+    """ppl.reparam(model, "auto") runs a pre-pass with a fresh handler stack inside the model's
+    run; the guard that refuses NumPyro primitives inside ppl models must come off NumPyro's stack
+    afterwards, or a plain NumPyro model run later in the process is refused (seen in the suite)."""
+    import numpyro
+    import numpyro.distributions as nd
+    from numpyro import handlers as nh
+    from numpyro import primitives
+
+    ppl.reparam(_hier(), "auto").simulate(jax.random.key(0))
+    assert primitives._PYRO_STACK == []
+
+    def plain():
+        numpyro.sample("a", nd.Normal(0.0, 1.0))
+
+    tr = nh.trace(nh.seed(plain, 0)).get_trace()
+    assert "a" in tr
+
+
+def test_unknown_site_is_named_after_an_eager_branch_elsewhere():
+    """The check of unknown reparam addresses compares the eager-branch counter with its value at
+    entry (it is a process-wide counter, not a flag)."""
+    @ppl.model
+    def branchy():
+        return ppl.switch(1, [lambda: ppl.sample("a", dist.Normal(0.0, 1.0)), lambda: ppl.sample("b", dist.Normal(0.0, 1.0))])
+
+    branchy.simulate(jax.random.key(0))  # takes a branch eagerly: the counter moves
+    with pytest.raises(ModelError, match="'xx'.*did you mean 'x'"):
+        ppl.reparam(_hier(), {"xx": LocScaleReparam(0)}).simulate(jax.random.key(0))

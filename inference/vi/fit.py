@@ -22,7 +22,8 @@ import numpy as np
 
 import ppl
 from ppl.errors import ArgumentError
-from ppl.checks import support_mismatch, validate
+from ppl import handlers as _handlers
+from ppl.checks import validate
 from ppl.handlers import check_key
 
 from .._calling import check_option_clash, given_options, model_keywords
@@ -485,3 +486,31 @@ def fit(
         health=fit_health(hist, params, why),
     )
     return res if interrupted else enforce(res.health, res)  # issue 18: raise or warn (one policy)
+
+
+# a diagnosis of non-finite objectives (issue 18); here, not in ppl.checks: it runs models through
+# ppl.handlers, which ppl.core (and so ppl.checks) must not import
+def support_mismatch(model: Any, guide: Any, params: dict, args: tuple = (), kwargs: dict | None = None) -> str | None:
+    """A sentence naming the first latent site whose distribution in ``guide`` (with its
+    ``ppl.param`` sites set to ``params``) has another support than in ``model`` (a Normal guide
+    for a positive site: its draws leave the model's support and the objective becomes NaN), or
+    ``None``.  Both are run once, eagerly, with a fixed key (the model from its prior); a model
+    or guide that cannot be run so gives ``None``."""
+    kwargs = dict(kwargs or {})
+    try:
+        with _handlers.trace() as g_sites:
+            _handlers.seed(_handlers.substitute(guide, dict(params)), jax.random.key(0))(*args, **kwargs)
+        with _handlers.trace() as m_sites:  # the model's own draws: a guide's value may lie outside its support
+            _handlers.seed(model, jax.random.key(0))(*args, **kwargs)
+    except Exception:  # a diagnosis only: never an error of its own
+        return None
+    for name, s in g_sites.items():
+        m = m_sites.get(name)
+        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample":
+            continue
+        gs, ms = s["fn"].support, m["fn"].support
+        if type(gs) is not type(ms) or repr(gs) != repr(ms):
+            return (f"the guide's site {name!r} has support {gs} but the model's has {ms}: the guide draws "
+                    f"values the model cannot score (use a guide with the model's support, e.g. "
+                    f"dist.LogNormal for a positive site, or an automatic guide)")
+    return None
