@@ -251,3 +251,11 @@ def test_an_observation_broadcasting_a_batch_dim_of_the_distribution_inside_a_pl
     data (3, 8) would count the likelihood three times."""
     with pytest.raises(ppl.ModelError, match=r"site 'y' has shape \(3, 8\).*'p0' \(size 8, dim -1\).*\(1, 8\).*\(3, 8\)"):
         _plated([8], (1,)).log_density({}, jnp.zeros((3, 8)))
+
+
+def test_resample_move_with_a_gradient_kernel_says_which_kernels_move_traces():
+    # used to fail deep inside with "'TraceState' object has no attribute 'params'"
+    with pytest.raises(ppl.errors.ArgumentError, match=r"kernel=RWM\(\.\.\.\) is a gradient kernel.*mcmc\.Regenerate"):
+        smc.resample_move(KEY, normal_mean, [Y[:2], Y[2:]], 20, kernel=mcmc.RWM())
+    with pytest.raises(ppl.errors.ArgumentError, match=r"kernel=NUTS"):
+        smc.resample_move(KEY, mcmc.NUTS(), normal_mean, [Y[:2], Y[2:]], 20)

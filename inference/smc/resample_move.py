@@ -143,6 +143,7 @@ def resample_move(
     if is_algorithm(model):  # the conventional order: (key, kernel, model, data_batches, num_particles)
         kernel, model, data_batches, num_particles = model, data_batches, num_particles, kernel
     validate("resample_move", key)  # issue 18: the one check of keys and counts
+    _check_trace_kernel(kernel)
     whole_number("resample_move", "num_particles", num_particles, 1)
     m = ppl.as_model(model)
     kwargs = dict(kwargs or {})
@@ -172,3 +173,19 @@ def resample_move(
         hist.append(p.log_evidence)
     res = ResampleMoveResult(p, p.log_evidence, jnp.stack(hist), jnp.stack(esss), jnp.stack(accs))
     return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
+
+
+def _check_trace_kernel(kernel: Any) -> None:
+    """Resample-move moves *trace* particles; a gradient kernel (RWM, MALA, HMC, NUTS) steps a
+    chain on the unconstrained vector and has no trace to move (it used to fail deep inside with
+    an AttributeError).  Refuse it by name and say what works."""
+    from inference.mcmc.gradient import _GradientKernel
+
+    if isinstance(kernel, _GradientKernel):
+        raise ArgumentError(
+            f"smc.resample_move: kernel={type(kernel).__name__}(...) is a gradient kernel on the "
+            "unconstrained vector; resample-move moves trace particles and needs a trace kernel: "
+            "mcmc.Regenerate(site), mcmc.MH(proposal), mcmc.Gibbs(site) or a cycle of them. For "
+            "gradient moves on a static model use smc.tempered_smc(key, kernel, model, *args)."
+        )
+
