@@ -34,6 +34,8 @@ import math
 from collections import defaultdict
 
 import equinox as eqx
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -363,3 +365,14 @@ def test_particle_gibbs_runs_under_jit():
     bound = pgas.bind(HMM0, (jnp.array([0, 1, 1, 0]),))
     s3, _ = jax.jit(bound.step)(jax.random.key(2), s2)
     assert s3.path["hmm/s"].shape == (4,) and bool(jnp.isfinite(bound.log_density(s3)))
+
+
+def test_particle_gibbs_init_does_not_warn_about_its_starting_filter():
+    # the starting path comes from one particle filter; with 2 particles over 36 steps its ESS
+    # falls low, which said "degraded" on every init though the chain's health is judged later
+    ys = jnp.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1] * 3)
+    pg = smc.ParticleGibbs(init=jnp.asarray(-1), num_particles=2, name="hmm").bind(HMM0, (ys,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ppl.InferenceWarning)
+        state = pg.init(jax.random.key(3))
+    assert all(jnp.shape(v)[0] == 36 for v in state.path.values())

@@ -56,6 +56,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import equinox as eqx
@@ -68,7 +69,7 @@ import ppl
 from inference.mcmc import BoundBase, Kernel, metropolis_accept
 from ppl import randomness
 from ppl.core import is_concrete
-from ppl.errors import ArgumentError, ModelError
+from ppl.errors import ArgumentError, InferenceWarning, ModelError
 from ppl.model import Selection, Trace, as_model
 
 from . import blocks
@@ -462,7 +463,12 @@ class _BoundPG(BoundBase):
         if isinstance(self.kernel.init, ppl.Model):
             tr = self._whole().simulate(k1, self.xs)
             return PGState({k: v for k, v in tr.latent.items()})
-        res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name, record=("paths",))
+        # the filter only picks the chain's first path: a low ESS there is not the chain's
+        # health (that is judged on the draws), so its degraded warning is not shown; a failed
+        # filter (log Ẑ = -inf) still raises
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InferenceWarning)
+            res = particle_filter(k1, self.step_model, self.kernel.init, self.xs, self.kernel.num_particles, name=self.name, record=("paths",))
         return PGState(res.sample(k2))
 
     def step(self, key: Any, state: PGState, params: Any = None) -> tuple[PGState, dict]:
