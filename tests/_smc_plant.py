@@ -76,4 +76,13 @@ def plant(monkeypatch, file: str, *edits: tuple[str, str]) -> list[str]:
                     monkeypatch.setattr(old, attr, fn)
                     done.append(f"{name}.{attr}")
     assert done, f"plant: no function of {file} covers the planted lines {spans}"
+    # compiled programs cached by the drivers (inference._run.cache.PROGRAMS) hold the shipped
+    # code: the twin starts from an empty cache, and its programs go with the test (the tables
+    # are restored on undo, so no later test can reuse a program built from planted code)
+    import weakref
+
+    from inference._run.cache import PROGRAMS
+
+    monkeypatch.setattr(PROGRAMS, "_weak", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(PROGRAMS, "_strong", {})
     return done

@@ -346,3 +346,25 @@ def test_bad_driver_arguments_raise_argument_errors_naming_them():
         mcmc.sample(jax.random.key(0), mcmc.RWM(), tagged, Y, {"a"}, num_samples=2, progress=False)
     with pytest.raises(ppl.ArgumentError, match="chunk_size"):
         vi.fit(jax.random.key(0), vi.elbo(normal_mean, mean_guide), optax.adam(0.1), Y, num_steps=5, chunk_size=0)
+
+
+def test_particle_filter_is_one_cached_program_per_step_and_shapes():
+    # it compiled its scan on every call (a PMMH outside jit, a notebook cell run again)
+    import numpyro.distributions as dist
+
+    from inference import smc
+
+    def step(x, y):
+        x = ppl.sample("x", dist.Normal(0.9 * x, 1.0))
+        ppl.sample("y", dist.Normal(x, 0.5), obs=y)
+        return x, None
+
+    ys = jnp.array([0.1, -0.3, 0.4])
+    first = smc.particle_filter(jax.random.key(0), step, 0.0, ys, 16).log_evidence
+    hits, misses = run_cache.PROGRAMS.hits, run_cache.PROGRAMS.misses
+    again = smc.particle_filter(jax.random.key(0), step, 0.0, ys + 1.0, 16).log_evidence
+    assert (run_cache.PROGRAMS.hits, run_cache.PROGRAMS.misses) == (hits + 1, misses)
+    same = smc.particle_filter(jax.random.key(0), step, 0.0, ys, 16).log_evidence
+    assert float(same) == float(first) and float(again) != float(first)  # same key, same result
+    smc.particle_filter(jax.random.key(0), step, 0.0, ys, 32)  # another N: another program
+    assert run_cache.PROGRAMS.misses == misses + 1

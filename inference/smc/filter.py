@@ -248,8 +248,54 @@ def particle_filter(
             + (f"shape {np.shape(leaves[0])}" if leaves else "no arrays")
             + "."
         )
-    T = int(np.shape(leaves[0])[0])
     eager = randomness.requires_eager()
+    settings = (N, proposal, scheme, ess_threshold, tuple(sorted(rec)), name)
+    if eager:  # a randomness that needs eager evaluation: the loop runs step by step
+        res = _filter(key, m, init, xs, tuple(init_args), *settings, eager=True)
+    else:
+        res = _cached_filter(key, step, m, init, xs, tuple(init_args), settings)
+    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
+
+
+def _cached_filter(key: Any, owner: Any, m: Any, init: Any, xs: Any, init_args: tuple, settings: tuple) -> "SMCResult":
+    """The filter as one compiled program per (step model, init model, settings, shapes):
+    repeated calls (a PMMH log-likelihood, a notebook cell run again) compile nothing.  NumPy
+    arguments the models need concrete are handled as in the other drivers
+    (:mod:`inference._run.concrete`)."""
+    from inference import sharding
+    from inference._run.cache import PROGRAMS
+    from inference._run.concrete import join, split, with_concrete_retry
+
+    init_model = init if isinstance(init, ppl.Model) else None
+    tree = (xs, None if init_model is not None else init, init_args)
+    models = [m] + ([init_model] if init_model is not None else [])
+
+    def attempt(concrete: bool):
+        treedef, statics, dyn = split(tree, concrete)
+
+        def program():
+            def run(k, d):
+                xs_, init_, args_ = join(treedef, statics, d)
+                return _filter(k, m, init_model if init_model is not None else init_, xs_, args_, *settings, eager=False)
+
+            return jax.jit(run)
+
+        try:
+            key_ = ("smc.particle_filter", _filter, init_model, treedef, statics, sharding.num_devices()) + settings
+            run = PROGRAMS.get(owner, key_, program)  # the user's step (a plain function is wrapped anew per call)
+        except TypeError:  # an unhashable option or argument: traced without caching
+            run = program()
+        return run(key, dyn)
+
+    return with_concrete_retry(models, tree, attempt)
+
+
+def _filter(key, m, init, xs, init_args, N, proposal, scheme, ess_threshold, rec, name, eager) -> "SMCResult":
+    """The body of :func:`particle_filter` (checked arguments; ``eager`` steps in Python)."""
+    from inference import sharding
+
+    leaves = jax.tree_util.tree_leaves(xs)
+    T = int(np.shape(leaves[0])[0])
     constrain = (lambda p: p) if eager else sharding.constrain_batch
     k_init, k_loop = jax.random.split(key)
     if isinstance(init, ppl.Model):
@@ -322,4 +368,4 @@ def particle_filter(
         paths=paths,
         filter_means=hist.get("mean"),
     )
-    return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
+    return res
