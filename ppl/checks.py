@@ -194,6 +194,38 @@ def parameter_error(e: BaseException, model_name: str, last_site: str | None) ->
     )
 
 
+def call_argument_error(e: BaseException, fn: Any, args: tuple, kwargs: dict) -> Exception | None:
+    """An :class:`~ppl.errors.ArgumentError` when a model could not even be called with the
+    arguments it was given (Python's "missing 1 required positional argument", "got an
+    unexpected keyword argument"): it names the model, its signature and what was given, and
+    reminds that inference functions pass the model's data after the model (NumPyro's
+    ``AutoNormal(model)`` habit: our autoguides are built from the sites the model makes with its
+    data, ``vi.auto_normal(model, *args)``).  ``None`` otherwise (e.g. a ``TypeError`` raised
+    inside the model body, where the call itself was fine)."""
+    import inspect
+
+    from .errors import ArgumentError
+
+    if not isinstance(e, TypeError):
+        return None
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*args, **kwargs)
+        return None  # the call matched: the TypeError came from inside the body
+    except TypeError as bind_error:
+        why = str(bind_error)
+    name = getattr(fn, "__name__", "model")
+    given = ", ".join([f"{len(args)} positional"] + ([f"keywords {sorted(kwargs)}"] if kwargs else []))
+    return ArgumentError(
+        f"model {name!r} takes {sig} but was called with {given}: {why}. Pass the model's "
+        f"arguments (its data) after the model, e.g. mcmc.sample(key, kernel, {name}, *args) or "
+        f"vi.auto_normal({name}, *args)."
+    )
+
+
 def list_argument_error(e: BaseException, fn: Any, args: tuple, kwargs: dict) -> Exception | None:
     """An :class:`~ppl.errors.ArgumentTypeError` when a model failed with Python's "'list'
     object has no attribute 'shape'" (or a ``TypeError`` on a list or tuple) and one of its

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from . import core
-from .checks import list_argument_error, parameter_error  # issue 18
+from .checks import call_argument_error, list_argument_error, parameter_error  # issue 18
 from .errors import AddressError, ModelError, NaNLogDensityError, OutsideModelError, PPLError, nearest
 from .messengers import Provide, scope, seed, trace
 from .randomness import check_key, draw
@@ -54,6 +54,8 @@ def run(fn: Callable, args: tuple, kwargs: dict, *handlers: core.Messenger) -> t
             # e.g. NumPyro's parameter validation (a ValueError): say where in the model it happened
             last = next(reversed(rec.sites), None)
             named = parameter_error(e, getattr(fn, "__name__", "model"), last) or list_argument_error(e, fn, args, kwargs)
+            if named is None and last is None:
+                named = call_argument_error(e, fn, args, kwargs)
             if named is not None:
                 raise named from None
             where = f"after site {last!r}" if last else "before its first site"

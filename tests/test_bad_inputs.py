@@ -259,3 +259,21 @@ def test_resample_move_with_a_gradient_kernel_says_which_kernels_move_traces():
         smc.resample_move(KEY, normal_mean, [Y[:2], Y[2:]], 20, kernel=mcmc.RWM())
     with pytest.raises(ppl.errors.ArgumentError, match=r"kernel=NUTS"):
         smc.resample_move(KEY, mcmc.NUTS(), normal_mean, [Y[:2], Y[2:]], 20)
+
+
+def test_a_model_called_without_its_data_names_the_signature_not_a_python_traceback():
+    # NumPyro's `AutoNormal(model)` habit: ours builds the guide from the sites the model makes
+    # with its data; the bare TypeError "missing 1 required positional argument" came from deep inside
+    with pytest.raises(ppl.ArgumentError, match=r"model 'normal_mean' takes \(y\) but was called with 0 positional: "
+                                               r"missing a required argument: 'y'.*vi.auto_normal\(normal_mean, \*args\)"):
+        vi.auto_normal(normal_mean)
+    with pytest.raises(ppl.ArgumentError, match=r"takes \(y\) but was called with 2 positional: too many"):
+        mcmc.sample(KEY, mcmc.NUTS(), normal_mean, Y, Y, num_warmup=5, num_samples=5, progress=False)
+
+    @ppl.model
+    def body_error(y):
+        return len(3)  # a TypeError inside the body is the model's own, not a calling error
+
+    with pytest.raises(TypeError, match="has no len") as info:
+        body_error.simulate(KEY, Y)
+    assert not isinstance(info.value, ppl.ArgumentError)
