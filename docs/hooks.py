@@ -7,7 +7,8 @@ author writes ordinary ```python blocks and nothing else (the convention is in
 
 * every ```python block runs at build time, in one namespace per page (markdown-exec's
   ``session``, named after the page), in order, as cells of one notebook;
-* the source is shown, then what the block printed (as text), the warnings it raised, and every
+* the source is shown, then what the block printed (as text, with what library code printed to
+  stdout), the warnings it raised (not deprecation notices: those go to the log), and every
   matplotlib figure it left open (a pyplot figure, or a ``Figure`` bound to a name in the
   page's namespace, e.g. ``fig = d.draw()``), inline as a PNG ``<img>``; shown pyplot figures are
   closed;
@@ -41,6 +42,9 @@ _HIDE = "  # markdown-exec: hide"
 _GALLERY: dict[str, str] = {}
 _GALLERY_SLOT = re.compile(r"<!-- gallery:(?P<name>[A-Za-z0-9_-]+) -->")
 _log = logging.getLogger("mkdocs.hooks.ppl_docs")
+# Warnings not shown on the page (deprecation notices of the libraries we call, e.g. ArviZ's use
+# of matplotlib); they still go to the build log.
+_NOT_SHOWN = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 class Capture:
@@ -67,7 +71,10 @@ class Capture:
         self.gallery_name = name
 
     def _record(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        self.warned.append(f"{category.__name__}: {message}")
+        if issubclass(category, _NOT_SHOWN):  # other libraries' notices to their developers: to the log
+            self._showwarning(message, category, filename, lineno, file, line)
+        else:
+            self.warned.append(f"{category.__name__}: {message}")
 
     def emit(self, namespace: dict) -> None:
         warnings.showwarning = self._showwarning

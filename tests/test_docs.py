@@ -206,7 +206,8 @@ def test_strict_build_fails_on_a_failing_block(tmp_path: Path, planted: bool) ->
     failing = "```python\nboom = 1 / (n - 3)\n```\n" if planted else ""
     (tmp_path / "docs" / "index.md").write_text(
         "# Page\n\n```python\nimport matplotlib.pyplot as plt\nn = 3\nprint('n is', n)\n"
-        "fig, ax = plt.subplots()\nax.plot([1, 2, 4])\n```\n\n" + failing
+        "fig, ax = plt.subplots()\nax.plot([1, 2, 4])\n```\n\n"
+        "```python\nprint('twice n is', 2 * n)  # a name of the page's first block\n```\n\n" + failing
     )
     proc = _mkdocs_build(tmp_path, tmp_path / "site")
     if planted:
@@ -216,6 +217,7 @@ def test_strict_build_fails_on_a_failing_block(tmp_path: Path, planted: bool) ->
         assert proc.returncode == 0, proc.stderr[-3000:]
         page = tmp_path / "site" / "index.html"
         assert "n is 3" in page.read_text(encoding="utf-8")
+        assert "twice n is 6" in page.read_text(encoding="utf-8")
         assert _figures(page) == 1
 
 
