@@ -206,7 +206,9 @@ def test_strict_build_fails_on_a_failing_block(tmp_path: Path, planted: bool) ->
     failing = "```python\nboom = 1 / (n - 3)\n```\n" if planted else ""
     (tmp_path / "docs" / "index.md").write_text(
         "# Page\n\n```python\nimport matplotlib.pyplot as plt\nn = 3\nprint('n is', n)\n"
-        "fig, ax = plt.subplots()\nax.plot([1, 2, 4])\n```\n\n"
+        "plt.plot([1, 2, 4])\n```\n\n"
+        "```python\nfrom matplotlib.figure import Figure\n\n"
+        "diagram = Figure()  # not a pyplot figure, as `d.draw()` returns\ndiagram.subplots().plot([3, 1])\n```\n\n"
         "```python\nprint('twice n is', 2 * n)  # a name of the page's first block\n```\n\n" + failing
     )
     proc = _mkdocs_build(tmp_path, tmp_path / "site")
@@ -218,7 +220,7 @@ def test_strict_build_fails_on_a_failing_block(tmp_path: Path, planted: bool) ->
         page = tmp_path / "site" / "index.html"
         assert "n is 3" in page.read_text(encoding="utf-8")
         assert "twice n is 6" in page.read_text(encoding="utf-8")
-        assert _figures(page) == 1
+        assert _figures(page) == 2
 
 
 @pytest.mark.slow
