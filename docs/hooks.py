@@ -174,8 +174,28 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     return with_exec_options(markdown, page_session(page.file.src_uri))
 
 
+_CODE = re.compile(r"<code>.*?</code>", re.DOTALL)
+_LINE_ANCHOR = re.compile(r"__codelineno-\d+-")
+
+
+def unique_line_anchors(output: str) -> str:
+    """Number the code blocks' line anchors (``#__codelineno-<block>-<line>``) through the page:
+    markdown-exec renders each block's source on its own, so every block would be block 0."""
+    count = iter(range(1_000_000))
+
+    def renumber(m: re.Match) -> str:
+        code = m.group(0)
+        if "__codelineno-" not in code:
+            return code
+        return _LINE_ANCHOR.sub(f"__codelineno-{next(count)}-", code)
+
+    return _CODE.sub(renumber, output)
+
+
 def on_post_page(output: str, page: Any, **kwargs: Any) -> str:
-    """Fill the gallery's ``<!-- gallery:name -->`` slots (pages are all executed by now)."""
+    """Fill the gallery's ``<!-- gallery:name -->`` slots (pages are all executed by now), and
+    make the code lines' anchors unique on the page."""
+    output = unique_line_anchors(output)
 
     def fill(m: re.Match) -> str:
         name = m.group("name")

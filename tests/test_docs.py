@@ -187,6 +187,9 @@ def test_hook_gives_plain_python_blocks_exec_options() -> None:
     assert own == '```python exec="on"\ny = 2\n```'  # a block with its own exec= is left alone
     assert out.endswith("```text\nz\n```\n")
     assert hooks.page_session("tutorials/mcmc.md") == "tutorials-mcmc"
+    two = '<code><a id="__codelineno-0-1" href="#__codelineno-0-1"></a>x</code><code>y</code>' * 2
+    first, second = hooks.unique_line_anchors(two).split("</code><code>y</code>")[:2]
+    assert first.count("__codelineno-0-1") == 2 and second.count("__codelineno-1-1") == 2
 
 
 _MINI_SITE = """site_name: planted
