@@ -260,6 +260,11 @@ class GaussianMixture(Estimator):
 # -- normalising flow (flowjax) -------------------------------------------------------------------
 
 
+def _typed(key: Any) -> jax.Array:
+    """A new-style typed key (flowjax needs them) from either kind."""
+    return key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
+
+
 class _FlowDistribution(dist.Distribution):
     """A flowjax distribution (optionally conditioned) as a numpyro distribution over R^d."""
 
@@ -270,9 +275,7 @@ class _FlowDistribution(dist.Distribution):
         super().__init__(batch_shape=(), event_shape=(int(dim),))
 
     def sample(self, key: Any, sample_shape: tuple = ()) -> jax.Array:
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)
-        return self.flow.sample(key, tuple(sample_shape), condition=self.condition)
+        return self.flow.sample(_typed(key), tuple(sample_shape), condition=self.condition)
 
     def log_prob(self, value: Any) -> jax.Array:
         return self.flow.log_prob(value, condition=self.condition)
@@ -325,11 +328,11 @@ class Flow(Estimator):
         from flowjax.train import fit_to_data
 
         u = _check_draws("sequential.Flow", u)
+        key = _typed(key)
         flows = []
         for i, (a, b) in enumerate(_blocks(sizes)):
             key, k_init, k_fit = jax.random.split(key, 3)
-            kd_init, kd_fit = (jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k
-                               for k in (k_init, k_fit))
+            kd_init, kd_fit = _typed(k_init), _typed(k_fit)
             flow = masked_autoregressive_flow(kd_init, base_dist=FJNormal(jnp.zeros(b - a, dtype=u.dtype)),
                                               cond_dim=None if a == 0 else a, flow_layers=self.flow_layers,
                                               nn_width=self.nn_width)
