@@ -335,3 +335,27 @@ def test_bad_inputs_name_the_site():
     prior = seq.FittedPrior(lay, seq.Gaussian().from_moments(jnp.zeros(3), jnp.eye(3), lay.sizes))
     with pytest.raises(ppl.ModelError, match="order"):
         seq.with_prior(swapped, prior).simulate(jax.random.key(0))
+
+
+def test_result_protocol_and_public_types():
+    from inference._result import Result
+
+    batches = [{"y": jnp.array([0.5, 1.5])}, {"y": jnp.array([1.0])}]
+    res = seq.sequential(jax.random.key(0), _laplace, normal_normal, batches, estimator=seq.Gaussian(exact=True))
+    assert isinstance(res, seq.SequentialResult) and isinstance(res, Result)
+    assert isinstance(res.layout, seq.Layout) and isinstance(res.layout.sites[0], seq.SiteSpec)
+    assert isinstance(res.posterior, seq.FittedPrior) and isinstance(res.posterior.density, seq.FittedGaussian)
+    # refit from draws: the Gaussian of a Laplace result's draws has its moments (4000 draws, 6 sd)
+    prior, draws = seq.refit(jax.random.key(1), res.results[-1], res.layout, seq.Gaussian(), num_draws=4000)
+    assert draws["mu"].shape == (4000,)
+    sd = float(jnp.sqrt(res.posterior.density.cov[0, 0]))
+    z_crit = sps.norm.isf(BUDGET.level("sequential/refit_mean") / 2)
+    assert abs(float(prior.density.mean[0] - res.posterior.density.mean[0])) < z_crit * sd / np.sqrt(4000)
+    x = jnp.concatenate([jnp.zeros((50, 1)), jnp.ones((50, 1))]) + 0.01 * jax.random.normal(jax.random.key(2), (100, 1))
+    logw, means, covs, ll = seq.em_gaussian_mixture(jax.random.key(3), x, 2, num_iters=30)
+    fm = seq.FittedMixture(logw, means, covs, (1,))
+    assert sorted(np.round(np.asarray(fm.means[:, 0]), 1).tolist()) == [0.0, 1.0]
+    for est in (seq.Gaussian(), seq.GaussianMixture(), seq.Flow(), seq.BetaMoments()):
+        assert isinstance(est, seq.Estimator)
+    assert isinstance(seq.BetaMoments().fit(None, jnp.array([0.2, 0.4, 0.3])), seq.FittedBeta)
+    assert seq.FittedFlow.conditional is not None
