@@ -32,7 +32,7 @@ MUTANTS = [
         file="inference/sequential/estimators.py",
         find="    logp = jax.vmap(_mvn_logpdf, in_axes=(None, 0, 0), out_axes=1)(x, means, covs) + logw\n",
         replace="    logp = jax.vmap(_mvn_logpdf, in_axes=(None, 0, 0), out_axes=1)(x, means, covs) + 0.0 * logw\n",
-        tests=(f"{SQ}::test_em_recovers_mixture_likelihood_ratio",),
+        tests=(f"{SQ}::test_em_recovers_mixture_normalises_and_conditionals_are_chain_rule",),
         description="EM's E-step drops the mixing weights from the responsibilities (r_nk ∝ N(x_n; m_k, S_k) instead of w_k N(...)).",
         area="estimator",
     ),
