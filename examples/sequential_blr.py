@@ -8,7 +8,7 @@ posterior on all the tasks seen so far, computed in closed form; the script chec
 KL(exact ‖ sequential NUTS) is small and that the exact path equals the batch posterior.
 
 Run: ``python examples/sequential_blr.py [--quick] [--out PATH]`` (about 30 s on a laptop CPU;
-``--quick`` fewer draws).  The plot shows each weight's posterior mean ± 2 sd after each task.
+``--quick``: 3 tasks, fewer draws).  The plot shows each weight's posterior mean ± 2 sd after each task.
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="docs/tutorials/img/sequential-blr.png", help="where to save the plot")
     a = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    nw, ns = (200, 500) if a.quick else (500, 2000)
-    batches = tasks()
+    nw, ns = (150, 400) if a.quick else (500, 2000)
+    batches = tasks()[:3] if a.quick else tasks()
     nuts = seq.sequential(jax.random.key(0), mcmc.NUTS(), blr, batches, infer_options=dict(num_warmup=nw, num_samples=ns),
                           num_draws=ns)
     laplace = lambda key, model, *args, **kw: vi.laplace(model, *args, **kw)  # noqa: E731
     exact = seq.sequential(jax.random.key(0), laplace, blr, batches, estimator=seq.Gaussian(exact=True))
     rows = []
-    for t in range(T):
+    for t in range(len(batches)):
         m, S = batch_posterior(batches[: t + 1])
         q = nuts.priors[t].density
         e = exact.priors[t].density
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
                          exact_err=float(max(np.abs(np.asarray(e.mean) - m).max(), np.abs(np.asarray(e.cov) - S).max()))))
         print(f"task {t + 1}: KL(batch || sequential NUTS) = {rows[-1]['kl']:.4f}   exact path |error| = {rows[-1]['exact_err']:.1e}")
     assert rows[-1]["exact_err"] < 1e-8, "the exact path must equal the batch posterior"
-    assert rows[-1]["kl"] < 0.1, "the sequential NUTS posterior drifted from the batch posterior"
+    assert rows[-1]["kl"] < 0.2, "the sequential NUTS posterior drifted from the batch posterior"
 
     import matplotlib
 
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, D, figsize=(9, 3.2), sharex=True)
-    ts = np.arange(1, T + 1)
+    ts = np.arange(1, len(rows) + 1)
     for j, ax in enumerate(axes):
         bm = np.array([r["batch_mean"][j] for r in rows])
         bs = np.array([r["batch_sd"][j] for r in rows])

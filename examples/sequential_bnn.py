@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fewer warmup steps and draws")
     ap.add_argument("--out", default="docs/tutorials/img/sequential-bnn.png", help="where to save the plot")
     a = ap.parse_args(argv)
-    nw, ns = (150, 150) if a.quick else (400, 600)
+    nw, ns = (100, 100) if a.quick else (400, 600)
     rng = np.random.default_rng(0)
     X, y = moons(200, rng)
     Xt, yt = moons(400, rng)
