@@ -127,7 +127,7 @@ declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks 
 # sequential Bayesian inference (issue 20, tests/test_sequential.py)
 
 declare("sequential/nuts_gaussian_mean", note="test_sequential: final mean of a Gaussian fitted to NUTS draws over 2 "
-        "Normal-Normal tasks vs the batch posterior mean, z with the delta-method sd of the fits' MC error (ESS-based)")
+        "Normal-Normal tasks vs the batch posterior mean, z with the delta-method sd of the fits' MC error (chain ESS + refit resampling)")
 declare("sequential/refit_mean", z=6.0, note="test_sequential: mean of 4000 iid Gaussian draws within 6 sd/sqrt(n) of the exact mean")
 declare("sequential/em_likelihood_ratio", note="test_sequential: 2 (loglik of the EM fit - loglik of the generating "
         "2-component mixture) below the chi2_11 quantile (Wilks), 4000 draws in 2-D")

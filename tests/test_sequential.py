@@ -206,7 +206,8 @@ NUTS_OPTS = dict(num_warmup=300, num_samples=1000)
 
 def _nuts_last_step_error(res, batches):
     """z of the final fitted mean against the batch posterior mean; its sd by the delta method
-    through the exact update from the previous fit (mean and variance errors, ESS-based)."""
+    through the exact update from the previous fit (mean and variance errors, from the chain's
+    ESS and the refit's resampling)."""
     ys = [np.asarray(b["y"]) for b in batches]
     ref = oracles.normal_normal(MU0, S0, SIGMA, np.concatenate(ys))
 
@@ -221,7 +222,10 @@ def _nuts_last_step_error(res, batches):
         draws = np.asarray(res.results[t].samples["mu"])
         ess = float(effective_sample_size(draws.reshape(1, -1)))
         m_t, v_t = update(m, v, y)
-        grads.append((m_t, v_t, v_t / ess, 2 * v_t**2 / ess))
+        # the refit resamples num_draws (1000) of the stored draws with replacement: that adds
+        # the multinomial variance v/n to the chain's v/ESS
+        n_fit = res.task_draws[t]["mu"].shape[0]
+        grads.append((m_t, v_t, v_t * (1 / ess + 1 / n_fit), 2 * v_t**2 * (1 / ess + 1 / n_fit)))
         m, v = float(res.priors[t].density.mean[0]), float(res.priors[t].density.cov[0, 0])
     # propagate each task's Monte Carlo variance to the last mean by finite differences
     for t, (m_t, v_t, var_m, var_v) in enumerate(grads):
