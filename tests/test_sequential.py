@@ -391,3 +391,25 @@ def test_result_protocol_and_public_types(nn_exact):
         assert isinstance(est, seq.Estimator)
     assert isinstance(seq.BetaMoments().fit(None, jnp.array([0.2, 0.4, 0.3])), seq.FittedBeta)
     assert seq.FittedFlow.conditional is not None
+
+
+def test_plated_site_is_replaced_whole():
+    """A carried site inside a plate is replaced by the joint law of its whole value (the plate
+    does not re-expand it): log density = Σ of the 4 standard-normal prior terms + the 3 likelihood terms."""
+
+    @ppl.model
+    def schools(y=None):
+        mu = ppl.sample("mu", dist.Normal(0.0, 5.0))
+        with ppl.plate("s", 3):
+            th = ppl.sample("theta", dist.Normal(mu, 1.0))
+            ppl.sample("y", dist.Normal(th, 1.0), obs=y)
+
+    y = jnp.array([0.5, -1.0, 2.0])
+    lay = seq.layout_of(schools, y=y)
+    assert [(s.name, s.shape) for s in lay.sites] == [("mu", ()), ("theta", (3,))]
+    prior = seq.FittedPrior(lay, seq.Gaussian().from_moments(jnp.zeros(4), jnp.eye(4), lay.sizes))
+    m2 = seq.with_prior(schools, prior)
+    th = jnp.array([0.1, 0.2, -0.3])
+    expected = dist.Normal(0.0, 1.0).log_prob(jnp.concatenate([jnp.array([0.7]), th])).sum() + dist.Normal(th, 1.0).log_prob(y).sum()
+    assert abs(float(m2.log_density({"mu": 0.7, "theta": th}, y=y)) - float(expected)) < 1e-12
+    assert m2.simulate(jax.random.key(0), y=y)["theta"].shape == (3,)
