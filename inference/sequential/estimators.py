@@ -31,7 +31,7 @@ dropped, and every inference family sees a plain model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import jax
