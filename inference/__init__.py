@@ -21,6 +21,7 @@ import importlib
 from typing import Any
 
 __all__ = ["mcmc", "smc", "vi", "causal", "sharding"]
+__all__ += ["sequential"]  # issue 20: sequential Bayesian inference
 
 
 def __getattr__(name: str) -> Any:

@@ -121,3 +121,13 @@ declare("mcmc/adaptation_low_rank_invariance", 8,
 declare("mcmc/adaptation_moves", 2, alpha=1e-300,
         note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
 declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")
+
+
+# ---------------------------------------------------------------------------------------------
+# sequential Bayesian inference (issue 20, tests/test_sequential.py)
+
+declare("sequential/nuts_gaussian_mean", note="test_sequential: final mean of a Gaussian fitted to NUTS draws over 2 "
+        "Normal-Normal tasks vs the batch posterior mean, z with the delta-method sd of the fits' MC error (chain ESS + refit resampling)")
+declare("sequential/refit_mean", z=6.0, note="test_sequential: mean of 4000 iid Gaussian draws within 6 sd/sqrt(n) of the exact mean")
+declare("sequential/em_likelihood_ratio", note="test_sequential: 2 (loglik of the EM fit - loglik of the generating "
+        "2-component mixture) below the chi2_11 quantile (Wilks), 4000 draws in 2-D")
