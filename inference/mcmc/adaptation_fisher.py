@@ -111,6 +111,13 @@ def _spd_mean(a, b):
     return (w * jnp.sqrt(vm)[None, :]) @ w.T
 
 
+def _spd_inv(b):
+    """b⁻¹ for an SPD b, through its eigendecomposition (eigenvalues floored as in _spd_mean)."""
+    v, w = jnp.linalg.eigh(b)
+    v = jnp.maximum(v, _pd_floor(v))
+    return (w / v[None, :]) @ w.T
+
+
 def _top_right_singular(X, k):
     """The top-k right singular vectors of X (B×d) as columns, from the eigendecomposition of the
     smaller Gram matrix (on CPU, 15-60× faster than ``jnp.linalg.svd``, measured at 120×100)."""
@@ -155,8 +162,14 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
-    cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
-    S = _spd_mean(cx, jnp.linalg.inv(cg))
+    cx, cg = px.T @ px, pg.T @ pg
+    # γ, but no less than the eigensolver's resolution (1000 eps of the mean eigenvalue; the scaled
+    # draws and scores have equal variances, so one γ for both): in float32 nutpie's γ = 1e-5 is
+    # below it and the directions the draws do not span get random eigenvalues instead of 1
+    # (measured on diamonds: near-maximal trees for 200 warmup draws).  In float64 it is γ.
+    floor = 1e3 * jnp.finfo(dtype).eps * (jnp.trace(cx) + jnp.trace(cg)) / (2 * q)
+    g = jnp.maximum(gamma, floor)
+    S = _spd_mean(cx + g * eye, _spd_inv(cg + g * eye))
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
     r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
