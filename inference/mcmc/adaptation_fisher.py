@@ -217,6 +217,10 @@ class FisherAdaptation:
     ``low_rank_min_draws`` (default d + 1): a window estimate from fewer draws keeps only the
     diagonal part σ (measured: with 20 draws of a 51-d or 100-d posterior the directions are
     noise and warmup costs up to 2× more leapfrog steps; a 3-d posterior gains from them at once).
+    ``update_every`` (default None: window ends only): re-estimate the metric every that many
+    draws of a window from the previous window and the current one so far (nutpie: every draw).
+    ``step_size_restart`` (default True): restart dual averaging from its average at window ends
+    (Blackjax); False runs one dual averaging through warmup (nutpie).
 
     Example:
         >>> from inference.mcmc.adaptation_fisher import FisherAdaptation

@@ -440,7 +440,10 @@ class NUTS(_GradientKernel):
     ``"fisher_diag"`` (sqrt(var(x) / var(∇log p)) from the draws *and their gradients*) or
     ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, default 10, estimated the same
     way; nutpie's adaptation, many times more effective draws per gradient on correlated
-    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  Every
+    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
+    Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
+    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup (nutpie);
+    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie).  Every
     choice leaves the sampling phase exact: it only picks the (fixed) metric.
 
     Example:
