@@ -136,6 +136,16 @@ def test_bad_options_are_refused_by_name():
     with pytest.raises(ArgumentError, match="kind must be one of"):
         FisherAdaptation(None, 2, kind="dense")
     assert mcmc.NUTS(adapt_mass_matrix="dense").dense_mass  # Stan's dense windows
+    with pytest.raises(ArgumentError, match="mass_matrix_update_every must be None, or a positive integer with .*got 5"):
+        mcmc.NUTS(mass_matrix_update_every=5)  # Stan's windows have no per-draw updates
+    with pytest.raises(ArgumentError, match="mass_matrix_update_every.*got 0"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_update_every=0)
+    with pytest.raises(ArgumentError, match="step_size_restart must be 'average' .*or 'none'.*got 'search'"):
+        mcmc.NUTS(adapt_mass_matrix="fisher_diag", step_size_restart="search")
+    with pytest.raises(ArgumentError, match="step_size_restart.*got 'none'"):
+        mcmc.NUTS(step_size_restart="none")
+    with pytest.raises(ArgumentError, match="update_every must be None or a positive integer, got 0"):
+        FisherAdaptation(None, 2, update_every=0)
 
 
 # -- statistical: invariance with an adapted low-rank metric -----------------------------------------
