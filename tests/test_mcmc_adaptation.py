@@ -144,6 +144,10 @@ def test_bad_options_are_refused_by_name():
         mcmc.NUTS(adapt_mass_matrix="fisher_diag", step_size_restart="search")
     with pytest.raises(ArgumentError, match="step_size_restart.*got 'none'"):
         mcmc.NUTS(step_size_restart="none")
+    with pytest.raises(ArgumentError, match="mass_matrix_min_draws must be None, or an integer >= 0 with .*got -1"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_min_draws=-1)
+    with pytest.raises(ArgumentError, match="mass_matrix_min_draws.*got 0"):
+        mcmc.NUTS(adapt_mass_matrix="fisher_diag", mass_matrix_min_draws=0)
     with pytest.raises(ArgumentError, match="update_every must be None or a positive integer, got 0"):
         FisherAdaptation(None, 2, update_every=0)
 

@@ -106,6 +106,7 @@ class _GradientKernel(Kernel):
     init_strategy: str = "uniform"
     mass_matrix_rank: int = 10
     mass_matrix_update_every: int | None = None
+    mass_matrix_min_draws: int | None = None
 
     adaptive = True
 
@@ -123,6 +124,9 @@ class _GradientKernel(Kernel):
         ue = self.mass_matrix_update_every
         _check(name, "mass_matrix_update_every", ue, ue is None or (fisher and _is_int(ue) and ue >= 1),
                "None, or a positive integer with adapt_mass_matrix='fisher_diag' or 'low_rank'")
+        md = self.mass_matrix_min_draws
+        _check(name, "mass_matrix_min_draws", md, md is None or (mm == "low_rank" and _is_int(md) and md >= 0),
+               "None, or an integer >= 0 with adapt_mass_matrix='low_rank'")
         _check(name, "adapt_mass_matrix", mm, isinstance(mm, bool) or mm in MASS_MATRIX_ADAPTATIONS,
                f"True, False or one of {MASS_MATRIX_ADAPTATIONS}")
         _check(name, "mass_matrix_rank", self.mass_matrix_rank, _is_int(self.mass_matrix_rank) and self.mass_matrix_rank >= 1,
@@ -148,6 +152,7 @@ class _GradientKernel(Kernel):
                 adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept_prob,
                 find_heuristic_step_size=self.find_heuristic_step_size, max_rank=self.mass_matrix_rank,
                 update_every=self.mass_matrix_update_every, step_size_restart=self.step_size_restart != "none",
+                low_rank_min_draws=self.mass_matrix_min_draws,
             )
         return WindowAdaptation(
             bound.vg, bound.view.dim, step_size=self.step_size, adapt_step_size=self.adapt_step_size,
@@ -443,7 +448,9 @@ class NUTS(_GradientKernel):
     posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
     Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
     (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup (nutpie);
-    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie).  Every
+    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie);
+    ``mass_matrix_min_draws=0`` takes directions from the first window (nutpie; default: only
+    from more draws than dimensions).  Every
     choice leaves the sampling phase exact: it only picks the (fixed) metric.
 
     Example:
