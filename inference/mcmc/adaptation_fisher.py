@@ -162,14 +162,13 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
-    cx, cg = px.T @ px, pg.T @ pg
-    # γ, but no less than the eigensolver's resolution (1000 eps of the mean eigenvalue; the scaled
-    # draws and scores have equal variances, so one γ for both): in float32 nutpie's γ = 1e-5 is
-    # below it and the directions the draws do not span get random eigenvalues instead of 1
-    # (measured on diamonds: near-maximal trees for 200 warmup draws).  In float64 it is γ.
-    floor = 1e3 * jnp.finfo(dtype).eps * (jnp.trace(cx) + jnp.trace(cg)) / (2 * q)
-    g = jnp.maximum(gamma, floor)
-    S = _spd_mean(cx + g * eye, _spd_inv(cg + g * eye))
+    cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
+    # Cg⁻¹ through its eigendecomposition: ``jnp.linalg.inv`` of the nearly singular Cg + γI (few
+    # draws, float32) gave the directions the draws do not span random eigenvalues instead of 1
+    # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
+    # resolution helped diamonds further (9.3) but cost kilpisjarvi 3.6x (its −0.9999 correlation
+    # is a real tiny eigenvalue), so γ stays nutpie's.
+    S = _spd_mean(cx, _spd_inv(cg))
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
     r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
