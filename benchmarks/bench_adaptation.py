@@ -127,7 +127,9 @@ def run_ours(name: str, adapt: str, warmup: int, draws: int, chains: int, seed: 
 
     from inference import mcmc
 
-    kernel = mcmc.NUTS(adapt_mass_matrix=True if adapt == "diag" else adapt)
+    adapt, *opts = adapt.split(",")  # e.g. "low_rank,mass_matrix_rank=100": kernel options
+    kw = {k: json.loads(v) for k, v in (o.split("=", 1) for o in opts)}
+    kernel = mcmc.NUTS(adapt_mass_matrix=True if adapt == "diag" else adapt, **kw)
     t0 = time.perf_counter()
     run = mcmc.sample(jax.random.key(seed), kernel, ours_model(name), num_warmup=warmup, num_samples=draws,
                       num_chains=chains, progress=False)

@@ -136,6 +136,20 @@ def test_bad_options_are_refused_by_name():
     with pytest.raises(ArgumentError, match="kind must be one of"):
         FisherAdaptation(None, 2, kind="dense")
     assert mcmc.NUTS(adapt_mass_matrix="dense").dense_mass  # Stan's dense windows
+    with pytest.raises(ArgumentError, match="mass_matrix_update_every must be None, or a positive integer with .*got 5"):
+        mcmc.NUTS(mass_matrix_update_every=5)  # Stan's windows have no per-draw updates
+    with pytest.raises(ArgumentError, match="mass_matrix_update_every.*got 0"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_update_every=0)
+    with pytest.raises(ArgumentError, match="step_size_restart must be 'average' .*or 'none'.*got 'search'"):
+        mcmc.NUTS(adapt_mass_matrix="fisher_diag", step_size_restart="search")
+    with pytest.raises(ArgumentError, match="step_size_restart.*got 'none'"):
+        mcmc.NUTS(step_size_restart="none")
+    with pytest.raises(ArgumentError, match="mass_matrix_min_draws must be None, or an integer >= 0 with .*got -1"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_min_draws=-1)
+    with pytest.raises(ArgumentError, match="mass_matrix_min_draws.*got 0"):
+        mcmc.NUTS(adapt_mass_matrix="fisher_diag", mass_matrix_min_draws=0)
+    with pytest.raises(ArgumentError, match="update_every must be None or a positive integer, got 0"):
+        FisherAdaptation(None, 2, update_every=0)
 
 
 # -- statistical: invariance with an adapted low-rank metric -----------------------------------------
@@ -325,3 +339,50 @@ def test_low_rank_directions_wait_for_more_draws_than_dimensions():
         A = fa.params(a).inverse_mass_matrix
         assert not np.allclose(np.asarray(A.scale), 1.0)  # the diagonal part was estimated
         assert bool(np.any(np.asarray(A.values) != 1.0)) == directions
+
+
+@pytest.mark.exact
+def test_update_every_reestimates_from_the_previous_and_current_window_at_each_draw():
+    """``update_every=1`` (nutpie's per-draw updates): after warmup step t of a window the metric
+    is the estimate from the draws since the previous window's start; with the default (window
+    ends only) it stays at the last window end's estimate.  ``step_size_restart=False`` (nutpie):
+    dual averaging is not restarted at window ends."""
+    d = 3
+    C = _random_cov(jax.random.key(12), d, 1e2)
+    U = lambda x: 0.5 * x @ jnp.linalg.solve(C, x)  # noqa: E731
+    vg = jax.value_and_grad(U)
+    xs = jax.random.normal(jax.random.key(13), (25, d)) @ jnp.linalg.cholesky(C).T
+    states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(xs)
+
+    def warm(fa):  # the adaptation state after each of 24 warmup steps (one compiled scan)
+        a = fa.init(jax.random.key(0), mcmc.GradState(xs[0], *vg(xs[0])), 100)
+
+        def body(a, ts):
+            t, s = ts
+            a = fa.update(a, t, s, {"accept_prob": jnp.asarray(0.6)})
+            return a, (fa.params(a).inverse_mass_matrix, a.ss_state[3])
+
+        return jax.jit(lambda a: jax.lax.scan(body, a, (jnp.arange(24), jax.tree.map(lambda v: v[:24], states)))[1])(a)
+
+    ones = jnp.ones(25)
+    for kind in ("low_rank", "fisher_diag"):
+        kw = dict(kind=kind, max_rank=d, low_rank_min_draws=0, find_heuristic_step_size=False)
+        per_draw, _ = warm(FisherAdaptation(vg, d, update_every=1, **kw))
+        at_ends, _ = warm(FisherAdaptation(vg, d, **kw))
+        for t, rows in ((14, 15), (9, 10), (23, 14)):  # windows (0, 10), (10, 20), (20, 30): rows from the previous start
+            A = jax.tree.map(lambda v: v[t], per_draw)
+            lo = 0 if t < 20 else 10
+            sel = xs[lo:t + 1]
+            if kind == "low_rank":
+                want = low_rank_metric(sel, jax.vmap(jax.grad(U))(sel), ones[:rows], max_rank=d).dense()
+                np.testing.assert_allclose(A.dense(), want, rtol=2e-4, err_msg=f"{kind} t={t}")
+            else:
+                g = jax.vmap(jax.grad(U))(sel)
+                np.testing.assert_allclose(A, fisher_diagonal(jnp.var(sel, 0), jnp.var(g, 0)), rtol=2e-4, err_msg=f"{kind} t={t}")
+        # window ends only: after step 14 the metric is still the one of the end of window (0, 10)
+        jax.tree.map(lambda v: np.testing.assert_array_equal(v[14], v[9]), at_ends)
+        assert not np.allclose(jax.tree.leaves(per_draw)[0][15], jax.tree.leaves(per_draw)[0][14])  # moved with the draw
+    # dual averaging: restarted at the window end (count back to 1) or not (nutpie)
+    for restart, count in ((True, 5), (False, 15)):
+        fa = FisherAdaptation(vg, d, kind="fisher_diag", step_size_restart=restart, find_heuristic_step_size=False)
+        assert int(warm(fa)[1][14]) == count, restart

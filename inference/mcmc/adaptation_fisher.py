@@ -111,6 +111,13 @@ def _spd_mean(a, b):
     return (w * jnp.sqrt(vm)[None, :]) @ w.T
 
 
+def _spd_inv(b):
+    """b⁻¹ for an SPD b, through its eigendecomposition (eigenvalues floored as in _spd_mean)."""
+    v, w = jnp.linalg.eigh(b)
+    v = jnp.maximum(v, _pd_floor(v))
+    return (w / v[None, :]) @ w.T
+
+
 def _top_right_singular(X, k):
     """The top-k right singular vectors of X (B×d) as columns, from the eigendecomposition of the
     smaller Gram matrix (on CPU, 15-60× faster than ``jnp.linalg.svd``, measured at 120×100)."""
@@ -148,12 +155,20 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     sigma = jnp.clip(jnp.sqrt(jnp.sqrt(var_x / var_g)), 1e-20, 1e20)
     X, G = dx / sigma, dg * sigma
     k = min(int(max_rank), d, B)
-    Q, _ = jnp.linalg.qr(jnp.concatenate([_top_right_singular(X, k), _top_right_singular(G, k)], axis=1))
+    if k >= d:  # the whole space: outside the span of the draws and scores Σ = I, cut off anyway
+        Q = jnp.eye(d, dtype=dtype)
+    else:
+        Q, _ = jnp.linalg.qr(jnp.concatenate([_top_right_singular(X, k), _top_right_singular(G, k)], axis=1))
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
     cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
-    S = _spd_mean(cx, jnp.linalg.inv(cg))
+    # Cg⁻¹ through its eigendecomposition: ``jnp.linalg.inv`` of the nearly singular Cg + γI (few
+    # draws, float32) gave the directions the draws do not span random eigenvalues instead of 1
+    # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
+    # resolution helped diamonds further (9.3) but cost kilpisjarvi 3.6x (its −0.9999 correlation
+    # is a real tiny eigenvalue), so γ stays nutpie's.
+    S = _spd_mean(cx, _spd_inv(cg))
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
     r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
@@ -201,6 +216,10 @@ class FisherAdaptation:
     ``low_rank_min_draws`` (default d + 1): a window estimate from fewer draws keeps only the
     diagonal part σ (measured: with 20 draws of a 51-d or 100-d posterior the directions are
     noise and warmup costs up to 2× more leapfrog steps; a 3-d posterior gains from them at once).
+    ``update_every`` (default None: window ends only): re-estimate the metric every that many
+    draws of a window from the previous window and the current one so far (nutpie: every draw).
+    ``step_size_restart`` (default True): restart dual averaging from its average at window ends
+    (Blackjax); False runs one dual averaging through warmup (nutpie).
 
     Example:
         >>> from inference.mcmc.adaptation_fisher import FisherAdaptation
@@ -215,7 +234,8 @@ class FisherAdaptation:
     def __init__(self, value_and_grad: Any, dim: int, *, kind: str = "fisher_diag", step_size: float = 1.0,
                  adapt_step_size: bool = True, target_accept_prob: float = 0.8, find_heuristic_step_size: bool = True,
                  max_rank: int = 10, gamma: float = 1e-5, cutoff: float = 2.0, gradient_init: bool = True,
-                 low_rank_min_draws: int | None = None):
+                 low_rank_min_draws: int | None = None, update_every: int | None = None,
+                 step_size_restart: bool = True):
         if kind not in KINDS:
             raise ArgumentError(f"FisherAdaptation: kind must be one of {KINDS}, got {kind!r}.")
         if not (isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool) and max_rank >= 1):
@@ -231,6 +251,11 @@ class FisherAdaptation:
         self.max_rank, self.gamma, self.cutoff = int(max_rank), float(gamma), float(cutoff)
         self.gradient_init = bool(gradient_init)
         self.low_rank_min_draws = self.dim + 1 if low_rank_min_draws is None else int(low_rank_min_draws)
+        if update_every is not None and not (isinstance(update_every, (int, np.integer))
+                                             and not isinstance(update_every, bool) and update_every >= 1):
+            raise ArgumentError(f"FisherAdaptation: update_every must be None or a positive integer, got {update_every!r}.")
+        self.update_every = None if update_every is None else int(update_every)
+        self.step_size_restart = bool(step_size_restart)
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
 
@@ -238,16 +263,21 @@ class FisherAdaptation:
 
     @functools.lru_cache(maxsize=None)  # noqa: B019  (a few warmup lengths per adaptation)
     def _plan(self, num_warmup: int):
-        """Per step t: in a window, ends one, start of the estimate's rows; buffer capacity."""
+        """Per step t: in a window, ends one, re-estimates the metric, start of the estimate's
+        rows (the previous window's start: nutpie's foreground); buffer capacity."""
         n = max(int(num_warmup), 1)
         windows = fisher_schedule(n)
         in_window, is_end, est_start = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int32)
+        estimate = np.zeros(n, bool)
         for i, (a, b) in enumerate(windows):
             in_window[a:b] = True
             is_end[b - 1] = True
-            est_start[b - 1] = windows[i - 1][0] if i > 0 else a
+            est_start[a:b] = windows[i - 1][0] if i > 0 else a
+            if self.update_every is not None:  # nutpie's mass_matrix_update_freq
+                estimate[a:b] = (np.arange(a, b) - a + 1) % self.update_every == 0
+        estimate |= is_end
         cap = max([b - est_start[b - 1] for _, b in windows] or [1])
-        return in_window, is_end, est_start, int(cap)
+        return in_window, is_end, estimate, est_start, int(cap)
 
     # -- protocol ----------------------------------------------------------------------------------
 
@@ -277,7 +307,7 @@ class FisherAdaptation:
             w0 = self.w_init(d)
             acc = (w0, w0, w0, w0)  # x current, g current, x previous, g previous
         else:
-            cap = self._plan(n)[3]
+            cap = self._plan(n)[4]
             acc = (jnp.zeros((cap, d), dtype), jnp.zeros((cap, d), dtype), jnp.full((cap,), -1, jnp.int32))
         acc = jax.tree.map(lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v, acc)
         return FisherState(step_size, ss_state, A, acc, n)
@@ -295,7 +325,8 @@ class FisherAdaptation:
         return X.at[i].set(x), G.at[i].set(g), rows.at[i].set(t.astype(jnp.int32))
 
     def _estimate(self, A, acc, start):
-        """(new metric, new accumulators) at the end of a window."""
+        """The metric estimated from the draws of the previous window and the current one so far
+        (A kept where the estimate is not valid)."""
         if self.kind == "fisher_diag":
             wx, wg, px, pg = acc
             mx, sx, nx = _combine(px, wx)
@@ -303,9 +334,7 @@ class FisherAdaptation:
             nf = jnp.maximum(nx, 1).astype(sx.dtype)
             new = fisher_diagonal(sx / nf, sg / nf)
             ok = jnp.isfinite(new) & (sx > 0) & (sg > 0) & (nx >= 3)
-            w0 = self.w_init(self.dim)
-            w0 = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), w0, wx)
-            return jnp.where(ok, new, A), (w0, w0, wx, wg)
+            return jnp.where(ok, new, A)
         X, G, rows = acc
         weights = (rows >= start).astype(X.dtype)
         new = low_rank_metric(X, G, weights, self.max_rank, self.gamma, self.cutoff)
@@ -314,13 +343,23 @@ class FisherAdaptation:
             new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))
         ok = jnp.all(jnp.isfinite(new.scale)) & jnp.all(jnp.isfinite(new.vectors)) & jnp.all(jnp.isfinite(new.values))
         ok = ok & jnp.all(_var_positive(X, weights)) & (jnp.sum(weights) >= 3)
-        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A), acc
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A)
+
+    def _switch(self, acc):
+        """The accumulators at a window end: the window becomes the previous one (``low_rank``:
+        the buffer's rows are selected by step, nothing to do)."""
+        if self.kind == "fisher_diag":
+            wx, wg, _, _ = acc
+            w0 = self.w_init(self.dim)
+            w0 = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), w0, wx)
+            return (w0, w0, wx, wg)
+        return acc
 
     def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict) -> FisherState:
         """The adaptation state after warmup step ``t`` (0-based) that reached ``state``."""
         a = adapt_state
         n = a.num_warmup
-        in_window, is_end, est_start, _ = self._plan(n)
+        in_window, is_end, estimate, est_start, _ = self._plan(n)
         t = jnp.asarray(t, jnp.int32)
         ss_state, step_size = a.ss_state, a.step_size
         if self.adapt_step_size:
@@ -333,16 +372,21 @@ class FisherAdaptation:
         acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
         a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n)
 
+        def reestimate(a):
+            A = self._estimate(a.inverse_mass_matrix, a.acc, jnp.asarray(est_start)[tt])
+            return FisherState(a.step_size, a.ss_state, A, a.acc, n)
+
         def window_end(a):
-            A, acc = self._estimate(a.inverse_mass_matrix, a.acc, jnp.asarray(est_start)[tt])
             step_size, ss_state = a.step_size, a.ss_state
-            if self.adapt_step_size:
+            if self.adapt_step_size and self.step_size_restart:
                 step_size = jnp.exp(a.ss_state[1]).astype(a.step_size.dtype)  # restart from the average
                 ss_state = self.ss_init(jnp.log(10.0 * step_size))
                 ss_state = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), ss_state, a.ss_state)
-            return FisherState(step_size, ss_state, A, acc, n)
+            return FisherState(step_size, ss_state, a.inverse_mass_matrix, self._switch(a.acc), n)
 
-        return jax.lax.cond(jnp.asarray(is_end)[tt] & (t < n), window_end, lambda a: a, a)
+        live = t < n
+        a = jax.lax.cond(jnp.asarray(estimate)[tt] & live, reestimate, lambda a: a, a)
+        return jax.lax.cond(jnp.asarray(is_end)[tt] & live, window_end, lambda a: a, a)
 
 
 def _var_positive(X, weights):

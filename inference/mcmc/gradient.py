@@ -105,6 +105,8 @@ class _GradientKernel(Kernel):
     step_size_restart: str = "average"
     init_strategy: str = "uniform"
     mass_matrix_rank: int = 10
+    mass_matrix_update_every: int | None = None
+    mass_matrix_min_draws: int | None = None
 
     adaptive = True
 
@@ -113,9 +115,18 @@ class _GradientKernel(Kernel):
         _check(name, "step_size", self.step_size, _is_positive(self.step_size), "a positive finite number")
         _check(name, "target_accept_prob", self.target_accept_prob,
                _is_number(self.target_accept_prob) and 0 < self.target_accept_prob < 1, "a number in (0, 1)")
-        _check(name, "step_size_restart", self.step_size_restart, self.step_size_restart in ("average", "search"),
-               "'average' (Blackjax) or 'search' (Stan, NumPyro)")
         mm = self.adapt_mass_matrix
+        fisher = mm in ("fisher_diag", "low_rank")
+        _check(name, "step_size_restart", self.step_size_restart,
+               self.step_size_restart in (("average", "none") if fisher else ("average", "search")),
+               "'average' (Blackjax) or 'none' (nutpie) with a Fisher adaptation" if fisher
+               else "'average' (Blackjax) or 'search' (Stan, NumPyro)")
+        ue = self.mass_matrix_update_every
+        _check(name, "mass_matrix_update_every", ue, ue is None or (fisher and _is_int(ue) and ue >= 1),
+               "None, or a positive integer with adapt_mass_matrix='fisher_diag' or 'low_rank'")
+        md = self.mass_matrix_min_draws
+        _check(name, "mass_matrix_min_draws", md, md is None or (mm == "low_rank" and _is_int(md) and md >= 0),
+               "None, or an integer >= 0 with adapt_mass_matrix='low_rank'")
         _check(name, "adapt_mass_matrix", mm, isinstance(mm, bool) or mm in MASS_MATRIX_ADAPTATIONS,
                f"True, False or one of {MASS_MATRIX_ADAPTATIONS}")
         _check(name, "mass_matrix_rank", self.mass_matrix_rank, _is_int(self.mass_matrix_rank) and self.mass_matrix_rank >= 1,
@@ -140,6 +151,8 @@ class _GradientKernel(Kernel):
                 bound.vg, bound.view.dim, kind=self.adapt_mass_matrix, step_size=self.step_size,
                 adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept_prob,
                 find_heuristic_step_size=self.find_heuristic_step_size, max_rank=self.mass_matrix_rank,
+                update_every=self.mass_matrix_update_every, step_size_restart=self.step_size_restart != "none",
+                low_rank_min_draws=self.mass_matrix_min_draws,
             )
         return WindowAdaptation(
             bound.vg, bound.view.dim, step_size=self.step_size, adapt_step_size=self.adapt_step_size,
@@ -432,7 +445,12 @@ class NUTS(_GradientKernel):
     ``"fisher_diag"`` (sqrt(var(x) / var(∇log p)) from the draws *and their gradients*) or
     ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, default 10, estimated the same
     way; nutpie's adaptation, many times more effective draws per gradient on correlated
-    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  Every
+    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
+    Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
+    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup (nutpie);
+    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie);
+    ``mass_matrix_min_draws=0`` takes directions from the first window (nutpie; default: only
+    from more draws than dimensions).  Every
     choice leaves the sampling phase exact: it only picks the (fixed) metric.
 
     Example:

@@ -161,7 +161,7 @@ MUTANTS += [
     Mutant(
         id="mcmc/low-rank-score-covariance-not-inverted",
         file="inference/mcmc/adaptation_fisher.py",
-        find="S = _spd_mean(cx, jnp.linalg.inv(cg))",
+        find="S = _spd_mean(cx, _spd_inv(cg))",
         replace="S = _spd_mean(cx, cg)",
         tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
         description="The low-rank estimate takes the geometric mean of the draws' and the scores' covariances, not of the scores' inverse.",
@@ -175,5 +175,23 @@ MUTANTS += [
         tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
         description="The Fisher diagonal is var(x)/sd(∇U) instead of sqrt(var(x)/var(∇U)).",
         area="estimator",
+    ),
+    # issue 15, per-draw updates and nutpie's step size (engineer 15)
+    Mutant(
+        id="mcmc/fisher-foreground-current-window-only",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="est_start[a:b] = windows[i - 1][0] if i > 0 else a",
+        replace="est_start[a:b] = a",
+        tests=(f"{ADAPT}::test_update_every_reestimates_from_the_previous_and_current_window_at_each_draw",),
+        description="The metric is estimated from the current window's draws alone, not from the previous window's too (nutpie's foreground).",
+        area="estimator",
+    ),
+    Mutant(
+        id="mcmc/fisher-step-size-restart-ignored",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="if self.adapt_step_size and self.step_size_restart:",
+        replace="if self.adapt_step_size:",
+        tests=(f"{ADAPT}::test_update_every_reestimates_from_the_previous_and_current_window_at_each_draw",),
+        description="step_size_restart='none' (nutpie: one dual averaging run) still restarts dual averaging at every window end.",
     ),
 ]
