@@ -4,7 +4,7 @@ Exact (float64): the mixture density against a NumPy reference, the output heads
 parameterisation, the untrained map's identity, component equivariance and data invariance to
 1e-10, masked points ignored, the conjugate oracle against quadrature, save/load, sequential =
 repeated application.  Statistical: simulation-based calibration of the shipped trained network on
-held-out tasks (``semantics.stats.sbc``) with its planted twin (posterior scales shrunk by 20%),
+held-out tasks (``semantics.stats.sbc``) with its planted twin (posterior scales shrunk by 30%),
 and the held-out log-likelihood of exact posterior draws (mean KL to the exact posterior) with
 its twin (a transformer that ignores the data).  One short training run (a few seconds) shows
 that the loop learns.
@@ -176,15 +176,15 @@ def exact(prior, x, mask):
 
 
 def test_short_training_learns_the_normal_mean_update():
-    """300 steps of a tiny network on one-component priors: the held-out KL to the exact
+    """200 steps of a tiny network on one-component priors: the held-out KL to the exact
     posterior falls well below the untrained network's (which returns about the prior)."""
     sampler = amortised.random_gmm_sampler(1, 1, log_scale_range=(-1.0, 0.5))
-    dt = amortised.DistributionTransformer(jax.random.key(0), dim=1, data_dim=1, width=16, depth=1, heads=2)
+    dt = amortised.DistributionTransformer(jax.random.key(0), dim=1, data_dim=1, width=8, depth=1, heads=2)
     before = amortised.heldout_loglik(jax.random.key(5), dt, FAMILY, sampler, exact, 5, num_tasks=300)
-    res = amortised.train(jax.random.key(1), dt, FAMILY, sampler, 5, num_steps=300, batch_size=32, learning_rate=1e-2,
+    res = amortised.train(jax.random.key(1), dt, FAMILY, sampler, 5, num_steps=200, batch_size=32, learning_rate=1e-2,
                           exact_posterior=exact, num_draws=8)
     after = amortised.heldout_loglik(jax.random.key(5), res.transformer, FAMILY, sampler, exact, 5, num_tasks=300)
-    assert res.history.shape == (300,) and np.all(np.isfinite(res.history))
+    assert res.history.shape == (200,) and np.all(np.isfinite(res.history))
     assert after["kl"] < 0.25 * before["kl"], (before, after)
     assert after["predicted"] <= after["exact"] + 6 * after["kl_se"]
 
@@ -203,7 +203,8 @@ def calibration(dt, num_simulations=1000, shrink=1.0, alpha=None):
         post = amortised.GMM(post.logits, post.loc, post.scale * shrink)
         return post.sample(k, L)[:, 0]
 
-    return sbc(prior_predictive, posterior_draws, num_simulations=num_simulations, num_draws=19, seed=3, alpha=alpha)
+    return sbc(jax.jit(prior_predictive), jax.jit(posterior_draws, static_argnums=2), num_simulations=num_simulations,
+               num_draws=19, seed=3, alpha=alpha)
 
 
 @pytest.mark.statistical
@@ -214,12 +215,13 @@ def test_shipped_transformer_is_calibrated_on_heldout_tasks():
 
 @pytest.mark.statistical
 def test_sbc_twin_with_shrunk_scales_is_rejected():
-    r = calibration(shipped(), shrink=0.8, alpha=BUDGET.level("amortised/sbc"))
+    """Planted twin: the shipped network's posterior scales times 0.7 (a wrong scale head)."""
+    r = calibration(shipped(), shrink=0.7, alpha=BUDGET.level("amortised/sbc"))
     assert not r.ok, r.message
 
 
 def heldout(dt):
-    return amortised.heldout_loglik(jax.random.key(11), dt, FAMILY, SAMPLER, exact, 10, num_tasks=400, num_draws=200, min_data=1)
+    return amortised.heldout_loglik(jax.random.key(11), dt, FAMILY, SAMPLER, exact, 10, num_tasks=300, num_draws=100, min_data=1)
 
 
 class _IgnoresData(eqx.Module):

@@ -235,8 +235,8 @@ def heldout_loglik(key: Any, dt: DistributionTransformer, model: Any, prior_samp
         True
     """
     k1, k2 = jax.random.split(key)
-    priors, theta, x, mask = simulate_tasks(k1, model, prior_sampler, num_tasks, *args, param=param, data=data,
-                                            min_data=min_data, **kwargs)
+    priors, theta, x, mask = jax.jit(lambda k: simulate_tasks(k, model, prior_sampler, num_tasks, *args, param=param, data=data,
+                                                              min_data=min_data, **kwargs))(k1)
 
     @jax.jit
     def scores(priors, x, mask, k):

@@ -177,7 +177,8 @@ def save(path: Any, dt: DistributionTransformer) -> None:
         True
     """
     with open(path, "wb") as f:
-        f.write((json.dumps(dt.hyperparameters()) + "\n").encode())
+        dtype = str(jax.tree.leaves(eqx.filter(dt, eqx.is_inexact_array))[0].dtype)
+        f.write((json.dumps({**dt.hyperparameters(), "dtype": dtype}) + "\n").encode())
         eqx.tree_serialise_leaves(f, dt)
 
 
@@ -189,5 +190,8 @@ def load(path: Any) -> DistributionTransformer:
             hyper = json.loads(line)
         except ValueError as err:
             raise ArgumentError(f"amortised.load: {path} does not start with the hyperparameter line save() writes") from err
+        dtype = hyper.pop("dtype", None)
         like = DistributionTransformer(jax.random.key(0), **hyper)
+        if dtype is not None:  # the parameters keep the precision they were saved in
+            like = jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, like)
         return eqx.tree_deserialise_leaves(f, like)
