@@ -134,9 +134,9 @@ def train(key: Any, dt: DistributionTransformer, model: Any, prior_sampler: Call
         ...         ppl.sample("x", dist.Normal(mu[0], 1.0))
         >>> prior = lambda k: amortised.GMM.from_weights([1.0], jax.random.normal(k, (1, 1)), [[1.0]])
         >>> dt = amortised.DistributionTransformer(jax.random.key(0), dim=1, data_dim=1, width=16, depth=1, heads=2)
-        >>> res = amortised.train(jax.random.key(1), dt, family, prior, 4, num_steps=20, batch_size=8)
+        >>> res = amortised.train(jax.random.key(1), dt, family, prior, 4, num_steps=10, batch_size=4)
         >>> res.history.shape, bool(np.isfinite(res.history).all())
-        ((20,), True)
+        ((10,), True)
     """
     if not isinstance(dt, DistributionTransformer):
         raise ArgumentError(f"amortised.train: dt must be a DistributionTransformer; given {type(dt).__name__}")
@@ -230,7 +230,7 @@ def heldout_loglik(key: Any, dt: DistributionTransformer, model: Any, prior_samp
         >>> fam = ppl.model(lambda prior, n: ppl.sample("x", dist.Normal(ppl.sample("theta", prior.distribution())[0], 1.0).expand([n])))
         >>> prior = lambda k: amortised.GMM.from_weights([1.0], [[0.0]], [[1.0]])
         >>> dt = amortised.DistributionTransformer(jax.random.key(0), dim=1, data_dim=1, width=8, depth=1, heads=2)
-        >>> r = amortised.heldout_loglik(jax.random.key(1), dt, fam, prior, amortised.normal_mean_posterior, 3, num_tasks=10)
+        >>> r = amortised.heldout_loglik(jax.random.key(1), dt, fam, prior, amortised.normal_mean_posterior, 3, num_tasks=4, num_draws=5)
         >>> r["predicted"] <= r["exact"] + 3 * r["kl_se"]
         True
     """
