@@ -215,6 +215,21 @@ def normal_mean_posterior(prior: GMM, x: Any, mask: Any = None, noise_scale: Any
     return GMM(jax.nn.log_softmax(prior.logits) + jnp.sum(logml, axis=-1), loc, jnp.sqrt(1.0 / prec))
 
 
+_simulate_tasks = eqx.filter_jit(simulate_tasks)  # compiled once per (model, sampler, sizes)
+
+
+@eqx.filter_jit
+def _scores(dt, exact_posterior, num_draws, priors, x, mask, k):
+    """Mean log density of exact posterior draws under the predicted and the exact posterior, per
+    task (compiled once per network structure, exact posterior and shapes)."""
+    post = jax.vmap(dt)(priors, x, mask)
+    exact = jax.vmap(exact_posterior)(priors, x, mask)
+    draws = jax.vmap(lambda kk, g: g.sample(kk, num_draws))(jax.random.split(k, x.shape[0]), exact)
+    lq = jax.vmap(lambda q, d: q.log_prob(d))(post, draws)
+    lp = jax.vmap(lambda q, d: q.log_prob(d))(exact, draws)
+    return jnp.mean(lq, axis=1), jnp.mean(lp, axis=1)
+
+
 def heldout_loglik(key: Any, dt: DistributionTransformer, model: Any, prior_sampler: Callable, exact_posterior: Callable,
                    *args: Any, num_tasks: int = 200, num_draws: int = 100, param: str = "theta", data: str = "x",
                    min_data: int | None = None, **kwargs: Any) -> dict:
@@ -235,19 +250,10 @@ def heldout_loglik(key: Any, dt: DistributionTransformer, model: Any, prior_samp
         True
     """
     k1, k2 = jax.random.split(key)
-    priors, theta, x, mask = jax.jit(lambda k: simulate_tasks(k, model, prior_sampler, num_tasks, *args, param=param, data=data,
-                                                              min_data=min_data, **kwargs))(k1)
+    priors, theta, x, mask = _simulate_tasks(k1, model, prior_sampler, int(num_tasks), *args, param=param, data=data,
+                                             min_data=min_data, **kwargs)
 
-    @jax.jit
-    def scores(priors, x, mask, k):
-        post = jax.vmap(dt)(priors, x, mask)
-        exact = jax.vmap(exact_posterior)(priors, x, mask)
-        draws = jax.vmap(lambda kk, g: g.sample(kk, num_draws))(jax.random.split(k, num_tasks), exact)
-        lq = jax.vmap(lambda q, d: q.log_prob(d))(post, draws)
-        lp = jax.vmap(lambda q, d: q.log_prob(d))(exact, draws)
-        return jnp.mean(lq, axis=1), jnp.mean(lp, axis=1)
-
-    lq, lp = (np.asarray(v, np.float64) for v in scores(priors, x, mask, k2))
+    lq, lp = (np.asarray(v, np.float64) for v in _scores(dt, exact_posterior, int(num_draws), priors, x, mask, k2))
     d = lp - lq
     return {"predicted": float(lq.mean()), "exact": float(lp.mean()), "kl": float(d.mean()),
             "kl_se": float(d.std(ddof=1) / np.sqrt(len(d)))}
