@@ -10,6 +10,7 @@ Subpackages
 - :mod:`inference.vi` -- variational inference: objectives as programs, estimators, guides.
 - :mod:`inference.causal` -- string diagrams, surgery, identification and estimation.
 - :mod:`inference.sharding` -- laying chains, particles and samples out across devices.
+- :mod:`inference.amortised` -- amortised inference: the distribution transformer (GMM prior + data -> GMM posterior).
 
 The subpackages are imported lazily, so ``import inference`` stays cheap and a family that
 is still being written does not break the others.
@@ -22,6 +23,7 @@ from typing import Any
 
 __all__ = ["mcmc", "smc", "vi", "causal", "sharding"]
 __all__ += ["sequential"]  # issue 20: sequential Bayesian inference
+__all__ += ["amortised"]  # issue 20a: the distribution transformer
 
 
 def __getattr__(name: str) -> Any:

@@ -131,3 +131,7 @@ declare("sequential/nuts_gaussian_mean", note="test_sequential: final mean of a 
 declare("sequential/refit_mean", z=6.0, note="test_sequential: mean of 4000 iid Gaussian draws within 6 sd/sqrt(n) of the exact mean")
 declare("sequential/em_likelihood_ratio", note="test_sequential: 2 (loglik of the EM fit - loglik of the generating "
         "2-component mixture) below the chi2_11 quantile (Wilks), 4000 draws in 2-D")
+# amortised inference, issue 20a: the distribution transformer (tests/test_amortised.py)
+
+declare("amortised/sbc", 1, note="test_amortised: chi2 on the SBC ranks (1000 held-out tasks, 19 draws) of the shipped trained transformer")
+declare("amortised/heldout_kl", 1, z=6.0, note="test_amortised: mean KL(exact || predicted) + 6 se < 0.1 nats on 300 held-out tasks (the data-ignoring twin must exceed it)")

@@ -33,6 +33,7 @@ PACKAGES = ("ppl", "inference", "semantics")
 MODULES = ["ppl", "ppl.randomness", "inference", "inference.mcmc", "inference.smc", "inference.vi",
            "inference.causal", "inference.sharding", "semantics"]
 MODULES += ["inference.sequential"]  # issue 20
+MODULES += ["inference.amortised"]  # issue 20a
 
 #: "module.name" -> why no test can reference it meaningfully (keep this tiny)
 ALLOWED: dict[str, str] = {}
