@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import zlib
 from typing import Any, Callable, Mapping
@@ -620,6 +621,8 @@ def _relabelling(variant: int):
         rng = np.random.default_rng([zlib.crc32(name.encode()), variant // 2])
         lo = 1 if variant < 2 and k > 1 else 0
         c = rng.integers(lo, max(k, lo + 1), size=(1,) + shape[1:])
+        if variant == 2 and c.size > 1 and k > 1 and np.all(c == c.flat[0]):
+            c.flat[0] = (c.flat[0] + 1) % k  # elements unlike each other: cross-element uses show
         if variant == 1:
             c = c - 1 if k > 1 else c
         idx = np.broadcast_to(c, shape)
@@ -642,7 +645,25 @@ def _gathered(fa: np.ndarray, vars_: Mapping[int, _Var], made: Mapping[str, np.n
     return fa
 
 
-def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=None) -> None:
+_CHECKED: dict = {}  # digests of the (model, inputs) already found element by element
+
+
+def _digest(fn, trees) -> tuple | None:
+    """A key for the model function and its concrete inputs (None when some input is traced)."""
+    if not _concrete(trees):
+        return None
+    h = hashlib.sha1(str(jax.tree_util.tree_structure(trees)).encode())
+    for leaf in jax.tree_util.tree_leaves(trees):
+        a = np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray, int, float, bool, complex)) else None
+        if a is None:
+            h.update(repr(leaf).encode())
+        else:
+            h.update(str((a.shape, a.dtype)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return (fn, h.hexdigest())
+
+
+def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=None, values=None) -> None:
     """Refuse a model that uses a summed-out plated site other than element by element.
 
     Enumeration lays a site's support along a dimension of its own, shared by its plate's
@@ -656,7 +677,8 @@ def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=No
     factor depends on the site across elements (or across its support) and is refused, naming
     it.  Runs eagerly on concrete values (four runs of the model); with traced inputs it is
     skipped (the callers check once at a concrete point)."""
-    if not _concrete(args, kwargs):
+    key = _digest(fn, (args, kwargs, values))
+    if key is None or key in _CHECKED:
         return
     cap = MAX_ELEMENTS if max_elements is None else max_elements
     info: dict = {}
@@ -686,6 +708,9 @@ def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=No
         for fa, fb, site in zip(outs[0], factors, base.names):
             if not _agrees(np.asarray(fa), np.asarray(fb), base.vars, made):
                 _refuse(site, np.asarray(fa), base, fn, args, kwargs, handlers, nesting, max_elements)
+    if len(_CHECKED) > 256:
+        _CHECKED.clear()
+    _CHECKED[key] = True
 
 
 def _agrees(fa: np.ndarray, fb: np.ndarray, vars_: Mapping[int, _Var], made: Mapping[str, np.ndarray]) -> bool:
@@ -753,7 +778,7 @@ def marginal_log_density(model: Any, values: Mapping[str, Any], *args: Any,
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
     if _concrete(values):
-        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements)
+        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, nesting=nesting, max_elements=max_elements)
     return _total(enum)
 
@@ -810,7 +835,7 @@ def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any =
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
     if _concrete(values):
-        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements)
+        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, op=op, record=True, nesting=nesting,
                           max_elements=max_elements)
     buckets: list = []

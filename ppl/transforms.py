@@ -195,7 +195,7 @@ class UnconstrainedView:
             # a summed-out plated site used across its plate would give a wrong marginal: refuse it
             # (checked once, at the concrete initial point; skipped when the data are traced)
             _enum._check_elementwise(self.model.fn, self.args, self.kwargs,
-                                     (_Unconstrain(self.unravel(self.init)),), self._nesting)
+                                     (_Unconstrain(self.unravel(self.init)),), self._nesting, values=self.init)
 
     # -- flat <-> dict ----------------------------------------------------------------------------
 
