@@ -645,6 +645,7 @@ def _gathered(fa: np.ndarray, vars_: Mapping[int, _Var], made: Mapping[str, np.n
     return fa
 
 
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 _CHECKED: dict = {}  # digests of the (model, inputs) already found element by element
 
 
@@ -697,7 +698,12 @@ def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=No
             out.append([f for f, _ in enum.factors])
         return out
 
-    outs = jax.jit(runs)()
+    try:  # compiled for speed of compilation: the check runs once, on small programs' worth of work
+        outs = jax.jit(runs).lower().compile(_FAST_COMPILE)()
+    except Exception as e:  # an XLA build without these options: compile as usual
+        if isinstance(e, ModelError):
+            raise
+        outs = jax.jit(runs)()
     if not _concrete(outs):
         return  # called while an outer function is traced: checked where the values are concrete
     outs = jax.device_get(outs)

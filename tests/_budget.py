@@ -121,3 +121,12 @@ declare("mcmc/adaptation_low_rank_invariance", 8,
 declare("mcmc/adaptation_moves", 2, alpha=1e-300,
         note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
 declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 14 follow-up (engineer 14): enumeration
+
+declare("enum/hmm_example_means", 6, alpha=1e-9,
+        note="test_enum_hmm_reference: NUTS on hmm_example written with a discrete state per step in ppl.scan, "
+             "posterior means of theta (4) and mu (2) against a long NumPyro hand-marginalised reference, "
+             "z = Δmean / sqrt(sd²/ESS_bulk + mcse_ref²)")
