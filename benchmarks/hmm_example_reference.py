@@ -34,9 +34,11 @@ SETTINGS = dict(num_warmup=1000, num_samples=5000, num_chains=4, seed=0)
 
 
 def hmm_forward(K, y):
-    """Stan's hmm_example: theta[k] ~ Dirichlet(1), mu ~ N([3, 10], 1), a uniform first state."""
+    """posteriordb's hmm_example.stan: simplex rows theta[k] (flat), positive_ordered mu with
+    normal(3, 1) and normal(10, 1) terms, a uniform first state (a constant)."""
     theta = numpyro.sample("theta", dist.Dirichlet(jnp.ones(K)).expand([K]).to_event(1))
-    mu = numpyro.sample("mu", dist.Normal(jnp.array([3.0, 10.0]), 1.0).to_event(1))
+    mu = numpyro.sample("mu", dist.ImproperUniform(dist.constraints.positive_ordered_vector, (), (K,)))
+    numpyro.factor("mu_prior", dist.Normal(jnp.array([3.0, 10.0]), 1.0).log_prob(mu).sum())
     emit = dist.Normal(mu, 1.0).log_prob(y[:, None])
 
     def fwd(la, e):

@@ -38,7 +38,9 @@ def make(transition=True):
     @ppl.model
     def hmm_scan(K, y):
         theta = ppl.sample("theta", dist.Dirichlet(jnp.ones(K)).expand([K]).to_event(1))
-        mu = ppl.sample("mu", dist.Normal(jnp.array([3.0, 10.0]), 1.0).to_event(1))
+        # posteriordb's hmm_example.stan: positive_ordered mu with normal(3, 1), normal(10, 1) terms
+        mu = ppl.sample("mu", dist.ImproperUniform(dist.constraints.positive_ordered_vector, (), (K,)))
+        ppl.factor("mu_prior", dist.Normal(jnp.array([3.0, 10.0]), 1.0).log_prob(mu).sum())
 
         def step(z_prev, y_t):
             probs = theta[z_prev] if transition else jnp.ones(K) / K
