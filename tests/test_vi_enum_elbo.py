@@ -114,3 +114,12 @@ def test_a_plate_of_500_points_is_summed_element_by_element():
     obj = vi.trace_enum_elbo(model, guide, strategies={"g": "enum"})
     value, grads = obj.grad(jax.random.key(1), obj.init_params(jax.random.key(0), y), y)
     assert np.isfinite(float(value)) and sorted(grads) == ["loc", "q"]
+
+
+def test_enum_log_weight_is_the_marginal_minus_the_guide_density():
+    model, guide, y = build(2, 3, 5)
+    tr = guide.simulate(jax.random.key(3), y)
+    c, g = tr.choices["c"], int(tr.choices["g"])
+    want = exact(model, y)(c, g) - float(tr.log_density)
+    got = float(jax.jit(lambda: vi.enum_log_weight(model, tr, y))())
+    assert abs(got - want) < 1e-10 * max(1.0, abs(want))
