@@ -45,6 +45,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
+import zlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -169,6 +172,10 @@ class _Enum(Messenger):
         self.scans: list[dict] = []
         self._op = "sum"
         self.outer_frames: list = []
+        self.names: list[str] = []  # the site that made each factor (for error messages)
+        #: (name, k, shape) -> index array into the support, or None: the relabelled run of the
+        #: element-by-element check (_check_elementwise); None in an ordinary run
+        self.relabel: Callable | None = None
 
     # -- enumeration -----------------------------------------------------------------------------
 
@@ -201,6 +208,8 @@ class _Enum(Messenger):
         sizes = {f.dim: f.size for f in frames}
         real = tuple(sizes.get(d, 1) for d in range(-depth, 0))  # its shape in a run without enumeration
         self.vars[dim] = _Var(name, dim, k, frozenset(f.name for f in frames), sup, real)
+        if self.relabel is not None:
+            value = sup[jnp.asarray(self.relabel(name, k, shape))]
         msg["value"] = value
         msg["in_support"] = True
 
@@ -234,6 +243,7 @@ class _Enum(Messenger):
         if msg["scale"] is not None:
             lp = lp * msg["scale"]
         self.factors.append((lp, ordinal))
+        self.names.append(msg["name"])
         if msg.get("log_jac") is not None:
             self.extra = self.extra + msg["log_jac"]
 
@@ -519,6 +529,7 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
         (carry, alpha, extra), (ys, recs) = jax.lax.scan(body, (carry0, alpha0, jnp.zeros(())), (xs, scanned, keys), length=T)
     total = _reduce(alpha, prev_axes, outer._op)
     outer.factors.append((total, root))
+    outer.names.append(name)
     outer.next_dim = d0 - 2 * m
     outer.extra = outer.extra + extra
     for p in root:
@@ -594,6 +605,159 @@ def _enumerated(fn, args, kwargs, handlers, op="sum", record=False, nesting=None
     return enum, sites
 
 
+def _concrete(*trees) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def _relabelling(variant: int):
+    """Each enumerated site's value replaced, in every plate element i, by one support value
+    index c_i, the same along its enumeration dim.  Variant 0: c_i random in 1..K-1; variant 1:
+    that minus one (so any sum, mean, max or min over the site differs from the ordinary run's
+    in at least one of the two); variant 2: c_i random in 0..K-1 (elements unlike each other)."""
+    made: dict = {}
+
+    def relabel(name, k, shape):
+        shape = tuple(int(s) for s in shape)
+        rng = np.random.default_rng([zlib.crc32(name.encode()), variant // 2])
+        lo = 1 if variant < 2 and k > 1 else 0
+        c = rng.integers(lo, max(k, lo + 1), size=(1,) + shape[1:])
+        if variant == 2 and c.size > 1 and k > 1 and np.all(c == c.flat[0]):
+            c.flat[0] = (c.flat[0] + 1) % k  # elements unlike each other: cross-element uses show
+        if variant == 1:
+            c = c - 1 if k > 1 else c
+        idx = np.broadcast_to(c, shape)
+        made[name] = idx
+        return idx
+
+    return relabel, made
+
+
+def _gathered(fa: np.ndarray, vars_: Mapping[int, _Var], made: Mapping[str, np.ndarray], nd: int) -> np.ndarray:
+    """The ordinary run's factor read at the relabelled indices of every variable it varies along."""
+    fa = fa.reshape((1,) * (nd - fa.ndim) + fa.shape)
+    for d, v in vars_.items():
+        if v.name not in made or fa.shape[d] == 1:
+            continue
+        idx = made[v.name]
+        idx = idx.reshape((1,) * (nd - idx.ndim) + idx.shape)
+        shape = np.broadcast_shapes(fa.shape, idx.shape)
+        fa = np.take_along_axis(np.broadcast_to(fa, shape), np.broadcast_to(idx, shape), axis=nd + d)
+    return fa
+
+
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_CHECKED: dict = {}  # digests of the (model, inputs) already found element by element
+
+
+def _digest(fn, trees) -> tuple | None:
+    """A key for the model function and its concrete inputs (None when some input is traced)."""
+    if not _concrete(trees):
+        return None
+    h = hashlib.sha1(str(jax.tree_util.tree_structure(trees)).encode())
+    for leaf in jax.tree_util.tree_leaves(trees):
+        a = np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray, int, float, bool, complex)) else None
+        if a is None:
+            h.update(repr(leaf).encode())
+        else:
+            h.update(str((a.shape, a.dtype)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return (fn, h.hexdigest())
+
+
+def _check_elementwise(fn, args, kwargs, handlers, nesting: int, max_elements=None, values=None) -> None:
+    """Refuse a model that uses a summed-out plated site other than element by element.
+
+    Enumeration lays a site's support along a dimension of its own, shared by its plate's
+    elements; that sums the elements out one by one, which is exact only if every factor reads
+    element i of the site in element i (indexing, arithmetic, distributions built from it).  A
+    reduction across the plate (``jnp.sum(z)``, ``z.mean()``) instead reduces the support and
+    gives a wrong marginal with no shape error.  The check: run the model again with each
+    enumerated site's value relabelled (in every plate element one support value, the same along
+    its enumeration dim: see _relabelling): an element-by-element model's
+    factors are then exactly the ordinary run's factors read at those indices; any other
+    factor depends on the site across elements (or across its support) and is refused, naming
+    it.  Runs eagerly on concrete values (four runs of the model); with traced inputs it is
+    skipped (the callers check once at a concrete point)."""
+    key = _digest(fn, (args, kwargs, values))
+    if key is None or key in _CHECKED:
+        return
+    cap = MAX_ELEMENTS if max_elements is None else max_elements
+    info: dict = {}
+
+    def runs():  # the ordinary run and the three relabelled ones, compiled as one program
+        base, _ = _enumerated(fn, args, kwargs, handlers, nesting=nesting, max_elements=max_elements)
+        info["base"], info["made"], out = base, [], [[f for f, _ in base.factors]]
+        if not base.vars:
+            return out
+        for variant in (0, 1, 2):
+            relabel, made = _relabelling(variant)
+            enum = _Enum(-nesting - 1, cap)
+            enum.relabel = relabel
+            run(fn, args, kwargs, enum, *handlers)
+            info["made"].append(made)
+            out.append([f for f, _ in enum.factors])
+        return out
+
+    try:  # compiled for speed of compilation: the check runs once, on small programs' worth of work
+        outs = jax.jit(runs).lower().compile(_FAST_COMPILE)()
+    except Exception as e:  # an XLA build without these options: compile as usual
+        if isinstance(e, ModelError):
+            raise
+        outs = jax.jit(runs)()
+    if not _concrete(outs):
+        return  # called while an outer function is traced: checked where the values are concrete
+    outs = jax.device_get(outs)
+    base = info["base"]
+    for made, factors in zip(info["made"], outs[1:]):
+        if len(factors) != len(outs[0]):
+            return  # a different structure (data-dependent control flow): nothing to compare
+        for fa, fb, site in zip(outs[0], factors, base.names):
+            if not _agrees(np.asarray(fa), np.asarray(fb), base.vars, made):
+                _refuse(site, np.asarray(fa), base, fn, args, kwargs, handlers, nesting, max_elements)
+    if len(_CHECKED) > 256:
+        _CHECKED.clear()
+    _CHECKED[key] = True
+
+
+def _agrees(fa: np.ndarray, fb: np.ndarray, vars_: Mapping[int, _Var], made: Mapping[str, np.ndarray]) -> bool:
+    """Whether the relabelled run's factor `fb` is the ordinary run's `fa` read at the relabelled indices."""
+    nd = max(fa.ndim, fb.ndim, max(-d for d in vars_))
+    want = _gathered(fa, vars_, made, nd)
+    fb = fb.reshape((1,) * (nd - fb.ndim) + fb.shape)
+    try:
+        return bool(np.allclose(*np.broadcast_arrays(want, fb), rtol=1e-4, atol=1e-5))
+    except ValueError:
+        return False
+
+
+def _refuse(site, fa, base, fn, args, kwargs, handlers, nesting, max_elements):
+    """Name the enumerated sites whose relabelling alone changes `site` (on the error path only)."""
+    culprits = []
+    i = base.names.index(site)
+    for v, variant in itertools.product(base.vars.values(), (0, 1, 2)):
+        if v in culprits:
+            continue
+        relabel, made = _relabelling(variant)
+        enum = _Enum(-nesting - 1, MAX_ELEMENTS if max_elements is None else max_elements)
+        enum.relabel = lambda name, k, shape, v=v, relabel=relabel: (
+            relabel(name, k, shape) if name == v.name else np.broadcast_to(
+                np.arange(k).reshape((k,) + (1,) * (len(shape) - 1)), tuple(int(s) for s in shape)))
+        with jax.ensure_compile_time_eval():
+            run(fn, args, kwargs, enum, *handlers)
+        if not _agrees(fa, np.asarray(enum.factors[i][0]), {v.dim: v}, made):
+            culprits.append(v)
+    culprits = culprits or list(base.vars.values())
+    desc = ", ".join(f"{v.name!r}" + (f" (plates {sorted(v.ordinal)})" if v.ordinal else "") for v in culprits)
+    raise ModelError(
+        f"site {site!r} uses the summed-out discrete site(s) {desc} other than element by element: "
+        "its value is not, in each plate element, a function of that element's value alone (e.g. "
+        "jnp.sum(z), z.mean() or a sort of z across its plate, or a reduction over z's values). "
+        "Enumeration sums each element out separately and would give a wrong marginal. Keep every "
+        "use of the site inside its plate and elementwise, or sample it with mcmc.Gibbs (exact for "
+        "coupled elements)."
+    )
+
+
 def _total(enum: _Enum, buckets=None) -> jax.Array:
     t = _contract(enum.factors, enum.vars, enum.plates, set(), frozenset(), enum._op, enum._guard, buckets)
     return jnp.sum(t) + enum.extra
@@ -617,7 +781,11 @@ def marginal_log_density(model: Any, values: Mapping[str, Any], *args: Any,
         0.5625
     """
     m = as_model(model)
-    enum, _ = _enumerated(m.fn, args, kwargs, (_Given(values),), max_elements=max_elements)
+    handlers = (_Given(values),)
+    nesting = _probe(m.fn, args, kwargs, handlers).nesting
+    if _concrete(values):
+        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
+    enum, _ = _enumerated(m.fn, args, kwargs, handlers, nesting=nesting, max_elements=max_elements)
     return _total(enum)
 
 
@@ -670,7 +838,12 @@ def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any =
         key = jax.random.key(0) if key is None else key
     m = as_model(model)
     op = "max" if temperature == 0 else "sum"
-    enum, _ = _enumerated(m.fn, args, kwargs, (_Given(values),), op=op, record=True, max_elements=max_elements)
+    handlers = (_Given(values),)
+    nesting = _probe(m.fn, args, kwargs, handlers).nesting
+    if _concrete(values):
+        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
+    enum, _ = _enumerated(m.fn, args, kwargs, handlers, op=op, record=True, nesting=nesting,
+                          max_elements=max_elements)
     buckets: list = []
     _contract(enum.factors, enum.vars, enum.plates, set(), frozenset(), op, enum._guard, buckets)
     assign: dict = {}

@@ -192,6 +192,10 @@ class UnconstrainedView:
         self._dropped: frozenset = frozenset()
         if self.discrete:
             self._dropped = self._depends_on_discrete(sites)
+            # a summed-out plated site used across its plate would give a wrong marginal: refuse it
+            # (checked once, at the concrete initial point; skipped when the data are traced)
+            _enum._check_elementwise(self.model.fn, self.args, self.kwargs,
+                                     (_Unconstrain(self.unravel(self.init)),), self._nesting, values=self.init)
 
     # -- flat <-> dict ----------------------------------------------------------------------------
 

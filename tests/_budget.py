@@ -135,3 +135,9 @@ declare("sequential/em_likelihood_ratio", note="test_sequential: 2 (loglik of th
 
 declare("amortised/sbc", 1, note="test_amortised: chi2 on the SBC ranks (1000 held-out tasks, 19 draws) of the shipped trained transformer")
 declare("amortised/heldout_kl", 1, z=6.0, note="test_amortised: mean KL(exact || predicted) + 6 se < 0.1 nats on 300 held-out tasks (the data-ignoring twin must exceed it)")
+# issue 14 follow-up (engineer 14): enumeration
+
+declare("enum/hmm_example_means", 6, alpha=1e-9,
+        note="test_enum_hmm_reference: NUTS on hmm_example written with a discrete state per step in ppl.scan, "
+             "posterior means of theta (4) and mu (2) against a long NumPyro hand-marginalised reference, "
+             "z = Δmean / sqrt(sd²/ESS_bulk + mcse_ref²)")

@@ -32,6 +32,7 @@ from .pathfinder import PathfinderResult, lbfgs_inverse_hessians, pathfinder
 from .psis import pareto_k
 from .networks import network, network_from_params
 from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
+from .enum_elbo import enum_log_weight, trace_enum_elbo  # issue 14: guide-less discrete sites summed out
 
 __all__ = [
     "STRATEGIES",
@@ -80,4 +81,7 @@ __all__ = [
     "PathfinderResult",
     "lbfgs_inverse_hessians",
     "pareto_k",
+    # issue 14: the ELBO with guide-less discrete sites summed out element by element
+    "trace_enum_elbo",
+    "enum_log_weight",
 ]

@@ -65,3 +65,40 @@ MUTANTS += [
         area="kernel",
     ),
 ]
+
+# --- issue 14 follow-up (engineer 14): the element-by-element check and vi.trace_enum_elbo -------
+MUTANTS += [
+    Mutant(
+        id="enum/elementwise-check-accepts-everything",
+        file="ppl/enum.py",
+        find="        return bool(np.allclose(*np.broadcast_arrays(want, fb), rtol=1e-4, atol=1e-5))",
+        replace="        return True",
+        tests=(
+            "tests/test_enum_reductions.py::test_every_reduction_across_the_plate_is_refused_naming_the_site",
+        ),
+        description="The relabelled runs are never compared: a model that reduces a summed-out site across its plate (jnp.sum(z)) silently gets a wrong marginal again.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/elementwise-check-only-random-relabelling",
+        file="ppl/enum.py",
+        find="        for variant in (0, 1, 2):",
+        replace="        for variant in (2,):",
+        tests=(
+            "tests/test_enum_reductions.py::test_every_reduction_across_the_plate_is_refused_naming_the_site",
+        ),
+        description="Only the random relabelling is run: a max or min over the site sees the same extreme value as the ordinary run and is let through.",
+        area="law",
+    ),
+    Mutant(
+        id="vi/trace-enum-elbo-guide-density-sign",
+        file="inference/vi/enum_elbo.py",
+        find="*args, **kwargs) - tr.log_density",
+        replace="*args, **kwargs) + tr.log_density",
+        tests=(
+            "tests/test_vi_enum_elbo.py::test_value_and_gradient_are_exact_against_enumeration",
+        ),
+        description="The guide's log density is added instead of subtracted: the objective is no longer the ELBO of the marginal model.",
+        area="law",
+    ),
+]
