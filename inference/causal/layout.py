@@ -1,0 +1,478 @@
+"""Where each piece of a string diagram goes: a layered layout with routed wires (no matplotlib).
+
+The picture follows Jacobs, Kissinger & Zanasi ("Causal inference by string diagram surgery"):
+wires flow from the **bottom to the top**; each site is a box (a channel) whose input wires are
+its parents; a variable used more than once (by several boxes, or by a box and the diagram's
+output) leaves its box through a **copy dot**; a marginalised variable that nothing uses ends in a
+**discard** (ground) symbol; a hard-intervened box is a **state** (a triangle with its value) with
+no input wire; the outputs of the diagram leave at the top, labelled.
+
+The layout is Sugiyama's: a box's layer is the length of the longest wire path into it; a wire
+that skips layers gets a dummy node in every layer it crosses (wires to the diagram's output go
+through every layer above their box); boxes and dummies are ordered within their layer by
+repeated barycentre sweeps (keeping the order with the fewest crossings), then placed by
+weighted least squares under the minimum spacing (isotonic regression).  Inside a layer's band a
+wire runs straight up through its dummy, which keeps its distance from every box; between two
+layers it is a cubic curve with vertical ends, which stays inside the box-free channel between
+the bands.  So **no wire passes through a box it does not connect**, by construction, and the
+test of this module checks it on generated diagrams.
+
+Plates are frames around their boxes: the boxes (and bundled wires) of a plate are kept together
+within each layer, and any other box that would fall inside a frame is pushed out of it.
+
+Example:
+    >>> from inference.causal.examples import smoking
+    >>> from inference.causal.layout import layout
+    >>> g = layout(causal.diagram(smoking))
+    >>> sorted(g.dots)  # hidden feeds smoke, cancer and the output
+    ['hidden', 'smoke', 'tar']
+    >>> [w.dst for w in g.wires if w.src == "hidden"]
+    ['smoke', 'cancer', None]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ppl.errors import AddressError, ModelError, nearest
+
+__all__ = ["BoxGeom", "WireGeom", "PlateGeom", "Geometry", "layout", "layers"]
+
+LAYER = 1.5  #: distance between the centres of two layers
+BOX_H = 0.5  #: height of a box
+DOT = 0.24  #: how far above its box a copy dot (or a discard) sits
+_GAP_BOX, _GAP_MIX, _GAP_DUMMY, _GAP_PLATE = 0.45, 0.28, 0.2, 0.2
+_CURVE_POINTS = 12
+
+
+@dataclass(frozen=True)
+class BoxGeom:
+    """A box: centre (x, y), width w, height h; shape ``"box"``, ``"state"`` (hard cut), ``"soft"``."""
+
+    name: str
+    x: float
+    y: float
+    w: float
+    h: float
+    shape: str
+    label: str
+    layer: int
+
+    @property
+    def rect(self) -> tuple:
+        """(x0, y0, x1, y1)."""
+        return (self.x - self.w / 2, self.y - self.h / 2, self.x + self.w / 2, self.y + self.h / 2)
+
+
+@dataclass(frozen=True)
+class WireGeom:
+    """A wire from box `src` to box `dst` (None: the diagram's output), as a polyline.
+
+    `points` samples the drawn path (curves included) from the source's top to the destination's
+    bottom; `feedback` marks a wire into an earlier box (a loop's carry), drawn against the flow.
+    """
+
+    src: str
+    dst: str | None
+    points: tuple
+    plates: tuple = ()
+    feedback: bool = False
+
+
+@dataclass(frozen=True)
+class PlateGeom:
+    name: str
+    rect: tuple  #: (x0, y0, x1, y1)
+    members: tuple
+
+
+@dataclass
+class Geometry:
+    """The laid-out diagram: boxes, wires, copy dots, discards, outputs and plate frames."""
+
+    boxes: dict
+    wires: list
+    dots: dict  #: variable -> (x, y) of its copy dot
+    discards: dict  #: variable -> (x, y) of its discard symbol
+    outputs: dict  #: variable -> (x, y) where its wire leaves the diagram (the top)
+    plates: list = field(default_factory=list)
+    title: str = ""
+
+    @property
+    def bounds(self) -> tuple:
+        xs, ys = [], []
+        for b in self.boxes.values():
+            x0, y0, x1, y1 = b.rect
+            xs += [x0, x1]
+            ys += [y0, y1]
+        for w in self.wires:
+            xs += [p[0] for p in w.points]
+            ys += [p[1] for p in w.points]
+        for p in self.plates:
+            xs += [p.rect[0], p.rect[2]]
+            ys += [p.rect[1], p.rect[3]]
+        if not xs:
+            return (0.0, 0.0, 1.0, 1.0)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def layers(d) -> dict:
+    """Box name -> layer: the longest wire path into the box (wires point to later layers).
+
+    A wire from a later site into an earlier one (a loop's feedback through its carry) is laid
+    out reversed, so it does not loop the layout.
+    """
+    order = {n: i for i, n in enumerate(d.boxes)}
+    preds: dict = {n: set() for n in d.boxes}
+    for b in d.boxes.values():
+        for p in b.parents:
+            if p == b.name or p not in order:
+                continue
+            u, v = (p, b.name) if order[p] < order[b.name] else (b.name, p)
+            preds[v].add(u)
+    out: dict = {}
+    for n in d.boxes:  # execution order is a topological order of the (reversed) graph
+        out[n] = 1 + max((out[p] for p in preds[n]), default=-1)
+    return out
+
+
+def _label(b) -> str:
+    name = b.name if len(b.name) <= 16 else b.name[:15] + "…"
+    if b.is_hard:
+        return f"{name} = {_short(b.intervention)}"
+    return name
+
+
+def _short(v: Any) -> str:
+    import numpy as np
+
+    a = np.asarray(v)
+    if a.ndim == 0:
+        x = a.item()
+        return f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"{a.dtype}{list(a.shape)}"
+
+
+def _width(label: str) -> float:
+    return max(0.9, 0.105 * len(label) + 0.4)
+
+
+def _check_names(d, names: Iterable, what: str) -> tuple:
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    for n in names:
+        if n not in d.boxes:
+            raise AddressError(f"draw: {what} names {n!r}, which is not a box of the diagram{nearest(n, d.boxes)}.")
+    return names
+
+
+def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
+    """Lay the diagram out: positions of boxes, copy dots, discards, outputs, plates; wire paths.
+
+    `marginalise` names variables whose value is not an output of the diagram (their wire ends
+    in a discard when no box uses them).  Factor sites have no output.  ``route=False`` draws
+    every wire as one straight curve from box to box (for comparison; it may cross boxes).
+    """
+    marg = set(_check_names(d, marginalise, "marginalise"))
+    if not isinstance(route, bool):
+        raise ModelError(f"draw: route must be True or False, got {route!r}.")
+    boxes = d.boxes
+    order = {n: i for i, n in enumerate(boxes)}
+    lay = layers(d)
+
+    # the wires of the layout graph, earlier -> later; feedback wires are reversed
+    edges: list = []  # (u, v, real_src, real_dst, plates, feedback)
+    for w in d.wires:
+        if w.src == w.dst or w.src not in order:
+            continue
+        if order[w.src] < order[w.dst]:
+            edges.append((w.src, w.dst, w.src, w.dst, w.plates, False))
+        else:
+            edges.append((w.dst, w.src, w.src, w.dst, w.plates, True))
+    has_output = {n: b.kind != "factor" and n not in marg for n, b in boxes.items()}
+    top = max(lay.values(), default=-1) + 1
+    for n in boxes:
+        if has_output[n]:
+            edges.append((n, ("out", n), n, None, (), False))
+    consumers = {n: 0 for n in boxes}
+    for u, v, src, dst, _, fb in edges:
+        if not fb:
+            consumers[src] += 1
+
+    # layered graph with dummies
+    level = dict(lay)
+    sig: dict = {n: tuple(b.plates) for n, b in boxes.items()}
+    width: dict = {}
+    for n, b in boxes.items():
+        width[n] = _width(_label(b)) + (0.3 if b.is_hard else 0.0)
+    chains: list = []
+    rows: dict = {}
+    for n in boxes:
+        rows.setdefault(level[n], []).append(n)
+    for i, (u, v, src, dst, plates, fb) in enumerate(edges):
+        lv = top if dst is None and not fb else level[v]
+        if isinstance(v, tuple):
+            level[v] = top
+            sig[v] = ()
+            width[v] = 0.09 * len(_label(boxes[src])) + 0.1  # room for its label
+            rows.setdefault(top, []).append(v)
+        chain = [u]
+        for layer in range(level[u] + 1, lv):
+            dn = ("dummy", i, layer)
+            level[dn] = layer
+            sig[dn] = tuple(plates)
+            width[dn] = 0.0
+            rows.setdefault(layer, []).append(dn)
+            chain.append(dn)
+        chain.append(v)
+        chains.append(chain)
+    nlayers = top + 1 if any(has_output.values()) else top
+    succ: dict = {}
+    pred: dict = {}
+    for chain in chains:
+        for a, b in zip(chain, chain[1:]):
+            succ.setdefault(a, []).append(b)
+            pred.setdefault(b, []).append(a)
+
+    # ordering: barycentre sweeps, plate members kept together
+    rank = {n: i for i, n in enumerate(boxes)}
+
+    def tie(n):
+        if isinstance(n, str):
+            return rank[n]
+        if n[0] == "out":
+            return rank[n[1]]
+        return rank[edges[n[1]][2]] + 0.5
+
+    rows = {layer: sorted(rows.get(layer, []), key=tie) for layer in range(nlayers)}
+
+    def sweep(rows, down: bool):
+        new = dict(rows)
+        seq = range(1, nlayers) if down else range(nlayers - 2, -1, -1)
+        for layer in seq:
+            ref = new[layer - 1] if down else new[layer + 1]
+            pos = {n: i for i, n in enumerate(ref)}
+            nbrs = pred if down else succ
+
+            def bary(n, i):
+                ps = [pos[m] for m in nbrs.get(n, []) if m in pos]
+                return sum(ps) / len(ps) if ps else None
+
+            cur = new[layer]
+            keys = {}
+            for i, n in enumerate(cur):
+                b = bary(n, i)
+                keys[n] = (b if b is not None else i * len(ref) / max(len(cur), 1), tie(n))
+            new[layer] = _grouped(cur, keys, sig)
+        return new
+
+    best, best_c = rows, _crossings(rows, succ, nlayers)
+    cur = rows
+    for _ in range(6):
+        for down in (True, False):
+            cur = sweep(cur, down)
+            c = _crossings(cur, succ, nlayers)
+            if c < best_c:
+                best, best_c = cur, c
+    rows = best
+
+    # coordinates: weighted least squares towards the neighbours, under the spacing
+    ypos = {n: level[n] * LAYER for n in level}
+    x: dict = {}
+    for layer, row in rows.items():
+        acc = 0.0
+        for i, n in enumerate(row):
+            if i:
+                acc += _sep(row[i - 1], n, width, sig)
+            x[n] = acc
+        for n in row:
+            x[n] -= acc / 2
+    for it in range(40):
+        seq = list(range(nlayers)) if it % 2 == 0 else list(range(nlayers - 1, -1, -1))
+        for layer in seq:
+            row = rows[layer]
+            if not row:
+                continue
+            target, weight = [], []
+            for n in row:
+                ws = tx = 0.0
+                for m in pred.get(n, []) + succ.get(n, []):
+                    wgt = 4.0 if (not isinstance(n, str) and not isinstance(m, str)) else 1.0
+                    ws += wgt
+                    tx += wgt * x[m]
+                target.append(tx / ws if ws else x[n])
+                weight.append(max(ws, 0.5))
+            seps = [0.0] + [_sep(a, b, width, sig) for a, b in zip(row, row[1:])]
+            for n, v in zip(row, _spaced_fit(target, weight, seps)):
+                x[n] = v
+    _push_out_of_frames(rows, x, width, sig, level, boxes)
+
+    # geometry
+    bgeo = {}
+    for n, b in boxes.items():
+        shape = "state" if b.is_hard else ("soft" if b.is_soft else "box")
+        bgeo[n] = BoxGeom(n, x[n], ypos[n], width[n], BOX_H, shape, _label(b), lay[n])
+    dots = {n: (x[n], ypos[n] + BOX_H / 2 + DOT) for n in boxes if consumers[n] >= 2}
+    discards = {n: (x[n], ypos[n] + BOX_H / 2 + DOT) for n in boxes
+                if consumers[n] == 0 and boxes[n].kind != "factor"}
+    outputs = {}
+    top_y = (nlayers - 1) * LAYER
+    # ports at the bottom of each box, ordered by where their wires come from
+    arrivals: dict = {}
+    for ci, chain in enumerate(chains):
+        v = chain[-1]
+        if isinstance(v, str):
+            prev = chain[-2]
+            arrivals.setdefault(v, []).append((x[prev], ci))
+    port: dict = {}
+    for v, lst in arrivals.items():
+        lst.sort()
+        k = len(lst)
+        step = min(0.22, (width[v] - 0.2) / max(k - 1, 1))
+        for j, (_, ci) in enumerate(lst):
+            port[ci] = x[v] + (j - (k - 1) / 2) * step
+    wires = []
+    for ci, (chain, (u, v, src, dst, plates, fb)) in enumerate(zip(chains, edges)):
+        pts = [(x[u] + (width[u] / 2 - 0.12 if fb else 0.0), ypos[u] + BOX_H / 2)]
+        if not fb and u in dots:
+            pts.append(dots[u])
+        if route:
+            for dn in chain[1:-1]:
+                pts.append((x[dn], ypos[dn] - BOX_H / 2))
+                pts.append((x[dn], ypos[dn] + BOX_H / 2))
+        if isinstance(v, tuple):
+            end = (x[v], top_y)
+            outputs[src] = end
+        else:
+            end = (port[ci], ypos[v] - BOX_H / 2)
+        pts.append(end)
+        wires.append(WireGeom(src, dst, tuple(_smooth(pts)), tuple(plates), fb))
+    plates = _plate_frames(boxes, bgeo, dots, discards)
+    return Geometry(bgeo, wires, dots, discards, outputs, plates, getattr(d.model, "name", "model"))
+
+
+def _grouped(row, keys, sig, depth: int = 0):
+    """Order `row` by key, keeping nodes of the same plate (at `depth`) together."""
+    groups: dict = {}
+    singles = []
+    for n in row:
+        s = sig[n]
+        if len(s) > depth:
+            groups.setdefault(s[depth], []).append(n)
+        else:
+            singles.append(n)
+    items = [(keys[n], [n]) for n in singles]
+    for g, members in groups.items():
+        k = sum(keys[m][0] for m in members) / len(members)
+        items.append(((k, min(keys[m][1] for m in members)), _grouped(members, keys, sig, depth + 1)))
+    items.sort(key=lambda t: t[0])
+    return [n for _, ms in items for n in ms]
+
+
+def _crossings(rows, succ, nlayers) -> int:
+    c = 0
+    for layer in range(nlayers - 1):
+        pos = {n: i for i, n in enumerate(rows[layer + 1])}
+        segs = [(i, pos[m]) for i, n in enumerate(rows[layer]) for m in succ.get(n, []) if m in pos]
+        for a in range(len(segs)):
+            for b in range(a + 1, len(segs)):
+                (p0, q0), (p1, q1) = segs[a], segs[b]
+                if (p0 - p1) * (q0 - q1) < 0:
+                    c += 1
+    return c
+
+
+def _sep(a, b, width, sig) -> float:
+    wa, wb = width[a], width[b]
+    ba, bb = isinstance(a, str), isinstance(b, str)
+    gap = _GAP_BOX if (ba and bb) else (_GAP_MIX if (ba or bb) else _GAP_DUMMY)
+    frames = len(set(sig[a]) ^ set(sig[b]))
+    return (wa + wb) / 2 + gap + _GAP_PLATE * frames
+
+
+def _spaced_fit(target, weight, seps):
+    """Weighted least squares x close to target with x[i] - x[i-1] >= seps[i] (pool adjacent violators)."""
+    c, acc = [], 0.0
+    for s in seps:
+        acc += s
+        c.append(acc)
+    t = [a - b for a, b in zip(target, c)]
+    blocks: list = []  # [value, weight, count]
+    for ti, wi in zip(t, weight):
+        blocks.append([ti, wi, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    y = [v for v, _, n in blocks for _ in range(n)]
+    return [a + b for a, b in zip(y, c)]
+
+
+def _push_out_of_frames(rows, x, width, sig, level, boxes) -> None:
+    """Move boxes that are not in a plate out of that plate's frame (span of its members)."""
+    plates = sorted({p for n in boxes for p in sig[n]})
+    for _ in range(10):
+        moved = False
+        for p in plates:
+            members = [n for n in boxes if p in sig[n]]
+            depth = max(len(sig[n]) for n in members)
+            pad = _GAP_PLATE * (1 + depth - min(sig[n].index(p) for n in members))
+            lo = min(x[n] - width[n] / 2 for n in members) - pad
+            hi = max(x[n] + width[n] / 2 for n in members) + pad
+            l0, l1 = min(level[n] for n in members), max(level[n] for n in members)
+            for layer in range(l0, l1 + 1):
+                row = rows[layer]
+                for i, n in enumerate(row):
+                    if not isinstance(n, str) or p in sig[n]:
+                        continue
+                    left, right = x[n] - width[n] / 2, x[n] + width[n] / 2
+                    if right <= lo - 0.05 or left >= hi + 0.05:
+                        continue
+                    # push it (and everything beyond it) to the side of the frame it is on
+                    mid = sum(x[m] for m in members if level[m] == layer) / max(
+                        1, sum(1 for m in members if level[m] == layer)) if any(level[m] == layer for m in members) else (lo + hi) / 2
+                    if x[n] < mid:
+                        shift = right - (lo - 0.1)
+                        for m in row[: i + 1]:
+                            x[m] -= shift
+                    else:
+                        shift = (hi + 0.1) - left
+                        for m in row[i:]:
+                            x[m] += shift
+                    moved = True
+        if not moved:
+            return
+
+
+def _plate_frames(boxes, bgeo, dots, discards) -> list:
+    plates = []
+    names = sorted({p for b in boxes.values() for p in b.plates})
+    for p in names:
+        members = [n for n, b in boxes.items() if p in b.plates]
+        depth = max(len(boxes[n].plates) for n in members)
+        inner = depth - min(boxes[n].plates.index(p) for n in members)
+        pad = _GAP_PLATE * inner * 0.9
+        x0 = min(bgeo[n].rect[0] for n in members) - pad
+        x1 = max(bgeo[n].rect[2] for n in members) + pad
+        y0 = min(bgeo[n].rect[1] for n in members) - pad
+        y1 = max(bgeo[n].rect[3] for n in members) + pad
+        plates.append(PlateGeom(p, (x0, y0, x1, y1), tuple(members)))
+    return plates
+
+
+def _smooth(pts) -> list:
+    """The drawn path: straight runs inside a layer band, vertical-ended cubics between them."""
+    out = [pts[0]]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if abs(x1 - x0) < 1e-12 or abs(y1 - y0) < 1e-12:
+            out.append((x1, y1))
+            continue
+        t = (y1 - y0) / 2
+        c0, c1 = (x0, y0 + t), (x1, y1 - t)
+        for k in range(1, _CURVE_POINTS + 1):
+            s = k / _CURVE_POINTS
+            a, b, c, e = (1 - s) ** 3, 3 * (1 - s) ** 2 * s, 3 * (1 - s) * s**2, s**3
+            out.append((a * x0 + b * c0[0] + c * c1[0] + e * x1, a * y0 + b * c0[1] + c * c1[1] + e * y1))
+    return out
