@@ -246,7 +246,8 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
             return rank[n[1]]
         return rank[edges[n[1]][2]] + 0.5
 
-    rows = {layer: sorted(rows.get(layer, []), key=tie) for layer in range(nlayers)}
+    rows = {layer: _grouped(rows.get(layer, []), {n: (tie(n), tie(n)) for n in rows.get(layer, [])}, sig)
+            for layer in range(nlayers)}
 
     def sweep(rows, down: bool):
         new = dict(rows)
