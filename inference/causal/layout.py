@@ -246,37 +246,46 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
             return rank[n[1]]
         return rank[edges[n[1]][2]] + 0.5
 
-    rows = {layer: _grouped(rows.get(layer, []), {n: (tie(n), tie(n)) for n in rows.get(layer, [])}, sig)
-            for layer in range(nlayers)}
-
-    def sweep(rows, down: bool):
+    def sweep(rows, down: bool, second):
         new = dict(rows)
         seq = range(1, nlayers) if down else range(nlayers - 2, -1, -1)
         for layer in seq:
             ref = new[layer - 1] if down else new[layer + 1]
             pos = {n: i for i, n in enumerate(ref)}
             nbrs = pred if down else succ
-
-            def bary(n, i):
-                ps = [pos[m] for m in nbrs.get(n, []) if m in pos]
-                return sum(ps) / len(ps) if ps else None
-
             cur = new[layer]
             keys = {}
             for i, n in enumerate(cur):
-                b = bary(n, i)
-                keys[n] = (b if b is not None else i * len(ref) / max(len(cur), 1), tie(n))
+                ps = [pos[m] for m in nbrs.get(n, []) if m in pos]
+                b = sum(ps) / len(ps) if ps else i * len(ref) / max(len(cur), 1)
+                keys[n] = (b, second(n, i))
             new[layer] = _grouped(cur, keys, sig)
         return new
 
-    best, best_c = rows, _crossings(rows, succ, nlayers)
-    cur = rows
-    for _ in range(6):
-        for down in (True, False):
-            cur = sweep(cur, down)
-            c = _crossings(cur, succ, nlayers)
-            if c < best_c:
-                best, best_c = cur, c
+    # barycentre sweeps under five tie-breaking rules (execution order, its reverse, the current
+    # order, boxes before wires, wires before boxes), each finished by transpositions; the order
+    # with the fewest crossings wins (the first one on a tie)
+    def boxes_first(n, i):
+        return (not isinstance(n, str), tie(n))
+
+    def wires_first(n, i):
+        return (isinstance(n, str), -tie(n))
+
+    best, best_c = None, None
+    for second in (lambda n, i: tie(n), lambda n, i: -tie(n), lambda n, i: i, boxes_first, wires_first):
+        cur = {layer: _grouped(rows.get(layer, []), {n: (tie(n), second(n, i)) for i, n in enumerate(rows.get(layer, []))}, sig)
+               for layer in range(nlayers)}
+        found, found_c = cur, _crossings(cur, succ, nlayers)
+        for _ in range(6):
+            for down in (True, False):
+                cur = sweep(cur, down, second)
+                c = _crossings(cur, succ, nlayers)
+                if c < found_c:
+                    found, found_c = cur, c
+        found = _transpose(_sift_chains(found, chains, succ, sig, nlayers), pred, succ, sig, nlayers)
+        found_c = _crossings(found, succ, nlayers)
+        if best_c is None or found_c < best_c:
+            best, best_c = found, found_c
     rows = best
 
     # coordinates: weighted least squares towards the neighbours, under the spacing
@@ -308,6 +317,7 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
             seps = [0.0] + [_sep(a, b, width, sig) for a, b in zip(row, row[1:])]
             for n, v in zip(row, _spaced_fit(target, weight, seps)):
                 x[n] = v
+    _straighten(chains, rows, x, width, sig)
     _push_out_of_frames(rows, x, width, sig, level, boxes)
 
     # geometry
@@ -372,6 +382,56 @@ def _grouped(row, keys, sig, depth: int = 0):
     return [n for _, ms in items for n in ms]
 
 
+def _sift_chains(rows, chains, succ, sig, nlayers):
+    """Move each long wire (its dummies, and its output end) to the far left or far right of
+    every layer it crosses when that removes crossings (wires to the output often belong outside)."""
+    rows = {k: list(v) for k, v in rows.items()}
+    best_c = _crossings(rows, succ, nlayers)
+    for chain in sorted(chains, key=len, reverse=True):
+        run = [n for n in chain[1:] if not isinstance(n, str) and sig[n] == ()]
+        if not run or best_c == 0:
+            continue
+        for side in ("left", "right"):
+            trial = dict(rows)
+            for n in run:
+                layer = next(k for k, row in rows.items() if n in row)
+                row = [m for m in trial[layer] if m != n]
+                trial[layer] = [n] + row if side == "left" else row + [n]
+            c = _crossings(trial, succ, nlayers)
+            if c < best_c:
+                rows, best_c = trial, c
+    return rows
+
+
+def _transpose(rows, pred, succ, sig, nlayers, passes: int = 8):
+    """Swap neighbours in a layer (same plates) while that removes crossings with both adjacent layers."""
+    rows = {k: list(v) for k, v in rows.items()}
+
+    def pair(u, v, pos, nbrs) -> int:  # crossings between u's and v's wires when u is left of v
+        a = [pos[m] for m in nbrs.get(u, []) if m in pos]
+        b = [pos[m] for m in nbrs.get(v, []) if m in pos]
+        return sum(1 for i in a for j in b if i > j)
+
+    for _ in range(passes):
+        improved = False
+        for layer in range(nlayers):
+            row = rows[layer]
+            below = {n: i for i, n in enumerate(rows.get(layer - 1, []))}
+            above = {n: i for i, n in enumerate(rows.get(layer + 1, []))}
+            for i in range(len(row) - 1):
+                u, v = row[i], row[i + 1]
+                if sig[u] != sig[v]:
+                    continue
+                now = pair(u, v, below, pred) + pair(u, v, above, succ)
+                swapped = pair(v, u, below, pred) + pair(v, u, above, succ)
+                if swapped < now:
+                    row[i], row[i + 1] = v, u
+                    improved = True
+        if not improved:
+            break
+    return rows
+
+
 def _crossings(rows, succ, nlayers) -> int:
     c = 0
     for layer in range(nlayers - 1):
@@ -409,6 +469,31 @@ def _spaced_fit(target, weight, seps):
             blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
     y = [v for v, _, n in blocks for _ in range(n)]
     return [a + b for a, b in zip(y, c)]
+
+
+def _straighten(chains, rows, x, width, sig) -> None:
+    """Give each long wire one x for all its dummies where the spacing allows (straight runs)."""
+    where = {n: (layer, i) for layer, row in rows.items() for i, n in enumerate(row)}
+
+    def fits(n, v) -> bool:
+        layer, i = where[n]
+        row = rows[layer]
+        if i > 0 and v < x[row[i - 1]] + _sep(row[i - 1], n, width, sig) - 1e-9:
+            return False
+        if i + 1 < len(row) and v > x[row[i + 1]] - _sep(n, row[i + 1], width, sig) + 1e-9:
+            return False
+        return True
+
+    for chain in sorted(chains, key=len, reverse=True):
+        run = [n for n in chain[1:] if not isinstance(n, str)]  # dummies and the output terminal
+        if len(run) < 2:
+            continue
+        candidates = sorted({x[n] for n in run} | {x[chain[0]]}, key=lambda v: sum(abs(x[n] - v) for n in run))
+        for v in candidates:
+            if all(fits(n, v) for n in run):
+                for n in run:
+                    x[n] = v
+                break
 
 
 def _push_out_of_frames(rows, x, width, sig, level, boxes) -> None:
