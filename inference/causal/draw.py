@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .layout import BOX_H, DOT, layers, layout  # noqa: F401  (layers: the layering, re-exported)
+from .layout import DOT, layers, layout  # noqa: F401  (layers: the layering, re-exported)
 
 _INK = "0.15"
 _SCALE = 0.95  #: inches per layout unit
@@ -95,11 +95,3 @@ def _render(ax, g, d) -> None:
                                linewidth=1.3, zorder=2)
         ax.add_patch(patch)
         ax.text(b.x, b.y, b.label, ha="center", va="center", fontsize=9, zorder=4)
-        if box.dist:
-            pass
-
-
-def _short(v: Any) -> str:  # kept for callers of the old module
-    from .layout import _short as s
-
-    return s(v)

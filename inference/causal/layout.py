@@ -33,9 +33,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 from ppl.errors import AddressError, ModelError, nearest
+
+from .diagram import _fmt_value
 
 __all__ = ["BoxGeom", "WireGeom", "PlateGeom", "Geometry", "layout", "layers"]
 
@@ -140,18 +142,8 @@ def layers(d) -> dict:
 def _label(b) -> str:
     name = b.name if len(b.name) <= 16 else b.name[:15] + "…"
     if b.is_hard:
-        return f"{name} = {_short(b.intervention)}"
+        return f"{name} = {_fmt_value(b.intervention)}"
     return name
-
-
-def _short(v: Any) -> str:
-    import numpy as np
-
-    a = np.asarray(v)
-    if a.ndim == 0:
-        x = a.item()
-        return f"{x:.3g}" if isinstance(x, float) else str(x)
-    return f"{a.dtype}{list(a.shape)}"
 
 
 def _width(label: str) -> float:
