@@ -238,7 +238,7 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
             return rank[n[1]]
         return rank[edges[n[1]][2]] + 0.5
 
-    def sweep(rows, down: bool, second):
+    def sweep(rows, down: bool, second, mode):
         new = dict(rows)
         seq = range(1, nlayers) if down else range(nlayers - 2, -1, -1)
         for layer in seq:
@@ -251,7 +251,7 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
                 ps = [pos[m] for m in nbrs.get(n, []) if m in pos]
                 b = sum(ps) / len(ps) if ps else i * len(ref) / max(len(cur), 1)
                 keys[n] = (b, second(n, i))
-            new[layer] = _grouped(cur, keys, sig)
+            new[layer] = _grouped(cur, keys, sig, mode)
         return new
 
     # barycentre sweeps under five tie-breaking rules (execution order, its reverse, the current
@@ -263,21 +263,31 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
     def wires_first(n, i):
         return (isinstance(n, str), -tie(n))
 
-    best, best_c = None, None
-    for second in (lambda n, i: tie(n), lambda n, i: -tie(n), lambda n, i: i, boxes_first, wires_first):
-        cur = {layer: _grouped(rows.get(layer, []), {n: (tie(n), second(n, i)) for i, n in enumerate(rows.get(layer, []))}, sig)
+    # plates: with at most one plate at each level, its block floats among the other nodes
+    # (barycentre); with sibling plates, blocks go in a fixed order in every layer, the other
+    # nodes all after them or all before them (whichever crosses less), so that no box has to
+    # sit between two frames
+    siblings: dict = {}
+    for sg in set(sig.values()):
+        for k in range(len(sg)):
+            siblings.setdefault(sg[:k], set()).add(sg[k])
+    modes = ("first", "last") if any(len(v) > 1 for v in siblings.values()) else ("bary",)
+    best, best_c, best_mode = None, None, modes[0]
+    for mode, second in [(m, f) for m in modes for f in
+                         (lambda n, i: tie(n), lambda n, i: -tie(n), lambda n, i: i, boxes_first, wires_first)]:
+        cur = {layer: _grouped(rows.get(layer, []), {n: (tie(n), second(n, i)) for i, n in enumerate(rows.get(layer, []))}, sig, mode)
                for layer in range(nlayers)}
         found, found_c = cur, _crossings(cur, succ, nlayers)
         for _ in range(6):
             for down in (True, False):
-                cur = sweep(cur, down, second)
+                cur = sweep(cur, down, second, mode)
                 c = _crossings(cur, succ, nlayers)
                 if c < found_c:
                     found, found_c = cur, c
-        found = _transpose(_sift_chains(found, chains, succ, sig, nlayers), pred, succ, sig, nlayers)
+        found = _transpose(_sift_chains(found, chains, succ, sig, nlayers, mode), pred, succ, sig, nlayers)
         found_c = _crossings(found, succ, nlayers)
         if best_c is None or found_c < best_c:
-            best, best_c = found, found_c
+            best, best_c, best_mode = found, found_c, mode
     rows = best
 
     # coordinates: weighted least squares towards the neighbours, under the spacing
@@ -310,7 +320,10 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
             for n, v in zip(row, _spaced_fit(target, weight, seps)):
                 x[n] = v
     _straighten(chains, rows, x, width, sig)
-    _push_out_of_frames(rows, x, width, sig, level, boxes)
+    if best_mode == "bary":
+        _push_out_of_frames(rows, x, width, sig, level, boxes, best_mode)
+    else:
+        _separate_blocks(rows, x, width, sig, level, boxes, best_mode)
 
     # geometry
     bgeo = {}
@@ -356,8 +369,12 @@ def layout(d, marginalise: Iterable = (), route: bool = True) -> Geometry:
     return Geometry(bgeo, wires, dots, discards, outputs, plates, getattr(d.model, "name", "model"))
 
 
-def _grouped(row, keys, sig, depth: int = 0):
-    """Order `row` by key, keeping nodes of the same plate (at `depth`) together."""
+def _grouped(row, keys, sig, mode: str = "bary", depth: int = 0):
+    """Order `row` by key, keeping the nodes of a plate together (a block).
+
+    ``mode="bary"``: a block goes where the mean key of its members puts it; ``"first"`` /
+    ``"last"``: blocks by plate name, before / after the nodes outside them.
+    """
     groups: dict = {}
     singles = []
     for n in row:
@@ -366,15 +383,24 @@ def _grouped(row, keys, sig, depth: int = 0):
             groups.setdefault(s[depth], []).append(n)
         else:
             singles.append(n)
-    items = [(keys[n], [n]) for n in singles]
-    for g, members in groups.items():
-        k = sum(keys[m][0] for m in members) / len(members)
-        items.append(((k, min(keys[m][1] for m in members)), _grouped(members, keys, sig, depth + 1)))
-    items.sort(key=lambda t: t[0])
-    return [n for _, ms in items for n in ms]
+    if mode == "bary":
+        items = [(keys[n], [n]) for n in singles]
+        for g, members in groups.items():
+            k = sum(keys[m][0] for m in members) / len(members)
+            items.append(((k, min(keys[m][1] for m in members)), _grouped(members, keys, sig, mode, depth + 1)))
+        items.sort(key=lambda t: t[0])
+        return [n for _, ms in items for n in ms]
+    blocks = [n for g in sorted(groups) for n in _grouped(groups[g], keys, sig, mode, depth + 1)]
+    rest = sorted(singles, key=lambda n: keys[n])
+    return blocks + rest if mode == "first" else rest + blocks
 
 
-def _sift_chains(rows, chains, succ, sig, nlayers):
+def _block_key(s: tuple, mode: str) -> tuple:
+    """Where a node with plates `s` goes in a layer under a fixed block order (see _grouped)."""
+    return tuple((0, p) for p in s) + ((1 if mode == "first" else -1, ""),)
+
+
+def _sift_chains(rows, chains, succ, sig, nlayers, mode: str = "bary"):
     """Move each long wire (its dummies, and its output end) to the far left or far right of
     every layer it crosses when that removes crossings (wires to the output often belong outside)."""
     rows = {k: list(v) for k, v in rows.items()}
@@ -383,7 +409,8 @@ def _sift_chains(rows, chains, succ, sig, nlayers):
         run = [n for n in chain[1:] if not isinstance(n, str) and sig[n] == ()]
         if not run or best_c == 0:
             continue
-        for side in ("left", "right"):
+        # under a fixed block order, the nodes outside plates keep their side of the blocks
+        for side in {"bary": ("left", "right"), "first": ("right",), "last": ("left",)}[mode]:
             trial = dict(rows)
             for n in run:
                 layer = next(k for k, row in rows.items() if n in row)
@@ -488,10 +515,62 @@ def _straighten(chains, rows, x, width, sig) -> None:
                 break
 
 
-def _push_out_of_frames(rows, x, width, sig, level, boxes) -> None:
+def _frame_pad(p: str, boxes) -> float:
+    """How far a plate's frame stands off its boxes (outer frames further than inner ones)."""
+    members = [b for b in boxes.values() if p in b.plates]
+    inner = max(len(b.plates) for b in members) - min(b.plates.index(p) for b in members)
+    return _GAP_PLATE * inner * 0.9
+
+
+def _separate_blocks(rows, x, width, sig, level, boxes, mode: str) -> None:
+    """Under a fixed block order, move each plate's block (and everything after it in its layers)
+    right until its frame clears everything before it in the order, over all the layers the frame
+    spans; boxes outside plates likewise clear the frames before them."""
+    where = {n: layer for layer, row in rows.items() for n in row}
+    key = {n: _block_key(sig[n], mode) for n in where}
+
+    def shift_from(layer: int, start, dx: float) -> None:
+        """Shift node `start` (a name), or the first node at or after block key `start`, and all after it."""
+        row = rows[layer]
+        i = row.index(start) if start in where else next((j for j, m in enumerate(row) if key[m] >= start), len(row))
+        for m in row[i:]:
+            x[m] += dx
+
+    def place(prefix: tuple, prev: list) -> None:
+        kids = sorted({sig[n][len(prefix)] for n in boxes if sig[n][: len(prefix)] == prefix and len(sig[n]) > len(prefix)})
+        singles = sorted((n for n in boxes if sig[n] == prefix), key=lambda n: (level[n], rows[level[n]].index(n)))
+        units = [("block", q) for q in kids]
+        units = units + [("single", n) for n in singles] if mode == "first" else [("single", n) for n in singles] + units
+        for kind, u in units:
+            if kind == "single":
+                layer = level[u]
+                need = max((r for a, b, r in prev if a <= layer <= b), default=None)
+                left = x[u] - width[u] / 2
+                if need is not None and left < need + 0.15:
+                    shift_from(layer, u, need + 0.15 - left)
+                prev.append((layer, layer, x[u] + width[u] / 2))
+                continue
+            path = prefix + (u,)
+            members = [n for n in boxes if sig[n][: len(path)] == path]
+            l0, l1 = min(level[n] for n in members), max(level[n] for n in members)
+            pad = _frame_pad(u, boxes)
+            lo = min(x[n] - width[n] / 2 for n in members) - pad
+            need = max((r for a, b, r in prev if a <= l1 and l0 <= b), default=None)
+            start = _block_key(path, mode)[: len(path)]
+            if need is not None and lo < need + 0.15:
+                for layer in range(l0, l1 + 1):
+                    shift_from(layer, start, need + 0.15 - lo)
+            place(path, [])
+            hi = max(x[n] + width[n] / 2 for n in members) + pad
+            prev.append((l0, l1, hi))
+
+    place((), [])
+
+
+def _push_out_of_frames(rows, x, width, sig, level, boxes, mode: str = "bary") -> None:
     """Move boxes that are not in a plate out of that plate's frame (span of its members)."""
     plates = sorted({p for n in boxes for p in sig[n]})
-    for _ in range(10):
+    for _ in range(50):
         moved = False
         for p in plates:
             members = [n for n in boxes if p in sig[n]]
@@ -508,10 +587,16 @@ def _push_out_of_frames(rows, x, width, sig, level, boxes) -> None:
                     left, right = x[n] - width[n] / 2, x[n] + width[n] / 2
                     if right <= lo - 0.05 or left >= hi + 0.05:
                         continue
-                    # push it (and everything beyond it) to the side of the frame it is on
-                    mid = sum(x[m] for m in members if level[m] == layer) / max(
-                        1, sum(1 for m in members if level[m] == layer)) if any(level[m] == layer for m in members) else (lo + hi) / 2
-                    if x[n] < mid:
+                    # push it (and everything beyond it) to the side of the frame it is on: in the
+                    # fixed order of the blocks, or beside the members of its layer
+                    here = [x[m] for m in members if level[m] == layer]
+                    if mode != "bary":
+                        first = next(sig[m] for m in members)
+                        path = _block_key(first, mode)[: first.index(p) + 1]
+                        to_left = _block_key(sig[n], mode)[: len(path)] < path
+                    else:
+                        to_left = x[n] < (sum(here) / len(here) if here else (lo + hi) / 2)
+                    if to_left:
                         shift = right - (lo - 0.1)
                         for m in row[: i + 1]:
                             x[m] -= shift
@@ -529,9 +614,7 @@ def _plate_frames(boxes, bgeo, dots, discards) -> list:
     names = sorted({p for b in boxes.values() for p in b.plates})
     for p in names:
         members = [n for n, b in boxes.items() if p in b.plates]
-        depth = max(len(boxes[n].plates) for n in members)
-        inner = depth - min(boxes[n].plates.index(p) for n in members)
-        pad = _GAP_PLATE * inner * 0.9
+        pad = _frame_pad(p, boxes)
         x0 = min(bgeo[n].rect[0] for n in members) - pad
         x1 = max(bgeo[n].rect[2] for n in members) + pad
         y0 = min(bgeo[n].rect[1] for n in members) - pad
