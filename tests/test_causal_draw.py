@@ -11,6 +11,7 @@ layout with routing disabled, must fail the check on the paper's smoking model.
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -264,6 +265,12 @@ def test_render_svg_png_and_notebook(tmp_path, smoking_diagram):
     f, axes = plt.subplots(1, 2)
     assert d.draw(ax=axes[1]) is f  # draws into the given axes
     plt.close(f)
+    # the example script that makes the tutorial's pictures
+    import runpy
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "causal_draw.py"))
+    for path in script["main"](str(tmp_path / "img")):
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_errors_name_what_is_wrong(tmp_path, smoking_diagram):

@@ -18,7 +18,9 @@ the bands.  So **no wire passes through a box it does not connect**, by construc
 test of this module checks it on generated diagrams.
 
 Plates are frames around their boxes: the boxes (and bundled wires) of a plate are kept together
-within each layer, and any other box that would fall inside a frame is pushed out of it.
+within each layer; with one plate per level its block floats among the other boxes and any other
+box that would fall inside the frame is pushed out; with sibling plates the blocks keep one order
+in every layer and are moved apart frame by frame, so no frame holds a box outside its plate.
 
 Example:
     >>> from inference.causal.examples import smoking
