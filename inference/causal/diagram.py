@@ -263,33 +263,59 @@ class Diagram:
     def __repr__(self) -> str:
         return str(self)
 
-    def draw(self, ax: Any = None, figsize: tuple | None = None):
-        """A matplotlib figure of the diagram: boxes in layers by depth, wires as arrows.
+    def draw(self, ax: Any = None, figsize: tuple | None = None, marginalise: Any = (), title: str | None = None):
+        """A matplotlib Figure of the diagram drawn as a string diagram (Jacobs, Kissinger & Zanasi).
 
-        Observed boxes are shaded, intervened ones drawn as points (hard) or dashed (soft);
-        wires bundled by plates are thick and labelled with the plate names.
+        Wires flow bottom to top; one box per site (observed shaded, soft interventions dashed);
+        a copy dot where a variable feeds several boxes or the output; a discard where a
+        marginalised variable ends; a hard intervention is a state (a triangle with its value)
+        with its input wires cut; plates are frames.  The layout routes every wire around the
+        boxes it does not connect (:mod:`inference.causal.layout`).  `marginalise` names
+        variables that are not outputs of the diagram; `ax` draws into existing axes.
+
+        Example:
+            >>> from inference.causal.examples import smoking
+            >>> fig = causal.diagram(smoking).draw(marginalise=["hidden"])
+            >>> len(fig.axes)
+            1
         """
         from .draw import draw
 
-        return draw(self, ax=ax, figsize=figsize)
+        return draw(self, ax=ax, figsize=figsize, marginalise=marginalise, title=title)
 
-    def to_svg(self, path: str) -> str:
+    def save(self, path: str, marginalise: Any = (), dpi: int = 120) -> str:
+        """Write the drawing to `path`, as SVG or PNG by its extension (``.svg``/``.png``); returns the path."""
+        import os
+
+        fmt = os.path.splitext(str(path))[1].lower().lstrip(".")
+        if fmt not in ("svg", "png"):
+            raise ModelError(f"Diagram.save: the file name must end in .svg or .png, got {str(path)!r}.")
+        fig = self.draw(marginalise=marginalise)
+        fig.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight")
+        return str(path)
+
+    def to_svg(self, path: str, marginalise: Any = ()) -> str:
         """Write the drawing to an SVG file; returns the path."""
-        fig = self.draw()
-        fig.savefig(path, format="svg", bbox_inches="tight")
-        return path
+        return self.save(path if str(path).lower().endswith(".svg") else f"{path}.svg", marginalise=marginalise)
 
-    def to_png(self, path: str, dpi: int = 120) -> str:
+    def to_png(self, path: str, dpi: int = 120, marginalise: Any = ()) -> str:
         """Write the drawing to a PNG file; returns the path."""
-        fig = self.draw()
-        fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
-        return path
+        return self.save(path if str(path).lower().endswith(".png") else f"{path}.png", marginalise=marginalise, dpi=dpi)
 
-    def _repr_svg_(self) -> str:  # pragma: no cover - notebooks only
+    def _repr_svg_(self) -> str:
+        """The drawing as SVG text (how notebooks show a diagram inline)."""
         import io
 
         buf = io.StringIO()
         self.draw().savefig(buf, format="svg", bbox_inches="tight")
+        return buf.getvalue()
+
+    def _repr_png_(self) -> bytes:
+        """The drawing as PNG bytes (for front ends that do not show SVG)."""
+        import io
+
+        buf = io.BytesIO()
+        self.draw().savefig(buf, format="png", dpi=110, bbox_inches="tight")
         return buf.getvalue()
 
 

@@ -1,104 +1,97 @@
-"""Drawing a :class:`Diagram` with matplotlib (imported only when drawing).
+"""Drawing a :class:`Diagram` as a string diagram with matplotlib (imported only when drawing).
 
-Layered layout: a box's layer is the length of the longest wire path into it, so wires point
-downwards (the string-diagram convention of the paper: inputs at the top, outputs at the
-bottom).  Observed boxes are shaded; hard-intervened boxes are drawn as a black point mass with
-their value; soft-intervened boxes have a dashed border; wires bundled by plates are thick and
-labelled with the plate names.
+The conventions are those of Jacobs, Kissinger & Zanasi (see :mod:`inference.causal.layout`,
+which computes the geometry): wires flow from the bottom to the top; a box per mechanism
+(observed sites shaded, deterministic ones tinted, soft interventions dashed); a black **copy
+dot** where a variable feeds several boxes or the output; a **discard** (ground) symbol where a
+marginalised variable ends; a hard intervention is a **state**, a triangle labelled with its value,
+with no input wire; the outputs leave at the top, labelled; plates are frames; wires bundled by a
+plate are thick; a loop's feedback wire is dashed with an arrow.
+
+Example:
+    >>> from inference.causal.examples import smoking
+    >>> fig = causal.surgery(causal.diagram(smoking), {"smoke": 1}).draw(marginalise=["hidden"])
+    >>> type(fig).__name__
+    'Figure'
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
+
+from .layout import DOT, layers, layout  # noqa: F401  (layers: the layering, re-exported)
+
+_INK = "0.15"
+_SCALE = 0.95  #: inches per layout unit
 
 
-def layers(d) -> dict:
-    """Box name -> layer (longest path from a box without parents)."""
-    out: dict = {}
-    for b in d.boxes.values():  # execution order is a topological order
-        # a parent not yet placed is a feedback wire (a loop's carry): it does not set the layer
-        out[b.name] = 1 + max((out[p] for p in b.parents if p in out), default=-1)
-    return out
+def draw(d, ax: Any = None, figsize: tuple | None = None, marginalise: Iterable = (), title: str | None = None):
+    """A matplotlib Figure of the diagram drawn as a string diagram (conventions above).
 
-
-def layout(d) -> dict:
-    """Box name -> (x, y) position: layers top to bottom, boxes centred within a layer."""
-    lay = layers(d)
-    rows: dict = {}
-    for n, l in lay.items():
-        rows.setdefault(l, []).append(n)
-    pos = {}
-    for l, names in rows.items():
-        # order a layer by the mean x of its parents (fewer crossings)
-        if l > 0:
-            def key(n):
-                ps = [pos[p][0] for p in d.boxes[n].parents if p in pos]
-                return sum(ps) / len(ps) if ps else 0.0
-
-            names = sorted(names, key=key)
-        k = len(names)
-        for i, n in enumerate(names):
-            pos[n] = (i - (k - 1) / 2.0, -float(l))
-    return pos
-
-
-def draw(d, ax: Any = None, figsize: tuple | None = None):
-    """A matplotlib Figure of the diagram (see the module docstring for the conventions)."""
+    `ax` draws into an existing axes (its figure is returned); `marginalise` names variables
+    that are not outputs of the diagram; `title` defaults to the model's name.
+    """
     from matplotlib.figure import Figure
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    pos = layout(d)
-    width = max((abs(x) for x, _ in pos.values()), default=0.0) * 2 + 2
-    height = max((-y for _, y in pos.values()), default=0.0) + 1
+    g = layout(d, marginalise=marginalise)
+    x0, y0, x1, y1 = g.bounds
+    y1 += 0.35  # room for the output labels
+    pad = 0.25
     if ax is None:
-        fig = Figure(figsize=figsize or (max(3.0, 1.8 * width), max(2.0, 1.3 * height + 0.6)))
+        w, h = (x1 - x0 + 2 * pad) * _SCALE, (y1 - y0 + 2 * pad) * _SCALE + 0.35
+        fig = Figure(figsize=figsize or (max(2.5, w), max(2.0, h)))
         ax = fig.add_subplot(1, 1, 1)
     else:
         fig = ax.figure
-    bw, bh = 0.8, 0.36
-    for w in d.wires:
-        (x0, y0), (x1, y1) = pos[w.src], pos[w.dst]
-        thick = 2.8 if w.plates else 1.2
-        arrow = FancyArrowPatch(
-            (x0, y0 - bh / 2), (x1, y1 + bh / 2), arrowstyle="-|>", mutation_scale=10,
-            linewidth=thick, color="0.25", shrinkA=0, shrinkB=0,
-        )
-        ax.add_patch(arrow)
-        if w.plates:
-            ax.text((x0 + x1) / 2 + 0.05, (y0 + y1) / 2, ",".join(w.plates), fontsize=7, color="tab:blue")
-    for b in d.boxes.values():
-        x, y = pos[b.name]
-        if b.is_hard:
-            ax.plot([x], [y], "o", color="black", markersize=9, zorder=3)
-            ax.text(x + 0.12, y, f"{b.name} := {_short(b.intervention)}", va="center", fontsize=9, zorder=4)
-            continue
-        face = "0.85" if b.observed else ("#fff4d6" if b.kind == "deterministic" else "white")
-        style = "--" if b.is_soft else "-"
-        patch = FancyBboxPatch(
-            (x - bw / 2, y - bh / 2), bw, bh, boxstyle="round,pad=0.02", facecolor=face,
-            edgecolor="black", linestyle=style, linewidth=1.2, zorder=2,
-        )
-        ax.add_patch(patch)
-        label = b.name if len(b.name) <= 14 else b.name[:13] + "…"
-        ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3)
-        if b.plates:
-            ax.text(x + bw / 2, y - bh / 2 - 0.05, "[" + ",".join(b.plates) + "]", fontsize=7,
-                    ha="right", va="top", color="tab:blue")
-    xs = [p[0] for p in pos.values()] or [0.0]
-    ys = [p[1] for p in pos.values()] or [0.0]
-    ax.set_xlim(min(xs) - 0.8, max(xs) + 1.2)
-    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    _render(ax, g, d)
+    ax.set_xlim(x0 - pad, x1 + pad)
+    ax.set_ylim(y0 - pad, y1 + pad)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"{getattr(d.model, 'name', 'model')}", fontsize=10)
+    ax.set_title(g.title if title is None else title, fontsize=10)
     return fig
 
 
-def _short(v: Any) -> str:
-    import numpy as np
+def _render(ax, g, d) -> None:
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon, Rectangle
 
-    a = np.asarray(v)
-    if a.ndim == 0:
-        x = a.item()
-        return f"{x:.3g}" if isinstance(x, float) else str(x)
-    return f"{a.dtype}{list(a.shape)}"
+    for p in g.plates:
+        px0, py0, px1, py1 = p.rect
+        ax.add_patch(Rectangle((px0, py0), px1 - px0, py1 - py0, fill=False, edgecolor="tab:blue",
+                               linewidth=1.0, zorder=0.5))
+        ax.text(px1 - 0.05, py0 + 0.05, p.name, fontsize=8, color="tab:blue", ha="right", va="bottom", zorder=0.6)
+    for w in g.wires:
+        xs = [q[0] for q in w.points]
+        ys = [q[1] for q in w.points]
+        lw = 2.6 if w.plates else 1.3
+        if w.feedback:
+            ax.plot(xs, ys, color="0.45", linewidth=lw, linestyle="--", zorder=1)
+            ax.add_patch(FancyArrowPatch(w.points[1], w.points[0], arrowstyle="-|>", mutation_scale=9,
+                                         color="0.45", shrinkA=0, shrinkB=0, zorder=1))
+        else:
+            ax.plot(xs, ys, color=_INK, linewidth=lw, solid_capstyle="butt", zorder=1)
+    for n, (x, y) in g.dots.items():
+        ax.plot([x, x], [y - DOT, y], color=_INK, linewidth=1.3, zorder=1)
+        ax.plot([x], [y], "o", color=_INK, markersize=6, zorder=3)
+    for n, (x, y) in g.discards.items():
+        ax.plot([x, x], [y - DOT, y], color=_INK, linewidth=1.3, zorder=1)
+        for k, half in enumerate((0.16, 0.1, 0.04)):
+            ax.plot([x - half, x + half], [y + 0.055 * k] * 2, color=_INK, linewidth=1.5, zorder=3)
+    for n, (x, y) in g.outputs.items():
+        ax.text(x, y + 0.06, n, ha="center", va="bottom", fontsize=9, zorder=3)
+    for n, b in g.boxes.items():
+        box = d.boxes[n]
+        bx0, by0, bx1, by1 = b.rect
+        if b.shape == "state":
+            tri = Polygon([(bx0, by1), (bx1, by1), (b.x, by0 - 0.12)], closed=True, facecolor="white",
+                          edgecolor="black", linewidth=1.3, zorder=2)
+            ax.add_patch(tri)
+            ax.text(b.x, b.y + 0.07, b.label, ha="center", va="center", fontsize=9, zorder=4)
+            continue
+        face = "0.85" if box.observed else ("#fff4d6" if box.kind == "deterministic" else
+                                            ("#eef3fb" if box.kind == "factor" else "white"))
+        patch = FancyBboxPatch((bx0, by0), bx1 - bx0, by1 - by0, boxstyle="round,pad=0,rounding_size=0.06",
+                               facecolor=face, edgecolor="black", linestyle="--" if b.shape == "soft" else "-",
+                               linewidth=1.3, zorder=2)
+        ax.add_patch(patch)
+        ax.text(b.x, b.y, b.label, ha="center", va="center", fontsize=9, zorder=4)

@@ -60,4 +60,23 @@ MUTANTS = [
         description="interpret() turns every model error of the exact interpretation into a Sampler, hiding real errors.",
         area="other",
     ),
+    # --- 21d: drawing diagrams as string diagrams (inference/causal/layout.py) ---
+    Mutant(
+        id="causal/draw-routing-disabled",
+        file="inference/causal/layout.py",
+        find="        if route:\n            for dn in chain[1:-1]:",
+        replace="        if False:\n            for dn in chain[1:-1]:",
+        tests=("tests/test_causal_draw.py",),
+        description="Wires are drawn straight from box to box, ignoring their dummies: a wire may pass behind a box it does not connect (the confounder's wire hidden behind smoke).",
+        area="other",
+    ),
+    Mutant(
+        id="causal/draw-copy-dot-needs-three-uses",
+        file="inference/causal/layout.py",
+        find="for n in boxes if consumers[n] >= 2}",
+        replace="for n in boxes if consumers[n] >= 3}",
+        tests=("tests/test_causal_draw.py",),
+        description="A variable used exactly twice (by two boxes, or by a box and the output) is drawn without its copy dot.",
+        area="other",
+    ),
 ]
