@@ -121,3 +121,9 @@ declare("mcmc/adaptation_low_rank_invariance", 8,
 declare("mcmc/adaptation_moves", 2, alpha=1e-300,
         note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
 declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")
+
+
+# ---------------------------------------------------------------------------------------------
+# 17c: subsampled plates under VI, obs_mask (tests/test_subsample_vi.py, tests/test_obs_mask.py)
+
+declare("vi/subsample_unbiased", 6, note="test_subsample_vi: t-test per gradient component (m, s, a[0..3]) of the subsampled ELBO against the closed-form full-data ELBO gradient")
