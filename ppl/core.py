@@ -453,10 +453,14 @@ def sample(
     `obs_mask` (as in NumPyro; a boolean array broadcastable to the batch shape, given with
     `obs`) observes only the entries where it is True and imputes the others: the site becomes
     two sites, ``name + "_observed"`` (observed: ``obs`` scored where the mask is True) and
-    ``name + "_unobserved"`` (a latent of the full shape, its log density kept only where the
-    mask is False), and a deterministic site `name` whose value takes ``obs`` where the mask is
-    True and the latent elsewhere.  Entries of ``obs`` where the mask is False are never read
-    (NaN is fine there).
+    ``name + "_unobserved"`` (a latent from `d` of the full shape), and a deterministic site
+    `name` whose value takes ``obs`` where the mask is True and the latent elsewhere.  Entries of
+    ``obs`` where the mask is False are never read (NaN is fine there).  Unlike NumPyro, the
+    latent's entries where the data are observed keep their density under `d` instead of being
+    masked out: they do not enter the value, so the posterior of every other site and the
+    evidence are NumPyro's, but they stay proper (NumPyro leaves them flat, which MCMC cannot
+    mix and which is improper on a constrained support); the log density differs from
+    NumPyro's by exactly their log density.
 
     Example:
         >>> @ppl.model
@@ -502,8 +506,9 @@ def _masked_observe(name: str, d: Any, obs: Any, obs_mask: Any, sample_shape: tu
             f"distribution's batch shape {batch}."
         ) from None
     # the latent first: its value fills the unread entries of obs, so that a NaN there reaches
-    # neither the observed log density nor its gradient (the mask zeroes both)
-    msg = new_message("sample", f"{name}_unobserved", fn=d, infer=dict(infer or {}), mask=~m)
+    # neither the observed log density nor its gradient (the mask zeroes both).  Not masked: its
+    # entries under observed data keep their density (proper; they integrate to 1)
+    msg = new_message("sample", f"{name}_unobserved", fn=d, infer=dict(infer or {}))
     latent = apply_stack(msg, sample_shape)["value"]
     bm = jnp.reshape(m, m.shape + (1,) * len(d.event_shape))
     filled = jnp.where(bm, obs, jax.lax.stop_gradient(latent))

@@ -127,3 +127,4 @@ declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks 
 # 17c: subsampled plates under VI, obs_mask (tests/test_subsample_vi.py, tests/test_obs_mask.py)
 
 declare("vi/subsample_unbiased", 6, note="test_subsample_vi: t-test per gradient component (m, s, a[0..3]) of the subsampled ELBO against the closed-form full-data ELBO gradient")
+declare("obs_mask/nuts_imputed_means", 2, note="test_obs_mask: z-test of NUTS's mean of each of the 2 missing values against its exact posterior mean, sd from the ESS")
