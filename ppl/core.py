@@ -330,6 +330,19 @@ def _default_process(msg: dict) -> None:
         _check_supplied_value(msg)
 
 
+def refuse_subsampled(sites: Any, who: str) -> None:
+    """Refuse a run whose sites lie in a subsampled plate where a target density is needed
+    (importance weights, MCMC moves): the plate's random indices change the target."""
+    for s in sites.values():
+        for f in s.get("cond_indep_stack") or ():
+            if f.size != f.full_size:
+                raise ModelError(
+                    f"{who}: plate {f.name!r} subsamples ({f.size} of {f.full_size}) around site "
+                    f"{s['name']!r}; subsampling changes the target: use the full data (no "
+                    "subsample_size) or VI."
+                )
+
+
 def _check_supplied_value(msg: dict) -> None:
     name, fn = msg["name"], msg["fn"]
     value = msg["value"]

@@ -132,7 +132,7 @@ def test_autoguide_refuses_a_local_latent_in_a_subsampled_plate():
         vi.auto_normal(make_model(), X)
 
 
-@pytest.mark.parametrize("run", ["nuts", "log_density", "tempered_smc"])
+@pytest.mark.parametrize("run", ["nuts", "log_density", "tempered_smc", "regenerate", "smc_init"])
 def test_density_based_inference_refuses_a_subsampled_plate(run):
     model = make_model()
     with pytest.raises(ModelError, match="plate 'n' subsamples .* subsampling changes the target"):
@@ -140,5 +140,9 @@ def test_density_based_inference_refuses_a_subsampled_plate(run):
             mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, X, num_warmup=5, num_samples=5)
         elif run == "log_density":
             model.log_density({"mu": 0.0, "z": jnp.zeros(B)}, X)
-        else:
+        elif run == "tempered_smc":
             smc.tempered_smc(jax.random.key(0), model, X, num_particles=10)
+        elif run == "regenerate":  # a trace kernel: model.update under the hood
+            mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), model, X, num_warmup=2, num_samples=2, progress=False)
+        else:  # importance weights: model.generate under the hood
+            smc.init(jax.random.key(0), model, 5, X)
