@@ -114,7 +114,7 @@ def test_every_view_sees_the_unobserved_part_as_a_latent():
 
 @pytest.mark.statistical
 def test_nuts_imputes_the_missing_values():
-    run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, Y, MASK, num_warmup=300, num_samples=1000, progress=False)
+    run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), model, Y, MASK, num_warmup=200, num_samples=600, progress=False)
     y_obs = Y[MASK]
     mean = jnp.sum(y_obs) / (1 / PRIOR_SD**2 + y_obs.size)  # E[y_missing | y_obs] = E[mu | y_obs]
     draws = np.asarray(run.samples["y_unobserved"]).reshape(-1, 6)[:, ~np.asarray(MASK)]
