@@ -146,3 +146,14 @@ def test_density_based_inference_refuses_a_subsampled_plate(run):
             mcmc.sample(jax.random.key(0), mcmc.Regenerate("mu"), model, X, num_warmup=2, num_samples=2, progress=False)
         else:  # importance weights: model.generate under the hood
             smc.init(jax.random.key(0), model, 5, X)
+
+
+def test_vectorised_particles_share_indices_within_each_particle():
+    """Several particles (one vmapped block): each guide's indices reach its own model scoring;
+    nothing leaks out of the block, and the same key gives the same gradient eagerly and jitted."""
+    obj = vi.elbo(make_model(), guide, num_particles=3)
+    u = obj.init_params(jax.random.key(1), X)
+    eager = obj.grad(jax.random.key(0), u, X)[1]["a"]
+    jitted = jax.jit(lambda k: obj.grad(k, u, X)[1]["a"])(jax.random.key(0))
+    assert np.all(np.isfinite(np.asarray(eager)))
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-6, atol=1e-9)
