@@ -318,12 +318,29 @@ def _default_process(msg: dict) -> None:
                 )
             msg["value"] = jnp.asarray(init)
         elif t == "subsample":
+            kw = msg["kwargs"]
             raise ModelError(
-                f"plate {msg['name']!r} subsamples, which needs a random key: run the model under "
-                "ppl.seed or model.simulate(key, ...)."
+                f"plate {msg['name']!r} subsamples ({kw['subsample_size']} of {kw['size']}), which "
+                "needs a random key on every run: model.simulate(key, ...) and ppl.seed give one, "
+                "and VI (vi.elbo and the other objectives) draws it from its key stream.  A density "
+                "(log_density, MCMC, SMC) cannot: subsampling changes the target; use the full "
+                "data (no subsample_size) or VI."
             )
     if t == "sample" and msg["supplied"] and not msg["intervened"]:
         _check_supplied_value(msg)
+
+
+def refuse_subsampled(sites: Any, who: str) -> None:
+    """Refuse a run whose sites lie in a subsampled plate where a target density is needed
+    (importance weights, MCMC moves): the plate's random indices change the target."""
+    for s in sites.values():
+        for f in s.get("cond_indep_stack") or ():
+            if f.size != f.full_size:
+                raise ModelError(
+                    f"{who}: plate {f.name!r} subsamples ({f.size} of {f.full_size}) around site "
+                    f"{s['name']!r}; subsampling changes the target: use the full data (no "
+                    "subsample_size) or VI."
+                )
 
 
 def _check_supplied_value(msg: dict) -> None:
@@ -426,7 +443,13 @@ def site_log_prob(msg: dict) -> jax.Array:
 
 
 def sample(
-    name: str, d: Any, obs: Any = None, *, sample_shape: tuple = (), infer: dict | None = None
+    name: str,
+    d: Any,
+    obs: Any = None,
+    *,
+    sample_shape: tuple = (),
+    infer: dict | None = None,
+    obs_mask: Any = None,
 ) -> Any:
     """A random choice at address `name` from distribution `d` (any NumPyro distribution).
 
@@ -439,6 +462,18 @@ def sample(
     and the site's log density is the sum of ``d``'s log densities over every copy.  The sample
     dims are the leftmost ones, to the left of every plate's dim; an observed value is scored as
     a value of the expanded distribution (broadcast against it).
+
+    `obs_mask` (as in NumPyro; a boolean array broadcastable to the batch shape, given with
+    `obs`) observes only the entries where it is True and imputes the others: the site becomes
+    two sites, ``name + "_observed"`` (observed: ``obs`` scored where the mask is True) and
+    ``name + "_unobserved"`` (a latent from `d` of the full shape), and a deterministic site
+    `name` whose value takes ``obs`` where the mask is True and the latent elsewhere.  Entries of
+    ``obs`` where the mask is False are never read (NaN is fine there).  Unlike NumPyro, the
+    latent's entries where the data are observed keep their density under `d` instead of being
+    masked out: they do not enter the value, so the posterior of every other site and the
+    evidence are NumPyro's, but they stay proper (NumPyro leaves them flat, which MCMC cannot
+    mix and which is improper on a constrained support); the log density differs from
+    NumPyro's by exactly their log density.
 
     Example:
         >>> @ppl.model
@@ -458,12 +493,44 @@ def sample(
             f"second argument, got {type(d).__name__}."
         )
     sample_shape = _check_sample_shape(name, sample_shape)
+    if obs_mask is not None:
+        return _masked_observe(name, d, obs, obs_mask, sample_shape, infer)
     msg = new_message("sample", name, fn=d, infer=dict(infer or {}))
     if obs is not None:
         msg["value"] = obs
         msg["is_observed"] = True
         msg["supplied"] = True
     return apply_stack(msg, sample_shape)["value"]
+
+
+def _masked_observe(name: str, d: Any, obs: Any, obs_mask: Any, sample_shape: tuple, infer: Any) -> Any:
+    """``sample(name, d, obs, obs_mask=...)``: NumPyro's split into an observed and an imputed site."""
+    if obs is None:
+        raise ModelError(f"site {name!r}: obs_mask was given without obs; pass the data as obs=.")
+    m = jnp.asarray(obs_mask)
+    if m.dtype != jnp.bool_:
+        raise ModelError(f"site {name!r}: obs_mask must be a boolean array, got dtype {m.dtype}.")
+    batch = tuple(sample_shape) + tuple(d.batch_shape)
+    try:
+        jnp.broadcast_shapes(m.shape, batch)
+    except ValueError:
+        raise ModelError(
+            f"site {name!r}: obs_mask has shape {m.shape}, which does not broadcast with the "
+            f"distribution's batch shape {batch}."
+        ) from None
+    # the latent first: its value fills the unread entries of obs, so that a NaN there reaches
+    # neither the observed log density nor its gradient (the mask zeroes both).  Not masked: its
+    # entries under observed data keep their density (proper; they integrate to 1)
+    msg = new_message("sample", f"{name}_unobserved", fn=d, infer=dict(infer or {}))
+    latent = apply_stack(msg, sample_shape)["value"]
+    bm = jnp.reshape(m, m.shape + (1,) * len(d.event_shape))
+    filled = jnp.where(bm, obs, jax.lax.stop_gradient(latent))
+    msg = new_message(
+        "sample", f"{name}_observed", fn=d, infer=dict(infer or {}), mask=m,
+        value=filled, is_observed=True, supplied=True,
+    )
+    observed = apply_stack(msg, sample_shape)["value"]
+    return deterministic(name, jnp.where(bm, observed, latent))
 
 
 def param(name: str, init: Any = None, constraint: Any = None, **kwargs: Any) -> Any:

@@ -267,6 +267,7 @@ class Model:
         key = check_key(key, f"{self.name}.generate")
         constraints = _as_choices(constraints, f"{self.name}.generate")
         retval, sites = run(self.fn, args, kwargs, seed(key=key), _Constrain(None, constraints))
+        core.refuse_subsampled(sites, f"{self.name}.generate")
         weight = _sum(
             s["log_prob"]
             for s in sites.values()
@@ -329,6 +330,7 @@ class Model:
         kwargs = old.kwargs if kwargs is None else dict(kwargs)
         handler = _Update(None, constraints, old, selection)
         retval, sites = run(self.fn, args, kwargs, seed(key=key), handler)
+        core.refuse_subsampled(sites, f"{self.name}.update")
         new = make_trace(sites, retval, args, kwargs)
         sel = selection if selection is not None else Selection()
         new_sum = []

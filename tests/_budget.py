@@ -141,3 +141,7 @@ declare("enum/hmm_example_means", 6, alpha=1e-9,
         note="test_enum_hmm_reference: NUTS on hmm_example written with a discrete state per step in ppl.scan, "
              "posterior means of theta (4) and mu (2) against a long NumPyro hand-marginalised reference, "
              "z = Δmean / sqrt(sd²/ESS_bulk + mcse_ref²)")
+# 17c: subsampled plates under VI, obs_mask (tests/test_subsample_vi.py, tests/test_obs_mask.py)
+
+declare("vi/subsample_unbiased", 6, note="test_subsample_vi: t-test per gradient component (m, s, a[0..3]) of the subsampled ELBO against the closed-form full-data ELBO gradient")
+declare("obs_mask/nuts_imputed_means", 2, note="test_obs_mask: z-test of NUTS's mean of each of the 2 missing values against its exact posterior mean, sd from the ESS")

@@ -134,6 +134,13 @@ class _Supports:
 def _layout(model: Any, args: tuple, kwargs: dict, init: Any = "zeros"):
     """The guide's sites (address, unconstrained shape, support, offset, size), the flat
     dimension and the flat unconstrained initial location."""
+    from .program import _fixed_subsamples  # a subsampled plate: any indices (shapes only)
+
+    with _fixed_subsamples():
+        return _layout_of(model, args, kwargs, init)
+
+
+def _layout_of(model: Any, args: tuple, kwargs: dict, init: Any):
     strategy, given = _init_values(init)
     view = ppl.unconstrained(model, *args, **kwargs)
     unknown = [k for k in given if k not in view.sites]
@@ -141,7 +148,8 @@ def _layout(model: Any, args: tuple, kwargs: dict, init: Any = "zeros"):
         raise ArgumentError(f"autoguide: init names {unknown[0]!r}, which is not a latent site of the model "
                             f"(latent sites: {sorted(view.sites)}).")
     h = _Supports(dict(view.sites), strategy, given)
-    run(ppl.as_model(model).fn, args, kwargs, ppl.substitute(substitute_fn=h, strict=False))
+    _, traced = run(ppl.as_model(model).fn, args, kwargs, ppl.substitute(substitute_fn=h, strict=False))
+    _refuse_subsampled_locals(traced, view.sites)
     sites = []
     offset = 0
     locs = []
@@ -156,6 +164,18 @@ def _layout(model: Any, args: tuple, kwargs: dict, init: Any = "zeros"):
         raise ArgumentError(f"autoguide: the initial value of site {bad!r} is not finite (init={init!r}); "
                             "pass init='zeros' or an explicit mapping.")
     return sites, offset, loc0
+
+
+def _refuse_subsampled_locals(traced: Any, latents: Any) -> None:
+    for name, site in traced.items():
+        for f in site.get("cond_indep_stack") or ():
+            if name in latents and f.size != f.full_size:
+                raise ArgumentError(
+                    f"autoguide: latent site {name!r} lies inside plate {f.name!r}, which subsamples "
+                    f"({f.size} of {f.full_size}); the autoguides do not yet index a full-size "
+                    "parameter by the subsample.  Write the guide by hand with the same plate (the "
+                    "model replays the guide's indices) or do not subsample that plate."
+                )
 
 
 def _check_scale(init_scale: float) -> None:

@@ -75,7 +75,7 @@ class Run:
     #: ``vi.particles`` may run vectorised in this pass
     vectorises = True
     #: the attributes a vmapped particle block saves and restores
-    block_fields: tuple[str, ...] = ("key", "index", "records", "scores")
+    block_fields: tuple[str, ...] = ("key", "index", "records", "scores", "subsamples")
 
     def __init__(self, key: Any, uparams: Mapping[str, Any], strategies: Mapping[str, Any]):
         self.key = key
@@ -90,6 +90,8 @@ class Run:
         self.block_depth = 0
         self.baseline: Any = 0.0
         self.used: dict[str, Strategy] = {}  # name -> strategy met at some site
+        self.subsamples: dict[str, Any] = {}  # plate name -> indices the guide drew (replaced, never mutated)
+        self.in_guide = 0  # > 0 while vi.sample runs a guide
 
     def next_key(self) -> Any:
         self.key, k = jax.random.split(self.key)
@@ -98,7 +100,7 @@ class Run:
     def call(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         _STATE.stack.append(self)
         try:
-            with ppl.substitute(substitute_fn=self._param_value, strict=False):
+            with ppl.substitute(substitute_fn=self._param_value, strict=False), _Subsampler(self):
                 out = fn(*args, **kwargs)
         finally:
             _STATE.stack.pop()
@@ -301,6 +303,53 @@ class _GuideSampler(Messenger):
         msg["in_support"] = True
 
 
+class _Subsampler(Messenger):
+    """Give every subsampled plate (``ppl.plate(name, N, subsample_size=B)``) its indices.
+
+    A guide's plate draws them from the pass's key stream (so the two passes of an estimator
+    agree) and records them by plate name; the model's plate of the same name, scored after the
+    guide (``model.log_density``), replays them, as NumPyro shares them by name, so the local
+    latents the guide drew are scored at the data they belong to.  A plate only the model has
+    draws its own.  Each plate scales its sites by N/B, so the estimate stays unbiased for the
+    full-data objective."""
+
+    passive = True
+
+    def __init__(self, ctx: Run):
+        super().__init__()
+        self.ctx = ctx
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "subsample" or msg["value"] is not None:
+            return
+        ctx, name, kw = self.ctx, msg["name"], msg["kwargs"]
+        shared = ctx.subsamples.get(name)
+        if shared is not None and not ctx.in_guide:
+            if tuple(shared.shape) != (kw["subsample_size"],) or shared.dtype == bool:
+                raise VIError(
+                    f"plate {name!r}: the guide's plate drew {shared.shape[0]} indices but the "
+                    f"model's asks for subsample_size={kw['subsample_size']}: give both the same "
+                    "size and subsample_size."
+                )
+            msg["value"] = shared
+            return
+        idx = jax.random.choice(ctx.next_key(), kw["size"], (kw["subsample_size"],), replace=False)
+        if ctx.in_guide:
+            ctx.subsamples = {**ctx.subsamples, name: idx}
+        msg["value"] = idx
+
+
+class _fixed_subsamples(Messenger):
+    """Give every subsampled plate the indices of one fixed key (for shapes-only runs)."""
+
+    passive = True
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "subsample" and msg["value"] is None:
+            kw = msg["kwargs"]
+            msg["value"] = jax.random.choice(jax.random.key(0), kw["size"], (kw["subsample_size"],), replace=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # constructs
 
@@ -333,9 +382,11 @@ def sample(guide: Any, *args: Any, baseline: Any = None, detach: bool = False, *
     prev_b = ctx.baseline
     ctx.baseline = 0.0 if baseline is None else sg(jnp.asarray(baseline))
     ctx.detach += int(bool(detach))
+    ctx.in_guide += 1
     try:
         retval, sites = run(g.fn, args, kwargs, _GuideSampler(ctx))
     finally:
+        ctx.in_guide -= 1
         ctx.detach -= int(bool(detach))
         ctx.baseline = prev_b
     return make_trace(sites, retval, args, kwargs)

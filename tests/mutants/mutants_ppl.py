@@ -131,4 +131,14 @@ MUTANTS += [
         description="y = 0 under Bernoulli(probs=1) keeps NumPyro's clamped finite log density instead of -inf.",
         area="other",
     ),
+    # 17c: obs_mask
+    Mutant(
+        id="ppl/obs-mask-observed-unmasked",
+        file="ppl/core.py",
+        find='        "sample", f"{name}_observed", fn=d, infer=dict(infer or {}), mask=m,',
+        replace='        "sample", f"{name}_observed", fn=d, infer=dict(infer or {}), mask=None,',
+        tests=("tests/test_obs_mask.py::test_log_density_is_the_exact_posterior_up_to_the_evidence",),
+        description="obs_mask's observed site scores every entry: the imputed values are also scored as data.",
+        area="law",
+    ),
 ]

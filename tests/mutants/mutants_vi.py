@@ -170,4 +170,15 @@ MUTANTS += [
                     "grow like exp(z^2/2) and a good approximation is reported as degraded.",
         area="other",
     ),
+    # 17c: subsampled plates under VI
+    Mutant(
+        id="vi/subsample-indices-not-shared",
+        file="inference/vi/program.py",
+        find="        if shared is not None and not ctx.in_guide:",
+        replace="        if shared is not None and not ctx.in_guide and False:",
+        tests=("tests/test_subsample_vi.py::test_subsampled_elbo_gradient_is_unbiased_for_the_full_data_elbo",),
+        description="The model's subsampled plate draws its own indices instead of replaying the guide's: the "
+                    "local latents are scored at data they do not belong to and the ELBO gradient is biased.",
+        area="estimator",
+    ),
 ]
