@@ -30,6 +30,7 @@ from .mode import MAPResult, map  # noqa: A004 - vi.map (module inference.vi.mod
 from .laplace import LaplaceResult, laplace
 from .pathfinder import PathfinderResult, lbfgs_inverse_hessians, pathfinder
 from .psis import pareto_k
+from .flows import FLOWS, auto_flow
 from .networks import network, network_from_params
 from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
 
@@ -80,4 +81,7 @@ __all__ = [
     "PathfinderResult",
     "lbfgs_inverse_hessians",
     "pareto_k",
+    # issue 19: normalising-flow guides
+    "auto_flow",
+    "FLOWS",
 ]

@@ -25,6 +25,8 @@ from ppl.errors import ArgumentError
 from ppl import handlers as _handlers
 from ppl.checks import validate
 from ppl.handlers import check_key
+from ppl.messengers import is_auxiliary
+import numpyro.distributions as dist
 
 from .._calling import check_option_clash, given_options, model_keywords
 from .._health import enforce
@@ -207,7 +209,7 @@ def sample_posterior(key: Any, guide: Any, params: Mapping[str, Any], *args: Any
 
     def one(k):
         tr = ppl.substitute(g, {n: v for n, v in params.items() if n in names}).simulate(k, *args, **kwargs)
-        return tr.latent
+        return {k: v for k, v in tr.latent.items() if not is_auxiliary(k)}  # a flow guide's base noise
 
     return jax.vmap(one)(jax.random.split(key, int(num_samples)))
 
@@ -506,7 +508,7 @@ def support_mismatch(model: Any, guide: Any, params: dict, args: tuple = (), kwa
         return None
     for name, s in g_sites.items():
         m = m_sites.get(name)
-        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample":
+        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample" or isinstance(s["fn"], dist.Delta):
             continue
         gs, ms = s["fn"].support, m["fn"].support
         if type(gs) is not type(ms) or repr(gs) != repr(ms):
