@@ -121,3 +121,6 @@ declare("mcmc/adaptation_low_rank_invariance", 8,
 declare("mcmc/adaptation_moves", 2, alpha=1e-300,
         note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
 declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")
+# vi, issue 19: flow guides (tests/test_vi_guide_laws.py)
+
+declare("vi/flow_beats_mean_field", note="test_vi_guide_laws: one-sided z-test that the block-NAF guide's ELBO on a 2-d banana exceeds the mean-field guide's (two means of 4000 log weights each)")

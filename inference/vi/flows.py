@@ -109,7 +109,9 @@ def auto_flow(
         ...     x = ppl.sample("x", dist.Normal(0.0, 1.0))
         ...     ppl.sample("y", dist.Normal(x**2, 0.5))
         >>> guide = vi.auto_flow(banana, flow="block_neural_af", nn_block_dim=4)
-        >>> tr = ppl.substitute(guide, vi.elbo(banana, guide).init_params(jax.random.key(0))).simulate(jax.random.key(1))
+        >>> obj = vi.elbo(banana, guide)
+        >>> params = obj.constrain(obj.init_params(jax.random.key(0)))
+        >>> tr = ppl.substitute(guide, params).simulate(jax.random.key(1))
         >>> sorted(tr.choices)
         ['_aux/auto/base', 'x', 'y']
         >>> bool(jnp.isfinite(banana.log_density(tr.choices)))
