@@ -252,6 +252,60 @@ def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Obj
     return PROGRAMS.get(objective, ("vi.with_strategies", skey), lambda: objective.with_strategies(strategies))
 
 
+_PLAIN = (bool, int, str, bytes, type(None))
+
+
+def optimizer_key(optimizer: Any) -> Any:
+    """A cache key for an optax optimizer by its *structure*: the code of its ``init``/``update``
+    functions and, recursively, the values they close over (hyperparameters, inner
+    transformations of a chain, schedules), so a fresh ``optax.adam(1e-2)`` finds the program the
+    last one compiled.  Two optimizers with equal keys compute the same updates, because a
+    compiled step bakes in exactly that code and those values.  Anything else among the closed-over
+    values (an array, an object) makes the key the optimizer itself (identity: always safe).
+
+    Example:
+        >>> import optax
+        >>> optimizer_key(optax.adam(1e-2)) == optimizer_key(optax.adam(1e-2))
+        True
+        >>> optimizer_key(optax.adam(1e-2)) == optimizer_key(optax.adam(2e-2))
+        False
+    """
+
+    class _Opaque(Exception):
+        pass
+
+    def key(x: Any, depth: int) -> Any:
+        if depth > 50:
+            raise _Opaque
+        if isinstance(x, float):
+            return ("float", repr(x))
+        if isinstance(x, _PLAIN):
+            return (type(x).__name__, x)
+        if isinstance(x, (tuple, list)):
+            return (type(x).__name__, tuple(key(v, depth + 1) for v in x))
+        if isinstance(x, dict):
+            return ("dict", tuple((k, key(v, depth + 1)) for k, v in sorted(x.items(), key=lambda kv: repr(kv[0]))))
+        code = getattr(x, "__code__", None)
+        if code is not None and not hasattr(x, "__self__"):  # a plain function or closure
+            cells = tuple(cell(c, depth + 1) for c in (x.__closure__ or ()))
+            return ("fn", code, key(x.__defaults__, depth + 1), key(x.__kwdefaults__, depth + 1), cells)
+        if isinstance(x, tuple) or hasattr(x, "_fields"):  # NamedTuples (optax's GradientTransformation)
+            return (type(x), tuple(key(v, depth + 1) for v in x))
+        raise _Opaque
+
+    def cell(c: Any, depth: int) -> Any:
+        try:
+            contents = c.cell_contents
+        except ValueError:  # an empty cell (a name not yet bound): part of the code's structure
+            return ("empty-cell",)
+        return key(contents, depth)
+
+    try:
+        return ("optax-structure", key(optimizer, 0))
+    except _Opaque:
+        return optimizer
+
+
 def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any):
     """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
     run_key, t0, n_end, args, kwargs)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
@@ -278,7 +332,7 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
         return eqx.filter_jit(run_chunk)
 
     try:
-        return PROGRAMS.get(objective, ("vi.fit", optimizer, chunk, num_samples, baseline), build)
+        return PROGRAMS.get(objective, ("vi.fit", optimizer_key(optimizer), chunk, num_samples, baseline), build)
     except TypeError:  # an unhashable optimizer: no caching
         return build()
 
