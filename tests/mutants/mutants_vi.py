@@ -195,3 +195,15 @@ MUTANTS += [
         area="other",
     ),
 ]
+MUTANTS += [
+    Mutant(
+        id="vi/fit-optimizer-key-ignores-floats",
+        file="inference/vi/fit.py",
+        find='            return ("float", repr(x))',
+        replace='            return ("float",)',
+        tests=("tests/test_vi_networks.py::test_a_fresh_optimizer_with_the_same_hyperparameters_compiles_nothing",),
+        description="vi.fit's program cache keys the optimizer by its code but not its hyperparameters: a fit "
+                    "with another learning rate reuses the program compiled for the first.",
+        area="other",
+    ),
+]
