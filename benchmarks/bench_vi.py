@@ -461,11 +461,45 @@ def pathfinder_warmup_rows(quick=False):
         print(name, {k: row[k] for k in ("plain_grad_evals", "pf_grad_evals", "pf_lbfgs_evals", "pf_pareto_k")}, flush=True)
     return rows
 
+def flow_rows(quick=False):
+    """Issue 19: the block-NAF flow guide (``vi.auto_flow``, one layer, block dim 8) against
+    NumPyro's ``AutoBNAFNormal`` (one flow, hidden factors [8, 8]) on the hierarchical logistic
+    regression: ELBO (mean of 4000 log weights) after each checkpoint, Adam 1e-2, and a warm
+    wall time of the longest run.  ``python -m benchmarks.bench_vi --flows [--quick]``."""
+    from inference import vi
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoBNAFNormal
+
+    cps = (50, 100) if quick else (500, 1000, 2000)
+    name, model, model_np, data = _guide_problems()[2]
+    guide = vi.auto_flow(model, data)
+    obj = vi.elbo(model, guide)
+    ours, theirs = [], []
+    for n in cps:
+        r = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+        ours.append(_elbo_ours(obj, r.params, data))
+        g_np = AutoBNAFNormal(model_np, num_flows=1, hidden_factors=[8, 8])
+        svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+        res = svi.run(jax.random.key(0), n, data, progress_bar=False)
+        theirs.append(-float(Trace_ELBO(num_particles=4000).loss(jax.random.key(99), res.params, model_np, g_np, data)))
+    n = cps[-1]
+    t = time.perf_counter(); vi.fit(jax.random.key(1), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter(); svi.run(jax.random.key(1), n, data, progress_bar=False)
+    t_np = time.perf_counter() - t
+    row = {"problem": name + ", block-NAF flow", "checkpoints": list(cps), "elbo_ours": ours, "elbo_numpyro": theirs,
+           "wall_ours_s": t_ours, "wall_numpyro_s": t_np}
+    print(row, flush=True)
+    return [row]
+
+
 if __name__ == "__main__":
     import sys
 
     if "--pathfinder" in sys.argv:  # issue 19: Pathfinder + NUTS warmup against plain NUTS warmup
         print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--flows" in sys.argv:  # issue 19: flow guides against NumPyro's AutoBNAFNormal
+        print(json.dumps(flow_rows(quick="--quick" in sys.argv), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:
