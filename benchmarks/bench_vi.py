@@ -395,6 +395,23 @@ def ppl_sim(guide, params, key, data):
     return ppl.substitute(guide, params).simulate(key, data)
 
 
+def _walls(vi, model, data, svi, n):
+    """Cold and warm wall times of n steps, both libraries (issue 19).  Ours cold: a fresh
+    objective (compiles); ours warm: the same call again (cached program, fresh optax object).
+    NumPyro: ``svi.run`` builds a new jitted loop per call, so each call compiles (cold); its warm
+    time is a jitted ``lax.scan`` of ``svi.update`` over n steps, second call."""
+    obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
+    t = time.perf_counter(); vi.fit(jax.random.key(2), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    cold = time.perf_counter() - t
+    t = time.perf_counter(); vi.fit(jax.random.key(3), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    warm = time.perf_counter() - t
+    st = svi.init(jax.random.key(2), data)
+    loop = jax.jit(lambda st: jax.lax.scan(lambda s, _: svi.update(s, data), st, None, length=n))
+    jax.block_until_ready(loop(st))
+    t = time.perf_counter(); jax.block_until_ready(loop(st)); np_warm = time.perf_counter() - t
+    return {"wall_ours_cold_s": cold, "wall_ours_warm_s": warm, "wall_numpyro_scan_warm_s": np_warm}
+
+
 def guide_rows(quick=False):
     from inference import vi
     import numpyro
@@ -419,10 +436,11 @@ def guide_rows(quick=False):
         t_ours = time.perf_counter() - t
         t = time.perf_counter(); svi.run(jax.random.key(1), n, data, progress_bar=False)
         t_np = time.perf_counter() - t
+        walls = _walls(vi, model, data, svi, n)
         rows.append({"problem": name, "checkpoints": list(cps), "elbo_ours": ours, "elbo_numpyro": theirs,
-                     "wall_ours_s": t_ours, "wall_numpyro_s": t_np})
+                     "wall_ours_s": t_ours, "wall_numpyro_s": t_np, **walls})
         print(name, {c: (round(a, 3), round(b, 3)) for c, a, b in zip(cps, ours, theirs)},
-              f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", flush=True)
+              f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", walls, flush=True)
     return rows
 
 

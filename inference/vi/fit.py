@@ -35,7 +35,7 @@ from ppl.config import gc_paused
 
 from .._run.cache import PROGRAMS
 from .._run.concrete import freeze, remembered, retry_concretely, thaw
-from .._run.chunking import choose_chunk_size
+from .._run.chunking import MAX_CHUNK, choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
 from .._run.progress import Progress, progress_default
 from .core import Objective, VIError
@@ -252,6 +252,17 @@ def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Obj
     return PROGRAMS.get(objective, ("vi.with_strategies", skey), lambda: objective.with_strategies(strategies))
 
 
+def _default_chunk(num_steps: int, progress: bool) -> int:
+    """Steps per compiled chunk when the user gives none: about 20 chunks when progress is shown;
+    without progress (and without early stopping) as few chunks as :data:`MAX_CHUNK` allows, since
+    every chunk is a dispatch and a host sync (issue 19: 20 of them cost more than 2000 steps of a
+    small model; the result does not depend on the chunk size)."""
+    if progress:
+        return choose_chunk_size(num_steps, phases=(num_steps,))
+    n_chunks = -(-int(num_steps) // MAX_CHUNK)
+    return max(1, -(-int(num_steps) // max(n_chunks, 1)))
+
+
 _PLAIN = (bool, int, str, bytes, type(None))
 
 
@@ -400,7 +411,8 @@ def fit(
     gradient estimates are averaged per step (``baseline="loo"``: leave-one-out baselines for
     score-function sites).  `strategies` maps addresses to gradient strategies.
     `init_params` gives constrained initial values for some params.  The steps run in compiled
-    chunks of `chunk_size` steps (None: about 20 chunks; the result does not depend on it).
+    chunks of `chunk_size` steps (None: about 20 chunks when progress is shown, else as few as
+    possible, at most 1024 steps each; the result does not depend on it).
     With `patience` the run stops once `patience` consecutive chunks (default size
     ``max(10, num_steps // 20)``) improve the mean objective by less than
     ``min_delta · max(1, |mean|)``.  `progress` shows ``vi.fit: step/num_steps | objective``
@@ -477,7 +489,7 @@ def fit(
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
-        chunk = int(chunk_size) if chunk_size else choose_chunk_size(num_steps, phases=(num_steps,))
+        chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
     run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline)
     n_end = np.int32(num_steps)
     display = Progress(on, "vi.fit", num_steps)
