@@ -395,6 +395,23 @@ def ppl_sim(guide, params, key, data):
     return ppl.substitute(guide, params).simulate(key, data)
 
 
+def _walls(vi, model, data, svi, n):
+    """Cold and warm wall times of n steps, both libraries (issue 19).  Ours cold: a fresh
+    objective (compiles); ours warm: the same call again (cached program, fresh optax object).
+    NumPyro: ``svi.run`` builds a new jitted loop per call, so each call compiles (cold); its warm
+    time is a jitted ``lax.scan`` of ``svi.update`` over n steps, second call."""
+    obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
+    t = time.perf_counter(); vi.fit(jax.random.key(2), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    cold = time.perf_counter() - t
+    t = time.perf_counter(); vi.fit(jax.random.key(3), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    warm = time.perf_counter() - t
+    st = svi.init(jax.random.key(2), data)
+    loop = jax.jit(lambda st: jax.lax.scan(lambda s, _: svi.update(s, data), st, None, length=n))
+    jax.block_until_ready(loop(st))
+    t = time.perf_counter(); jax.block_until_ready(loop(st)); np_warm = time.perf_counter() - t
+    return {"wall_ours_cold_s": cold, "wall_ours_warm_s": warm, "wall_numpyro_scan_warm_s": np_warm}
+
+
 def guide_rows(quick=False):
     from inference import vi
     import numpyro
@@ -419,10 +436,11 @@ def guide_rows(quick=False):
         t_ours = time.perf_counter() - t
         t = time.perf_counter(); svi.run(jax.random.key(1), n, data, progress_bar=False)
         t_np = time.perf_counter() - t
+        walls = _walls(vi, model, data, svi, n)
         rows.append({"problem": name, "checkpoints": list(cps), "elbo_ours": ours, "elbo_numpyro": theirs,
-                     "wall_ours_s": t_ours, "wall_numpyro_s": t_np})
+                     "wall_ours_s": t_ours, "wall_numpyro_s": t_np, **walls})
         print(name, {c: (round(a, 3), round(b, 3)) for c, a, b in zip(cps, ours, theirs)},
-              f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", flush=True)
+              f"wall ours {t_ours:.2f}s numpyro {t_np:.2f}s ratio {t_ours / t_np:.2f}", walls, flush=True)
     return rows
 
 
@@ -461,11 +479,45 @@ def pathfinder_warmup_rows(quick=False):
         print(name, {k: row[k] for k in ("plain_grad_evals", "pf_grad_evals", "pf_lbfgs_evals", "pf_pareto_k")}, flush=True)
     return rows
 
+def flow_rows(quick=False):
+    """Issue 19: the block-NAF flow guide (``vi.auto_flow``, one layer, block dim 8) against
+    NumPyro's ``AutoBNAFNormal`` (one flow, hidden factors [8, 8]) on the hierarchical logistic
+    regression: ELBO (mean of 4000 log weights) after each checkpoint, Adam 1e-2, and a warm
+    wall time of the longest run.  ``python -m benchmarks.bench_vi --flows [--quick]``."""
+    from inference import vi
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoBNAFNormal
+
+    cps = (50, 100) if quick else (500, 1000, 2000)
+    name, model, model_np, data = _guide_problems()[2]
+    guide = vi.auto_flow(model, data)
+    obj = vi.elbo(model, guide)
+    ours, theirs = [], []
+    for n in cps:
+        r = vi.fit(jax.random.key(0), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+        ours.append(_elbo_ours(obj, r.params, data))
+        g_np = AutoBNAFNormal(model_np, num_flows=1, hidden_factors=[8, 8])
+        svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+        res = svi.run(jax.random.key(0), n, data, progress_bar=False)
+        theirs.append(-float(Trace_ELBO(num_particles=4000).loss(jax.random.key(99), res.params, model_np, g_np, data)))
+    n = cps[-1]
+    t = time.perf_counter(); vi.fit(jax.random.key(1), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter(); svi.run(jax.random.key(1), n, data, progress_bar=False)
+    t_np = time.perf_counter() - t
+    row = {"problem": name + ", block-NAF flow", "checkpoints": list(cps), "elbo_ours": ours, "elbo_numpyro": theirs,
+           "wall_ours_s": t_ours, "wall_numpyro_s": t_np}
+    print(row, flush=True)
+    return [row]
+
+
 if __name__ == "__main__":
     import sys
 
     if "--pathfinder" in sys.argv:  # issue 19: Pathfinder + NUTS warmup against plain NUTS warmup
         print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--flows" in sys.argv:  # issue 19: flow guides against NumPyro's AutoBNAFNormal
+        print(json.dumps(flow_rows(quick="--quick" in sys.argv), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:

@@ -43,7 +43,28 @@ __all__ = [
     "scale",
     "mask",
     "scope",
+    "AUXILIARY",
+    "is_auxiliary",
 ]
+
+#: Address prefix of a guide's *auxiliary* sites (issue 19): random choices a guide makes that
+#: the model does not have (the base noise of a flow guide).  A handler that puts values at sites
+#: (``log_density``, ``substitute``, ``condition``, ...) ignores a given address under this
+#: prefix when the model has no such site, instead of refusing it, so that
+#: ``model.log_density(guide_trace.choices)`` works for guides with auxiliary sites.  The guide
+#: must then score its model sites with the auxiliary choices integrated out (a flow guide's sites
+#: are point masses carrying the change-of-variables density).
+AUXILIARY = "_aux/"
+
+
+def is_auxiliary(address: str) -> bool:
+    """Whether `address` names a guide's auxiliary site (:data:`AUXILIARY`).
+
+    Example:
+        >>> ppl.messengers.is_auxiliary("_aux/auto/base"), ppl.messengers.is_auxiliary("mu")
+        (True, False)
+    """
+    return address.startswith(AUXILIARY)
 
 
 class seed(Messenger):
@@ -177,7 +198,7 @@ class Provide(Messenger):
     def __exit__(self, exc_type, exc, tb) -> None:
         super().__exit__(exc_type, exc, tb)
         if exc_type is None and self.strict and core._STATE.dynamic_structure == self._dyn0:
-            missing = [k for k in self.data if k not in self._seen]
+            missing = [k for k in self.data if k not in self._seen and not is_auxiliary(k)]
             if missing:
                 k = missing[0]
                 raise AddressError(

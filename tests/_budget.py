@@ -145,3 +145,6 @@ declare("enum/hmm_example_means", 6, alpha=1e-9,
 
 declare("vi/subsample_unbiased", 6, note="test_subsample_vi: t-test per gradient component (m, s, a[0..3]) of the subsampled ELBO against the closed-form full-data ELBO gradient")
 declare("obs_mask/nuts_imputed_means", 2, note="test_obs_mask: z-test of NUTS's mean of each of the 2 missing values against its exact posterior mean, sd from the ESS")
+# vi, issue 19: flow guides (tests/test_vi_guide_laws.py)
+
+declare("vi/flow_beats_mean_field", note="test_vi_guide_laws: one-sided z-test that the block-NAF guide's ELBO on a 2-d banana exceeds the mean-field guide's (two means of 4000 log weights each)")

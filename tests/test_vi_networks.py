@@ -84,3 +84,32 @@ def test_second_fit_with_the_same_shapes_compiles_nothing():
         logger.removeHandler(log)
     assert res.history.shape == (20,)
     assert log.compiled == []
+
+
+def test_a_fresh_optimizer_with_the_same_hyperparameters_compiles_nothing():
+    """Issue 19: the program cache keys the optimizer by its structure, not its identity; a
+    different learning rate is a different program (the key must not ignore hyperparameters)."""
+
+    @ppl.model
+    def m(x):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    obj = vi.elbo(m, vi.auto_normal(m, 0.5))
+    sched = lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.exponential_decay(1e-2, 10, 0.5)))  # noqa: E731
+    vi.fit(jax.random.key(0), obj, sched(), 0.5, num_steps=10, progress=False)
+
+    def compiles(opt):
+        log = _CompileLog()
+        logger = logging.getLogger("jax")
+        logger.addHandler(log)
+        try:
+            with jax.log_compiles():
+                vi.fit(jax.random.key(1), obj, opt, 0.5, num_steps=10, progress=False)
+        finally:
+            logger.removeHandler(log)
+        return log.compiled
+
+    assert compiles(sched()) == []
+    other = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.exponential_decay(2e-2, 10, 0.5)))
+    assert compiles(other) != []

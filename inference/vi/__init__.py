@@ -30,6 +30,7 @@ from .mode import MAPResult, map  # noqa: A004 - vi.map (module inference.vi.mod
 from .laplace import LaplaceResult, laplace
 from .pathfinder import PathfinderResult, lbfgs_inverse_hessians, pathfinder
 from .psis import pareto_k
+from .flows import FLOWS, auto_flow
 from .networks import network, network_from_params
 from .objectives import elbo, hvi, iwae, iwhvi, log_weight, p_wake, q_wake, renyi, rws, vimco, vimco_baselines
 from .enum_elbo import enum_log_weight, trace_enum_elbo  # issue 14: guide-less discrete sites summed out
@@ -84,4 +85,7 @@ __all__ = [
     # issue 14: the ELBO with guide-less discrete sites summed out element by element
     "trace_enum_elbo",
     "enum_log_weight",
+    # issue 19: normalising-flow guides
+    "auto_flow",
+    "FLOWS",
 ]

@@ -25,6 +25,8 @@ from ppl.errors import ArgumentError
 from ppl import handlers as _handlers
 from ppl.checks import validate
 from ppl.handlers import check_key
+from ppl.messengers import is_auxiliary
+import numpyro.distributions as dist
 
 from .._calling import check_option_clash, given_options, model_keywords
 from .._health import enforce
@@ -33,7 +35,7 @@ from ppl.config import gc_paused
 
 from .._run.cache import PROGRAMS
 from .._run.concrete import freeze, remembered, retry_concretely, thaw
-from .._run.chunking import choose_chunk_size
+from .._run.chunking import MAX_CHUNK, choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
 from .._run.progress import Progress, progress_default
 from .core import Objective, VIError
@@ -207,7 +209,7 @@ def sample_posterior(key: Any, guide: Any, params: Mapping[str, Any], *args: Any
 
     def one(k):
         tr = ppl.substitute(g, {n: v for n, v in params.items() if n in names}).simulate(k, *args, **kwargs)
-        return tr.latent
+        return {k: v for k, v in tr.latent.items() if not is_auxiliary(k)}  # a flow guide's base noise
 
     return jax.vmap(one)(jax.random.split(key, int(num_samples)))
 
@@ -250,6 +252,71 @@ def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Obj
     return PROGRAMS.get(objective, ("vi.with_strategies", skey), lambda: objective.with_strategies(strategies))
 
 
+def _default_chunk(num_steps: int, progress: bool) -> int:
+    """Steps per compiled chunk when the user gives none: about 20 chunks when progress is shown;
+    without progress (and without early stopping) as few chunks as :data:`MAX_CHUNK` allows, since
+    every chunk is a dispatch and a host sync (issue 19: 20 of them cost more than 2000 steps of a
+    small model; the result does not depend on the chunk size)."""
+    if progress:
+        return choose_chunk_size(num_steps, phases=(num_steps,))
+    n_chunks = -(-int(num_steps) // MAX_CHUNK)
+    return max(1, -(-int(num_steps) // max(n_chunks, 1)))
+
+
+_PLAIN = (bool, int, str, bytes, type(None))
+
+
+def optimizer_key(optimizer: Any) -> Any:
+    """A cache key for an optax optimizer by its *structure*: the code of its ``init``/``update``
+    functions and, recursively, the values they close over (hyperparameters, inner
+    transformations of a chain, schedules), so a fresh ``optax.adam(1e-2)`` finds the program the
+    last one compiled.  Two optimizers with equal keys compute the same updates, because a
+    compiled step bakes in exactly that code and those values.  Anything else among the closed-over
+    values (an array, an object) makes the key the optimizer itself (identity: always safe).
+
+    Example:
+        >>> import optax
+        >>> optimizer_key(optax.adam(1e-2)) == optimizer_key(optax.adam(1e-2))
+        True
+        >>> optimizer_key(optax.adam(1e-2)) == optimizer_key(optax.adam(2e-2))
+        False
+    """
+
+    class _Opaque(Exception):
+        pass
+
+    def key(x: Any, depth: int) -> Any:
+        if depth > 50:
+            raise _Opaque
+        if isinstance(x, float):
+            return ("float", repr(x))
+        if isinstance(x, _PLAIN):
+            return (type(x).__name__, x)
+        if isinstance(x, (tuple, list)):
+            return (type(x).__name__, tuple(key(v, depth + 1) for v in x))
+        if isinstance(x, dict):
+            return ("dict", tuple((k, key(v, depth + 1)) for k, v in sorted(x.items(), key=lambda kv: repr(kv[0]))))
+        code = getattr(x, "__code__", None)
+        if code is not None and not hasattr(x, "__self__"):  # a plain function or closure
+            cells = tuple(cell(c, depth + 1) for c in (x.__closure__ or ()))
+            return ("fn", code, key(x.__defaults__, depth + 1), key(x.__kwdefaults__, depth + 1), cells)
+        if isinstance(x, tuple) or hasattr(x, "_fields"):  # NamedTuples (optax's GradientTransformation)
+            return (type(x), tuple(key(v, depth + 1) for v in x))
+        raise _Opaque
+
+    def cell(c: Any, depth: int) -> Any:
+        try:
+            contents = c.cell_contents
+        except ValueError:  # an empty cell (a name not yet bound): part of the code's structure
+            return ("empty-cell",)
+        return key(contents, depth)
+
+    try:
+        return ("optax-structure", key(optimizer, 0))
+    except _Opaque:
+        return optimizer
+
+
 def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any):
     """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
     run_key, t0, n_end, args, kwargs)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
@@ -276,7 +343,7 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
         return eqx.filter_jit(run_chunk)
 
     try:
-        return PROGRAMS.get(objective, ("vi.fit", optimizer, chunk, num_samples, baseline), build)
+        return PROGRAMS.get(objective, ("vi.fit", optimizer_key(optimizer), chunk, num_samples, baseline), build)
     except TypeError:  # an unhashable optimizer: no caching
         return build()
 
@@ -344,7 +411,8 @@ def fit(
     gradient estimates are averaged per step (``baseline="loo"``: leave-one-out baselines for
     score-function sites).  `strategies` maps addresses to gradient strategies.
     `init_params` gives constrained initial values for some params.  The steps run in compiled
-    chunks of `chunk_size` steps (None: about 20 chunks; the result does not depend on it).
+    chunks of `chunk_size` steps (None: about 20 chunks when progress is shown, else as few as
+    possible, at most 1024 steps each; the result does not depend on it).
     With `patience` the run stops once `patience` consecutive chunks (default size
     ``max(10, num_steps // 20)``) improve the mean objective by less than
     ``min_delta · max(1, |mean|)``.  `progress` shows ``vi.fit: step/num_steps | objective``
@@ -421,7 +489,7 @@ def fit(
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
-        chunk = int(chunk_size) if chunk_size else choose_chunk_size(num_steps, phases=(num_steps,))
+        chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
     run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline)
     n_end = np.int32(num_steps)
     display = Progress(on, "vi.fit", num_steps)
@@ -506,7 +574,7 @@ def support_mismatch(model: Any, guide: Any, params: dict, args: tuple = (), kwa
         return None
     for name, s in g_sites.items():
         m = m_sites.get(name)
-        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample":
+        if s["type"] != "sample" or s["is_observed"] or m is None or m["type"] != "sample" or isinstance(s["fn"], dist.Delta):
             continue
         gs, ms = s["fn"].support, m["fn"].support
         if type(gs) is not type(ms) or repr(gs) != repr(ms):

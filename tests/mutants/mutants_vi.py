@@ -182,3 +182,39 @@ MUTANTS += [
         area="estimator",
     ),
 ]
+
+# --- issue 19 rest (engineer 19): flow guides ---------------------------------------------------
+MUTANTS += [
+    Mutant(
+        id="vi/flow-scale-log-det-dropped",
+        file="inference/vi/flows.py",
+        find="        _site_point_masses(sites, u, -(log_det + jnp.sum(jnp.log(scale))))",
+        replace="        _site_point_masses(sites, u, -log_det)",
+        tests=("tests/test_vi_guide_laws.py::test_expected_gradient_is_exact_for_every_new_guide[maf]",),
+        description="The flow guide's density forgets the log-determinant of its final scale (u = loc + scale * f(eps)): "
+                    "log q is off by sum(log scale) and the ELBO's gradient in the scale is wrong.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/flow-site-jacobian-sign",
+        file="inference/vi/flows.py",
+        find="        ld = -jnp.sum(ladj) + (extra_log_density if i == 0 else 0.0)",
+        replace="        ld = jnp.sum(ladj) + (extra_log_density if i == 0 else 0.0)",
+        tests=("tests/test_vi_guide_laws.py::test_flow_guide_log_density_is_the_change_of_variables[masked_autoregressive]",),
+        description="A flow guide's site carries +log|det J_T| of its support's transform instead of minus: "
+                    "the guide density of a positive site is wrong.",
+        area="other",
+    ),
+]
+MUTANTS += [
+    Mutant(
+        id="vi/fit-optimizer-key-ignores-floats",
+        file="inference/vi/fit.py",
+        find='            return ("float", repr(x))',
+        replace='            return ("float",)',
+        tests=("tests/test_vi_networks.py::test_a_fresh_optimizer_with_the_same_hyperparameters_compiles_nothing",),
+        description="vi.fit's program cache keys the optimizer by its code but not its hyperparameters: a fit "
+                    "with another learning rate reuses the program compiled for the first.",
+        area="other",
+    ),
+]
