@@ -30,6 +30,7 @@ import ppl
 from ppl import dist
 from inference import mcmc, smc, vi
 from inference import sequential as seq
+from inference.sequential.prior import PRIOR_KEYWORD
 from semantics import oracles
 from tests._budget import BUDGET
 
@@ -247,9 +248,11 @@ def test_nuts_fitted_gaussian_matches_batch_and_twin_caught():
     z_crit = sps.norm.isf(BUDGET.level("sequential/nuts_gaussian_mean") / 2)
     assert abs(_nuts_last_step_error(res, batches)) < z_crit
     # twin: the prior ignored at the last step (its inference runs on the original model)
-    infer = lambda key, model, *a, **kw: mcmc.sample(  # noqa: E731
-        key, mcmc.NUTS(), normal_normal if kw["y"].shape[0] == batches[-1]["y"].shape[0] else model, *a,
-        progress=False, **NUTS_OPTS, **kw)
+    def infer(key, model, *a, **kw):  # the original model does not take the prior's arrays: dropped with it
+        if kw["y"].shape[0] == batches[-1]["y"].shape[0]:
+            model, kw = normal_normal, {k: v for k, v in kw.items() if k != PRIOR_KEYWORD}
+        return mcmc.sample(key, mcmc.NUTS(), model, *a, progress=False, **NUTS_OPTS, **kw)
+
     twin = seq.sequential(jax.random.key(3), infer, normal_normal, batches)
     assert abs(_nuts_last_step_error(twin, batches)) > z_crit
 
@@ -413,3 +416,49 @@ def test_plated_site_is_replaced_whole():
     expected = dist.Normal(0.0, 1.0).log_prob(jnp.concatenate([jnp.array([0.7]), th])).sum() + dist.Normal(th, 1.0).log_prob(y).sum()
     assert abs(float(m2.log_density({"mu": 0.7, "theta": th}, y=y)) - float(expected)) < 1e-12
     assert m2.simulate(jax.random.key(0), y=y)["theta"].shape == (3,)
+
+
+
+# -- compiled once: tasks 2..T reuse task 2's programs (the prior's numbers are an argument) ------
+
+
+def _misses_per_task(infer):
+    from inference._run.cache import PROGRAMS
+
+    counts = []
+
+    def counted(key, model, *a, **kw):
+        before = PROGRAMS.misses
+        out = infer(key, model, *a, **kw)
+        counts.append(PROGRAMS.misses - before)
+        return out
+
+    rng = np.random.default_rng(1)  # four tasks of the same shapes
+    batches = [{"y": jnp.asarray(rng.normal(1.0, SIGMA, size=4))} for _ in range(4)]
+    res = seq.sequential(jax.random.key(3), counted if _takes_kw(infer) else _named_y(counted), normal_normal,
+                         batches, num_draws=100)
+    return counts, res
+
+
+def _takes_kw(infer):
+    return not getattr(infer, "named_only", False)
+
+
+def _named_y(f):
+    return lambda key, model, *a, y: f(key, model, *a, y=y)
+
+
+def _small_nuts(key, model, *a, **kw):
+    return mcmc.sample(key, mcmc.NUTS(), model, *a, num_warmup=60, num_samples=50, num_chains=1, progress=False, **kw)
+
+
+def test_nuts_tasks_after_the_second_compile_nothing():
+    counts, res = _misses_per_task(_small_nuts)
+    assert counts[1] >= 1 and counts[2:] == [0, 0], counts  # task 2: the traced model's programs; 3, 4: none
+    # the prior did arrive: task 3's prior is task 2's fitted Gaussian, far narrower than N(MU0, S0)
+    assert float(res.priors[1].density.cov[0, 0]) < 0.5 * S0**2
+    # twin: an infer callable with named keywords only gets the prior as a constant and recompiles per task
+    named = lambda key, model, *a, **kw: _small_nuts(key, model, *a, **kw)  # noqa: E731
+    named.named_only = True
+    twin, _ = _misses_per_task(named)
+    assert min(twin[1:]) >= 1, twin

@@ -15,6 +15,7 @@ learning"), whose error is that of the estimator.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -30,7 +31,7 @@ from ppl.errors import ArgumentError, ArgumentTypeError
 from ppl.randomness import check_key
 
 from .estimators import BetaMoments, Estimator, Gaussian
-from .prior import FittedPrior, Layout, fit_prior, layout_of, with_prior
+from .prior import PRIOR_KEYWORD, FittedPrior, Layout, fit_prior, layout_of, prior_as_argument, split_prior, with_prior
 
 __all__ = ["sequential", "SequentialResult", "refit"]
 
@@ -163,6 +164,17 @@ def _as_infer(infer: Any, options: Mapping[str, Any]) -> Callable:
     return infer
 
 
+def _passes_keywords(infer: Callable) -> bool:
+    """Whether ``infer`` takes any keyword (``**kwargs``), so that it can pass the prior's arrays
+    on to the model (``prior.PRIOR_KEYWORD``); a callable with named data keywords only gets the
+    prior as a constant (:func:`~inference.sequential.prior.with_prior`) instead."""
+    try:
+        params = inspect.signature(infer).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == PRIOR_KEYWORD for p in params)
+
+
 def sequential(key: Any, infer: Any, model: Any, batches: Sequence[Mapping[str, Any]], *args: Any,
                sites: Sequence[str] | None = None, estimator: Estimator | None = None, num_draws: int = 1000,
                infer_options: Mapping[str, Any] | None = None, progress: bool | None = None,
@@ -207,14 +219,21 @@ def sequential(key: Any, infer: Any, model: Any, batches: Sequence[Mapping[str, 
         raise ArgumentTypeError(f"sequential: estimator must be a sequential.Estimator (Gaussian(), GaussianMixture(k), "
                                 f"Flow(), BetaMoments()), got {type(estimator).__name__}.")
     layout = layout_of(model, *args, sites=sites, **{**kwargs, **batches[0]})
+    traced = _passes_keywords(run_infer)
     bar = Progress(progress_default() if progress is None else progress, "sequential", len(batches))
     results, priors, task_draws = [], [], []
     prior: FittedPrior | None = None
     try:
         for t, batch in enumerate(batches):
             k_inf, k_fit = jax.random.split(jax.random.fold_in(key, t))
-            m_t = model if prior is None else with_prior(model, prior)
-            res = run_infer(k_inf, m_t, *args, **{**kwargs, **batch})
+            if prior is None:
+                m_t, extra = model, {}
+            elif traced:  # one model per prior structure, its numbers an argument: compiled once (not per task)
+                structure, arrays = split_prior(prior)
+                m_t, extra = prior_as_argument(model, structure), {PRIOR_KEYWORD: arrays}
+            else:  # infer takes no such keyword: the prior is a constant of a new model (recompiles)
+                m_t, extra = with_prior(model, prior), {}
+            res = run_infer(k_inf, m_t, *args, **{**kwargs, **batch, **extra})
             prior, draws = refit(k_fit, res, layout, estimator, num_draws)
             results.append(res)
             priors.append(prior)

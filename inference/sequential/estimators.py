@@ -32,6 +32,7 @@ dropped, and every inference family sees a plain model).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Sequence
 
 import jax
@@ -77,6 +78,7 @@ class Estimator:
 # -- Gaussian ------------------------------------------------------------------------------------
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=['mean', 'cov'], meta_fields=['sizes'])
 @dataclass(frozen=True)
 class FittedGaussian:
     """N(mean, cov) over the flat unconstrained vector, read block by block (module docstring)."""
@@ -200,6 +202,7 @@ def em_gaussian_mixture(key: Any, x: Any, num_components: int, *, num_iters: int
     return tuple(o[best] for o in out)  # type: ignore[return-value]
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=['log_weights', 'means', 'covs'], meta_fields=['sizes'])
 @dataclass(frozen=True)
 class FittedMixture:
     """Σ_k w_k N(m_k, S_k) over the flat unconstrained vector."""
@@ -281,6 +284,7 @@ class _FlowDistribution(dist.Distribution):
         return self.flow.log_prob(value, condition=self.condition)
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=['flows'], meta_fields=['sizes'])
 @dataclass(frozen=True)
 class FittedFlow:
     """One flowjax flow per block, the i-th conditioned on the blocks before it."""
@@ -347,6 +351,7 @@ class Flow(Estimator):
 # -- the exact conjugate path for a Beta site ----------------------------------------------------
 
 
+@partial(jax.tree_util.register_dataclass, data_fields=['a', 'b'], meta_fields=[])
 @dataclass(frozen=True)
 class FittedBeta:
     """Beta(a, b) on the constrained scale of one scalar site in (0, 1)."""

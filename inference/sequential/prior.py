@@ -24,6 +24,8 @@ view's prior density of u is q(u) exactly.
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -250,6 +252,18 @@ class _ReplacePrior(Messenger):
             self.us.append(self.prior.layout.sites[self.index[msg["name"]]].unconstrain(msg["value"]))
 
 
+def _run_replaced(base: Any, prior: FittedPrior, a: tuple, k: dict) -> Any:
+    """``base.fn(*a, **k)`` with the prior's sites replaced; every site of the prior must be reached."""
+    h = _ReplacePrior(prior)
+    with h:
+        out = base.fn(*a, **k)
+    missing = [n for n in prior.layout.names if n not in h.seen]
+    if missing:
+        raise AddressError(f"sequential.with_prior: model {base.name!r} never sampled the prior's site(s) "
+                           f"{missing}; the prior is over {list(prior.layout.names)}.")
+    return out
+
+
 def with_prior(model: Any, prior: FittedPrior) -> ppl.Model:
     """``model`` with the prior of the fitted prior's sites replaced by the fitted density (module
     docstring).  The model must sample those sites in the layout's order; a site of the prior that
@@ -271,17 +285,103 @@ def with_prior(model: Any, prior: FittedPrior) -> ppl.Model:
     _ReplacePrior(prior)  # check the argument now
 
     def checked(*a: Any, **k: Any) -> Any:
-        h = _ReplacePrior(prior)
-        with h:
-            out = base.fn(*a, **k)
-        missing = [n for n in prior.layout.names if n not in h.seen]
-        if missing:
-            raise AddressError(f"sequential.with_prior: model {base.name!r} never sampled the prior's site(s) "
-                               f"{missing}; the prior is over {list(prior.layout.names)}.")
-        return out
+        return _run_replaced(base, prior, a, k)
 
     checked.__name__ = checked.__qualname__ = base.name
     out = ppl.Model(checked, name=base.name)
     out._base = base
     out._wrapper = (_ReplacePrior, (prior,), {})
+    return out
+
+
+# -- one model per (model, layout, density structure): the prior's numbers as a traced argument ----
+
+#: the keyword through which :func:`prior_as_argument`'s model receives the fitted prior's arrays
+PRIOR_KEYWORD = "_sequential_prior"
+
+_TRACED: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray))
+
+
+def split_prior(prior: FittedPrior) -> tuple[Any, tuple]:
+    """``(structure, arrays)`` of a fitted prior: ``structure`` (hashable: the layout, the
+    density's tree structure and its non-array leaves) says which model
+    :func:`prior_as_argument` builds; ``arrays`` are its numbers, passed as the keyword
+    :data:`PRIOR_KEYWORD` so that a compiled program is reused by every prior of that structure."""
+    leaves, treedef = jax.tree.flatten(prior.density)
+    static = tuple(None if _is_array(x) else x for x in leaves)
+    arrays = tuple(jnp.asarray(x) for x in leaves if _is_array(x))
+    return (prior.layout, treedef, static), arrays
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # an array-valued comparison somewhere: not the same structure
+        return False
+
+
+def _join(structure: Any, arrays: Any) -> FittedPrior:
+    layout, treedef, static = structure
+    it = iter(arrays)
+    leaves = [next(it) if x is None else x for x in static]
+    return FittedPrior(layout, jax.tree.unflatten(treedef, leaves))
+
+
+def prior_as_argument(model: Any, structure: Any) -> ppl.Model:
+    """:func:`with_prior` with the fitted prior's arrays as an argument: the model
+    ``m(*args, _sequential_prior=arrays, **kwargs)`` is ``with_prior(model, prior)(*args, **kwargs)``
+    for any prior with ``split_prior(prior) == (structure, arrays)``.  One model object per
+    (model, structure) (cached), so the inference drivers' program cache, keyed on the model,
+    compiles once for every prior of that structure (:func:`~inference.sequential.sequential`
+    uses it from its second task on).
+
+    Example:
+        >>> from inference.sequential import Gaussian, FittedPrior, layout_of
+        >>> from inference.sequential.prior import prior_as_argument, split_prior, PRIOR_KEYWORD
+        >>> @ppl.model
+        ... def m(y=None):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 100.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> lay = layout_of(m, sites=["mu"])
+        >>> s1, a1 = split_prior(FittedPrior(lay, Gaussian().from_moments(jnp.array([1.0]), jnp.eye(1), lay.sizes)))
+        >>> s2, a2 = split_prior(FittedPrior(lay, Gaussian().from_moments(jnp.array([3.0]), jnp.eye(1), lay.sizes)))
+        >>> m2 = prior_as_argument(m, s1)
+        >>> m2 is prior_as_argument(m, s2)                  # same structure, same model
+        True
+        >>> lp = m2.log_density({"mu": 2.0}, y=0.0, **{PRIOR_KEYWORD: a2})   # N(2; 3, 1) + N(0; 2, 1)
+        >>> bool(jnp.isclose(lp, dist.Normal(3.0, 1.0).log_prob(2.0) + dist.Normal(2.0, 1.0).log_prob(0.0)))
+        True
+    """
+    base = as_model(model)
+    try:
+        table = _TRACED.setdefault(base, [])
+    except TypeError:  # pragma: no cover - a Model is weakly referenceable
+        table = []
+    for known, out in table:  # compared with == (numpyro constraints are not hashable)
+        if _same(known, structure):
+            return out
+    def checked(*a: Any, **k: Any) -> Any:
+        arrays = k.pop(PRIOR_KEYWORD, None)
+        if arrays is None:
+            raise ArgumentError(f"sequential: model {base.name!r} with a prior from draws needs its prior's arrays as "
+                                f"the keyword {PRIOR_KEYWORD!r} (sequential passes them; see prior.split_prior).")
+        return _run_replaced(base, _join(structure, arrays), a, k)
+
+    try:  # the user's signature plus the prior keyword (for the drivers' keyword checks)
+        sig = inspect.signature(base.fn)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
+        extra = inspect.Parameter(PRIOR_KEYWORD, inspect.Parameter.KEYWORD_ONLY, default=None)
+        checked.__signature__ = sig.replace(parameters=params + [extra] + var_kw)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass
+    checked.__name__ = checked.__qualname__ = base.name
+    out = ppl.Model(checked, name=base.name)
+    table.append((structure, out))
     return out
