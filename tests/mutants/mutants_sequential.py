@@ -9,8 +9,9 @@ MUTANTS = [
     Mutant(
         id="sequential/prior-ignored-last-task",
         file="inference/sequential/driver.py",
-        find="            m_t = model if prior is None else with_prior(model, prior)",
-        replace="            m_t = model if prior is None or t == len(batches) - 1 else with_prior(model, prior)",
+        find="                m_t, extra = prior_as_argument(model, structure), {PRIOR_KEYWORD: arrays}",
+        replace=("                m_t, extra = (model, {}) if t == len(batches) - 1 else "
+                 "(prior_as_argument(model, structure), {PRIOR_KEYWORD: arrays})"),
         tests=(f"{SQ}::test_exact_normal_normal_equals_batch", f"{SQ}::test_exact_blr_equals_batch",
                f"{SQ}::test_exact_beta_bernoulli_equals_batch"),
         description="The last task's inference runs on the original model: the fitted prior of the earlier tasks is ignored there.",
@@ -35,5 +36,24 @@ MUTANTS = [
         tests=(f"{SQ}::test_em_recovers_mixture_normalises_and_conditionals_are_chain_rule",),
         description="EM's E-step drops the mixing weights from the responsibilities (r_nk ∝ N(x_n; m_k, S_k) instead of w_k N(...)).",
         area="estimator",
+    ),
+    # f20: the fitted prior's arrays as a traced keyword of one cached model
+    Mutant(
+        id="sequential/traced-prior-arrays-stale",
+        file="inference/sequential/driver.py",
+        find="                m_t, extra = prior_as_argument(model, structure), {PRIOR_KEYWORD: arrays}",
+        replace="                m_t, extra = prior_as_argument(model, structure), {PRIOR_KEYWORD: extra.get(PRIOR_KEYWORD, arrays)}",
+        tests=(f"{SQ}::test_exact_blr_equals_batch", f"{SQ}::test_nuts_tasks_after_the_second_compile_nothing"),
+        description="From the third task on, the traced model receives the second task's prior arrays again (a stale prior).",
+        area="law",
+    ),
+    Mutant(
+        id="sequential/traced-model-not-cached",
+        file="inference/sequential/prior.py",
+        find="        if _same(known, structure):",
+        replace="        if False:",
+        tests=(f"{SQ}::test_nuts_tasks_after_the_second_compile_nothing",),
+        description="A new traced model per task: every task misses the program cache and recompiles.",
+        area="other",
     ),
 ]
