@@ -185,6 +185,10 @@ def sequential(key: Any, infer: Any, model: Any, batches: Sequence[Mapping[str, 
         key: a JAX key; task t uses ``fold_in(key, t)`` (same key, same result).
         infer: ``infer(key, model, *args, **kwargs) -> result`` (NUTS, SMC, VI, Laplace, ... bound
             with their options), or an MCMC kernel run by ``mcmc.sample`` with ``infer_options``.
+            From the second task on, an ``infer`` that takes ``**kwargs`` receives the fitted prior's
+            arrays as the model keyword ``prior.PRIOR_KEYWORD`` (pass every keyword on to the model
+            and the inference compiles once for all tasks of the same shapes); one with named
+            keywords only gets a new model with the prior as a constant (recompiles per task).
         model: the model; its prior of ``sites`` is used for the first task only.
         batches: one mapping of the model's keyword arguments (the task's data) per task.
         sites: the latent sites carried from task to task (default: all continuous latent sites).
