@@ -263,7 +263,9 @@ def pathfinder(
 ) -> PathfinderResult:
     """Multi-path Pathfinder on ``model(*args, **kwargs)`` (module docstring).  ``init``: None
     (each path starts uniformly in (−2, 2) in unconstrained space, the paths' keys from ``key``),
-    or an autoguide initialisation (``"median"``, a mapping, ...) for every path.
+    or an autoguide initialisation (``"median"``, a mapping, ...) for every path.  The compiled
+    program is cached (:mod:`inference._run.cache`): a second call with the same model, settings
+    and argument shapes (new data values, a new key) compiles nothing.
 
     Example:
         >>> @ppl.model
