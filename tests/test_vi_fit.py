@@ -156,3 +156,21 @@ def test_errors_name_the_site():
         vi.fit(jax.random.key(0), vi.elbo(coin, coin_guide), 0.1, data=1.5)
     with pytest.raises(vi.VIError, match="init_params names 'nope'"):
         vi.fit(jax.random.key(0), vi.elbo(coin, coin_guide), optax.adam(0.1), data=1.5, init_params={"nope": 1.0})
+
+
+def test_warm_fit_compiles_nothing_and_constrains_like_the_objective():
+    """Issue 19: a second fit (fresh optax object, new data values, new key) adds no program-cache
+    miss (the loop, the parameters' initialisation, the optimizer's init and the constraining are
+    all cached), and the returned params are exactly ``objective.constrain`` of ``uparams``."""
+    from _compiles import CompileCounter
+    from inference._run.cache import PROGRAMS
+
+    obj = vi.elbo(nn_model, vi.auto_multivariate_normal(nn_model, jnp.zeros(4)))
+    vi.fit(jax.random.key(0), obj, optax.adam(1e-2), jnp.zeros(4), num_steps=5, progress=False)
+    misses = PROGRAMS.misses
+    with CompileCounter() as compiles:
+        r = vi.fit(jax.random.key(1), obj, optax.adam(1e-2), jnp.ones(4), num_steps=5, progress=False)
+    assert PROGRAMS.misses == misses and compiles.n == 0, (PROGRAMS.misses - misses, compiles.n)
+    eager = obj.constrain(r.uparams)
+    for k in eager:
+        np.testing.assert_allclose(np.asarray(r.params[k]), np.asarray(eager[k]), rtol=1e-6, atol=1e-7)

@@ -245,6 +245,24 @@ def _init_params(objective: Objective, key: Any, args: tuple, kwargs: dict, mode
         return objective.init_params(key, *args, **kwargs)
 
 
+def _compiled(objective: Objective, key: tuple, fn: Any) -> Any:
+    """``fn`` (a function of the parameters alone) jitted once per (objective, key) (issue 19: run
+    eagerly, the guide's bijections cost milliseconds of host dispatch on every call); ``fn``
+    itself, eager, when the key is unhashable or ``fn`` cannot be traced."""
+    try:
+        f = PROGRAMS.get(objective, key, lambda: jax.jit(fn))
+    except TypeError:  # an unhashable optimizer
+        return fn
+
+    def call(x: Any) -> Any:
+        try:
+            return f(x)
+        except Exception:  # noqa: BLE001 - eager below (e.g. a bijection that needs concrete values)
+            return fn(x)
+
+    return call
+
+
 def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Objective:
     """``objective.with_strategies(strategies)``, one object per (objective, strategies), so
     its compiled programs are cached too."""
@@ -484,7 +502,7 @@ def fit(
         if unknown:
             raise VIError(f"vi.fit: init_params names {unknown[0]!r}, which is not a param of the objective (params: {sorted(uparams)}).")
         uparams.update(objective.unconstrain(init_params))
-    opt_state = optimizer.init(uparams)
+    opt_state = _compiled(objective, ("vi.optimizer_init", optimizer_key(optimizer)), optimizer.init)(uparams)
 
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
@@ -534,7 +552,7 @@ def fit(
     finally:
         display.close()
     hist = np.concatenate(history) if history else np.zeros((0,))
-    params = objective.constrain(uparams)
+    params = _compiled(objective, ("vi.constrain",), objective.constrain)(uparams)
     why = ""
     if not np.all(np.isfinite(hist)) or not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         why = _why_non_finite(objective, guide, uparams, args, kwargs)  # issue 18: name the site when it is the guide's support

@@ -36,9 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.errors import ArgumentError, ModelError
+from ppl.errors import ArgumentError, ModelError, PPLError
 from ppl.handlers import check_key
 
+import equinox as eqx
+
+from ppl.config import gc_paused
+
+from .._run.cache import PROGRAMS
+from .._run.concrete import freeze, remembered, thaw
 from .._calling import check_option_clash, given_options
 from .._result import resample_draws, to_inference_data
 from .mode import _init_flat, _lbfgs_path, _log_density_fn
@@ -208,6 +214,40 @@ class PathfinderResult:
                                   "sample_stats": {"elbo": np.asarray(self.elbo)[None]}})
 
 
+def _path_program(P: int, M: int, K: int, J: int, S: int, gtol: float):
+    """``(x0, keys, k_pick, view) ->`` every path's best Gaussian, ELBOs, pooled draws and log
+    weights, grad evaluations, and ``M`` constrained draws resampled by weight: one program."""
+
+    def run(x0, keys, k_pick, view):
+        f = _log_density_fn(view, jacobian=True)
+        # lax.map, not vmap, over the paths: the same draws, and half the compile time (the
+        # line search's while loops compile once, unbatched)
+        means, Ls, elbos, u, lw, evals, _ = jax.lax.map(lambda a: _one_path(f, a[0], a[1], S, gtol, J, K, M), (x0, keys))
+        u_all, lw_all = jnp.reshape(u, (P * M, view.dim)), jnp.reshape(lw, (P * M,))
+        u_pick = resample_draws(k_pick, {"u": u_all}, lw_all, M)["u"]
+        return means, Ls, elbos, u_all, lw_all, evals, jax.vmap(view.to_constrained)(u_pick)
+
+    return jax.jit(run, static_argnums=3)
+
+
+def _program(model: Any, P: int, M: int, K: int, J: int, S: int, gtol: float):
+    """The compiled Pathfinder of ``model`` (cached in :data:`inference._run.cache.PROGRAMS`):
+    ``(x0, keys, k_pick, args, kwargs)``, the model's arguments traced (NumPy ones concrete,
+    :mod:`inference._run.concrete`)."""
+
+    def build():
+        inner = _path_program(P, M, K, J, S, gtol)
+
+        def run(x0, keys, k_pick, args, kwargs):
+            args, kwargs = thaw((args, kwargs))
+            view = ppl.unconstrained(model, *args, **kwargs)
+            return inner.__wrapped__(x0, keys, k_pick, view)
+
+        return eqx.filter_jit(run)
+
+    return PROGRAMS.get(model, ("vi.pathfinder", P, M, K, J, S, gtol), build)
+
+
 def pathfinder(
     key: Any,
     model: Any,
@@ -223,7 +263,9 @@ def pathfinder(
 ) -> PathfinderResult:
     """Multi-path Pathfinder on ``model(*args, **kwargs)`` (module docstring).  ``init``: None
     (each path starts uniformly in (−2, 2) in unconstrained space, the paths' keys from ``key``),
-    or an autoguide initialisation (``"median"``, a mapping, ...) for every path.
+    or an autoguide initialisation (``"median"``, a mapping, ...) for every path.  The compiled
+    program is cached (:mod:`inference._run.cache`): a second call with the same model, settings
+    and argument shapes (new data values, a new key) compiles nothing.
 
     Example:
         >>> @ppl.model
@@ -247,25 +289,27 @@ def pathfinder(
     view = ppl.unconstrained(model, *args, **kwargs)
     if view.dim == 0:
         raise ModelError(f"vi.pathfinder: model {view.model.name!r} has no continuous latent site.")
-    f = _log_density_fn(view, jacobian=True)
     k_init, k_paths, k_pick = jax.random.split(key, 3)
     if init is None:
         dtype = jnp.result_type(float)
         x0 = jax.random.uniform(k_init, (P, view.dim), dtype=dtype, minval=-2.0, maxval=2.0)
     else:
         x0 = jnp.broadcast_to(_init_flat("vi.pathfinder", model, view, args, kwargs, init), (P, view.dim))
-    # lax.map, not vmap, over the paths: the same draws, and half the compile time (the
-    # line search's while loops compile once, unbatched)
-    run = jax.jit(lambda xs, ks: jax.lax.map(lambda a: _one_path(f, a[0], a[1], S, float(gtol), J, K, M), (xs, ks)))
-    means, Ls, elbos, u, lw, evals, steps = run(x0, jax.random.split(k_paths, P))
+    keys = jax.random.split(k_paths, P)
+    run = _program(model, P, M, K, J, S, float(gtol))
+    try:  # the cached program (issue 19): a second call with the same shapes compiles nothing
+        with gc_paused():
+            means, Ls, elbos, u_all, lw_all, evals, draws = run(x0, keys, k_pick, *(freeze((args, kwargs)) if remembered(model) else (args, kwargs)))
+    except Exception as e:  # noqa: BLE001 - a model that cannot take traced arguments: closed over below
+        if isinstance(e, PPLError):
+            raise
+        means, Ls, elbos, u_all, lw_all, evals, draws = _path_program(P, M, K, J, S, float(gtol))(
+            x0, keys, k_pick, view)
     if not bool(jnp.any(jnp.isfinite(elbos))):
         raise ModelError(f"vi.pathfinder: no path of model {view.model.name!r} found a finite ELBO; check the model's "
                          "log density (or pass init=).")
     best = int(jnp.argmax(elbos))
-    u_all, lw_all = jnp.reshape(u, (P * M, view.dim)), jnp.reshape(lw, (P * M,))
     khat = pareto_k(lw_all)
-    u_pick = resample_draws(k_pick, {"u": u_all}, lw_all, M)["u"]
-    draws = jax.jit(jax.vmap(view.to_constrained))(u_pick)
     n_path = (S + 1) * K + M  # per path: the ELBO draws of every iterate and the final draws
     res = PathfinderResult(draws=draws, u_draws=u_all, log_weights=lw_all, loc=means[best], scale_tril=Ls[best],
                            elbo=elbos, pareto_k=khat, num_grad_evals=int(jnp.sum(evals)),

@@ -217,4 +217,23 @@ MUTANTS += [
                     "with another learning rate reuses the program compiled for the first.",
         area="other",
     ),
+    # -- engineer f19 (issue 19 follow-up: cached Pathfinder, cached fit epilogue) --
+    Mutant(
+        id="vi/pathfinder-data-static",
+        file="inference/vi/pathfinder.py",
+        find="*(freeze((args, kwargs)) if remembered(model) else (args, kwargs))",
+        replace="*freeze(jax.tree.map(np.asarray, (args, kwargs)))",
+        tests=("tests/test_vi_pathfinder.py::test_pathfinder_program_is_cached_and_same_key_gives_same_result",),
+        description="vi.pathfinder makes the model's arguments static (keyed by contents): every new data value recompiles.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/fit-constrain-key-collision",
+        file="inference/vi/fit.py",
+        find='_compiled(objective, ("vi.constrain",), objective.constrain)',
+        replace='_compiled(objective, ("vi.optimizer_init", optimizer_key(optimizer)), objective.constrain)',
+        tests=("tests/test_vi_fit.py::test_warm_fit_compiles_nothing_and_constrains_like_the_objective",),
+        description="vi.fit's cached constraining shares its cache key with the optimizer's init: the params returned are the optimizer state.",
+        area="other",
+    ),
 ]
