@@ -101,14 +101,4 @@ MUTANTS += [
         description="The guide's log density is added instead of subtracted: the objective is no longer the ELBO of the marginal model.",
         area="law",
     ),
-    # --- f14: step 0 folded into the vmapped steps of an enumerated ppl.scan ---
-    Mutant(
-        id="enum/scan-step0-enters-with-grid-state",
-        file="ppl/enum.py",
-        find="jnp.where(i == 0, a0, a1)",
-        replace="jnp.where(i < 0, a0, a1)",
-        tests=("tests/test_enum_exact.py::test_marginal_law_on_fixed_cases",),
-        description="In the one vmapped evaluation of an enumerated scan's steps, step 0 is given the grid state (the carry of the later steps) instead of init: the chain's first transition starts from every state, not from init.",
-        area="law",
-    ),
 ]
