@@ -15,8 +15,7 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.dirname(HERE)]  # this checkout's ppl, not an installed one
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def count_eqns(jaxpr) -> int:

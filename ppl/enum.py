@@ -541,33 +541,26 @@ def _enum_scan(outer: _Enum, step_fn, init, xs, T, name, loc, keys, scanned):
 
 
 def _parallel_steps(factors, forward, carry0, alpha0, inputs, first, T):
-    """The steps' factors evaluated for all t at once (one ``vmap`` over the T steps, step 0
-    included), then only the forward recursion in ``lax.scan``: valid when the carry leaving every
-    step is the same tensor (the state laid on the grid), which ``vmap(out_axes=None)`` checks at
-    trace time; returns None (use the sequential scan) when the carry varies with t.  The carry
-    entering step 0 is `carry0`, the one entering every later step is that grid state `c1`; `c1`
-    comes from a carry-only evaluation of step 0 (its factors are dead code there, dropped when
-    differentiated and before compilation), so the step's factors are traced once, not twice."""
-    c1 = jax.jit(lambda c, inp: factors(c, inp)[0])(carry0, first)
-    c_in = jax.tree_util.tree_map(
-        lambda a0, a1: jnp.broadcast_to(jnp.asarray(a1, jnp.result_type(a0)), jnp.shape(a0)), carry0, c1)
-
-    def step(i, inp):
-        return factors(jax.tree_util.tree_map(lambda a0, a1: jnp.where(i == 0, a0, a1), carry0, c_in), inp)
-
+    """The steps' factors evaluated for all t at once (``vmap``), then only the forward recursion
+    in ``lax.scan``: valid when the carry entering every step after the first is the same tensor
+    (the state laid on the grid), which is checked by ``vmap(out_axes=None)`` at trace time;
+    returns None (use the sequential scan) when the carry varies with t."""
+    c1, y0, g0, ex0 = factors(carry0, first)
+    rest = jax.tree_util.tree_map(lambda a: a[1:], inputs)
     try:
-        c_b, ys, g_b, ex_b = jax.vmap(step, out_axes=(None, 0, 0, 0))(jnp.arange(T), inputs)
+        c_b, y_b, g_b, ex_b = jax.vmap(lambda i, inp: factors(c1, inp), out_axes=(None, 0, 0, 0))(
+            jnp.arange(T - 1), rest)
     except ValueError as e:
         if isinstance(e, ModelError):
             raise
         return None
-
-    def fwd(a, g):
-        a, rec = forward(a, g)
-        return jnp.broadcast_to(a, alpha0.shape), rec
-
-    alpha, recs = jax.lax.scan(fwd, alpha0, g_b)
-    return c_b, alpha, jnp.sum(ex_b), ys, recs
+    a1, rec0 = forward(alpha0, g0)
+    a1 = jnp.broadcast_to(a1, alpha0.shape)
+    alpha, recs = jax.lax.scan(forward, a1, g_b)
+    cat = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b], 0)  # noqa: E731
+    ys = jax.tree_util.tree_map(cat, y0, y_b)
+    recs = None if rec0 is None else jax.tree_util.tree_map(cat, rec0, recs)
+    return c_b, alpha, ex0 + jnp.sum(ex_b), ys, recs
 
 
 # ---------------------------------------------------------------------------------------------
