@@ -386,3 +386,48 @@ def test_update_every_reestimates_from_the_previous_and_current_window_at_each_d
     for restart, count in ((True, 5), (False, 15)):
         fa = FisherAdaptation(vg, d, kind="fisher_diag", step_size_restart=restart, find_heuristic_step_size=False)
         assert int(warm(fa)[1][14]) == count, restart
+
+
+def test_search_first_searches_the_step_size_once_at_the_first_metric_estimate():
+    """``step_size_search_first`` (nutpie's ``StepSizeStrategy::init`` at its first metric change):
+    at the first estimate from ≥ 3 draws (step 2 with per-draw updates, 9 at window ends only) the
+    step size is exactly :func:`search_step_size` from the initial step size with the *new* metric
+    at the point that step reached, and dual averaging restarts there (its count back to 0); no
+    step before it and none after it is touched (the same run without the search agrees)."""
+    from inference.mcmc.adaptation import search_step_size
+
+    d = 3
+    C = _random_cov(jax.random.key(14), d, 1e2)
+    U = lambda x: 0.5 * x @ jnp.linalg.solve(C, x)  # noqa: E731
+    vg = jax.value_and_grad(U)
+    xs = jax.random.normal(jax.random.key(15), (25, d)) @ jnp.linalg.cholesky(C).T
+    states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(xs)
+    kw = dict(kind="low_rank", max_rank=d, low_rank_min_draws=0, find_heuristic_step_size=False, step_size=0.3,
+              step_size_restart=False)
+    assert FisherAdaptation(vg, d, update_every=1, **kw)._first_change(100) == 2
+    assert FisherAdaptation(vg, d, **kw)._first_change(100) == 9
+    assert FisherAdaptation(vg, d, **kw)._first_change(10) == -1  # no window: no search
+
+    def warm(fa):
+        a = fa.init(jax.random.key(0), jax.tree.map(lambda v: v[0], states), 100)
+
+        def body(a, ts):
+            t, s = ts
+            a = fa.update(a, t, s, {"accept_prob": jnp.asarray(0.6)})
+            return a, (a.step_size, a.ss_state[3], fa.params(a).inverse_mass_matrix)
+
+        return jax.jit(lambda a: jax.lax.scan(body, a, (jnp.arange(12), jax.tree.map(lambda v: v[:12], states)))[1])(a)
+
+    eps, count, A = warm(FisherAdaptation(vg, d, update_every=1, step_size_search_first=True, **kw))
+    eps0, count0, A0 = warm(FisherAdaptation(vg, d, update_every=1, **kw))
+    A2 = jax.tree.map(lambda v: v[2], A)
+    key_first = jax.random.split(jax.random.key(0))[1]
+    want = search_step_size(vg, jnp.asarray(0.3), A2, (xs[2], None, *vg(xs[2])), key_first)
+    np.testing.assert_allclose(eps[2], want, rtol=1e-6)
+    assert float(want) != pytest.approx(float(eps0[2]), rel=1e-3)  # the search changed it
+    k = np.log2(float(want) / 0.3)
+    assert abs(k - round(k)) < 1e-5 and round(k) != 0  # doubled or halved from the initial step size
+    np.testing.assert_array_equal(eps[:2], eps0[:2])
+    np.testing.assert_array_equal(np.asarray(count), np.concatenate([[1, 2], np.arange(10)]))
+    np.testing.assert_array_equal(np.asarray(count0), np.arange(1, 13))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), A, A0)  # the metrics are untouched

@@ -187,13 +187,15 @@ class FisherState(eqx.Module):
     """The state of :class:`FisherAdaptation`: step size, NumPyro's dual-averaging state, the
     current inverse mass matrix, the estimators' accumulators (``fisher_diag``: Welford states
     of x and ∇U for the current and the previous window; ``low_rank``: a buffer of draws and
-    gradients with each row's step, −1 if empty) and the warmup length (static)."""
+    gradients with each row's step, −1 if empty), the warmup length (static) and, with
+    ``step_size_search_first``, the key of that search (else None)."""
 
     step_size: jax.Array
     ss_state: Any
     inverse_mass_matrix: Any
     acc: Any
     num_warmup: int = eqx.field(static=True)
+    key: Any = None
 
 
 def _combine(a, b):
@@ -220,6 +222,11 @@ class FisherAdaptation:
     draws of a window from the previous window and the current one so far (nutpie: every draw).
     ``step_size_restart`` (default True): restart dual averaging from its average at window ends
     (Blackjax); False runs one dual averaging through warmup (nutpie).
+    ``step_size_search_first`` (default False): at the first metric estimate (the first window
+    step with at least 3 draws to estimate from; a static step, so under ``vmap`` it stays a
+    branch) search the step size again from ``step_size`` with the new metric at the current
+    point (Hoffman & Gelman's doubling/halving to acceptance 0.8, :func:`search_step_size`) and
+    restart dual averaging from it: nutpie's ``StepSizeStrategy::init`` at its first metric change.
 
     Example:
         >>> from inference.mcmc.adaptation_fisher import FisherAdaptation
@@ -235,7 +242,7 @@ class FisherAdaptation:
                  adapt_step_size: bool = True, target_accept_prob: float = 0.8, find_heuristic_step_size: bool = True,
                  max_rank: int = 10, gamma: float = 1e-5, cutoff: float = 2.0, gradient_init: bool = True,
                  low_rank_min_draws: int | None = None, update_every: int | None = None,
-                 step_size_restart: bool = True):
+                 step_size_restart: bool = True, step_size_search_first: bool = False):
         if kind not in KINDS:
             raise ArgumentError(f"FisherAdaptation: kind must be one of {KINDS}, got {kind!r}.")
         if not (isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool) and max_rank >= 1):
@@ -256,6 +263,7 @@ class FisherAdaptation:
             raise ArgumentError(f"FisherAdaptation: update_every must be None or a positive integer, got {update_every!r}.")
         self.update_every = None if update_every is None else int(update_every)
         self.step_size_restart = bool(step_size_restart)
+        self.step_size_search_first = bool(step_size_search_first) and self.adapt_step_size
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
 
@@ -279,6 +287,15 @@ class FisherAdaptation:
         cap = max([b - est_start[b - 1] for _, b in windows] or [1])
         return in_window, is_end, estimate, est_start, int(cap)
 
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def _first_change(self, num_warmup: int) -> int:
+        """The step of the first metric estimate from at least 3 draws (-1: none): where
+        ``step_size_search_first`` searches the step size again."""
+        in_window, _, estimate, est_start, _ = self._plan(num_warmup)
+        steps = np.arange(len(estimate))
+        first = np.flatnonzero(in_window & estimate & (steps - est_start + 1 >= 3))
+        return int(first[0]) if first.size else -1
+
     # -- protocol ----------------------------------------------------------------------------------
 
     def _initial_metric(self, g, dtype):
@@ -299,6 +316,9 @@ class FisherAdaptation:
         n = max(int(num_warmup), 1)
         A = self._initial_metric(state.grad, dtype)
         step_size = jnp.asarray(self.step_size, dtype)
+        key_first = None
+        if self.step_size_search_first:  # (only then: the default's init search keeps its key)
+            key, key_first = jax.random.split(key)
         if self.find_heuristic_step_size and self.adapt_step_size:
             step_size = search_step_size(self.value_and_grad, step_size, A, (x, None, state.potential_energy, state.grad), key)
         ss_state = self.ss_init(jnp.log(10.0 * step_size))
@@ -310,7 +330,7 @@ class FisherAdaptation:
             cap = self._plan(n)[4]
             acc = (jnp.zeros((cap, d), dtype), jnp.zeros((cap, d), dtype), jnp.full((cap,), -1, jnp.int32))
         acc = jax.tree.map(lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v, acc)
-        return FisherState(step_size, ss_state, A, acc, n)
+        return FisherState(step_size, ss_state, A, acc, n, key_first)
 
     def params(self, adapt_state: FisherState) -> GradParams:
         """The step size and inverse mass matrix the next step uses."""
@@ -370,11 +390,11 @@ class FisherAdaptation:
             step_size = jnp.clip(step_size, finfo.tiny, finfo.max).astype(a.step_size.dtype)
         tt = jnp.minimum(t, n - 1)
         acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
-        a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n)
+        a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n, a.key)
 
         def reestimate(a):
             A = self._estimate(a.inverse_mass_matrix, a.acc, jnp.asarray(est_start)[tt])
-            return FisherState(a.step_size, a.ss_state, A, a.acc, n)
+            return FisherState(a.step_size, a.ss_state, A, a.acc, n, a.key)
 
         def window_end(a):
             step_size, ss_state = a.step_size, a.ss_state
@@ -382,10 +402,20 @@ class FisherAdaptation:
                 step_size = jnp.exp(a.ss_state[1]).astype(a.step_size.dtype)  # restart from the average
                 ss_state = self.ss_init(jnp.log(10.0 * step_size))
                 ss_state = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), ss_state, a.ss_state)
-            return FisherState(step_size, ss_state, a.inverse_mass_matrix, self._switch(a.acc), n)
+            return FisherState(step_size, ss_state, a.inverse_mass_matrix, self._switch(a.acc), n, a.key)
+
+        def search_first(a):  # nutpie: a new step-size search at the first metric change
+            z = (state.x, None, state.potential_energy, state.grad)
+            step_size = search_step_size(self.value_and_grad, jnp.asarray(self.step_size, a.step_size.dtype),
+                                         a.inverse_mass_matrix, z, a.key).astype(a.step_size.dtype)
+            ss_state = self.ss_init(jnp.log(10.0 * step_size))
+            ss_state = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), ss_state, a.ss_state)
+            return FisherState(step_size, ss_state, a.inverse_mass_matrix, a.acc, n, a.key)
 
         live = t < n
         a = jax.lax.cond(jnp.asarray(estimate)[tt] & live, reestimate, lambda a: a, a)
+        if self.step_size_search_first and self._first_change(n) >= 0:
+            a = jax.lax.cond(t == self._first_change(n), search_first, lambda a: a, a)
         return jax.lax.cond(jnp.asarray(is_end)[tt] & live, window_end, lambda a: a, a)
 
 

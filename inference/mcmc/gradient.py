@@ -15,7 +15,8 @@ Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
 (search for the initial step size from ``step_size``, Hoffman & Gelman's Algorithm 4),
 ``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
 ``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
-NumPyro) and ``init_strategy``.
+NumPyro; with a Fisher adaptation ``"none"``, one dual averaging, or ``"search_first"``, one
+after a search at the first metric estimate, as nutpie) and ``init_strategy``.
 
 ``kernel.bind(...)`` returns an :class:`~inference.mcmc.protocol.Adapted`: the bound kernel
 (``.kernel``, a :class:`BoundGradient` whose state is a :class:`GradState` and whose
@@ -118,8 +119,8 @@ class _GradientKernel(Kernel):
         mm = self.adapt_mass_matrix
         fisher = mm in ("fisher_diag", "low_rank")
         _check(name, "step_size_restart", self.step_size_restart,
-               self.step_size_restart in (("average", "none") if fisher else ("average", "search")),
-               "'average' (Blackjax) or 'none' (nutpie) with a Fisher adaptation" if fisher
+               self.step_size_restart in (("average", "none", "search_first") if fisher else ("average", "search")),
+               "'average' (Blackjax), or 'none' or 'search_first' (nutpie) with a Fisher adaptation" if fisher
                else "'average' (Blackjax) or 'search' (Stan, NumPyro)")
         ue = self.mass_matrix_update_every
         _check(name, "mass_matrix_update_every", ue, ue is None or (fisher and _is_int(ue) and ue >= 1),
@@ -151,7 +152,8 @@ class _GradientKernel(Kernel):
                 bound.vg, bound.view.dim, kind=self.adapt_mass_matrix, step_size=self.step_size,
                 adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept_prob,
                 find_heuristic_step_size=self.find_heuristic_step_size, max_rank=self.mass_matrix_rank,
-                update_every=self.mass_matrix_update_every, step_size_restart=self.step_size_restart != "none",
+                update_every=self.mass_matrix_update_every, step_size_restart=self.step_size_restart == "average",
+                step_size_search_first=self.step_size_restart == "search_first",
                 low_rank_min_draws=self.mass_matrix_min_draws,
             )
         return WindowAdaptation(
@@ -447,7 +449,8 @@ class NUTS(_GradientKernel):
     way; nutpie's adaptation, many times more effective draws per gradient on correlated
     posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
     Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
-    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup (nutpie);
+    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup;
+    ``"search_first"`` does too, after a new step-size search at the first metric estimate (nutpie);
     ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie);
     ``mass_matrix_min_draws=0`` takes directions from the first window (nutpie; default: only
     from more draws than dimensions).  Every

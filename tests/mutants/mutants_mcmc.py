@@ -195,3 +195,30 @@ MUTANTS += [
         description="step_size_restart='none' (nutpie: one dual averaging run) still restarts dual averaging at every window end.",
     ),
 ]
+
+MUTANTS += [  # issue 15 follow-up: nutpie's step-size search at the first metric change (engineer f15)
+    Mutant(
+        id="mcmc/fisher-search-first-from-current-step",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="step_size = search_step_size(self.value_and_grad, jnp.asarray(self.step_size, a.step_size.dtype),",
+        replace="step_size = search_step_size(self.value_and_grad, a.step_size,",
+        tests=(f"{ADAPT}::test_search_first_searches_the_step_size_once_at_the_first_metric_estimate",),
+        description="The search at the first metric change starts from the current (dual-averaged) step size, not from the initial one (nutpie).",
+    ),
+    Mutant(
+        id="mcmc/fisher-search-first-keeps-dual-averaging",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="            return FisherState(step_size, ss_state, a.inverse_mass_matrix, a.acc, n, a.key)",
+        replace="            return FisherState(step_size, a.ss_state, a.inverse_mass_matrix, a.acc, n, a.key)",
+        tests=(f"{ADAPT}::test_search_first_searches_the_step_size_once_at_the_first_metric_estimate",),
+        description="After the search at the first metric change dual averaging is not restarted from the found step size.",
+    ),
+    Mutant(
+        id="mcmc/fisher-search-first-too-early",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="first = np.flatnonzero(in_window & estimate & (steps - est_start + 1 >= 3))",
+        replace="first = np.flatnonzero(in_window & estimate & (steps - est_start + 1 >= 1))",
+        tests=(f"{ADAPT}::test_search_first_searches_the_step_size_once_at_the_first_metric_estimate",),
+        description="The search runs at the first estimate step even when the estimate (fewer than 3 draws) cannot change the metric.",
+    ),
+]
