@@ -134,8 +134,7 @@ def compilation_cache(path: str | os.PathLike | None = "auto") -> str | None:
         True
         >>> config.compilation_cache(None) is None                   # ppl's own choice undone
         True
-        >>> jax.config.update("jax_compilation_cache_dir", before)   # (the doctest's process as it was)
-        >>> _ = config.compilation_cache("auto")
+        >>> _ = config.compilation_cache(before)   # (the doctest's process as it was)
     """
     global _requested, _applied, _result
     if path is not None and path != "auto" and not isinstance(path, (str, os.PathLike)):
