@@ -8,8 +8,8 @@ Variants: ``ppl-enum`` (the model as written, discrete sites summed out by ``ppl
 algorithm in ``lax.scan``), ``numpyro-funsor`` (NumPyro's NUTS with ``infer={"enumerate":
 "parallel"}``, run with the benchmark environment's python).  Each (case, variant) runs in its
 own process (peak RSS = memory); reported: the gradient's cost inside a jitted loop, the NUTS
-wall time (tracing and compilation included), the part of it spent in XLA compilation and
-lowering (JAX's own compile-time events, summed; NumPyro recompiles on every run, so a second
+wall time (tracing and compilation included), the part of it spent tracing, lowering and
+compiling (the union of JAX's own compile-time events' intervals; NumPyro recompiles on every run, so a second
 run cannot time it warm), min bulk ESS over the continuous parameters (each chain's ESS, summed
 over chains: the labels are not identified), min-ESS/s of the wall time less compilation and of
 the whole wall time, min-ESS per 1000 gradient
@@ -225,13 +225,14 @@ def _grad_cost(potential, x0) -> tuple[float, float]:
 
 CONTINUOUS = ("w", "mu", "trans", "beta", "pi")
 _COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration",
-                   "/jax/core/compile/jaxpr_to_mlir_module_duration")
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/jaxpr_trace_duration")
 _intervals: list = []
 
 
 def _count_compiles() -> None:
-    """Record the intervals of JAX's own compile-time events (XLA compilation and lowering;
-    tracing not included).  NumPyro recompiles its sampler on every ``run`` (a second run cannot
+    """Record the intervals of JAX's own compile-time events (tracing to a jaxpr, lowering, XLA
+    compilation; nested traces overlap, hence the union below).  NumPyro recompiles its sampler on every ``run`` (a second run cannot
     time it warm), and our drivers compile one program in a thread while tracing the next, so
     the compile time reported is the length of the union of these intervals."""
     import jax
@@ -346,7 +347,7 @@ def main() -> None:
                     continue
                 rows.append(dict(json.loads(r.stdout.strip().splitlines()[-1]), load=load))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n| case | variant | grad in loop (µs) | grad temp (MiB) | wall (s) | compile (s) | wall − compile (s) "
+    print("\n| case | variant | grad in loop (µs) | grad temp (MiB) | wall (s) | trace+compile (s) | wall − compile (s) "
           "| min ESS | min-ESS/s (wall − compile) | ÷ ppl-enum | min-ESS/s (wall) | min-ESS / 1000 grad | peak RSS (MiB) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
