@@ -9,11 +9,11 @@ algorithm in ``lax.scan``), ``numpyro-funsor`` (NumPyro's NUTS with ``infer={"en
 "parallel"}``, run with the benchmark environment's python).  Each (case, variant) runs in its
 own process (peak RSS = memory); reported: the gradient's cost inside a jitted loop, the NUTS
 wall time (tracing and compilation included), the part of it spent tracing, lowering and
-compiling (the union of JAX's own compile-time events' intervals; NumPyro recompiles on every run, so a second
-run cannot time it warm), min bulk ESS over the continuous parameters (each chain's ESS, summed
-over chains: the labels are not identified), min-ESS/s of the wall time less compilation and of
-the whole wall time, min-ESS per 1000 gradient
-evaluations of the sampling phase (load-independent), the XLA temporary memory of the
+compiling (the union of JAX's own compile-time events' intervals; NumPyro recompiles on every
+run, so a second run cannot time it warm), the min bulk ESS (each chain's smallest ESS over the
+continuous components, summed over chains: the labels are not identified, see ``_ess``),
+min-ESS/s of the wall time less compilation and of the whole wall time, min-ESS per 1000
+gradient evaluations of the sampling phase (load-independent), the XLA temporary memory of the
 gradient's program and the process's peak RSS.
 
     python -m benchmarks.bench_discrete [--warmup 1000 --samples 1000 --chains 4]
@@ -184,18 +184,19 @@ def models(lib: str):
 
 
 def _ess(samples: dict) -> float:
+    """Σ over chains of each chain's smallest bulk ESS over all continuous components.
+
+    The mixture's and Dawid–Skene's class labels are not identified: each chain settles in its
+    own permutation, so component k of one chain is another class than component k of the
+    next.  Pooling chains (ESS across chains: ~1) or summing per component across chains (it
+    pairs a chain's worst class with other chains' better ones) is not label-free; a chain's
+    minimum over all components is."""
     import numpy as np
     from numpyro.diagnostics import effective_sample_size
 
-    # ESS of each chain, summed over chains: the mixture's and the HMM's labels are not
-    # identified, and two chains in two label permutations would give an ESS of 1 across chains
-    out = []
-    for v in samples.values():
-        v = np.asarray(v, dtype=np.float64)
-        v = v.reshape(v.shape[:2] + (-1,))
-        per = sum(np.atleast_1d(effective_sample_size(v[c : c + 1])) for c in range(v.shape[0]))
-        out.extend(np.atleast_1d(per).tolist())
-    return float(min(out))
+    flat = [np.asarray(v, dtype=np.float64) for v in samples.values()]
+    flat = np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in flat], axis=-1)
+    return float(sum(np.min(effective_sample_size(flat[c : c + 1])) for c in range(flat.shape[0])))
 
 
 def _grad_cost(potential, x0) -> tuple[float, float]:
