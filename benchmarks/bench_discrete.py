@@ -14,7 +14,8 @@ run, so a second run cannot time it warm), the min bulk ESS (each chain's smalle
 continuous components, summed over chains: the labels are not identified, see ``_ess``),
 min-ESS/s of the wall time less compilation and of the whole wall time, min-ESS per 1000
 gradient evaluations of the sampling phase (load-independent), the XLA temporary memory of the
-gradient's program and the process's peak RSS.
+gradient's program and the process's peak RSS; for our variants also a second run with another
+key in the same process (``warm_s``: the programs are cached, so sampling only).
 
     python -m benchmarks.bench_discrete [--warmup 1000 --samples 1000 --chains 4]
 
@@ -279,6 +280,13 @@ def one(case: str, variant: str, warmup: int, samples: int, chains: int) -> dict
         comp = _compile_within(t, t + wall)
         draws = dict(run.samples)
         grads = int(np.sum(np.asarray(run.info["num_steps"])))
+        # a second run of the same shapes: our programs are cached, so this is sampling only
+        t2 = time.perf_counter()
+        run2 = mcmc.sample(jax.random.key(1), mcmc.NUTS(), m, *args, num_warmup=warmup,
+                           num_samples=samples, num_chains=chains, progress=False)
+        jax.block_until_ready(run2.samples)
+        warm = {"warm_s": time.perf_counter() - t2, "min_ess_warm": _ess(dict(run2.samples))}
+        warm["ess_per_s_warm"] = warm["min_ess_warm"] / warm["warm_s"]
     else:
         from numpyro.infer import MCMC, NUTS
         from numpyro.infer.util import initialize_model
@@ -296,12 +304,13 @@ def one(case: str, variant: str, warmup: int, samples: int, chains: int) -> dict
         comp = _compile_within(t, t + wall)
         draws = {k: v for k, v in s.items() if k in CONTINUOUS}
         grads = int(np.sum(np.asarray(mc.get_extra_fields()["num_steps"])))
+        warm = {}  # NumPyro recompiles on every run: no warm rerun
     ess = _ess(draws)
     run_s = wall - comp
     return {"case": case, "variant": variant, "grad_us": cost, "grad_temp_mib": temp,
             "wall_s": wall, "compile_s": comp, "run_s": run_s, "min_ess": ess,
             "ess_per_s": ess / run_s, "ess_per_s_wall": ess / wall, "ess_per_1000_grad": 1000 * ess / grads,
-            "grads": grads, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "grads": grads, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **warm}
 
 
 _unravel = None
