@@ -358,14 +358,16 @@ def main() -> None:
                 rows.append(dict(json.loads(r.stdout.strip().splitlines()[-1]), load=load))
                 print(json.dumps(rows[-1]), flush=True)
     print("\n| case | variant | grad in loop (µs) | grad temp (MiB) | wall (s) | trace+compile (s) | wall − compile (s) "
-          "| min ESS | min-ESS/s (wall − compile) | ÷ ppl-enum | min-ESS/s (wall) | min-ESS / 1000 grad | peak RSS (MiB) | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| min ESS | min-ESS/s (wall − compile) | ÷ ppl-enum | min-ESS/s (wall) | min-ESS / 1000 grad | peak RSS (MiB) | load "
+          "| warm rerun (s) | min-ESS/s warm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = next((b for b in rows if b["case"] == r["case"] and b["variant"] == "ppl-enum"), r)
         print(f"| {r['case']} | {r['variant']} | {r['grad_us']:.1f} | {r['grad_temp_mib']:.2f} | {r['wall_s']:.1f} | "
               f"{r['compile_s']:.1f} | {r['run_s']:.1f} | {r['min_ess']:.0f} | {r['ess_per_s']:.1f} | "
               f"{r['ess_per_s'] / base['ess_per_s']:.2f} | {r['ess_per_s_wall']:.1f} | {r['ess_per_1000_grad']:.1f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['load']:.1f} |")
+              f"{r['peak_rss_mib']:.0f} | {r['load']:.1f} | {r.get('warm_s', float('nan')):.1f} | "
+              f"{r.get('ess_per_s_warm', float('nan')):.1f} |")
 
 
 if __name__ == "__main__":
