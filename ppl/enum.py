@@ -580,7 +580,9 @@ class _Given(Provide):
             return
         found, v = self.lookup(msg)
         if found:
-            self.put(msg, v, "latent")
+            # a NumPy value (e.g. a draw from run.samples) becomes a JAX array: model code may
+            # index it with an enumerated (traced) site, which a NumPy array refuses
+            self.put(msg, jnp.asarray(v) if isinstance(v, np.ndarray) else v, "latent")
 
 
 def _probe(fn, args, kwargs, handlers) -> _Fill:

@@ -101,4 +101,16 @@ MUTANTS += [
         description="The guide's log density is added instead of subtracted: the objective is no longer the ELBO of the marginal model.",
         area="law",
     ),
+    # issue 14, case (c) (engineer g14)
+    Mutant(
+        id="enum/given-numpy-values-not-converted",
+        file="ppl/enum.py",
+        find='            self.put(msg, jnp.asarray(v) if isinstance(v, np.ndarray) else v, "latent")',
+        replace='            self.put(msg, v, "latent")',
+        tests=(
+            "tests/test_enum_dawid_skene.py::test_map_classes_are_each_items_most_probable_class",
+        ),
+        description="A NumPy value given to infer_discrete / marginal_log_density (a draw from run.samples) stays a NumPy array: model code that indexes it with an enumerated site (beta[positions, c, :]) fails.",
+        area="other",
+    ),
 ]
