@@ -511,6 +511,50 @@ def flow_rows(quick=False):
     return [row]
 
 
+
+def seed_rows(num_seeds=10, quick=False):
+    """Issue 19, third pass: is the ELBO gap at 2000 steps noise?  Ours and NumPyro's final ELBO
+    (full-rank guides, Adam 1e-2 constant, the settings of ``--guides``) over ``num_seeds`` seeds
+    each (seed s: ``vi.fit(key(s))``; NumPyro ``svi.init(key(s))`` then a jitted ``lax.scan`` of
+    ``svi.update``), ELBO at every checkpoint as in ``--guides`` (4000 draws, key 99): mean and
+    standard error over seeds, and the paired difference (same seed index; the two libraries'
+    randomness is unrelated, so pairing only matters for the data).
+    ``python -m benchmarks.bench_vi --seeds [--quick]``."""
+    from inference import vi
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    cps = (50, 100) if quick else CHECKPOINTS
+    seeds = range(3 if quick else num_seeds)
+    rows = []
+    for name, model, model_np, data in _guide_problems():
+        obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
+        g_np = AutoMultivariateNormal(model_np)
+        svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+        elbo_np = jax.jit(lambda p: -Trace_ELBO(num_particles=4000).loss(jax.random.key(99), p, model_np, g_np, data))
+        svi.init(jax.random.key(0), data)  # eagerly once: the autoguide's prototype (no tracer kept)
+        loops = {n: jax.jit(lambda st, n=n: svi.get_params(jax.lax.scan(lambda s, _: (svi.update(s, data)[0], None),
+                                                                          st, None, length=n)[0]))
+                 for n in cps}
+        ours = np.zeros((len(seeds), len(cps)))
+        theirs = np.zeros_like(ours)
+        for i, s in enumerate(seeds):
+            for j, n in enumerate(cps):
+                r = vi.fit(jax.random.key(s), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+                ours[i, j] = _elbo_ours(obj, r.params, data)
+                theirs[i, j] = float(elbo_np(loops[n](svi.init(jax.random.key(s), data))))
+        se = lambda x: x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])  # noqa: E731
+        row = {"problem": name, "checkpoints": list(cps), "seeds": len(seeds),
+               "ours_mean": ours.mean(0).tolist(), "ours_se": se(ours).tolist(),
+               "numpyro_mean": theirs.mean(0).tolist(), "numpyro_se": se(theirs).tolist(),
+               "diff_mean": (ours - theirs).mean(0).tolist(), "diff_se": se(ours - theirs).tolist(),
+               "ours": ours.tolist(), "numpyro": theirs.tolist()}
+        rows.append(row)
+        print(name, {c: f"ours {a:.3f}±{b:.3f} numpyro {c2:.3f}±{d:.3f}" for c, a, b, c2, d in
+                     zip(cps, row["ours_mean"], row["ours_se"], row["numpyro_mean"], row["numpyro_se"])}, flush=True)
+    return rows
+
+
 if __name__ == "__main__":
     import sys
 
@@ -518,6 +562,8 @@ if __name__ == "__main__":
         print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
     elif "--flows" in sys.argv:  # issue 19: flow guides against NumPyro's AutoBNAFNormal
         print(json.dumps(flow_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--seeds" in sys.argv:  # issue 19: the ELBO at each checkpoint over seeds, both libraries
+        print(json.dumps(seed_rows(quick="--quick" in sys.argv), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:
