@@ -335,7 +335,7 @@ def optimizer_key(optimizer: Any) -> Any:
         return optimizer
 
 
-def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any):
+def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any, opt_key: Any = None):
     """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
     run_key, t0, n_end, args, kwargs, full)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
     nothing), cached (:mod:`inference._run.cache`): a second ``fit`` with the same objective,
@@ -363,7 +363,8 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
         return eqx.filter_jit(run_chunk)
 
     try:
-        return PROGRAMS.get(objective, ("vi.fit", optimizer_key(optimizer), chunk, num_samples, baseline), build)
+        opt_key = optimizer_key(optimizer) if opt_key is None else opt_key
+        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline), build)
     except TypeError:  # an unhashable optimizer: no caching
         return build()
 
@@ -507,13 +508,14 @@ def fit(
     # issue 19: strongly typed, as the chunks return them (a weakly typed ``ppl.param(.., 0.0)``
     # would make the second chunk's carry another type: a second trace and compile of the loop)
     uparams = jax.tree.map(lambda v: jax.numpy.asarray(v, dtype=v.dtype) if getattr(v, "weak_type", False) else v, uparams)
-    opt_state = _compiled(objective, ("vi.optimizer_init", optimizer_key(optimizer)), optimizer.init)(uparams)
+    opt_key = optimizer_key(optimizer)
+    opt_state = _compiled(objective, ("vi.optimizer_init", opt_key), optimizer.init)(uparams)
 
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
         chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
-    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline)
+    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline, opt_key)
     n_end = np.int32(num_steps)
     display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
