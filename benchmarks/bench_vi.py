@@ -512,6 +512,19 @@ def flow_rows(quick=False):
 
 
 
+def _numpyro_checkpoints(model_np, g_np, data, cps):
+    """(svi, elbo(params), {n: params after n steps from a state}): NumPyro's SVI with Adam 1e-2,
+    a jitted ``lax.scan`` of ``svi.update`` per checkpoint and the ELBO of :func:`guide_rows`."""
+    from numpyro.infer import SVI, Trace_ELBO
+
+    svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+    svi.init(jax.random.key(0), data)  # eagerly once: the autoguide's prototype (no tracer kept)
+    elbo_np = jax.jit(lambda p: -Trace_ELBO(num_particles=4000).loss(jax.random.key(99), p, model_np, g_np, data))
+    loops = {n: jax.jit(lambda st, n=n: svi.get_params(jax.lax.scan(lambda c, _: (svi.update(c, data)[0], None),
+                                                                      st, None, length=n)[0])) for n in cps}
+    return svi, elbo_np, loops
+
+
 def seed_rows(num_seeds=10, quick=False):
     """Issue 19, third pass: is the ELBO gap at 2000 steps noise?  Ours and NumPyro's final ELBO
     (full-rank guides, Adam 1e-2 constant, the settings of ``--guides``) over ``num_seeds`` seeds
@@ -521,7 +534,6 @@ def seed_rows(num_seeds=10, quick=False):
     randomness is unrelated, so pairing only matters for the data).
     ``python -m benchmarks.bench_vi --seeds [--quick]``."""
     from inference import vi
-    from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoMultivariateNormal
 
     cps = (50, 100) if quick else CHECKPOINTS
@@ -529,13 +541,7 @@ def seed_rows(num_seeds=10, quick=False):
     rows = []
     for name, model, model_np, data in _guide_problems():
         obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
-        g_np = AutoMultivariateNormal(model_np)
-        svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
-        elbo_np = jax.jit(lambda p: -Trace_ELBO(num_particles=4000).loss(jax.random.key(99), p, model_np, g_np, data))
-        svi.init(jax.random.key(0), data)  # eagerly once: the autoguide's prototype (no tracer kept)
-        loops = {n: jax.jit(lambda st, n=n: svi.get_params(jax.lax.scan(lambda s, _: (svi.update(s, data)[0], None),
-                                                                          st, None, length=n)[0]))
-                 for n in cps}
+        svi, elbo_np, loops = _numpyro_checkpoints(model_np, AutoMultivariateNormal(model_np), data, cps)
         ours = np.zeros((len(seeds), len(cps)))
         theirs = np.zeros_like(ours)
         for i, s in enumerate(seeds):
@@ -564,7 +570,7 @@ def seed_init_rows(num_seeds=10, quick=False):
     ``init_to_median``; ELBO at 1000 and 2000 steps as in :func:`seed_rows`.
     ``python -m benchmarks.bench_vi --seed-inits [--quick]``."""
     from inference import vi
-    from numpyro.infer import SVI, Trace_ELBO, init_to_median, init_to_uniform
+    from numpyro.infer import init_to_median, init_to_uniform
     from numpyro.infer.autoguide import AutoMultivariateNormal
 
     cps = (50, 100) if quick else (1000, 2000)
@@ -584,12 +590,7 @@ def seed_init_rows(num_seeds=10, quick=False):
                 vals[i, j] = _elbo_ours(obj, r.params, data)
         out[label] = vals
     for label, fn in (("numpyro, init_to_uniform (default)", init_to_uniform), ("numpyro, init_to_median", init_to_median)):
-        g_np = AutoMultivariateNormal(model_np, init_loc_fn=fn)
-        svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
-        svi.init(jax.random.key(0), data)
-        elbo_np = jax.jit(lambda p: -Trace_ELBO(num_particles=4000).loss(jax.random.key(99), p, model_np, g_np, data))
-        loops = {n: jax.jit(lambda st, n=n: svi.get_params(jax.lax.scan(lambda c, _: (svi.update(c, data)[0], None),
-                                                                          st, None, length=n)[0])) for n in cps}
+        svi, elbo_np, loops = _numpyro_checkpoints(model_np, AutoMultivariateNormal(model_np, init_loc_fn=fn), data, cps)
         vals = np.zeros((len(seeds), len(cps)))
         for i, s in enumerate(seeds):
             for j, n in enumerate(cps):
