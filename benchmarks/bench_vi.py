@@ -511,6 +511,98 @@ def flow_rows(quick=False):
     return [row]
 
 
+
+def _numpyro_checkpoints(model_np, g_np, data, cps):
+    """(svi, elbo(params), {n: params after n steps from a state}): NumPyro's SVI with Adam 1e-2,
+    a jitted ``lax.scan`` of ``svi.update`` per checkpoint and the ELBO of :func:`guide_rows`."""
+    from numpyro.infer import SVI, Trace_ELBO
+
+    svi = SVI(model_np, g_np, optax.adam(1e-2), Trace_ELBO())
+    svi.init(jax.random.key(0), data)  # eagerly once: the autoguide's prototype (no tracer kept)
+    elbo_np = jax.jit(lambda p: -Trace_ELBO(num_particles=4000).loss(jax.random.key(99), p, model_np, g_np, data))
+    loops = {n: jax.jit(lambda st, n=n: svi.get_params(jax.lax.scan(lambda c, _: (svi.update(c, data)[0], None),
+                                                                      st, None, length=n)[0])) for n in cps}
+    return svi, elbo_np, loops
+
+
+def seed_rows(num_seeds=10, quick=False):
+    """Issue 19, third pass: is the ELBO gap at 2000 steps noise?  Ours and NumPyro's final ELBO
+    (full-rank guides, Adam 1e-2 constant, the settings of ``--guides``) over ``num_seeds`` seeds
+    each (seed s: ``vi.fit(key(s))``; NumPyro ``svi.init(key(s))`` then a jitted ``lax.scan`` of
+    ``svi.update``), ELBO at every checkpoint as in ``--guides`` (4000 draws, key 99): mean and
+    standard error over seeds, and the paired difference (same seed index; the two libraries'
+    randomness is unrelated, so pairing only matters for the data).
+    ``python -m benchmarks.bench_vi --seeds [--quick]``."""
+    from inference import vi
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    cps = (50, 100) if quick else CHECKPOINTS
+    seeds = range(3 if quick else num_seeds)
+    rows = []
+    for name, model, model_np, data in _guide_problems():
+        obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
+        svi, elbo_np, loops = _numpyro_checkpoints(model_np, AutoMultivariateNormal(model_np), data, cps)
+        ours = np.zeros((len(seeds), len(cps)))
+        theirs = np.zeros_like(ours)
+        for i, s in enumerate(seeds):
+            for j, n in enumerate(cps):
+                r = vi.fit(jax.random.key(s), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
+                ours[i, j] = _elbo_ours(obj, r.params, data)
+                theirs[i, j] = float(elbo_np(loops[n](svi.init(jax.random.key(s), data))))
+        se = lambda x: x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])  # noqa: E731
+        row = {"problem": name, "checkpoints": list(cps), "seeds": len(seeds),
+               "ours_mean": ours.mean(0).tolist(), "ours_se": se(ours).tolist(),
+               "numpyro_mean": theirs.mean(0).tolist(), "numpyro_se": se(theirs).tolist(),
+               "diff_mean": (ours - theirs).mean(0).tolist(), "diff_se": se(ours - theirs).tolist(),
+               "ours": ours.tolist(), "numpyro": theirs.tolist()}
+        rows.append(row)
+        print(name, {c: f"ours {a:.3f}±{b:.3f} numpyro {c2:.3f}±{d:.3f}" for c, a, b, c2, d in
+                     zip(cps, row["ours_mean"], row["ours_se"], row["numpyro_mean"], row["numpyro_se"])}, flush=True)
+    return rows
+
+
+
+def seed_init_rows(num_seeds=10, quick=False):
+    """Issue 19, third pass: why our final ELBO on the Brownian motion is below NumPyro's at 2000
+    steps of a constant Adam 1e-2.  The starts crossed, ``num_seeds`` seeds each: ours from the
+    prior median (default) and from a uniform(−2, 2) draw in unconstrained space (NumPyro's
+    default ``init_to_uniform``, drawn with the seed's key), NumPyro from its default and from
+    ``init_to_median``; ELBO at 1000 and 2000 steps as in :func:`seed_rows`.
+    ``python -m benchmarks.bench_vi --seed-inits [--quick]``."""
+    from inference import vi
+    from numpyro.infer import init_to_median, init_to_uniform
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    cps = (50, 100) if quick else (1000, 2000)
+    seeds = range(3 if quick else num_seeds)
+    name, model, model_np, data = _guide_problems()[0]
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x)))  # noqa: E731
+    out = {}
+    obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
+    for label, init in (("ours, prior median", "median"), ("ours, uniform(-2, 2)", "uniform")):
+        vals = np.zeros((len(seeds), len(cps)))
+        for i, s in enumerate(seeds):
+            start = None  # the guide's own (prior median); else its location drawn as NumPyro's
+            if init == "uniform":
+                start = {"auto/loc": jax.random.uniform(jax.random.fold_in(jax.random.key(s), 7), (30,), minval=-2.0, maxval=2.0)}
+            for j, n in enumerate(cps):
+                r = vi.fit(jax.random.key(s), obj, optax.adam(1e-2), data, num_steps=n, init_params=start, progress=False)
+                vals[i, j] = _elbo_ours(obj, r.params, data)
+        out[label] = vals
+    for label, fn in (("numpyro, init_to_uniform (default)", init_to_uniform), ("numpyro, init_to_median", init_to_median)):
+        svi, elbo_np, loops = _numpyro_checkpoints(model_np, AutoMultivariateNormal(model_np, init_loc_fn=fn), data, cps)
+        vals = np.zeros((len(seeds), len(cps)))
+        for i, s in enumerate(seeds):
+            for j, n in enumerate(cps):
+                vals[i, j] = float(elbo_np(loops[n](svi.init(jax.random.key(s), data))))
+        out[label] = vals
+    rows = [{"problem": name, "arm": k, "checkpoints": list(cps), "seeds": len(seeds),
+             "mean": v.mean(0).tolist(), "se": [se(v[:, j]) for j in range(len(cps))]} for k, v in out.items()]
+    for r in rows:
+        print(r["arm"], {c: f"{m:.3f}±{e:.3f}" for c, m, e in zip(cps, r["mean"], r["se"])}, flush=True)
+    return rows
+
+
 if __name__ == "__main__":
     import sys
 
@@ -518,6 +610,10 @@ if __name__ == "__main__":
         print(json.dumps(pathfinder_warmup_rows(quick="--quick" in sys.argv), indent=1))
     elif "--flows" in sys.argv:  # issue 19: flow guides against NumPyro's AutoBNAFNormal
         print(json.dumps(flow_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--seed-inits" in sys.argv:  # issue 19: the Brownian motion's starts crossed, over seeds
+        print(json.dumps(seed_init_rows(quick="--quick" in sys.argv), indent=1))
+    elif "--seeds" in sys.argv:  # issue 19: the ELBO at each checkpoint over seeds, both libraries
+        print(json.dumps(seed_rows(quick="--quick" in sys.argv), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import weakref
 from typing import Any, Iterable, Mapping
 
 from ppl.errors import ArgumentError, ArgumentTypeError
@@ -41,13 +42,32 @@ __all__ = ["check_option_clash", "given_options", "is_algorithm", "model_keyword
 _CLOSE = 0.75
 
 
+_SIGNATURES: "weakref.WeakKeyDictionary[Any, inspect.Signature]" = weakref.WeakKeyDictionary()
+
+
+def _inspect_signature(fn: Any) -> inspect.Signature:
+    """``inspect.signature(fn)``, kept per function (issue 19: every driver call inspects the
+    driver and the model several times, a tenth of a warm ``vi.fit``'s fixed cost)."""
+    try:
+        sig = _SIGNATURES.get(fn)
+    except TypeError:  # not weakly referenceable or not hashable
+        return inspect.signature(fn)
+    if sig is None:
+        sig = inspect.signature(fn)
+        try:
+            _SIGNATURES[fn] = sig
+        except TypeError:
+            pass
+    return sig
+
+
 def _signature(model: Any) -> tuple[set[str], bool]:
     """(the model's named parameters, whether it takes any keyword: ``**kwargs`` or unknown)."""
     while getattr(model, "_base", None) is not None:  # ppl.condition(...), ppl.do(...), ...
         model = model._base
     fn = getattr(model, "fn", model)
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = _inspect_signature(fn).parameters.values()
     except (TypeError, ValueError):
         return set(), True
     named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
@@ -67,7 +87,7 @@ def options_of(driver: Any) -> list[str]:
         >>> options_of(driver)
         ['num_samples', 'progress']
     """
-    return [p.name for p in inspect.signature(driver).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return [p.name for p in _inspect_signature(driver).parameters.values() if p.kind is p.KEYWORD_ONLY]
 
 
 def _name(model: Any) -> str:
@@ -194,7 +214,7 @@ def given_options(fn: Any, values: Mapping[str, Any]) -> list[str]:
         >>> given_options(driver, {"num_samples": 1000, "data": (1.0,)})
         ['data']
     """
-    params = inspect.signature(fn).parameters
+    params = _inspect_signature(fn).parameters
     out = []
     for name, value in values.items():
         default = params[name].default
@@ -226,7 +246,7 @@ def reject_unknown(who: str, driver: Any, unknown: Mapping[str, Any]) -> None:
     if not unknown:
         return
     k = next(iter(unknown))
-    params = [p.name for p in inspect.signature(driver).parameters.values()
+    params = [p.name for p in _inspect_signature(driver).parameters.values()
               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     best = difflib.get_close_matches(k, params, n=1, cutoff=0.5)
     hint = f" (did you mean {best[0]!r}?)" if best else ""

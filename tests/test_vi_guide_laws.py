@@ -12,7 +12,7 @@ with ``jax.jacfwd`` (log N(ε) − log|det ∂u/∂ε| − Σ log|det J_T|), log
 Cases: low-rank, full-rank (scaled unit lower Cholesky), Laplace used as a guide, and flow guides
 (masked autoregressive; block neural autoregressive; masked autoregressive with a score-function
 strategy on its base noise), on a two-site model with a positive site (so the sites' transforms
-and the full-rank guide's sequential conditionals are exercised).  Planted twins: the flow's
+and the joint guides' point-mass sites are exercised).  Planted twins: the flow's
 log-determinant left out of the guide density; the full-rank factor detached in the reparam rule.
 
 **Flow densities, exactly.** The log density a flow guide's trace reports equals the change of

@@ -335,14 +335,16 @@ def optimizer_key(optimizer: Any) -> Any:
         return optimizer
 
 
-def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any):
+def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any, opt_key: Any = None):
     """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
-    run_key, t0, n_end, args, kwargs)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
+    run_key, t0, n_end, args, kwargs, full)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
     nothing), cached (:mod:`inference._run.cache`): a second ``fit`` with the same objective,
-    optimizer, settings and argument shapes compiles nothing, whatever ``num_steps`` is."""
+    optimizer, settings and argument shapes compiles nothing, whatever ``num_steps`` is.
+    ``full`` (static: :func:`~inference._run.loop.scan_chunk`) is True for a chunk whose steps are
+    all live (no per-step branch); a partial last chunk compiles a second program, once."""
 
     def build():
-        def run_chunk(u, st, k, t0, n_end, args, kwargs):
+        def run_chunk(u, st, k, t0, n_end, args, kwargs, full=False):
             args, kwargs = thaw((args, kwargs))  # concrete NumPy arguments as the user gave them
 
             def loss(u, k):
@@ -356,12 +358,13 @@ def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples
                 u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
                 return (u2, st2), v
 
-            return scan_chunk(step, k, (u, st), t0, n_end, chunk)
+            return scan_chunk(step, k, (u, st), t0, n_end, chunk, full=full)
 
         return eqx.filter_jit(run_chunk)
 
     try:
-        return PROGRAMS.get(objective, ("vi.fit", optimizer_key(optimizer), chunk, num_samples, baseline), build)
+        opt_key = optimizer_key(optimizer) if opt_key is None else opt_key
+        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline), build)
     except TypeError:  # an unhashable optimizer: no caching
         return build()
 
@@ -502,13 +505,17 @@ def fit(
         if unknown:
             raise VIError(f"vi.fit: init_params names {unknown[0]!r}, which is not a param of the objective (params: {sorted(uparams)}).")
         uparams.update(objective.unconstrain(init_params))
-    opt_state = _compiled(objective, ("vi.optimizer_init", optimizer_key(optimizer)), optimizer.init)(uparams)
+    # issue 19: strongly typed, as the chunks return them (a weakly typed ``ppl.param(.., 0.0)``
+    # would make the second chunk's carry another type: a second trace and compile of the loop)
+    uparams = jax.tree.map(lambda v: jax.numpy.asarray(v, dtype=v.dtype) if getattr(v, "weak_type", False) else v, uparams)
+    opt_key = optimizer_key(optimizer)
+    opt_state = _compiled(objective, ("vi.optimizer_init", opt_key), optimizer.init)(uparams)
 
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
         chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
-    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline)
+    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline, opt_key)
     n_end = np.int32(num_steps)
     display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
@@ -516,16 +523,17 @@ def fit(
 
     def dispatch(carry, t0):
         u, st = carry
+        full = t0 + chunk <= num_steps  # no per-step branch unless the chunk runs past the end
         if t0 == 0:  # the first call traces and compiles (unless cached)
             with gc_paused():
                 try:
-                    return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
+                    return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
                 except Exception as e:  # noqa: BLE001 - re-raised unless the body needs concrete NumPy data
                     if not retry_concretely(e, parts, (args, kwargs), concrete):
                         raise
                 call["args"] = freeze((args, kwargs))
-                return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
-        return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"])
+                return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
+        return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
 
     def collect(vals, t0, m):
         history.append(np.asarray(vals)[:m])

@@ -46,13 +46,12 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
 
 import ppl
 from ppl.errors import ArgumentError
 from ppl.messengers import AUXILIARY
 
-from .guides import _check_scale, _layout
+from .guides import _check_scale, _layout, _site_point_masses
 
 __all__ = ["auto_flow", "FLOWS"]
 
@@ -79,18 +78,6 @@ def _constructor(flow: str, options: dict):
             raise ArgumentError(f"vi.auto_flow: {k!r} is not an option of flow {flow!r} (flowjax's {FLOWS[flow]}); "
                                 f"its options are {allowed}. Pass the model's keyword arguments as model_kwargs=.")
     return ctor
-
-
-def _site_point_masses(sites: list, u: jax.Array, extra_log_density: jax.Array) -> None:
-    """Each site's value T(u_site) as a point mass carrying −log|det J_T| (the first also
-    `extra_log_density`)."""
-    for i, (name, ushape, support, off, n) in enumerate(sites):
-        t = biject_to(support)
-        u_site = jnp.reshape(u[off : off + n], ushape)
-        value = t(u_site)
-        ladj = t.log_abs_det_jacobian(u_site, value)
-        ld = -jnp.sum(ladj) + (extra_log_density if i == 0 else 0.0)
-        ppl.sample(name, dist.Delta(value, log_density=ld, event_dim=jnp.ndim(value)))
 
 
 def auto_flow(

@@ -205,6 +205,15 @@ class Reinforce(Strategy):
 
     name = "reinforce"
 
+    def check(self, name: str, d: Any) -> None:
+        if isinstance(_leaf(d), dist.Delta):  # issue 19: its score is not ∇ log q of a draw
+            raise VIError(
+                f"site {name!r}: a point mass (dist.Delta, e.g. a site of vi.auto_multivariate_normal, "
+                "auto_low_rank_normal or auto_flow, whose value is computed from an auxiliary draw) "
+                "cannot take 'reinforce'; its gradient is pathwise ('reparam'). Put the strategy on "
+                "the auxiliary site the value comes from (its address starts with '_aux/')."
+            )
+
     def baseline(self, run: Any) -> Any:
         """The baseline b of this site's score term (independent of the site's value)."""
         return run.baseline

@@ -78,3 +78,17 @@ MUTANTS += [
         area="other",
     ),
 ]
+
+# -- engineer g19 (issue 19, third pass): full chunks without the per-step branch --
+MUTANTS += [
+    Mutant(
+        id="run/full-chunk-keeps-the-branch",
+        file="inference/_run/loop.py",
+        find="        if full:  # every step live (the caller's promise): no branch",
+        replace="        if False:  # every step live (the caller's promise): no branch",
+        tests=("tests/test_vi_step_cost.py::test_a_full_chunk_has_no_branch_and_a_masked_one_has",),
+        description="A full chunk still wraps every step in lax.cond (the cost issue 19 removed): same results, "
+                    "slower step; caught by the program's structure.",
+        area="other",
+    ),
+]

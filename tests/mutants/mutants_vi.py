@@ -197,10 +197,11 @@ MUTANTS += [
     ),
     Mutant(
         id="vi/flow-site-jacobian-sign",
-        file="inference/vi/flows.py",
+        file="inference/vi/guides.py",  # g19: _site_point_masses moved there (shared with the joint guides)
         find="        ld = -jnp.sum(ladj) + (extra_log_density if i == 0 else 0.0)",
         replace="        ld = jnp.sum(ladj) + (extra_log_density if i == 0 else 0.0)",
-        tests=("tests/test_vi_guide_laws.py::test_flow_guide_log_density_is_the_change_of_variables[masked_autoregressive]",),
+        tests=("tests/test_vi_guide_laws.py::test_flow_guide_log_density_is_the_change_of_variables[masked_autoregressive]",
+               "tests/test_vi_step_cost.py::test_the_full_rank_guide_draws_u_once_and_scores_its_latent_values"),
         description="A flow guide's site carries +log|det J_T| of its support's transform instead of minus: "
                     "the guide density of a positive site is wrong.",
         area="other",
@@ -235,5 +236,39 @@ MUTANTS += [
         tests=("tests/test_vi_fit.py::test_warm_fit_compiles_nothing_and_constrains_like_the_objective",),
         description="vi.fit's cached constraining shares its cache key with the optimizer's init: the params returned are the optimizer state.",
         area="other",
+    ),
+]
+
+# -- engineer g19 (issue 19, third pass: the per-step cost of vi.fit) --
+STEP = "tests/test_vi_step_cost.py"
+MUTANTS += [
+    Mutant(
+        id="vi/fit-initial-params-weakly-typed",
+        file="inference/vi/fit.py",
+        find='jax.numpy.asarray(v, dtype=v.dtype) if getattr(v, "weak_type", False) else v, uparams)',
+        replace='v, uparams)',
+        tests=(f"{STEP}::test_fit_with_a_partial_last_chunk_is_the_one_chunk_fit_and_compiles_the_masked_chunk_once",),
+        description="vi.fit starts from weakly typed parameters (ppl.param(.., 0.0)): the second chunk's carry has "
+                    "another type, so the loop is traced and compiled again on every cold fit.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/fit-partial-chunk-taken-as-full",
+        file="inference/vi/fit.py",
+        find="        full = t0 + chunk <= num_steps  # no per-step branch",
+        replace="        full = t0 + chunk <= num_steps + 1  # no per-step branch",
+        tests=(f"{STEP}::test_fit_with_a_partial_last_chunk_is_the_one_chunk_fit_and_compiles_the_masked_chunk_once",),
+        description="vi.fit runs a last chunk that is one step short as a full one: one step past num_steps "
+                    "changes the fitted parameters.",
+        area="other",
+    ),
+    Mutant(
+        id="vi/reinforce-on-point-mass-allowed",
+        file="inference/vi/strategies.py",
+        find="        if isinstance(_leaf(d), dist.Delta):  # issue 19",
+        replace="        if False:  # issue 19",
+        tests=(f"{STEP}::test_reinforce_on_a_point_mass_site_is_refused_naming_it",),
+        description="'reinforce' on a point-mass site of a joint guide is accepted: a silently wrong gradient.",
+        area="estimator",
     ),
 ]
