@@ -46,6 +46,8 @@ from .metric import LowRankMetric
 __all__ = ["FisherAdaptation", "FisherState", "fisher_schedule", "fisher_diagonal", "low_rank_metric"]
 
 KINDS = ("fisher_diag", "low_rank")
+#: γ's floor, in float eps × the Gram matrix's mean eigenvalue, for an estimate from n ≤ d draws
+RANK_DEFICIENT_GAMMA = 1000.0
 
 
 def fisher_schedule(num_warmup: int, early_window: float = 0.3, step_size_window: float = 0.15,
@@ -162,7 +164,16 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
-    cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
+    gx, gg = px.T @ px, pg.T @ pg
+    # With n ≤ d draws the Gram matrices are singular and, below float64, the rounding noise in
+    # their null space (~eps × their scale) is above nutpie's γ: the directions no draw spans got
+    # random eigenvalues (a 100-d Gaussian from 20 draws: the whitened condition number 1.1e5 in
+    # float32 against 3.5e3 in float64; a 3-d one from 3 draws: 249 against 33).  There γ is
+    # raised to RANK_DEFICIENT_GAMMA × eps × the mean eigenvalue (measured: both as float64); with
+    # more draws than dimensions γ stays nutpie's (a −0.9999 correlation is a real tiny eigenvalue).
+    deficient = n <= d
+    floor = lambda m: jnp.where(deficient, jnp.maximum(gamma, RANK_DEFICIENT_GAMMA * jnp.finfo(dtype).eps * jnp.trace(m) / q), gamma)  # noqa: E731
+    cx, cg = gx + floor(gx) * eye, gg + floor(gg) * eye
     # Cg⁻¹ through its eigendecomposition: ``jnp.linalg.inv`` of the nearly singular Cg + γI (few
     # draws, float32) gave the directions the draws do not span random eigenvalues instead of 1
     # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
