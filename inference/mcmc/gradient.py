@@ -16,7 +16,8 @@ Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
 ``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
 ``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
 NumPyro; with a Fisher adaptation ``"none"``, one dual averaging, or ``"search_first"``, one
-after a search at the first metric estimate, as nutpie) and ``init_strategy``.
+after a search at the first metric estimate, as nutpie; None: ``"none"`` for ``"low_rank"``,
+else ``"average"``) and ``init_strategy``.
 
 ``kernel.bind(...)`` returns an :class:`~inference.mcmc.protocol.Adapted`: the bound kernel
 (``.kernel``, a :class:`BoundGradient` whose state is a :class:`GradState` and whose
@@ -472,15 +473,21 @@ class NUTS(_GradientKernel):
     The mass matrix is adapted during warmup by ``adapt_mass_matrix``: ``True`` or ``"diag"``
     (Stan's windowed variance of the draws), ``"dense"`` (their covariance, shrunk as Stan does),
     ``"fisher_diag"`` (sqrt(var(x) / var(∇log p)) from the draws *and their gradients*) or
-    ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, default 10, estimated the same
-    way; nutpie's adaptation, many times more effective draws per gradient on correlated
-    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
-    Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
-    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup;
-    ``"search_first"`` does too, after a new step-size search at the first metric estimate (nutpie);
-    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie);
-    ``mass_matrix_min_draws=0`` takes directions from the first window (nutpie; default: only
-    from more draws than dimensions).  Every
+    ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, estimated the same way;
+    nutpie's adaptation), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.
+
+    Which to pick: ``"low_rank"`` for correlated or badly scaled posteriors (measured 150× and more
+    effective draws per gradient than the default on regressions with correlated coefficients,
+    and ahead of nutpie's low-rank adaptation per gradient: ``benchmarks/RESULTS.md``, issue 15);
+    the default (Stan's diagonal windows) for sparse, funnel-like posteriors, where it beat every
+    Fisher estimate (``docs/design/mcmc.md``, "Which adaptation to pick").  ``"low_rank"``'s
+    defaults (:meth:`fisher_options`): every direction up to 100, the metric re-estimated every
+    max(1, round(d / 10)) warmup draws, directions from the first window, one dual averaging
+    through warmup.  Each can be set: ``mass_matrix_rank``, ``mass_matrix_update_every=k`` (every
+    k draws; nutpie: 1), ``mass_matrix_min_draws`` (directions only from at least that many
+    draws), ``step_size_restart`` (``"average"``: restart dual averaging from its average at
+    every window end, ``fisher_diag``'s default; ``"none"``; ``"search_first"``: one dual
+    averaging after a new step-size search at the first metric estimate, as nutpie).  Every
     choice leaves the sampling phase exact: it only picks the (fixed) metric.
 
     Example:
