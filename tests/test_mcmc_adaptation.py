@@ -521,10 +521,10 @@ def test_float32_estimate_from_fewer_draws_than_dimensions_is_not_noise(monkeypa
 def test_low_rank_defaults_resolve_per_dimension():
     """``NUTS(adapt_mass_matrix="low_rank")``'s defaults (issue 15, third pass): every direction up
     to 100, updates every max(1, round(d / 10)) draws, directions from the first window, one dual
-    averaging; what the user sets wins; Stan's windows and ``fisher_diag`` keep theirs."""
+    averaging after a search at the first estimate; what the user sets wins; Stan's windows and ``fisher_diag`` keep theirs."""
     o = mcmc.NUTS(adapt_mass_matrix="low_rank").fisher_options
     assert o(3) == {"mass_matrix_rank": 3, "mass_matrix_update_every": 1, "mass_matrix_min_draws": 0,
-                    "step_size_restart": "none"}
+                    "step_size_restart": "search_first"}
     assert (o(26)["mass_matrix_update_every"], o(100)["mass_matrix_update_every"], o(400)["mass_matrix_rank"]) == (3, 10, 100)
     mine = mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=5, mass_matrix_update_every=7,
                      mass_matrix_min_draws=9, step_size_restart="average").fisher_options(26)
@@ -533,6 +533,7 @@ def test_low_rank_defaults_resolve_per_dimension():
     assert mcmc.NUTS(adapt_mass_matrix="fisher_diag").fisher_options(26)["step_size_restart"] == "average"
     # they reach the adaptation object the kernel builds
     fa = mcmc.NUTS(adapt_mass_matrix="low_rank").bind(gaussian).adaptation
-    assert (fa.max_rank, fa.update_every, fa.low_rank_min_draws, fa.step_size_restart) == (D_GAUSS, 1, 0, False)
+    assert (fa.max_rank, fa.update_every, fa.low_rank_min_draws, fa.step_size_restart, fa.step_size_search_first) == (
+        D_GAUSS, 1, 0, False, True)
     wa = mcmc.NUTS().bind(gaussian).adaptation
     assert type(wa).__name__ == "WindowAdaptation"

@@ -16,8 +16,8 @@ Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
 ``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
 ``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
 NumPyro; with a Fisher adaptation ``"none"``, one dual averaging, or ``"search_first"``, one
-after a search at the first metric estimate, as nutpie; None: ``"none"`` for ``"low_rank"``,
-else ``"average"``) and ``init_strategy``.
+after a search at the first metric estimate, as nutpie; None: ``"search_first"`` for
+``"low_rank"``, else ``"average"``) and ``init_strategy``.
 
 ``kernel.bind(...)`` returns an :class:`~inference.mcmc.protocol.Adapted`: the bound kernel
 (``.kernel``, a :class:`BoundGradient` whose state is a :class:`GradState` and whose
@@ -174,13 +174,15 @@ class _GradientKernel(Kernel):
         third pass): every direction up to 100 (``mass_matrix_rank``), the metric re-estimated
         every max(1, round(dim / 10)) warmup draws (``mass_matrix_update_every``: every draw for
         small targets, as nutpie; the estimate costs O(dim³)), directions from the first window
-        (``mass_matrix_min_draws=0``) and one dual averaging through warmup
-        (``step_size_restart="none"``).  ``"fisher_diag"``: window ends, restarts from the average.
+        (``mass_matrix_min_draws=0``) and one dual averaging through warmup after a step-size
+        search at the first metric estimate (``step_size_restart="search_first"``, nutpie's: with
+        200 warmup steps ``"none"`` left a kilpisjarvi chain unconverged, equal at 1000).
+        ``"fisher_diag"``: window ends, restarts from the average.
 
         Example:
             >>> o = mcmc.NUTS(adapt_mass_matrix="low_rank").fisher_options(26)
             >>> o["mass_matrix_rank"], o["mass_matrix_update_every"], o["step_size_restart"]
-            (26, 3, 'none')
+            (26, 3, 'search_first')
         """
         low = self.adapt_mass_matrix == "low_rank"
         pick = lambda v, default: default if v is None else v  # noqa: E731
@@ -188,7 +190,7 @@ class _GradientKernel(Kernel):
             "mass_matrix_rank": pick(self.mass_matrix_rank, min(int(dim), LOW_RANK_MAX_RANK) if low else 10),
             "mass_matrix_update_every": pick(self.mass_matrix_update_every, max(1, round(dim / 10)) if low else None),
             "mass_matrix_min_draws": pick(self.mass_matrix_min_draws, 0 if low else None),
-            "step_size_restart": pick(self.step_size_restart, "none" if low else "average"),
+            "step_size_restart": pick(self.step_size_restart, "search_first" if low else "average"),
         }
 
     # -- hooks (overridden by subclasses; tests plant bugs here) ----------------------------------
@@ -483,7 +485,7 @@ class NUTS(_GradientKernel):
     Fisher estimate (``docs/design/mcmc.md``, "Which adaptation to pick").  ``"low_rank"``'s
     defaults (:meth:`fisher_options`): every direction up to 100, the metric re-estimated every
     max(1, round(d / 10)) warmup draws, directions from the first window, one dual averaging
-    through warmup.  Each can be set: ``mass_matrix_rank``, ``mass_matrix_update_every=k`` (every
+    through warmup after a new step-size search at the first metric estimate.  Each can be set: ``mass_matrix_rank``, ``mass_matrix_update_every=k`` (every
     k draws; nutpie: 1), ``mass_matrix_min_draws`` (directions only from at least that many
     draws), ``step_size_restart`` (``"average"``: restart dual averaging from its average at
     every window end, ``fisher_diag``'s default; ``"none"``; ``"search_first"``: one dual
