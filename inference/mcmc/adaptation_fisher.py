@@ -12,7 +12,14 @@ computes anyway, and it is exact for a Gaussian target once there are more than 
   each; in that span, Σ = (Cx + γI) # (Cg + γI)⁻¹ (the SPD geometric mean; Cx, Cg the sums of the
   projected outer products); its eigenvalues λ outside [1/c, c] and their vectors U = Q V are
   kept (the others set to λ = 1, so shapes stay static), at most ``max_rank`` of them, furthest
-  from 1 first.  (Algorithm 1 of the paper, nutpie's defaults γ = 1e-5, c = 2, k = 10.)
+  from 1 first.  (Algorithm 1 of the paper, nutpie's defaults γ = 1e-5, c = 2, k = 10.)  From
+  n ≤ d draws γ is raised to ``RANK_DEFICIENT_GAMMA`` × eps × the Gram matrices' mean eigenvalue
+  (below float64 their null space's rounding noise exceeds 1e-5).
+
+Both estimators take only the draws that moved (a rejected proposal repeats its position), as
+nutpie.  ``NUTS(adapt_mass_matrix="low_rank")`` sets its own defaults on top of this object's
+(:meth:`~inference.mcmc.gradient.NUTS.fisher_options`: every direction up to 100, updates every
+max(1, round(d/10)) draws, directions from the first window, nutpie's step-size schedule).
 
 Schedule (nutpie's, as measured by its authors and by ``benchmarks/bench_adaptation.py``): the
 metric starts at A₀ = diag(1/|∇U(x₀)|) (clipped to [1e-10, 1e10]); the first 30 % of warmup are
