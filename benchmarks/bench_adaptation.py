@@ -37,6 +37,7 @@ if not DATA.exists():
 MODELS = ("kilpisjarvi", "diamonds", "german_sparse", "gauss100")
 OURS = ("diag", "dense", "fisher_diag", "low_rank")
 PEERS = ("numpyro", "blackjax_window", "blackjax_low_rank", "nutpie_diag", "nutpie_low_rank")
+WARM = os.environ.get("BENCH_WARM") == "1"  # --warm: also time a second run in the same process (ours, nutpie)
 
 
 # -- data (numpy only: shared by ours and the peers) ------------------------------------------------
@@ -131,15 +132,23 @@ def run_ours(name: str, adapt: str, warmup: int, draws: int, chains: int, seed: 
     kw = {k: json.loads(v) for k, v in (o.split("=", 1) for o in opts)}
     kernel = mcmc.NUTS(adapt_mass_matrix=True if adapt == "diag" else adapt, **kw)
     t0 = time.perf_counter()
-    run = mcmc.sample(jax.random.key(seed), kernel, ours_model(name), num_warmup=warmup, num_samples=draws,
+    model = ours_model(name)
+    run = mcmc.sample(jax.random.key(seed), kernel, model, num_warmup=warmup, num_samples=draws,
                       num_chains=chains, progress=False)
     samples = {k: np.asarray(v) for k, v in run.samples.items()}
     secs = time.perf_counter() - t0
     grads = int(np.sum(np.asarray(run.info["num_steps"])))
     if run.warmup_info is not None:
         grads += int(np.sum(np.asarray(run.warmup_info["num_steps"])))
-    return {"ess": min_ess(samples), "grads": grads, "seconds": secs,
-            "divergences": int(np.sum(np.asarray(run.info["diverging"])))}
+    out = {"ess": min_ess(samples), "grads": grads, "seconds": secs,
+           "divergences": int(np.sum(np.asarray(run.info["diverging"])))}
+    if WARM:  # the same run again in this process (another key): compiled programs reused
+        t0 = time.perf_counter()
+        again = mcmc.sample(jax.random.key(seed + 1), kernel, model, num_warmup=warmup, num_samples=draws,
+                            num_chains=chains, progress=False)
+        jax.block_until_ready(again.samples)
+        out["warm_seconds"] = time.perf_counter() - t0
+    return out
 
 
 # -- peers (run under --peer-python; nothing from this project is imported) -----------------------------
@@ -276,12 +285,17 @@ def run_nutpie(name, low_rank, warmup, draws, chains, seed=0):
     kw = {"low_rank_modified_mass_matrix": True} if low_rank else {}
     idata = nutpie.sample(compiled, draws=draws, tune=warmup, chains=chains, seed=seed, progress_bar=False, cores=chains, **kw)
     secs = time.perf_counter() - t0
+    warm = {}
+    if WARM:  # the compiled model sampled again (another seed)
+        t1 = time.perf_counter()
+        nutpie.sample(compiled, draws=draws, tune=warmup, chains=chains, seed=seed + 1, progress_bar=False, cores=chains, **kw)
+        warm = {"warm_seconds": time.perf_counter() - t1}
     post = idata.posterior
     samples = {k: np.asarray(post[k]) for k in post.data_vars}
     grads = int(np.asarray(idata.sample_stats["n_steps"]).sum())
     if "warmup_sample_stats" in idata:
         grads += int(np.asarray(idata.warmup_sample_stats["n_steps"]).sum())
-    return {"ess": min_ess(samples), "grads": grads, "seconds": secs}
+    return {"ess": min_ess(samples), "grads": grads, "seconds": secs, **warm}
 
 
 def run_peer(peer, name, warmup, draws, chains):
@@ -325,7 +339,10 @@ def main():
                     if (REPO.parent / "bench-venv").exists() else "/work/bench-venv/bin/python")
     ap.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--warm", action="store_true", help="also time a second run in the same process (ours, nutpie)")
     args = ap.parse_args()
+    if args.warm:
+        os.environ["BENCH_WARM"] = "1"  # (inherited by the --one subprocesses)
     if args.one:
         variant, name, w, d, c = args.one
         import jax
@@ -349,7 +366,8 @@ def main():
                 print(f"| {name} | {v} | error: {r['error']} | | | | |", flush=True)
                 continue
             note = " (sampling only)" if r.get("grads_note") else ""
-            print(f"| {name} | {v} | {r['ess']:.0f} | {r['grads']}{note} | {r['seconds']:.1f} | "
+            warm = f" (warm {r['warm_seconds']:.1f})" if "warm_seconds" in r else ""
+            print(f"| {name} | {v} | {r['ess']:.0f} | {r['grads']}{note} | {r['seconds']:.1f}{warm} | "
                   f"{1000 * r['ess'] / r['grads']:.2f} | {r['ess'] / r['seconds']:.1f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

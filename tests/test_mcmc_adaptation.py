@@ -131,7 +131,7 @@ def test_bad_options_are_refused_by_name():
         mcmc.NUTS(adapt_mass_matrix="lowrank")
     with pytest.raises(ArgumentError, match="dense_mass=True.*'low_rank'"):
         mcmc.NUTS(adapt_mass_matrix="low_rank", dense_mass=True)
-    with pytest.raises(ArgumentError, match="mass_matrix_rank must be a positive integer, got 0"):
+    with pytest.raises(ArgumentError, match="mass_matrix_rank must be None .* or a positive integer, got 0"):
         mcmc.HMC(adapt_mass_matrix="low_rank", mass_matrix_rank=0)
     with pytest.raises(ArgumentError, match="kind must be one of"):
         FisherAdaptation(None, 2, kind="dense")
@@ -355,7 +355,8 @@ def test_update_every_reestimates_from_the_previous_and_current_window_at_each_d
     states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(xs)
 
     def warm(fa):  # the adaptation state after each of 24 warmup steps (one compiled scan)
-        a = fa.init(jax.random.key(0), mcmc.GradState(xs[0], *vg(xs[0])), 100)
+        # (the chain starts at xs[24], so that its first draw xs[0] moved: only moves are estimated from)
+        a = fa.init(jax.random.key(0), mcmc.GradState(xs[24], *vg(xs[24])), 100)
 
         def body(a, ts):
             t, s = ts
@@ -431,3 +432,108 @@ def test_search_first_searches_the_step_size_once_at_the_first_metric_estimate()
     np.testing.assert_array_equal(np.asarray(count), np.concatenate([[1, 2], np.arange(10)]))
     np.testing.assert_array_equal(np.asarray(count0), np.arange(1, 13))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), A, A0)  # the metrics are untouched
+
+
+# -- issue 15, third pass (g15): what kept kilpisjarvi's chains healthy with nutpie's settings -------------
+
+
+@pytest.mark.exact
+def test_estimators_take_only_the_draws_that_moved():
+    """A rejected proposal repeats the position before it; nutpie leaves such draws out of its
+    estimators, and so do we (``moved_only``, default True): a warmup whose first draw is
+    repeated by 8 rejections gives exactly the estimate from the 8 distinct draws; with
+    ``moved_only=False`` (the twin) the repeats pull the estimate towards that draw."""
+    d = 3
+    C = _random_cov(jax.random.key(16), d, 1e2)
+    U = lambda x: 0.5 * x @ jnp.linalg.solve(C, x)  # noqa: E731
+    vg = jax.value_and_grad(U)
+    xs = jax.random.normal(jax.random.key(17), (8, d)) @ jnp.linalg.cholesky(C).T
+    rep = jnp.concatenate([jnp.repeat(xs[:1], 9, axis=0), xs[1:]])  # x0 then 8 rejections, x1 ... x7
+    states = jax.vmap(lambda x: mcmc.GradState(x, *vg(x)))(rep)
+    x_init = -xs[0]  # the chain's start: the first draw moved from it
+
+    def warm(fa):  # the metric after 16 warmup steps, window (10, 20) running: rows from step 0
+        a = fa.init(jax.random.key(0), mcmc.GradState(x_init, *vg(x_init)), 100)
+
+        def body(a, ts):
+            t, s = ts
+            return fa.update(a, t, s, {"accept_prob": jnp.asarray(0.8)}), None
+
+        a, _ = jax.jit(lambda a: jax.lax.scan(body, a, (jnp.arange(16), states)))(a)
+        return fa.params(a).inverse_mass_matrix
+
+    for kind in ("low_rank", "fisher_diag"):
+        kw = dict(kind=kind, max_rank=d, low_rank_min_draws=0, find_heuristic_step_size=False, update_every=1)
+        got, twin = warm(FisherAdaptation(vg, d, **kw)), warm(FisherAdaptation(vg, d, moved_only=False, **kw))
+        g = jax.vmap(jax.grad(U))(xs)
+        if kind == "low_rank":
+            want = low_rank_metric(xs, g, jnp.ones(8), max_rank=d).dense()
+            np.testing.assert_allclose(got.dense(), want, rtol=2e-4, err_msg=kind)
+            assert not np.allclose(twin.dense(), want, rtol=5e-2), kind
+        else:
+            want = fisher_diagonal(jnp.var(xs, 0), jnp.var(g, 0))
+            np.testing.assert_allclose(got, want, rtol=2e-4, err_msg=kind)
+            assert not np.allclose(twin, want, rtol=5e-2), kind
+
+
+def _whitened_condition(A, C):
+    D = np.asarray(A.dense(), np.float64)
+    Li = np.linalg.inv(np.linalg.cholesky(D))
+    ev = np.linalg.eigvalsh(Li @ C @ Li.T)
+    return ev.max() / ev.min()
+
+
+@pytest.mark.exact
+def test_float32_estimate_from_fewer_draws_than_dimensions_is_not_noise(monkeypatch):
+    """From n ≤ d draws the Gram matrices are singular, and below float64 the rounding noise in
+    their null space exceeds nutpie's γ = 1e-5: the directions no draw spans got random
+    eigenvalues.  γ is raised there to ``RANK_DEFICIENT_GAMMA`` × eps × the mean eigenvalue.
+    Measured in float32 on exact draws and scores (the whitened condition number of the target
+    under the estimate; float64 gives 3.5e3 and 33): a 100-d Gaussian of condition 1e4 from 20
+    draws 3.5e3 (0.8-1.1e5 without the floor, worse than no metric), a 3-d one with correlation
+    −0.9999 from 3 draws 28 (13-249 without, depending on the draws).  With n > d nothing changes (γ as nutpie's)."""
+    from inference.mcmc import adaptation_fisher as af
+
+    rng = np.random.default_rng(100)  # benchmarks/bench_adaptation.py's gauss100
+    q, _ = np.linalg.qr(rng.normal(size=(100, 100)))
+    C100 = (q * np.logspace(0, 4, 100)) @ q.T
+    C100 = (C100 + C100.T) / 2
+    C3 = np.array([[1.0, -0.9999, 0.0], [-0.9999, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(0)
+    x100 = rng.normal(size=(20, 100)) @ np.linalg.cholesky(C100).T
+    x3 = rng.normal(size=(3, 3)) @ np.linalg.cholesky(C3).T
+    x3_many = rng.normal(size=(50, 3)) @ np.linalg.cholesky(C3).T
+
+    def cond(x, C):
+        f = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+        A = low_rank_metric(f(x), f(x @ np.linalg.inv(C)), jnp.ones(len(x), jnp.float32), max_rank=C.shape[0])
+        return _whitened_condition(A, C)
+
+    got = (cond(x100, C100), cond(x3, C3), cond(x3_many, C3))
+    assert got[0] < 1e4 and got[1] < 60 and got[2] < 1.5, got
+    monkeypatch.setattr(af, "RANK_DEFICIENT_GAMMA", 0.0)  # the twin: nutpie's γ alone in float32
+    twin = (cond(x100, C100), cond(x3, C3), cond(x3_many, C3))
+    assert twin[0] > 3e4, twin  # (the 3-d case's twin depends on the draws: 13-250 measured)
+    assert twin[2] == pytest.approx(got[2], rel=1e-6)  # more draws than dimensions: untouched
+
+
+@pytest.mark.exact
+def test_low_rank_defaults_resolve_per_dimension():
+    """``NUTS(adapt_mass_matrix="low_rank")``'s defaults (issue 15, third pass): every direction up
+    to 100, updates every max(1, round(d / 10)) draws, directions from the first window, one dual
+    averaging after a search at the first estimate; what the user sets wins; Stan's windows and ``fisher_diag`` keep theirs."""
+    o = mcmc.NUTS(adapt_mass_matrix="low_rank").fisher_options
+    assert o(3) == {"mass_matrix_rank": 3, "mass_matrix_update_every": 1, "mass_matrix_min_draws": 0,
+                    "step_size_restart": "search_first"}
+    assert (o(26)["mass_matrix_update_every"], o(100)["mass_matrix_update_every"], o(400)["mass_matrix_rank"]) == (3, 10, 100)
+    mine = mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=5, mass_matrix_update_every=7,
+                     mass_matrix_min_draws=9, step_size_restart="average").fisher_options(26)
+    assert mine == {"mass_matrix_rank": 5, "mass_matrix_update_every": 7, "mass_matrix_min_draws": 9,
+                    "step_size_restart": "average"}
+    assert mcmc.NUTS(adapt_mass_matrix="fisher_diag").fisher_options(26)["step_size_restart"] == "average"
+    # they reach the adaptation object the kernel builds
+    fa = mcmc.NUTS(adapt_mass_matrix="low_rank").bind(gaussian).adaptation
+    assert (fa.max_rank, fa.update_every, fa.low_rank_min_draws, fa.step_size_restart, fa.step_size_search_first) == (
+        D_GAUSS, 1, 0, False, True)
+    wa = mcmc.NUTS().bind(gaussian).adaptation
+    assert type(wa).__name__ == "WindowAdaptation"

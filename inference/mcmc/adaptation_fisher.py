@@ -12,7 +12,14 @@ computes anyway, and it is exact for a Gaussian target once there are more than 
   each; in that span, Σ = (Cx + γI) # (Cg + γI)⁻¹ (the SPD geometric mean; Cx, Cg the sums of the
   projected outer products); its eigenvalues λ outside [1/c, c] and their vectors U = Q V are
   kept (the others set to λ = 1, so shapes stay static), at most ``max_rank`` of them, furthest
-  from 1 first.  (Algorithm 1 of the paper, nutpie's defaults γ = 1e-5, c = 2, k = 10.)
+  from 1 first.  (Algorithm 1 of the paper, nutpie's defaults γ = 1e-5, c = 2, k = 10.)  From
+  n ≤ d draws γ is raised to ``RANK_DEFICIENT_GAMMA`` × eps × the Gram matrices' mean eigenvalue
+  (below float64 their null space's rounding noise exceeds 1e-5).
+
+Both estimators take only the draws that moved (a rejected proposal repeats its position), as
+nutpie.  ``NUTS(adapt_mass_matrix="low_rank")`` sets its own defaults on top of this object's
+(:meth:`~inference.mcmc.gradient.NUTS.fisher_options`: every direction up to 100, updates every
+max(1, round(d/10)) draws, directions from the first window, nutpie's step-size schedule).
 
 Schedule (nutpie's, as measured by its authors and by ``benchmarks/bench_adaptation.py``): the
 metric starts at A₀ = diag(1/|∇U(x₀)|) (clipped to [1e-10, 1e10]); the first 30 % of warmup are
@@ -46,6 +53,8 @@ from .metric import LowRankMetric
 __all__ = ["FisherAdaptation", "FisherState", "fisher_schedule", "fisher_diagonal", "low_rank_metric"]
 
 KINDS = ("fisher_diag", "low_rank")
+#: γ's floor, in float eps × the Gram matrix's mean eigenvalue, for an estimate from n ≤ d draws
+RANK_DEFICIENT_GAMMA = 1000.0
 
 
 def fisher_schedule(num_warmup: int, early_window: float = 0.3, step_size_window: float = 0.15,
@@ -162,7 +171,16 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     q = Q.shape[1]
     px, pg = X @ Q, G @ Q
     eye = jnp.eye(q, dtype=dtype)
-    cx, cg = px.T @ px + gamma * eye, pg.T @ pg + gamma * eye
+    gx, gg = px.T @ px, pg.T @ pg
+    # With n ≤ d draws the Gram matrices are singular and, below float64, the rounding noise in
+    # their null space (~eps × their scale) is above nutpie's γ: the directions no draw spans got
+    # random eigenvalues (a 100-d Gaussian from 20 draws: the whitened condition number 1.1e5 in
+    # float32 against 3.5e3 in float64; a 3-d one from 3 draws: 249 against 33).  There γ is
+    # raised to RANK_DEFICIENT_GAMMA × eps × the mean eigenvalue (measured: both as float64); with
+    # more draws than dimensions γ stays nutpie's (a −0.9999 correlation is a real tiny eigenvalue).
+    deficient = n <= d
+    floor = lambda m: jnp.where(deficient, jnp.maximum(gamma, RANK_DEFICIENT_GAMMA * jnp.finfo(dtype).eps * jnp.trace(m) / q), gamma)  # noqa: E731
+    cx, cg = gx + floor(gx) * eye, gg + floor(gg) * eye
     # Cg⁻¹ through its eigendecomposition: ``jnp.linalg.inv`` of the nearly singular Cg + γI (few
     # draws, float32) gave the directions the draws do not span random eigenvalues instead of 1
     # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
@@ -227,6 +245,8 @@ class FisherAdaptation:
     branch) search the step size again from ``step_size`` with the new metric at the current
     point (Hoffman & Gelman's doubling/halving to acceptance 0.8, :func:`search_step_size`) and
     restart dual averaging from it: nutpie's ``StepSizeStrategy::init`` at its first metric change.
+    ``moved_only`` (default True): the estimators take only the draws that moved (a draw equal to
+    the position before it, a rejected proposal, is left out), as nutpie.
 
     Example:
         >>> from inference.mcmc.adaptation_fisher import FisherAdaptation
@@ -242,7 +262,7 @@ class FisherAdaptation:
                  adapt_step_size: bool = True, target_accept_prob: float = 0.8, find_heuristic_step_size: bool = True,
                  max_rank: int = 10, gamma: float = 1e-5, cutoff: float = 2.0, gradient_init: bool = True,
                  low_rank_min_draws: int | None = None, update_every: int | None = None,
-                 step_size_restart: bool = True, step_size_search_first: bool = False):
+                 step_size_restart: bool = True, step_size_search_first: bool = False, moved_only: bool = True):
         if kind not in KINDS:
             raise ArgumentError(f"FisherAdaptation: kind must be one of {KINDS}, got {kind!r}.")
         if not (isinstance(max_rank, (int, np.integer)) and not isinstance(max_rank, bool) and max_rank >= 1):
@@ -264,6 +284,7 @@ class FisherAdaptation:
         self.update_every = None if update_every is None else int(update_every)
         self.step_size_restart = bool(step_size_restart)
         self.step_size_search_first = bool(step_size_search_first) and self.adapt_step_size
+        self.moved_only = bool(moved_only)
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
 
@@ -325,10 +346,10 @@ class FisherAdaptation:
         d = self.dim
         if self.kind == "fisher_diag":
             w0 = self.w_init(d)
-            acc = (w0, w0, w0, w0)  # x current, g current, x previous, g previous
+            acc = (w0, w0, w0, w0, x)  # x current, g current, x previous, g previous; the last position
         else:
             cap = self._plan(n)[4]
-            acc = (jnp.zeros((cap, d), dtype), jnp.zeros((cap, d), dtype), jnp.full((cap,), -1, jnp.int32))
+            acc = (jnp.zeros((cap, d), dtype), jnp.zeros((cap, d), dtype), jnp.full((cap,), -1, jnp.int32), x)
         acc = jax.tree.map(lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v, acc)
         return FisherState(step_size, ss_state, A, acc, n, key_first)
 
@@ -337,42 +358,50 @@ class FisherAdaptation:
         return GradParams.make(adapt_state.step_size, adapt_state.inverse_mass_matrix)
 
     def _accumulate(self, acc, t, x, g):
+        """Add the draw ``x`` (gradient ``g``) of step ``t`` to the estimators, if it moved
+        (nutpie's filter, unless ``moved_only=False``): a rejected proposal repeats the last
+        position, and repeats shrink var(x) towards 0 (measured on kilpisjarvi: the first
+        estimate from 3 draws, two of them equal, gave eigenvalues of 3e3 and the step size fell
+        to 1e-5 within 10 steps)."""
+        moved = jnp.any(x != acc[-1]) | (not self.moved_only)
         if self.kind == "fisher_diag":
-            wx, wg, px, pg = acc
-            return self.w_update(x, wx), self.w_update(g, wg), px, pg
-        X, G, rows = acc
+            wx, wg, px, pg, _ = acc
+            wx, wg = jax.lax.cond(moved, lambda: (self.w_update(x, wx), self.w_update(g, wg)), lambda: (wx, wg))
+            return wx, wg, px, pg, x
+        X, G, rows, _ = acc
         i = t % X.shape[0]
-        return X.at[i].set(x), G.at[i].set(g), rows.at[i].set(t.astype(jnp.int32))
+        rows = rows.at[i].set(jnp.where(moved, t.astype(jnp.int32), rows[i]))
+        return X.at[i].set(jnp.where(moved, x, X[i])), G.at[i].set(jnp.where(moved, g, G[i])), rows, x
 
     def _estimate(self, A, acc, start):
         """The metric estimated from the draws of the previous window and the current one so far
         (A kept where the estimate is not valid)."""
         if self.kind == "fisher_diag":
-            wx, wg, px, pg = acc
+            wx, wg, px, pg, _ = acc
             mx, sx, nx = _combine(px, wx)
             _, sg, _ = _combine(pg, wg)
             nf = jnp.maximum(nx, 1).astype(sx.dtype)
             new = fisher_diagonal(sx / nf, sg / nf)
             ok = jnp.isfinite(new) & (sx > 0) & (sg > 0) & (nx >= 3)
             return jnp.where(ok, new, A)
-        X, G, rows = acc
+        X, G, rows, _ = acc
         weights = (rows >= start).astype(X.dtype)
         new = low_rank_metric(X, G, weights, self.max_rank, self.gamma, self.cutoff)
         if self.low_rank_min_draws > 0:  # fewer draws than dimensions: the diagonal part alone
             few = jnp.sum(weights) < self.low_rank_min_draws
             new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))
         ok = jnp.all(jnp.isfinite(new.scale)) & jnp.all(jnp.isfinite(new.vectors)) & jnp.all(jnp.isfinite(new.values))
-        ok = ok & jnp.all(_var_positive(X, weights)) & (jnp.sum(weights) >= 3)
+        ok = ok & jnp.all(_var_positive(X, weights)) & jnp.all(_var_positive(G, weights)) & (jnp.sum(weights) >= 3)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A)
 
     def _switch(self, acc):
         """The accumulators at a window end: the window becomes the previous one (``low_rank``:
         the buffer's rows are selected by step, nothing to do)."""
         if self.kind == "fisher_diag":
-            wx, wg, _, _ = acc
+            wx, wg, _, _, last = acc
             w0 = self.w_init(self.dim)
             w0 = jax.tree.map(lambda v, o: jnp.asarray(v, jnp.asarray(o).dtype), w0, wx)
-            return (w0, w0, wx, wg)
+            return (w0, w0, wx, wg, last)
         return acc
 
     def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict) -> FisherState:

@@ -16,7 +16,8 @@ Options shared by the kernels: ``step_size`` (initial), ``adapt_step_size``,
 ``step_size_restart`` (where dual averaging restarts at the end of each mass-matrix window:
 ``"average"``, its averaged step size, as Blackjax; ``"search"``, a new search, as Stan and
 NumPyro; with a Fisher adaptation ``"none"``, one dual averaging, or ``"search_first"``, one
-after a search at the first metric estimate, as nutpie) and ``init_strategy``.
+after a search at the first metric estimate, as nutpie; None: ``"search_first"`` for
+``"low_rank"``, else ``"average"``) and ``init_strategy``.
 
 ``kernel.bind(...)`` returns an :class:`~inference.mcmc.protocol.Adapted`: the bound kernel
 (``.kernel``, a :class:`BoundGradient` whose state is a :class:`GradState` and whose
@@ -48,6 +49,8 @@ from .metric import LowRankMetric
 
 #: the values of ``adapt_mass_matrix`` besides True / False (Stan's windows, diagonal or dense)
 MASS_MATRIX_ADAPTATIONS = ("diag", "dense", "fisher_diag", "low_rank")
+#: ``low_rank``'s default rank: every direction up to this many (the velocity costs O(d · rank))
+LOW_RANK_MAX_RANK = 100
 from .nuts import nuts_trajectory
 from .protocol import Adapted
 
@@ -103,9 +106,9 @@ class _GradientKernel(Kernel):
     dense_mass: bool = False
     target_accept_prob: float = 0.8
     find_heuristic_step_size: bool = True
-    step_size_restart: str = "average"
+    step_size_restart: str | None = None
     init_strategy: str = "uniform"
-    mass_matrix_rank: int = 10
+    mass_matrix_rank: int | None = None
     mass_matrix_update_every: int | None = None
     mass_matrix_min_draws: int | None = None
 
@@ -118,7 +121,7 @@ class _GradientKernel(Kernel):
                _is_number(self.target_accept_prob) and 0 < self.target_accept_prob < 1, "a number in (0, 1)")
         mm = self.adapt_mass_matrix
         fisher = mm in ("fisher_diag", "low_rank")
-        _check(name, "step_size_restart", self.step_size_restart,
+        _check(name, "step_size_restart", self.step_size_restart, self.step_size_restart is None or
                self.step_size_restart in (("average", "none", "search_first") if fisher else ("average", "search")),
                "'average' (Blackjax), or 'none' or 'search_first' (nutpie) with a Fisher adaptation" if fisher
                else "'average' (Blackjax) or 'search' (Stan, NumPyro)")
@@ -130,8 +133,9 @@ class _GradientKernel(Kernel):
                "None, or an integer >= 0 with adapt_mass_matrix='low_rank'")
         _check(name, "adapt_mass_matrix", mm, isinstance(mm, bool) or mm in MASS_MATRIX_ADAPTATIONS,
                f"True, False or one of {MASS_MATRIX_ADAPTATIONS}")
-        _check(name, "mass_matrix_rank", self.mass_matrix_rank, _is_int(self.mass_matrix_rank) and self.mass_matrix_rank >= 1,
-               "a positive integer")
+        rank = self.mass_matrix_rank
+        _check(name, "mass_matrix_rank", rank, rank is None or (_is_int(rank) and rank >= 1),
+               "None (every direction, up to 100) or a positive integer")
         if mm == "dense":
             object.__setattr__(self, "dense_mass", True)
         elif isinstance(mm, str) and self.dense_mass:
@@ -148,20 +152,46 @@ class _GradientKernel(Kernel):
         Stan's windows (``adapt_mass_matrix`` True, False, ``"diag"`` or ``"dense"``) or the
         Fisher-divergence estimates (``"fisher_diag"``, ``"low_rank"``; :mod:`~inference.mcmc.adaptation_fisher`)."""
         if self.adapt_mass_matrix in ("fisher_diag", "low_rank"):
+            o = self.fisher_options(bound.view.dim)
             return FisherAdaptation(
                 bound.vg, bound.view.dim, kind=self.adapt_mass_matrix, step_size=self.step_size,
                 adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept_prob,
-                find_heuristic_step_size=self.find_heuristic_step_size, max_rank=self.mass_matrix_rank,
-                update_every=self.mass_matrix_update_every, step_size_restart=self.step_size_restart == "average",
-                step_size_search_first=self.step_size_restart == "search_first",
-                low_rank_min_draws=self.mass_matrix_min_draws,
+                find_heuristic_step_size=self.find_heuristic_step_size, max_rank=o["mass_matrix_rank"],
+                update_every=o["mass_matrix_update_every"], step_size_restart=o["step_size_restart"] == "average",
+                step_size_search_first=o["step_size_restart"] == "search_first",
+                low_rank_min_draws=o["mass_matrix_min_draws"],
             )
         return WindowAdaptation(
             bound.vg, bound.view.dim, step_size=self.step_size, adapt_step_size=self.adapt_step_size,
             adapt_mass_matrix=self.adapt_mass_matrix is not False, dense_mass=self.dense_mass,
-            target_accept_prob=self.target_accept_prob, restart=self.step_size_restart,
+            target_accept_prob=self.target_accept_prob, restart=self.step_size_restart or "average",
             find_heuristic_step_size=self.find_heuristic_step_size,
         )
+
+    def fisher_options(self, dim: int) -> dict:
+        """The Fisher adaptation's options on a ``dim``-dimensional target, the ``None`` ones
+        resolved.  ``"low_rank"``'s defaults (measured, ``benchmarks/RESULTS.md``, issue 15
+        third pass): every direction up to 100 (``mass_matrix_rank``), the metric re-estimated
+        every max(1, round(dim / 10)) warmup draws (``mass_matrix_update_every``: every draw for
+        small targets, as nutpie; the estimate costs O(dim³)), directions from the first window
+        (``mass_matrix_min_draws=0``) and one dual averaging through warmup after a step-size
+        search at the first metric estimate (``step_size_restart="search_first"``, nutpie's: with
+        200 warmup steps ``"none"`` left a kilpisjarvi chain unconverged, equal at 1000).
+        ``"fisher_diag"``: window ends, restarts from the average.
+
+        Example:
+            >>> o = mcmc.NUTS(adapt_mass_matrix="low_rank").fisher_options(26)
+            >>> o["mass_matrix_rank"], o["mass_matrix_update_every"], o["step_size_restart"]
+            (26, 3, 'search_first')
+        """
+        low = self.adapt_mass_matrix == "low_rank"
+        pick = lambda v, default: default if v is None else v  # noqa: E731
+        return {
+            "mass_matrix_rank": pick(self.mass_matrix_rank, min(int(dim), LOW_RANK_MAX_RANK) if low else 10),
+            "mass_matrix_update_every": pick(self.mass_matrix_update_every, max(1, round(dim / 10)) if low else None),
+            "mass_matrix_min_draws": pick(self.mass_matrix_min_draws, 0 if low else None),
+            "step_size_restart": pick(self.step_size_restart, "search_first" if low else "average"),
+        }
 
     # -- hooks (overridden by subclasses; tests plant bugs here) ----------------------------------
 
@@ -445,15 +475,21 @@ class NUTS(_GradientKernel):
     The mass matrix is adapted during warmup by ``adapt_mass_matrix``: ``True`` or ``"diag"``
     (Stan's windowed variance of the draws), ``"dense"`` (their covariance, shrunk as Stan does),
     ``"fisher_diag"`` (sqrt(var(x) / var(∇log p)) from the draws *and their gradients*) or
-    ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, default 10, estimated the same
-    way; nutpie's adaptation, many times more effective draws per gradient on correlated
-    posteriors), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.  With the
-    Fisher estimates, ``mass_matrix_update_every=k`` re-estimates the metric every k warmup draws
-    (nutpie: 1) and ``step_size_restart="none"`` runs one dual averaging through warmup;
-    ``"search_first"`` does too, after a new step-size search at the first metric estimate (nutpie);
-    ``mass_matrix_rank`` ≥ the dimension keeps every direction (nutpie);
-    ``mass_matrix_min_draws=0`` takes directions from the first window (nutpie; default: only
-    from more draws than dimensions).  Every
+    ``"low_rank"`` (diagonal plus ``mass_matrix_rank`` directions, estimated the same way;
+    nutpie's adaptation), ``False`` for none; see :mod:`inference.mcmc.adaptation_fisher`.
+
+    Which to pick: ``"low_rank"`` for correlated or badly scaled posteriors (measured 150× and more
+    effective draws per gradient than the default on regressions with correlated coefficients,
+    and ahead of nutpie's low-rank adaptation per gradient: ``benchmarks/RESULTS.md``, issue 15);
+    the default (Stan's diagonal windows) for sparse, funnel-like posteriors, where it beat every
+    Fisher estimate (``docs/design/mcmc.md``, "Which adaptation to pick").  ``"low_rank"``'s
+    defaults (:meth:`fisher_options`): every direction up to 100, the metric re-estimated every
+    max(1, round(d / 10)) warmup draws, directions from the first window, one dual averaging
+    through warmup after a new step-size search at the first metric estimate.  Each can be set: ``mass_matrix_rank``, ``mass_matrix_update_every=k`` (every
+    k draws; nutpie: 1), ``mass_matrix_min_draws`` (directions only from at least that many
+    draws), ``step_size_restart`` (``"average"``: restart dual averaging from its average at
+    every window end, ``fisher_diag``'s default; ``"none"``; ``"search_first"``: one dual
+    averaging after a new step-size search at the first metric estimate, as nutpie).  Every
     choice leaves the sampling phase exact: it only picks the (fixed) metric.
 
     Example:

@@ -222,3 +222,32 @@ MUTANTS += [  # issue 15 follow-up: nutpie's step-size search at the first metri
         description="The search runs at the first estimate step even when the estimate (fewer than 3 draws) cannot change the metric.",
     ),
 ]
+
+MUTANTS += [  # issue 15, third pass: one low_rank default for every correlated posterior (engineer g15)
+    Mutant(
+        id="mcmc/fisher-estimates-from-rejected-draws",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="moved = jnp.any(x != acc[-1]) | (not self.moved_only)",
+        replace="moved = jnp.any(x == x) | (not self.moved_only)",
+        tests=(f"{ADAPT}::test_estimators_take_only_the_draws_that_moved",),
+        description="The Fisher estimators take every warmup draw, rejected proposals (repeats) included.",
+        area="estimator",
+    ),
+    Mutant(
+        id="mcmc/low-rank-float32-gamma-floor-off",
+        file="inference/mcmc/adaptation_fisher.py",
+        find="deficient = n <= d",
+        replace="deficient = n < 0",
+        tests=(f"{ADAPT}::test_float32_estimate_from_fewer_draws_than_dimensions_is_not_noise",),
+        description="An estimate from n <= d draws keeps nutpie's γ below float64, so float32 rounding noise sets the unspanned directions.",
+        area="estimator",
+    ),
+    Mutant(
+        id="mcmc/low-rank-default-window-ends-only",
+        file="inference/mcmc/gradient.py",
+        find='"mass_matrix_update_every": pick(self.mass_matrix_update_every, max(1, round(dim / 10)) if low else None),',
+        replace='"mass_matrix_update_every": pick(self.mass_matrix_update_every, None),',
+        tests=(f"{ADAPT}::test_low_rank_defaults_resolve_per_dimension",),
+        description="low_rank's default re-estimates the metric at window ends only instead of every max(1, round(d/10)) draws.",
+    ),
+]
