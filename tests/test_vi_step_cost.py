@@ -111,6 +111,9 @@ def test_reinforce_on_a_point_mass_site_is_refused_naming_it():
     obj = vi.elbo(two_sites, vi.auto_multivariate_normal(two_sites, Y), strategies={"s": "reinforce"})
     with pytest.raises(vi.VIError, match="site 's'.*point mass.*'_aux/'"):
         obj.grad(jax.random.key(0), obj.init_params(jax.random.key(0), Y), Y)
+    mvd = vi.elbo(two_sites, vi.auto_multivariate_normal(two_sites, Y), strategies={"s": "mvd"})
+    with pytest.raises(vi.VIError, match="point mass.*'_aux/"):  # not 'use reinforce', refused just above
+        mvd.grad(jax.random.key(0), mvd.init_params(jax.random.key(0), Y), Y)
     ok = vi.elbo(two_sites, vi.auto_multivariate_normal(two_sites, Y), strategies={"_aux/auto/latent": "reinforce"})
     value, g = jax.jit(lambda u: ok.grad(jax.random.key(0), u, Y))(ok.init_params(jax.random.key(0), Y))
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(v)) for v in g.values())

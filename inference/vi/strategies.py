@@ -352,6 +352,12 @@ def _mvd_params(d: Any) -> dict:
         return {"probs": jnp.broadcast_to(leaf.probs, V + leaf.probs.shape[-1:])}
     if type(leaf) is dist.Normal:
         return {"loc": jnp.broadcast_to(leaf.loc, V), "scale": jnp.broadcast_to(leaf.scale, V)}
+    if isinstance(leaf, dist.Delta):  # a joint autoguide's site: its value comes from an auxiliary draw
+        raise VIError(
+            "'mvd' got a point mass (dist.Delta, e.g. a site of vi.auto_multivariate_normal, "
+            "auto_low_rank_normal or auto_flow); its gradient is pathwise ('reparam'). Put a "
+            "score-function strategy on the auxiliary site the value comes from (address '_aux/...')."
+        )
     raise VIError(
         f"'mvd' supports Bernoulli, Categorical and Normal sites, got {type(leaf).__name__}; use "
         "'reinforce' (or 'reparam' for continuous sites)."
