@@ -114,3 +114,43 @@ MUTANTS += [
         area="other",
     ),
 ]
+
+# --- h14: Categorical log densities read without broadcast-then-gather ---------------------------
+MUTANTS += [
+    Mutant(
+        id="enum/lowered-categorical-ignores-plate-index",
+        file="ppl/enum.py",
+        find="    indexed = [a for a in rest if log_pmf.shape[a] > 1]",
+        replace="    indexed = []",
+        tests=(
+            "tests/test_enum_lowered.py::test_observed_site_log_density_is_numpyros_bit_for_bit",
+            "tests/test_enum_dawid_skene.py::test_marginal_is_exact_and_equals_the_hand_marginalised_model",
+        ),
+        description="The lowered observed Categorical reads its logits at plate index 0 for every element of a plate they vary along (only the class index y is gathered): each annotator position scored with the first position's confusion row.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/lowered-categorical-logits-unnormalised",
+        file="ppl/enum.py",
+        find="    else:  # CategoricalLogits: normalised as numpyro's log_prob does\n        log_pmf = d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)",
+        replace="    else:  # CategoricalLogits: normalised as numpyro's log_prob does\n        log_pmf = d.logits",
+        tests=(
+            "tests/test_enum_lowered.py::test_observed_site_log_density_is_numpyros_bit_for_bit",
+            "tests/test_enum_lowered.py::test_marginal_with_lowered_sites_is_the_enumerated_mass",
+        ),
+        description="The lowered observed Categorical(logits=) gathers the raw logits instead of the normalised log-probabilities: an unnormalised likelihood.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/enumerated-categorical-classes-reversed",
+        file="ppl/enum.py",
+        find="    return jnp.squeeze(jnp.moveaxis(log_pmf, -1, n + dim), axis=n + dim + 1)",
+        replace="    return jnp.squeeze(jnp.moveaxis(jnp.flip(log_pmf, -1), -1, n + dim), axis=n + dim + 1)",
+        tests=(
+            "tests/test_enum_lowered.py::test_enumerated_site_log_density_at_its_support_is_numpyros_bit_for_bit",
+            "tests/test_enum_lowered.py::test_marginal_with_lowered_sites_is_the_enumerated_mass",
+        ),
+        description="An enumerated Categorical site's log density at its laid-out support has its classes in reverse order: value k scored with the probability of class K-1-k.",
+        area="law",
+    ),
+]
