@@ -18,6 +18,13 @@ Sites inside ``ppl.scan`` are summed sequentially: a step is run once on the who
 The *state* of the chain is the part of the carry that depends on the step's discrete sites; it
 must depend on the current step's sites only (a first-order chain).
 
+Log densities of ``Categorical`` sites on the grid are read without broadcasting the logits
+first (numpyro's ``log_prob`` gathers one number per grid element, a scatter in the gradient):
+an observed site whose probabilities vary along enumeration dims gathers whole slices along
+them (``_observed_log_prob``), and an enumerated site at its own support is its log-probability
+table moved to its dim (``_support_log_prob``); both are numpyro's numbers bit for bit, and any
+other site keeps numpyro's ``log_prob``.
+
 What is computed: for continuous values x held fixed,
 
     marginal_log_density(x) = log Σ_z p(x, z, observations)
