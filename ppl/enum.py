@@ -166,7 +166,7 @@ def _gathered_log_prob(d: Any, value: jax.Array, enum_axes: tuple) -> jax.Array:
     """numpyro's ``Categorical.log_prob`` with the enumeration axes of its logits gathered as
     slices (see _observed_log_prob); wrapped in numpyro's own ``validate_sample`` below."""
     if isinstance(d, dist.CategoricalProbs):
-        log_pmf = d.logits  # numpyro's log-probabilities: clip(log(probs), finfo.min)
+        log_pmf = d.logits  # numpyro's own log-probabilities (log(probs), -inf where probs is 0)
     else:  # CategoricalLogits: normalised as numpyro's log_prob does
         log_pmf = d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)
     nd = max(len(d.batch_shape), jnp.ndim(value))
