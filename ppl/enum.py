@@ -162,13 +162,18 @@ def _size(shape) -> int:
     return int(np.prod([int(s) for s in shape], dtype=np.int64)) if len(shape) else 1
 
 
+def _log_pmf(d: Any) -> jax.Array:
+    """numpyro's own log-probabilities of a Categorical: ``CategoricalProbs.logits`` (log(probs),
+    -inf where probs is 0); the logits of ``CategoricalLogits`` normalised as its ``log_prob`` does."""
+    if isinstance(d, dist.CategoricalProbs):
+        return d.logits
+    return d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)
+
+
 def _gathered_log_prob(d: Any, value: jax.Array, enum_axes: tuple) -> jax.Array:
     """numpyro's ``Categorical.log_prob`` with the enumeration axes of its logits gathered as
     slices (see _observed_log_prob); wrapped in numpyro's own ``validate_sample`` below."""
-    if isinstance(d, dist.CategoricalProbs):
-        log_pmf = d.logits  # numpyro's own log-probabilities (log(probs), -inf where probs is 0)
-    else:  # CategoricalLogits: normalised as numpyro's log_prob does
-        log_pmf = d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)
+    log_pmf = _log_pmf(d)
     nd = max(len(d.batch_shape), jnp.ndim(value))
     log_pmf = log_pmf.reshape((1,) * (nd - log_pmf.ndim + 1) + log_pmf.shape)
     value = value.reshape((1,) * (nd - value.ndim) + value.shape)
@@ -196,10 +201,7 @@ _GATHERED_LOG_PROB = validate_sample(_gathered_log_prob)
 
 def _laid_log_prob(d: Any, value: jax.Array, dim: int) -> jax.Array:
     """numpyro's ``Categorical.log_prob`` of its support laid along `dim` (see _support_log_prob)."""
-    if isinstance(d, dist.CategoricalProbs):
-        log_pmf = d.logits
-    else:
-        log_pmf = d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)
+    log_pmf = _log_pmf(d)
     n = max(log_pmf.ndim - 1, -dim)
     log_pmf = log_pmf.reshape((1,) * (n + 1 - log_pmf.ndim) + log_pmf.shape)
     # log_prob(k at dim) = log_pmf[..., k]: the class axis moved to `dim` (its size-1 axis dropped)

@@ -132,13 +132,13 @@ MUTANTS += [
     Mutant(
         id="enum/lowered-categorical-logits-unnormalised",
         file="ppl/enum.py",
-        find="    else:  # CategoricalLogits: normalised as numpyro's log_prob does\n        log_pmf = d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)",
-        replace="    else:  # CategoricalLogits: normalised as numpyro's log_prob does\n        log_pmf = d.logits",
+        find="    return d.logits - jax.nn.logsumexp(d.logits, axis=-1, keepdims=True)",
+        replace="    return d.logits",
         tests=(
             "tests/test_enum_lowered.py::test_observed_site_log_density_is_numpyros_bit_for_bit",
             "tests/test_enum_lowered.py::test_marginal_with_lowered_sites_is_the_enumerated_mass",
         ),
-        description="The lowered observed Categorical(logits=) gathers the raw logits instead of the normalised log-probabilities: an unnormalised likelihood.",
+        description="The lowered Categorical(logits=) sites (observed and enumerated) read the raw logits instead of the normalised log-probabilities: an unnormalised likelihood.",
         area="law",
     ),
     Mutant(
