@@ -260,6 +260,10 @@ def _observed_log_prob(fn: Any, value: Any, enum_dims) -> jax.Array | None:
     value = jnp.asarray(value)
     if not jnp.issubdtype(value.dtype, jnp.integer) or any(-d <= value.ndim and value.shape[d] > 1 for d in axes):
         return None
+    try:
+        jax.lax.broadcast_shapes(shape, value.shape)
+    except (ValueError, TypeError):
+        return None  # shapes that do not broadcast: numpyro's log_prob says so
     lp = _GATHERED_LOG_PROB(base, value, axes)
     if base is not fn:  # numpyro's ExpandedDistribution.log_prob: the base's, broadcast
         lp = jnp.broadcast_to(lp, jax.lax.broadcast_shapes(tuple(fn.batch_shape), jnp.shape(value)))

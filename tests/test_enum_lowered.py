@@ -111,6 +111,7 @@ def test_what_the_lowering_does_not_cover_is_left_to_numpyro():
     assert E._observed_log_prob(dist.Categorical(probs=p, validate_args=False), y, {-3}) is None
     assert E._observed_log_prob(dist.Categorical(probs=p), jnp.zeros((3, 1, 5), int), {-3}) is None  # data vary along it
     assert E._observed_log_prob(dist.Bernoulli(probs=p[..., 0]), y % 2, {-3}) is None  # another family
+    assert E._observed_log_prob(dist.Categorical(probs=p), jnp.zeros((4, 3), int), {-3}) is None  # shapes do not broadcast
     assert E._support_log_prob(dist.Bernoulli(probs=0.3), jnp.arange(2), -1) is None
 
 
