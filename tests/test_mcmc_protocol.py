@@ -150,11 +150,16 @@ def test_window_adaptation_schedule_and_params():
     assert float(p0.step_size) == 0.5 and np.all(np.asarray(p0.inverse_mass_matrix) == 1.0)
     schedule = hmc_util.build_adaptation_schedule(n)
     ends = {w.end for w in schedule[1:-1]}  # the middle windows' ends: the mass matrix changes there
-    imm, ss = [], []
-    for t in range(n):
-        a = wa.update(a, t, state(xs[t]), {"accept_prob": jnp.asarray(0.95)})
-        imm.append(np.asarray(wa.params(a).inverse_mass_matrix))
-        ss.append(float(wa.params(a).step_size))
+    # the updates as the driver runs them: one compiled scan over the steps (eagerly, each
+    # update is hundreds of tiny dispatches: minutes for 200 steps)
+    def step(a, tx):
+        t, x = tx
+        a = wa.update(a, t, state(x), {"accept_prob": jnp.asarray(0.95)})
+        p = wa.params(a)
+        return a, (p.inverse_mass_matrix, p.step_size)
+
+    _, (imm, ss) = jax.jit(lambda a: jax.lax.scan(step, a, (jnp.arange(n), xs)))(a)
+    imm, ss = list(np.asarray(imm)), [float(v) for v in np.asarray(ss)]
     changed = {t for t in range(1, n) if not np.array_equal(imm[t], imm[t - 1])}
     assert changed == ends
     # at the end of the first middle window: the regularised sample variance of its positions
