@@ -12,12 +12,14 @@ and turns Ctrl-C into a partial result.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import ppl
@@ -34,7 +36,7 @@ from .._result import to_inference_data
 from ppl.config import gc_paused
 
 from .._run.cache import PROGRAMS
-from .._run.concrete import freeze, remembered, retry_concretely, thaw
+from .._run.concrete import freeze, join, remembered, retry_concretely, split, thaw
 from .._run.chunking import MAX_CHUNK, choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
 from .._run.progress import Progress, progress_default
@@ -49,8 +51,14 @@ class VIResult:
     """The result of :func:`fit`.
 
     Attributes:
-        params: address -> constrained value of every ``ppl.param`` site.
-        uparams: the unconstrained values (what the optimiser moved).
+        params: address -> constrained value of every ``ppl.param`` site: the average of the
+            iterates of the last ``average`` fraction of the run (taken in the unconstrained
+            space, then constrained), or the last iterate when nothing was averaged.
+        uparams: the unconstrained values of ``params``.
+        last_params: the last iterate, constrained (what the optimiser reached at the last
+            step): continue a fit from it, ``vi.fit(..., init_params=result.last_params)``.
+        last_uparams: the last iterate, unconstrained.
+        averaged_steps: how many iterates ``params`` averages (0: ``params`` is the last iterate).
         history: the objective's estimate at every step run (a NumPy array).
         num_steps: steps run (fewer than asked when stopped early or interrupted).
         stopped_early: whether the plateau rule stopped the run.
@@ -90,6 +98,9 @@ class VIResult:
     args: tuple = field(default=(), repr=False)
     kwargs: dict = field(default_factory=dict, repr=False)
     health: Any = field(default=None, repr=False)
+    last_params: Any = field(default=None, repr=False)
+    last_uparams: Any = field(default=None, repr=False)
+    averaged_steps: int = 0
 
     @property
     def draws(self) -> dict:
@@ -99,9 +110,9 @@ class VIResult:
     @property
     def info(self) -> dict:
         """Diagnostics: ``objective`` (the estimate at every step run, as :attr:`history`),
-        ``num_steps``, ``stopped_early`` and ``interrupted``."""
+        ``num_steps``, ``stopped_early``, ``interrupted`` and ``averaged_steps``."""
         return {"objective": self.history, "num_steps": self.num_steps, "stopped_early": self.stopped_early,
-                "interrupted": self.interrupted}
+                "interrupted": self.interrupted, "averaged_steps": self.averaged_steps}
 
     def _guide(self, who: str, guide: Any) -> Any:
         guide = guide if guide is not None else (self.guide if self.guide is not None else getattr(self.objective, "guide", None))
@@ -335,37 +346,85 @@ def optimizer_key(optimizer: Any) -> Any:
         return optimizer
 
 
-def _chunk_program(objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any, opt_key: Any = None):
-    """The compiled chunk of the optimisation loop, ``(u, opt_state), values = f(u, opt_state,
-    run_key, t0, n_end, args, kwargs, full)``: steps t0 .. t0 + chunk − 1 (those ≥ n_end change
-    nothing), cached (:mod:`inference._run.cache`): a second ``fit`` with the same objective,
-    optimizer, settings and argument shapes compiles nothing, whatever ``num_steps`` is.
-    ``full`` (static: :func:`~inference._run.loop.scan_chunk`) is True for a chunk whose steps are
-    all live (no per-step branch); a partial last chunk compiles a second program, once."""
+def _average_in(acc: Any, u: Any, live: Any) -> Any:
+    """The running mean ``(mean, count)`` of the iterates, ``u`` entering it when ``live`` (a
+    traced bool): ``mean + (u − mean) / count`` (issue 19: Polyak–Ruppert averaging)."""
+    m, c = acc
+    c2 = c + live.astype(c.dtype)
+    f = live / jnp.maximum(c2, 1).astype(jnp.float32)
+    return jax.tree.map(lambda a, x: a + f.astype(a.dtype) * (x - a), m, u), c2
 
-    def build():
-        def run_chunk(u, st, k, t0, n_end, args, kwargs, full=False):
-            args, kwargs = thaw((args, kwargs))  # concrete NumPy arguments as the user gave them
+
+class _FitPrograms:
+    """The compiled programs of one (objective, optimizer, settings, argument structure): plain
+    ``jax.jit`` functions of the traced arguments ``dyn`` (:func:`inference._run.concrete.split`;
+    the concrete ones and the structure are closed over), so a warm call dispatches each with
+    no per-call filtering (issue 19: ``eqx.filter_jit`` cost ~0.3 ms a call).
+
+    * ``start(key, dyn) -> (u, opt_state, acc, run_key)``: the initial parameters (strongly
+      typed), the optimizer's state, an empty average and the key of the steps, in one program.
+    * ``run_chunk(u, st, acc, run_key, t0, n_end, a0, dyn, full)``: steps t0 .. t0 + chunk − 1
+      (those ≥ n_end change nothing); the iterate after step t enters the average ``acc`` when
+      t ≥ a0; ``full`` (static: :func:`~inference._run.loop.scan_chunk`) when every step is live.
+    * ``finish(u, acc) -> (u_avg, params, last_params)``: the average (the last iterate when
+      nothing was averaged) and both constrained."""
+
+    def __init__(self, objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any,
+                 treedef: Any, statics: tuple):
+        def start(key, dyn):
+            args, kwargs = join(treedef, statics, dyn)
+            k_init, k_run = jax.random.split(key)
+            u = _strong(dict(objective.init_params(k_init, *args, **kwargs)))
+            return u, optimizer.init(u), _empty_average(u), k_run
+
+        def run_chunk(u, st, acc, k, t0, n_end, a0, dyn, full=False):
+            args, kwargs = join(treedef, statics, dyn)
 
             def loss(u, k):
                 s, v = objective.surrogate(k, u, *args, num_samples=num_samples, baseline=baseline, **kwargs)
                 return -s, v
 
             def step(k_t, carry, t):
-                u, st = carry
+                u, st, acc = carry
                 g, v = jax.grad(loss, has_aux=True)(u, k_t)
                 updates, st2 = optimizer.update(g, st, u)
                 u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
-                return (u2, st2), v
+                return (u2, st2, _average_in(acc, u2, t >= a0)), v
 
-            return scan_chunk(step, k, (u, st), t0, n_end, chunk, full=full)
+            return scan_chunk(step, k, (u, st, acc), t0, n_end, chunk, full=full)
 
-        return eqx.filter_jit(run_chunk)
+        def finish(u, acc):
+            m, c = acc
+            avg = jax.tree.map(lambda a, b: jnp.where(c > 0, a, b), m, u)
+            return avg, objective.constrain(avg), objective.constrain(u)
+
+        self.start = jax.jit(start)
+        self.run_chunk = jax.jit(run_chunk, static_argnums=(8,))
+        self.finish = jax.jit(finish)
+
+
+def _strong(u: dict) -> dict:
+    # issue 19: strongly typed, as the chunks return them (a weakly typed ``ppl.param(.., 0.0)``
+    # would make the second chunk's carry another type: a second trace and compile of the loop)
+    return jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)) if getattr(v, "weak_type", False) or not hasattr(v, "dtype") else v, u)
+
+
+def _empty_average(u: Any) -> tuple:
+    return jax.tree.map(jnp.zeros_like, u), jnp.zeros((), jnp.int32)
+
+
+def _fit_programs(objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int, baseline: Any,
+                  treedef: Any, statics: tuple) -> _FitPrograms:
+    """:class:`_FitPrograms`, cached (:mod:`inference._run.cache`): a second ``fit`` with the same
+    objective, optimizer (by :func:`optimizer_key`), settings and argument structure compiles
+    nothing, whatever ``num_steps``, the data values or the key are."""
+
+    def build():
+        return _FitPrograms(objective, optimizer, chunk, num_samples, baseline, treedef, statics)
 
     try:
-        opt_key = optimizer_key(optimizer) if opt_key is None else opt_key
-        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline), build)
-    except TypeError:  # an unhashable optimizer: no caching
+        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline, treedef, statics), build)
+    except TypeError:  # an unhashable optimizer or concrete argument: no caching
         return build()
 
 
@@ -375,6 +434,23 @@ def _why_non_finite(objective: Objective, guide: Any, uparams: Any, args: tuple,
     if model is not None and guide is not None:
         hint = support_mismatch(model, guide, objective.constrain(uparams), args, kwargs)
     return hint or "check the guide's initial scale and the learning rate"
+
+
+AVERAGE = 0.0
+"""The default ``average`` of :func:`fit`: the fraction of the run whose iterates are averaged."""
+
+
+def _check_average(average: Any) -> float:
+    if average is False:
+        average = 0.0
+    try:
+        a = math.nan if isinstance(average, bool) else float(average)
+    except (TypeError, ValueError):
+        a = math.nan
+    if not 0.0 <= a <= 1.0:  # also NaN
+        raise ArgumentError(f"vi.fit: average must be a fraction of the run in [0, 1] (0: the last iterate; 0.5: the mean "
+                            f"of the iterates of the last half of the steps), got {average!r}.")
+    return a
 
 
 def fit_health(history: Any, params: Mapping[str, Any], why: str = "") -> Any:
@@ -418,6 +494,7 @@ def fit(
     baseline: str | None = None,
     strategies: Mapping[str, str] | None = None,
     init_params: Mapping[str, Any] | None = None,
+    average: float | None = None,
     patience: int | None = None,
     chunk_size: int | None = None,
     min_delta: float = 1e-4,
@@ -479,7 +556,7 @@ def fit(
             check_option_clash("vi.fit", m, set(given_options(fit, dict(
                 num_steps=num_steps, num_samples=num_samples, baseline=baseline, strategies=strategies,
                 init_params=init_params, patience=patience, chunk_size=chunk_size, min_delta=min_delta,
-                progress=progress))) - set(model_kwargs or ()))
+                progress=progress, average=average))) - set(model_kwargs or ()))
     kwargs = model_keywords("vi.fit", fit, [getattr(objective, p, None) for p in ("model", "guide")], kwargs,
                             model_kwargs)
     num_steps = int(num_steps)
@@ -487,6 +564,7 @@ def fit(
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ArgumentError(f"vi.fit: chunk_size must be >= 1 (or None), got {chunk_size}.")
+    average = _check_average(AVERAGE if average is None else average)
     guide = getattr(objective, "guide", None)
     if strategies:
         objective = _with_strategies(objective, strategies)
@@ -494,46 +572,39 @@ def fit(
     # issue 17: NumPy data traced unless the model's body needs it concrete (inference._run.concrete)
     parts = [getattr(objective, p, None) for p in ("model", "guide")]
     on = progress_default() if progress is None else bool(progress)
-    k_init, k_run = jax.random.split(key)
-    with gc_paused():
-        uparams = _init_params(objective, k_init, *(freeze((args, kwargs)) if remembered(*parts) else (args, kwargs)),
-                               models=tuple(parts))
-    concrete = remembered(*parts)  # (found while initialising, or by an earlier run)
-    call = {"args": freeze((args, kwargs)) if concrete else (args, kwargs)}
-    if init_params:
-        unknown = [k for k in init_params if k not in uparams]
-        if unknown:
-            raise VIError(f"vi.fit: init_params names {unknown[0]!r}, which is not a param of the objective (params: {sorted(uparams)}).")
-        uparams.update(objective.unconstrain(init_params))
-    # issue 19: strongly typed, as the chunks return them (a weakly typed ``ppl.param(.., 0.0)``
-    # would make the second chunk's carry another type: a second trace and compile of the loop)
-    uparams = jax.tree.map(lambda v: jax.numpy.asarray(v, dtype=v.dtype) if getattr(v, "weak_type", False) else v, uparams)
     opt_key = optimizer_key(optimizer)
-    opt_state = _compiled(objective, ("vi.optimizer_init", opt_key), optimizer.init)(uparams)
-
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
         chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
-    run_chunk = _chunk_program(objective, optimizer, chunk, num_samples, baseline, opt_key)
-    n_end = np.int32(num_steps)
+    P = {"concrete": remembered(*parts)}  # issue 17: NumPy data concrete when the body needs it
+
+    def programs(concrete: bool) -> None:
+        treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete)
+        P.update(concrete=concrete, dyn=dyn,
+                 progs=_fit_programs(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics))
+
+    programs(P["concrete"])
+    with gc_paused():
+        state = _start(objective, optimizer, opt_key, key, P, programs, parts, args, kwargs, init_params)
+    n_end, a0 = np.int32(num_steps), np.int32(num_steps - int(math.ceil(average * num_steps)))
     display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
     plateau = {"prev": None, "flat": 0, "stopped": False}
 
     def dispatch(carry, t0):
-        u, st = carry
+        u, st, acc = carry
         full = t0 + chunk <= num_steps  # no per-step branch unless the chunk runs past the end
         if t0 == 0:  # the first call traces and compiles (unless cached)
             with gc_paused():
                 try:
-                    return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
+                    return P["progs"].run_chunk(u, st, acc, state[3], np.int32(t0), n_end, a0, P["dyn"], full)
                 except Exception as e:  # noqa: BLE001 - re-raised unless the body needs concrete NumPy data
-                    if not retry_concretely(e, parts, (args, kwargs), concrete):
+                    if not retry_concretely(e, parts, (args, kwargs), P["concrete"]):
                         raise
-                call["args"] = freeze((args, kwargs))
-                return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
-        return run_chunk(u, st, k_run, np.int32(t0), n_end, *call["args"], full)
+                programs(True)
+                return P["progs"].run_chunk(u, st, acc, state[3], np.int32(t0), n_end, a0, P["dyn"], full)
+        return P["progs"].run_chunk(u, st, acc, state[3], np.int32(t0), n_end, a0, P["dyn"], full)
 
     def collect(vals, t0, m):
         history.append(np.asarray(vals)[:m])
@@ -556,11 +627,15 @@ def fit(
         return False
 
     try:
-        (uparams, opt_state), done, interrupted = host_loop(dispatch, (uparams, opt_state), 0, num_steps, chunk, collect, after)
+        (last_u, _, acc), done, interrupted = host_loop(dispatch, state[:3], 0, num_steps, chunk, collect, after)
     finally:
         display.close()
     hist = np.concatenate(history) if history else np.zeros((0,))
-    params = _compiled(objective, ("vi.constrain",), objective.constrain)(uparams)
+    try:
+        uparams, params, last_params = P["progs"].finish(last_u, acc)
+    except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
+        uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)
+        params, last_params = objective.constrain(uparams), objective.constrain(last_u)
     why = ""
     if not np.all(np.isfinite(hist)) or not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
         why = _why_non_finite(objective, guide, uparams, args, kwargs)  # issue 18: name the site when it is the guide's support
@@ -578,8 +653,39 @@ def fit(
         args=args,
         kwargs=kwargs,
         health=fit_health(hist, params, why),
+        last_params=last_params,
+        last_uparams=last_u,
+        averaged_steps=int(acc[1]),
     )
     return res if interrupted else enforce(res.health, res)  # issue 18: raise or warn (one policy)
+
+
+def _start(objective: Objective, optimizer: Any, opt_key: Any, key: Any, P: dict, programs: Any, parts: list,
+           args: tuple, kwargs: dict, init_params: Mapping[str, Any] | None) -> tuple:
+    """``(u, opt_state, average, run_key)`` at step 0: the cached start program (one dispatch);
+    when it cannot be traced, the initialisation with its own fallbacks (compiled, concrete
+    NumPy data, eager: :func:`_init_params`).  ``init_params`` (constrained values) override."""
+    try:
+        u, st, acc, k_run = P["progs"].start(key, P["dyn"])
+    except VIError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the step-by-step path below
+        k_init, k_run = jax.random.split(key)
+        if retry_concretely(e, parts, (args, kwargs), P["concrete"]):
+            programs(True)
+        u = _strong(_init_params(objective, k_init, *(freeze((args, kwargs)) if P["concrete"] else (args, kwargs)),
+                                 models=tuple(parts)))
+        st = None
+    if init_params:
+        unknown = [k for k in init_params if k not in u]
+        if unknown:
+            raise VIError(f"vi.fit: init_params names {unknown[0]!r}, which is not a param of the objective (params: {sorted(u)}).")
+        u = _strong({**u, **objective.unconstrain(init_params)})
+        st = None
+    if st is None:
+        st = _compiled(objective, ("vi.optimizer_init", opt_key), optimizer.init)(u)
+        acc = _empty_average(u)
+    return u, st, acc, k_run
 
 
 # a diagnosis of non-finite objectives (issue 18); here, not in ppl.checks: it runs models through
