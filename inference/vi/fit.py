@@ -366,11 +366,13 @@ class _FitPrograms:
     * ``run_chunk(u, st, acc, run_key, t0, n_end, a0, dyn, full)``: steps t0 .. t0 + chunk − 1
       (those ≥ n_end change nothing); the iterate after step t enters the average ``acc`` when
       t ≥ a0; ``full`` (static: :func:`~inference._run.loop.scan_chunk`) when every step is live.
-    * ``finish(u, acc) -> (u_avg, params, last_params)``: the average (the last iterate when
-      nothing was averaged) and both constrained."""
+    * ``finish(u, acc) -> (u_avg, params, last_params, finite)``: the average (the last iterate
+      when nothing was averaged), both constrained, and whether every value of ``params`` is finite.
+    * ``whole(key, dyn, a0) -> (values, u, u_avg, params, last_params, finite)``: a run of exactly
+      ``chunk`` steps as one program (one dispatch, one host sync: a warm call's fixed cost)."""
 
-    def __init__(self, objective: Objective, optimizer: Any, chunk: int, num_samples: int, baseline: Any,
-                 treedef: Any, statics: tuple):
+    def __init__(self, objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int,
+                 baseline: Any, treedef: Any, statics: tuple):
         def start(key, dyn):
             args, kwargs = join(treedef, statics, dyn)
             k_init, k_run = jax.random.split(key)
@@ -396,11 +398,29 @@ class _FitPrograms:
         def finish(u, acc):
             m, c = acc
             avg = jax.tree.map(lambda a, b: jnp.where(c > 0, a, b), m, u)
-            return avg, objective.constrain(avg), objective.constrain(u)
+            params = objective.constrain(avg)
+            finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]
+            return avg, params, objective.constrain(u), jnp.all(jnp.stack(finite)) if finite else jnp.array(True)
 
-        self.start = jax.jit(start)
+        # start and finish do not depend on the chunk size: one of each per chunk sizes' programs
+        self.start = _cached(objective, ("vi.fit.start", opt_key, treedef, statics), lambda: jax.jit(start))
         self.run_chunk = jax.jit(run_chunk, static_argnums=(8,))
-        self.finish = jax.jit(finish)
+        self.finish = _cached(objective, ("vi.fit.finish",), lambda: jax.jit(finish))
+
+        def whole(key, dyn, a0):  # start, every step (one full chunk) and finish in one program
+            u, st, acc, k_run = start(key, dyn)
+            n = jnp.int32(chunk)
+            (u, st, acc), vals = run_chunk(u, st, acc, k_run, jnp.int32(0), n, a0, dyn, True)
+            return (vals, u) + tuple(finish(u, acc))
+
+        self.whole = jax.jit(whole)  # traced on its first call only
+
+
+def _cached(objective: Objective, key: tuple, build: Any) -> Any:
+    try:
+        return PROGRAMS.get(objective, key, build)
+    except TypeError:  # unhashable: no caching
+        return build()
 
 
 def _strong(u: dict) -> dict:
@@ -420,7 +440,7 @@ def _fit_programs(objective: Objective, optimizer: Any, opt_key: Any, chunk: int
     nothing, whatever ``num_steps``, the data values or the key are."""
 
     def build():
-        return _FitPrograms(objective, optimizer, chunk, num_samples, baseline, treedef, statics)
+        return _FitPrograms(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics)
 
     try:
         return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline, treedef, statics), build)
@@ -585,9 +605,17 @@ def fit(
                  progs=_fit_programs(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics))
 
     programs(P["concrete"])
-    with gc_paused():
-        state = _start(objective, optimizer, opt_key, key, P, programs, parts, args, kwargs, init_params)
     n_end, a0 = np.int32(num_steps), np.int32(num_steps - int(math.ceil(average * num_steps)))
+    whole = None
+    if chunk_size is None and patience is None and not init_params and not on and chunk == num_steps:
+        # issue 19: one chunk, nothing to do between steps: the whole fit as one program (its
+        # fixed cost one dispatch and one sync, as a jitted scan); on any failure (a model that
+        # needs concrete data, ...) the chunked path below, with its fallbacks and errors
+        try:
+            with gc_paused():
+                whole = P["progs"].whole(key, P["dyn"], a0)
+        except Exception:  # noqa: BLE001 - the general path decides
+            whole = None
     display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
     plateau = {"prev": None, "flat": 0, "stopped": False}
@@ -626,18 +654,25 @@ def fit(
             return True
         return False
 
-    try:
-        (last_u, _, acc), done, interrupted = host_loop(dispatch, state[:3], 0, num_steps, chunk, collect, after)
-    finally:
-        display.close()
-    hist = np.concatenate(history) if history else np.zeros((0,))
-    try:
-        uparams, params, last_params = P["progs"].finish(last_u, acc)
-    except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
-        uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)
-        params, last_params = objective.constrain(uparams), objective.constrain(last_u)
+    if whole is None:
+        with gc_paused():
+            state = _start(objective, optimizer, opt_key, key, P, programs, parts, args, kwargs, init_params)
+        try:
+            (last_u, _, acc), done, interrupted = host_loop(dispatch, state[:3], 0, num_steps, chunk, collect, after)
+        finally:
+            display.close()
+        hist = np.concatenate(history) if history else np.zeros((0,))
+        try:
+            uparams, params, last_params, finite = P["progs"].finish(last_u, acc)
+        except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
+            uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)
+            params, last_params, finite = objective.constrain(uparams), objective.constrain(last_u), False
+    else:
+        vals, last_u, uparams, params, last_params, finite = whole
+        hist, done, interrupted = np.asarray(vals), num_steps, False
     why = ""
-    if not np.all(np.isfinite(hist)) or not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params)):
+    finite = bool(finite) and bool(np.all(np.isfinite(hist)))  # one read of the device's verdict
+    if not finite and (not np.all(np.isfinite(hist)) or not all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(params))):
         why = _why_non_finite(objective, guide, uparams, args, kwargs)  # issue 18: name the site when it is the guide's support
     if interrupted:
         warnings.warn(f"vi.fit: interrupted; returning the parameters after {done} of {num_steps} steps.", stacklevel=2)
@@ -652,10 +687,10 @@ def fit(
         guide=guide,
         args=args,
         kwargs=kwargs,
-        health=fit_health(hist, params, why),
+        health=fit_health(hist, {} if finite else params, why),  # finite: nothing in params to report
         last_params=last_params,
         last_uparams=last_u,
-        averaged_steps=int(acc[1]),
+        averaged_steps=max(0, done - int(a0)),  # the steps t >= a0 run (as counted on the device)
     )
     return res if interrupted else enforce(res.health, res)  # issue 18: raise or warn (one policy)
 
