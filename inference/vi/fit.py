@@ -611,11 +611,15 @@ def fit(
         # issue 19: one chunk, nothing to do between steps: the whole fit as one program (its
         # fixed cost one dispatch and one sync, as a jitted scan); on any failure (a model that
         # needs concrete data, ...) the chunked path below, with its fallbacks and errors
-        try:
-            with gc_paused():
-                whole = P["progs"].whole(key, P["dyn"], a0)
-        except Exception:  # noqa: BLE001 - the general path decides
-            whole = None
+        for attempt in (0, 1):
+            try:
+                with gc_paused():
+                    whole = P["progs"].whole(key, P["dyn"], a0)
+                break
+            except Exception as e:  # noqa: BLE001 - concrete NumPy data once, else the general path decides
+                if attempt or not retry_concretely(e, parts, (args, kwargs), P["concrete"]):
+                    break
+                programs(True)
     display = Progress(on, "vi.fit", num_steps)
     history: list[np.ndarray] = []
     plateau = {"prev": None, "flat": 0, "stopped": False}
@@ -700,14 +704,21 @@ def _start(objective: Objective, optimizer: Any, opt_key: Any, key: Any, P: dict
     """``(u, opt_state, average, run_key)`` at step 0: the cached start program (one dispatch);
     when it cannot be traced, the initialisation with its own fallbacks (compiled, concrete
     NumPy data, eager: :func:`_init_params`).  ``init_params`` (constrained values) override."""
-    try:
-        u, st, acc, k_run = P["progs"].start(key, P["dyn"])
-    except VIError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the step-by-step path below
-        k_init, k_run = jax.random.split(key)
-        if retry_concretely(e, parts, (args, kwargs), P["concrete"]):
+    out = None
+    for attempt in (0, 1):
+        try:
+            out = P["progs"].start(key, P["dyn"])
+            break
+        except VIError:
+            raise
+        except Exception as e:  # noqa: BLE001 - concrete NumPy data once, else the step-by-step path
+            if attempt or not retry_concretely(e, parts, (args, kwargs), P["concrete"]):
+                break
             programs(True)
+    if out is not None:
+        u, st, acc, k_run = out
+    else:
+        k_init, k_run = jax.random.split(key)
         u = _strong(_init_params(objective, k_init, *(freeze((args, kwargs)) if P["concrete"] else (args, kwargs)),
                                  models=tuple(parts)))
         st = None
