@@ -457,7 +457,9 @@ def _why_non_finite(objective: Objective, guide: Any, uparams: Any, args: tuple,
 
 
 AVERAGE = 0.0
-"""The default ``average`` of :func:`fit`: the fraction of the run whose iterates are averaged."""
+"""The default ``average`` of :func:`fit`: the fraction of the run whose iterates are averaged
+(0: the last iterate; issue 19, fourth pass: a fixed fraction lags while the fit still moves, so
+it is off by default; ``benchmarks/RESULTS.md``, "Issue 19, fourth pass (h19)")."""
 
 
 def _check_average(average: Any) -> float:
@@ -528,7 +530,19 @@ def fit(
     positional argument; further ``*args``/``**kwargs`` follow.  `num_samples` independent
     gradient estimates are averaged per step (``baseline="loo"``: leave-one-out baselines for
     score-function sites).  `strategies` maps addresses to gradient strategies.
-    `init_params` gives constrained initial values for some params.  The steps run in compiled
+    `init_params` gives constrained initial values for some params (to continue a fit, pass
+    ``init_params=result.last_params``: the last iterate; the optimizer's state starts afresh).
+    `average` (a fraction a in [0, 1], default 0: off) returns as ``params`` the mean of the
+    iterates of the last ⌈a·num_steps⌉ steps (Polyak–Ruppert averaging, taken in the
+    unconstrained space where the optimizer moves, then constrained; ``result.last_params`` is
+    the last iterate): at a constant learning rate the last iterate jitters on the optimum's
+    plateau and the average does not (issue 19: the Brownian motion's full-rank fit at 2000 steps
+    of Adam 1e-2, ELBO 5.02 with ``average=0.25`` against 2.99 for the last iterate, log Z 5.61),
+    but while the fit is still moving the average lags (Howell m4.3 at 250 steps: 17 nats worse),
+    so it is not the default; averaging costs one running mean per step, in the same compiled
+    program.  With `patience` the window is the same steps of the requested ``num_steps``: a run
+    stopped before reaching it returns the last iterate (``result.averaged_steps`` counts).
+    The steps run in compiled
     chunks of `chunk_size` steps (None: about 20 chunks when progress is shown, else as few as
     possible, at most 1024 steps each; the result does not depend on it).
     With `patience` the run stops once `patience` consecutive chunks (default size
