@@ -346,6 +346,22 @@ def optimizer_key(optimizer: Any) -> Any:
         return optimizer
 
 
+_OPT_KEYS: dict = {}
+
+
+def _optimizer_key_memo(optimizer: Any) -> Any:
+    """:func:`optimizer_key`, remembered for the last few optimizer objects (held, so their ids
+    stay theirs): a fit called again with the same optax object skips the walk."""
+    hit = _OPT_KEYS.get(id(optimizer))
+    if hit is not None and hit[0] is optimizer:
+        return hit[1]
+    k = optimizer_key(optimizer)
+    if len(_OPT_KEYS) >= 8:
+        _OPT_KEYS.pop(next(iter(_OPT_KEYS)))
+    _OPT_KEYS[id(optimizer)] = (optimizer, k)
+    return k
+
+
 def _average_in(acc: Any, u: Any, live: Any) -> Any:
     """The running mean ``(mean, count)`` of the iterates, ``u`` entering it when ``live`` (a
     traced bool): ``mean + (u − mean) / count`` (issue 19: Polyak–Ruppert averaging)."""
@@ -606,7 +622,7 @@ def fit(
     # issue 17: NumPy data traced unless the model's body needs it concrete (inference._run.concrete)
     parts = [getattr(objective, p, None) for p in ("model", "guide")]
     on = progress_default() if progress is None else bool(progress)
-    opt_key = optimizer_key(optimizer)
+    opt_key = _optimizer_key_memo(optimizer)
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
@@ -687,6 +703,7 @@ def fit(
             params, last_params, finite = objective.constrain(uparams), objective.constrain(last_u), False
     else:
         vals, last_u, uparams, params, last_params, finite = whole
+        vals, finite = jax.device_get((vals, finite))  # one transfer for what the host reads
         hist, done, interrupted = np.asarray(vals), num_steps, False
     why = ""
     finite = bool(finite) and bool(np.all(np.isfinite(hist)))  # one read of the device's verdict
