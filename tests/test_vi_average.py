@@ -63,7 +63,7 @@ def _by_hand(iterates, first, last):
 
 def test_the_average_is_the_mean_of_the_last_iterates_and_the_last_iterate_is_kept():
     n, a = 12, 0.25  # the window: ceil(3) steps, after steps 10, 11, 12
-    iterates = {m: _fit(m, chunk_size=C, average=0.0).last_uparams for m in range(1, n + 1)}
+    iterates = {m: _fit(m, chunk_size=C, average=a).last_uparams for m in range(1, n + 1)}  # the last iterates
     r = _fit(n, chunk_size=C, average=a)  # chunks of 5 + 5 + 2 steps: the window straddles two
     assert r.averaged_steps == math.ceil(a * n) == 3
     want = _by_hand(iterates, n - 2, n)

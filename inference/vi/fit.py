@@ -388,7 +388,7 @@ class _FitPrograms:
       ``chunk`` steps as one program (one dispatch, one host sync: a warm call's fixed cost)."""
 
     def __init__(self, objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int,
-                 baseline: Any, treedef: Any, statics: tuple):
+                 baseline: Any, treedef: Any, statics: tuple, averaging: bool = True):
         def start(key, dyn):
             args, kwargs = join(treedef, statics, dyn)
             k_init, k_run = jax.random.split(key)
@@ -407,7 +407,8 @@ class _FitPrograms:
                 g, v = jax.grad(loss, has_aux=True)(u, k_t)
                 updates, st2 = optimizer.update(g, st, u)
                 u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
-                return (u2, st2, _average_in(acc, u2, t >= a0)), v
+                # no averaging asked (static): the step is the plain optimizer step
+                return (u2, st2, _average_in(acc, u2, t >= a0) if averaging else acc), v
 
             return scan_chunk(step, k, (u, st, acc), t0, n_end, chunk, full=full)
 
@@ -450,16 +451,16 @@ def _empty_average(u: Any) -> tuple:
 
 
 def _fit_programs(objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int, baseline: Any,
-                  treedef: Any, statics: tuple) -> _FitPrograms:
+                  treedef: Any, statics: tuple, averaging: bool = True) -> _FitPrograms:
     """:class:`_FitPrograms`, cached (:mod:`inference._run.cache`): a second ``fit`` with the same
     objective, optimizer (by :func:`optimizer_key`), settings and argument structure compiles
     nothing, whatever ``num_steps``, the data values or the key are."""
 
     def build():
-        return _FitPrograms(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics)
+        return _FitPrograms(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics, averaging)
 
     try:
-        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline, treedef, statics), build)
+        return PROGRAMS.get(objective, ("vi.fit", opt_key, chunk, num_samples, baseline, treedef, statics, averaging), build)
     except TypeError:  # an unhashable optimizer or concrete argument: no caching
         return build()
 
@@ -556,7 +557,7 @@ def fit(
     of Adam 1e-2, ELBO 5.02 with ``average=0.25`` against 2.99 for the last iterate, log Z 5.61),
     but while the fit is still moving the average lags (Howell m4.3 at 250 steps: 17 nats worse),
     so it is not the default; averaging costs one running mean per step, in the same compiled
-    program.  With `patience` the window is the same steps of the requested ``num_steps``: a run
+    loop (with ``average=0`` the loop has none: another program than an averaging fit's).  With `patience` the window is the same steps of the requested ``num_steps``: a run
     stopped before reaching it returns the last iterate (``result.averaged_steps`` counts).
     The steps run in compiled
     chunks of `chunk_size` steps (None: about 20 chunks when progress is shown, else as few as
@@ -632,7 +633,8 @@ def fit(
     def programs(concrete: bool) -> None:
         treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete)
         P.update(concrete=concrete, dyn=dyn,
-                 progs=_fit_programs(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics))
+                 progs=_fit_programs(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics,
+                                     average > 0))
 
     programs(P["concrete"])
     n_end, a0 = np.int32(num_steps), np.int32(num_steps - int(math.ceil(average * num_steps)))
