@@ -75,9 +75,12 @@ def test_the_average_is_the_mean_of_the_last_iterates_and_the_last_iterate_is_ke
     # the test tells the windows apart: one step more or less is another average
     for wrong in (_by_hand(iterates, n - 3, n), _by_hand(iterates, n - 1, n), _by_hand(iterates, n - 3, n - 1)):
         assert not np.allclose(np.asarray(r.uparams["loc"]), wrong["loc"], rtol=1e-5, atol=1e-6)
-    # one chunk of 12 steps: the same average
+    # one chunk of 12 steps (the whole fit as one program: start, steps, finish): the same fit
     r2 = _fit(n, average=a)
     np.testing.assert_allclose(np.asarray(r2.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)
+    np.testing.assert_allclose(r2.history, r.history, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(r2.last_params["scale"]), np.asarray(r.last_params["scale"]), rtol=1e-6)
+    assert r2.averaged_steps == 3 and r2.num_steps == n
     # average=0: the last iterate, nothing averaged
     r0 = _fit(n, chunk_size=C, average=0.0)
     assert r0.averaged_steps == 0 and r0.info["averaged_steps"] == 0
