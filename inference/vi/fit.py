@@ -566,7 +566,9 @@ def fit(
     ``max(10, num_steps // 20)``) improve the mean objective by less than
     ``min_delta · max(1, |mean|)``.  `progress` shows ``vi.fit: step/num_steps | objective``
     between chunks (default: in a terminal or notebook, not under ``CI``).  Ctrl-C between
-    chunks returns the result so far (``interrupted=True``).  ``model_kwargs`` gives the
+    chunks returns the result so far (``interrupted=True``); a run of one chunk without progress,
+    ``patience``, ``init_params`` or ``chunk_size`` is one compiled program (start, steps and
+    finish: the fixed cost of a call), which Ctrl-C stops with ``KeyboardInterrupt``.  ``model_kwargs`` gives the
     objective's keyword arguments as a dict whatever their names; a keyword given directly must
     be a parameter of the model or guide (see :mod:`inference._calling`), else it is an error
     with "did you mean" (``num_step=``: ``num_steps``).
