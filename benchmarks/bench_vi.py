@@ -640,7 +640,7 @@ if __name__ == "__main__":
         print(json.dumps(seed_init_rows(quick="--quick" in sys.argv), indent=1))
     elif "--seeds" in sys.argv:  # issue 19: the ELBO at each checkpoint over seeds, both libraries
         avg = sys.argv[sys.argv.index("--averages") + 1] if "--averages" in sys.argv else ""
-        print(json.dumps(seed_rows(quick="--quick" in sys.argv, averages=[float(a) for a in avg.split(",") if a]), indent=1))
+        print(json.dumps(seed_rows(quick="--quick" in sys.argv, averages=[a if a == "auto" else float(a) for a in avg.split(",") if a]), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:

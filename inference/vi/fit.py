@@ -371,6 +371,36 @@ def _average_in(acc: Any, u: Any, live: Any) -> Any:
     return jax.tree.map(lambda a, x: a + f.astype(a.dtype) * (x - a), m, u), c2
 
 
+# issue 19 (h19b): the adaptive window of ``average="auto"``: the time constants (steps) of the
+# fast and slow moving averages of the objective, and the margin (in standard errors of the
+# fast average) by which the fast one must exceed the slow one for the fit to count as improving
+AUTO_FAST, AUTO_SLOW, AUTO_MARGIN = 10.0, 50.0, 2.0
+
+
+def _auto_in(acc: Any, u: Any, v: Any, live: Any) -> Any:
+    """One step of ``average="auto"``: ``acc = (mean, count, fast, slow, var, seen)``.  The fast
+    and slow exponential moving averages of the objective ``v`` (time constants
+    :data:`AUTO_FAST`, :data:`AUTO_SLOW`; a plain running mean while fewer steps were seen) and
+    a running variance of ``v`` about the fast one are updated (not by a non-finite ``v``); when
+    the fit is still improving, ``fast − slow > AUTO_MARGIN · sd / sqrt(2 · AUTO_FAST)`` (the fast
+    average's noise), the running mean restarts, so it covers only the steps since the objective
+    stopped improving; ``u`` enters it when ``live`` (the cap: the last fraction of the run).
+    Dhaka et al. (2020) in spirit: average only once the iterates are stationary."""
+    m, c, fast, slow, var, seen = acc
+    ok = jnp.isfinite(v)
+    v = jnp.where(ok, v, 0.0).astype(fast.dtype)
+    seen2 = seen + ok.astype(seen.dtype)
+    n = jnp.maximum(seen2, 1).astype(fast.dtype)
+    af, as_ = jnp.maximum(1.0 / n, 1.0 / AUTO_FAST), jnp.maximum(1.0 / n, 1.0 / AUTO_SLOW)
+    fast2 = jnp.where(ok, fast + af * (v - fast), fast)
+    slow2 = jnp.where(ok, slow + as_ * (v - slow), slow)
+    var2 = jnp.where(ok, var + as_ * ((v - fast) ** 2 - var), var)
+    improving = fast2 - slow2 > AUTO_MARGIN * jnp.sqrt(var2 / (2.0 * AUTO_FAST))
+    c0 = jnp.where(improving, 0, c)
+    m2, c2 = _average_in((m, c0), u, live)
+    return m2, c2, fast2, slow2, var2, seen2
+
+
 class _FitPrograms:
     """The compiled programs of one (objective, optimizer, settings, argument structure): plain
     ``jax.jit`` functions of the traced arguments ``dyn`` (:func:`inference._run.concrete.split`;
@@ -388,12 +418,12 @@ class _FitPrograms:
       ``chunk`` steps as one program (one dispatch, one host sync: a warm call's fixed cost)."""
 
     def __init__(self, objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int,
-                 baseline: Any, treedef: Any, statics: tuple, averaging: bool = True):
+                 baseline: Any, treedef: Any, statics: tuple, averaging: Any = True):
         def start(key, dyn):
             args, kwargs = join(treedef, statics, dyn)
             k_init, k_run = jax.random.split(key)
             u = _strong(dict(objective.init_params(k_init, *args, **kwargs)))
-            return u, optimizer.init(u), _empty_average(u), k_run
+            return u, optimizer.init(u), _empty_average(u, averaging), k_run
 
         def run_chunk(u, st, acc, k, t0, n_end, a0, dyn, full=False):
             args, kwargs = join(treedef, statics, dyn)
@@ -408,19 +438,22 @@ class _FitPrograms:
                 updates, st2 = optimizer.update(g, st, u)
                 u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
                 # no averaging asked (static): the step is the plain optimizer step
+                if averaging == "auto":
+                    return (u2, st2, _auto_in(acc, u2, v, t >= a0)), v
                 return (u2, st2, _average_in(acc, u2, t >= a0) if averaging else acc), v
 
             return scan_chunk(step, k, (u, st, acc), t0, n_end, chunk, full=full)
 
         def finish(u, acc):
-            m, c = acc
+            m, c = acc[:2]
             avg = jax.tree.map(lambda a, b: jnp.where(c > 0, a, b), m, u)
             params = objective.constrain(avg)
             finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]
-            return avg, params, objective.constrain(u), jnp.all(jnp.stack(finite)) if finite else jnp.array(True)
+            return avg, params, objective.constrain(u), jnp.all(jnp.stack(finite)) if finite else jnp.array(True), c
 
         # start and finish do not depend on the chunk size: one of each per chunk sizes' programs
-        self.start = _cached(objective, ("vi.fit.start", opt_key, treedef, statics), lambda: jax.jit(start))
+        self.start = _cached(objective, ("vi.fit.start", opt_key, treedef, statics) + (("auto",) if averaging == "auto" else ()),
+                             lambda: jax.jit(start))
         self.run_chunk = jax.jit(run_chunk, static_argnums=(8,))
         self.finish = _cached(objective, ("vi.fit.finish",), lambda: jax.jit(finish))
 
@@ -431,6 +464,7 @@ class _FitPrograms:
             return (vals, u) + tuple(finish(u, acc))
 
         self.whole = jax.jit(whole)  # traced on its first call only
+        self.averaging = averaging
 
 
 def _cached(objective: Objective, key: tuple, build: Any) -> Any:
@@ -446,12 +480,16 @@ def _strong(u: dict) -> dict:
     return jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)) if getattr(v, "weak_type", False) or not hasattr(v, "dtype") else v, u)
 
 
-def _empty_average(u: Any) -> tuple:
-    return jax.tree.map(jnp.zeros_like, u), jnp.zeros((), jnp.int32)
+def _empty_average(u: Any, averaging: Any = True) -> tuple:
+    acc = jax.tree.map(jnp.zeros_like, u), jnp.zeros((), jnp.int32)
+    if averaging == "auto":  # the moving averages of the objective (:func:`_auto_in`)
+        z = jnp.zeros((), jnp.float32)
+        acc = acc + (z, z, z, jnp.zeros((), jnp.int32))
+    return acc
 
 
 def _fit_programs(objective: Objective, optimizer: Any, opt_key: Any, chunk: int, num_samples: int, baseline: Any,
-                  treedef: Any, statics: tuple, averaging: bool = True) -> _FitPrograms:
+                  treedef: Any, statics: tuple, averaging: Any = True) -> _FitPrograms:
     """:class:`_FitPrograms`, cached (:mod:`inference._run.cache`): a second ``fit`` with the same
     objective, optimizer (by :func:`optimizer_key`), settings and argument structure compiles
     nothing, whatever ``num_steps``, the data values or the key are."""
@@ -479,7 +517,15 @@ AVERAGE = 0.0
 it is off by default; ``benchmarks/RESULTS.md``, "Issue 19, fourth pass (h19)")."""
 
 
-def _check_average(average: Any) -> float:
+AUTO_CAP = 0.5
+"""With ``average="auto"``: the window never reaches back further than this fraction of the run."""
+
+
+def _check_average(average: Any) -> tuple:
+    """``(mode, fraction)``: mode ``"auto"`` (the adaptive window, capped at :data:`AUTO_CAP`),
+    ``True`` (the fixed window: the last ``fraction`` of the run) or ``False`` (off)."""
+    if isinstance(average, str) and average == "auto":
+        return "auto", AUTO_CAP
     if average is False:
         average = 0.0
     try:
@@ -488,8 +534,8 @@ def _check_average(average: Any) -> float:
         a = math.nan
     if not 0.0 <= a <= 1.0:  # also NaN
         raise ArgumentError(f"vi.fit: average must be a fraction of the run in [0, 1] (0: the last iterate; 0.5: the mean "
-                            f"of the iterates of the last half of the steps), got {average!r}.")
-    return a
+                            f"of the iterates of the last half of the steps) or \"auto\" (the adaptive window), got {average!r}.")
+    return a > 0, a
 
 
 def fit_health(history: Any, params: Mapping[str, Any], why: str = "") -> Any:
@@ -617,7 +663,7 @@ def fit(
         raise VIError(f"vi.fit: num_steps must be at least 1, got {num_steps}.")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ArgumentError(f"vi.fit: chunk_size must be >= 1 (or None), got {chunk_size}.")
-    average = _check_average(AVERAGE if average is None else average)
+    mode, average = _check_average(AVERAGE if average is None else average)
     guide = getattr(objective, "guide", None)
     if strategies:
         objective = _with_strategies(objective, strategies)
@@ -636,7 +682,7 @@ def fit(
         treedef, statics, dyn = split((tuple(args), dict(kwargs)), concrete)
         P.update(concrete=concrete, dyn=dyn,
                  progs=_fit_programs(objective, optimizer, opt_key, chunk, num_samples, baseline, treedef, statics,
-                                     average > 0))
+                                     mode))
 
     programs(P["concrete"])
     n_end, a0 = np.int32(num_steps), np.int32(num_steps - int(math.ceil(average * num_steps)))
@@ -701,13 +747,13 @@ def fit(
             display.close()
         hist = np.concatenate(history) if history else np.zeros((0,))
         try:
-            uparams, params, last_params, finite = P["progs"].finish(last_u, acc)
+            uparams, params, last_params, finite, count = P["progs"].finish(last_u, acc)
         except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
             uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)
-            params, last_params, finite = objective.constrain(uparams), objective.constrain(last_u), False
+            params, last_params, finite, count = objective.constrain(uparams), objective.constrain(last_u), False, acc[1]
     else:
-        vals, last_u, uparams, params, last_params, finite = whole
-        vals, finite = jax.device_get((vals, finite))  # one transfer for what the host reads
+        vals, last_u, uparams, params, last_params, finite, count = whole
+        vals, finite, count = jax.device_get((vals, finite, count))  # one transfer for what the host reads
         hist, done, interrupted = np.asarray(vals), num_steps, False
     why = ""
     finite = bool(finite) and bool(np.all(np.isfinite(hist)))  # one read of the device's verdict
@@ -729,7 +775,7 @@ def fit(
         health=fit_health(hist, {} if finite else params, why),  # finite: nothing in params to report
         last_params=last_params,
         last_uparams=last_u,
-        averaged_steps=max(0, done - int(a0)),  # the steps t >= a0 run (as counted on the device)
+        averaged_steps=int(count),  # the iterates in the mean (counted on the device)
     )
     return res if interrupted else enforce(res.health, res)  # issue 18: raise or warn (one policy)
 
@@ -765,7 +811,7 @@ def _start(objective: Objective, optimizer: Any, opt_key: Any, key: Any, P: dict
         st = None
     if st is None:
         st = _compiled(objective, ("vi.optimizer_init", opt_key), optimizer.init)(u)
-        acc = _empty_average(u)
+        acc = _empty_average(u, P["progs"].averaging)
     return u, st, acc, k_run
 
 
