@@ -117,3 +117,51 @@ def test_on_a_gaussian_posterior_the_averaged_fit_is_closer_to_log_z_than_the_la
 def test_average_outside_0_1_is_an_error_naming_it(bad):
     with pytest.raises(ArgumentError, match="average must be a fraction"):
         _fit(5, average=bad)
+
+
+# -- h19b: average="auto", the adaptive window (the running mean restarts while the fit improves) --
+
+
+def _auto_by_hand(values, iterates, n, fast_tc, slow_tc, margin, cap):
+    """The rule of ``average="auto"`` replayed in NumPy from the per-step objective values (the
+    fit's history) and the last iterates: ``(mean, count)`` of the iterates after the last step
+    that still counted as improving, within the last ⌈cap·n⌉ steps."""
+    fast = slow = var = 0.0
+    first = n - math.ceil(cap * n) + 1  # 1-based: the iterate after step t may enter when t >= first
+    start, restarts = None, 0
+    for t in range(1, n + 1):
+        v = float(values[t - 1])
+        af, as_ = max(1.0 / t, 1.0 / fast_tc), max(1.0 / t, 1.0 / slow_tc)
+        var = var + as_ * (((v - fast) ** 2 if t > 1 else 0.0) - var)
+        fast, slow = fast + af * (v - fast), slow + as_ * (v - slow)
+        improving = fast - slow > margin * math.sqrt(var / (2.0 * fast_tc))
+        if improving:
+            start, restarts = None, restarts + (t >= first)
+        if t >= first and start is None:
+            start = t
+    count = n - start + 1 if start is not None else 0
+    return (_by_hand(iterates, start, n) if count else None), count, restarts
+
+
+def test_auto_average_restarts_the_mean_while_the_objective_improves():
+    import sys
+
+    fit_module = sys.modules["inference.vi.fit"]
+
+    n, kw = 60, dict(lr=0.1, num_samples=16, average="auto")  # still improving at steps 45-48 (in the capped window)
+    iterates = {m: _fit(m, chunk_size=C, **kw).last_uparams for m in range(n // 2, n + 1)}  # the capped window
+    r = _fit(n, chunk_size=C, **kw)
+    rule = (fit_module.AUTO_FAST, fit_module.AUTO_SLOW, fit_module.AUTO_MARGIN, fit_module.AUTO_CAP)
+    want, count, restarts = _auto_by_hand(r.history, iterates, n, *rule)
+    assert restarts >= 1 and 0 < count < math.ceil(fit_module.AUTO_CAP * n), (restarts, count)  # the rule acted
+    assert r.averaged_steps == count
+    for k in want:
+        np.testing.assert_allclose(np.asarray(r.uparams[k]), want[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(r.last_uparams["loc"]), np.asarray(iterates[n]["loc"]), rtol=1e-6)
+    # the planted twin: a rule that never restarts averages the whole capped window, another mean
+    never, c_never, _ = _auto_by_hand(r.history, iterates, n, *rule[:2], math.inf, rule[3])
+    assert c_never == math.ceil(fit_module.AUTO_CAP * n) and not np.allclose(np.asarray(r.uparams["loc"]), never["loc"], rtol=1e-5, atol=1e-6)
+    # one chunk (the whole fit as one program): the same fit
+    r1 = _fit(n, **kw)
+    assert r1.averaged_steps == count
+    np.testing.assert_allclose(np.asarray(r1.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)

@@ -375,6 +375,9 @@ def _average_in(acc: Any, u: Any, live: Any) -> Any:
 # fast and slow moving averages of the objective, and the margin (in standard errors of the
 # fast average) by which the fast one must exceed the slow one for the fit to count as improving
 AUTO_FAST, AUTO_SLOW, AUTO_MARGIN = 10.0, 50.0, 2.0
+# ... and the draws of the final check: the objective at the average and at the last iterate,
+# estimated with the same draws (common random numbers); the average is kept only if not worse
+AUTO_CHECK = 128
 
 
 def _auto_in(acc: Any, u: Any, v: Any, live: Any) -> Any:
@@ -394,7 +397,8 @@ def _auto_in(acc: Any, u: Any, v: Any, live: Any) -> Any:
     af, as_ = jnp.maximum(1.0 / n, 1.0 / AUTO_FAST), jnp.maximum(1.0 / n, 1.0 / AUTO_SLOW)
     fast2 = jnp.where(ok, fast + af * (v - fast), fast)
     slow2 = jnp.where(ok, slow + as_ * (v - slow), slow)
-    var2 = jnp.where(ok, var + as_ * ((v - fast) ** 2 - var), var)
+    dev2 = jnp.where(seen > 0, (v - fast) ** 2, 0.0)  # about the fast average before this step (none at the first)
+    var2 = jnp.where(ok, var + as_ * (dev2 - var), var)
     improving = fast2 - slow2 > AUTO_MARGIN * jnp.sqrt(var2 / (2.0 * AUTO_FAST))
     c0 = jnp.where(improving, 0, c)
     m2, c2 = _average_in((m, c0), u, live)
@@ -444,6 +448,17 @@ class _FitPrograms:
 
             return scan_chunk(step, k, (u, st, acc), t0, n_end, chunk, full=full)
 
+        def choose(u, acc, k, dyn):  # average="auto": the average only where its objective is not worse
+            args, kwargs = join(treedef, statics, dyn)
+            m, c = acc[:2]
+            k = jax.random.fold_in(k, jnp.iinfo(jnp.int32).max)  # not a step's key
+
+            def value(x):
+                return objective.surrogate(k, x, *args, num_samples=AUTO_CHECK, baseline=None, **kwargs)[1]
+
+            keep = (c > 0) & (value(m) >= value(u))  # NaN at the average: the last iterate
+            return (m, jnp.where(keep, c, 0)) + tuple(acc[2:])
+
         def finish(u, acc):
             m, c = acc[:2]
             avg = jax.tree.map(lambda a, b: jnp.where(c > 0, a, b), m, u)
@@ -461,10 +476,13 @@ class _FitPrograms:
             u, st, acc, k_run = start(key, dyn)
             n = jnp.int32(chunk)
             (u, st, acc), vals = run_chunk(u, st, acc, k_run, jnp.int32(0), n, a0, dyn, True)
+            if averaging == "auto":
+                acc = choose(u, acc, k_run, dyn)
             return (vals, u) + tuple(finish(u, acc))
 
         self.whole = jax.jit(whole)  # traced on its first call only
         self.averaging = averaging
+        self.choose = jax.jit(choose)
 
 
 def _cached(objective: Objective, key: tuple, build: Any) -> Any:
@@ -747,6 +765,8 @@ def fit(
             display.close()
         hist = np.concatenate(history) if history else np.zeros((0,))
         try:
+            if mode == "auto":
+                acc = P["progs"].choose(last_u, acc, state[3], P["dyn"])
             uparams, params, last_params, finite, count = P["progs"].finish(last_u, acc)
         except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
             uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)

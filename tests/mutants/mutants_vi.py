@@ -305,3 +305,26 @@ MUTANTS += [
         area="estimator",
     ),
 ]
+
+# -- engineer h19b (issue 19: average="auto", the adaptive window) --
+MUTANTS += [
+    Mutant(
+        id="vi/fit-auto-average-never-restarts",
+        file="inference/vi/fit.py",
+        find="    c0 = jnp.where(improving, 0, c)",
+        replace="    c0 = c",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" never restarts its running mean while the objective improves: "
+                    "a fixed window of the last half of the run, which lags while the fit moves.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/fit-auto-average-slow-ema-as-fast",
+        file="inference/vi/fit.py",
+        find="    improving = fast2 - slow2 > AUTO_MARGIN",
+        replace="    improving = slow2 - fast2 > AUTO_MARGIN",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" restarts when the objective worsens instead of when it improves.",
+        area="estimator",
+    ),
+]
