@@ -143,25 +143,52 @@ def _auto_by_hand(values, iterates, n, fast_tc, slow_tc, margin, cap):
     return (_by_hand(iterates, start, n) if count else None), count, restarts
 
 
+class _Iterates(dict):
+    """The last iterate of a fit of m steps, fitted when first asked for."""
+
+    def __init__(self, fit_m):
+        super().__init__()
+        self.fit_m = fit_m
+
+    def __missing__(self, m):
+        self[m] = self.fit_m(m)
+        return self[m]
+
+
 def test_auto_average_restarts_the_mean_while_the_objective_improves():
+    """The exact rule by hand: the restarts (from the fit's history), the mean of the iterates since
+    the last one (from fits of fewer steps, same key), and the final check (the objective at the
+    mean and at the last iterate with the same draws): kept at 60 steps, refused at 10."""
     import sys
 
-    fit_module = sys.modules["inference.vi.fit"]
+    fm = sys.modules["inference.vi.fit"]
+    rule = (fm.AUTO_FAST, fm.AUTO_SLOW, fm.AUTO_MARGIN, fm.AUTO_CAP)
+    k_check = jax.random.fold_in(jax.random.split(jax.random.key(0))[1], jnp.iinfo(jnp.int32).max)
 
-    n, kw = 60, dict(lr=0.1, num_samples=16, average="auto")  # still improving at steps 45-48 (in the capped window)
-    iterates = {m: _fit(m, chunk_size=C, **kw).last_uparams for m in range(n // 2, n + 1)}  # the capped window
-    r = _fit(n, chunk_size=C, **kw)
-    rule = (fit_module.AUTO_FAST, fit_module.AUTO_SLOW, fit_module.AUTO_MARGIN, fit_module.AUTO_CAP)
-    want, count, restarts = _auto_by_hand(r.history, iterates, n, *rule)
-    assert restarts >= 1 and 0 < count < math.ceil(fit_module.AUTO_CAP * n), (restarts, count)  # the rule acted
-    assert r.averaged_steps == count
-    for k in want:
-        np.testing.assert_allclose(np.asarray(r.uparams[k]), want[k], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(r.last_uparams["loc"]), np.asarray(iterates[n]["loc"]), rtol=1e-6)
-    # the planted twin: a rule that never restarts averages the whole capped window, another mean
-    never, c_never, _ = _auto_by_hand(r.history, iterates, n, *rule[:2], math.inf, rule[3])
-    assert c_never == math.ceil(fit_module.AUTO_CAP * n) and not np.allclose(np.asarray(r.uparams["loc"]), never["loc"], rtol=1e-5, atol=1e-6)
-    # one chunk (the whole fit as one program): the same fit
-    r1 = _fit(n, **kw)
-    assert r1.averaged_steps == count
-    np.testing.assert_allclose(np.asarray(r1.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)
+    def value(u):
+        return float(OBJ.surrogate(k_check, u, Y, num_samples=fm.AUTO_CHECK, baseline=None)[1])
+
+    kept = []
+    for n in (60, 10):  # lr 0.1, 16 draws: at 60 steps still improving at steps 45-48 (in the capped window)
+        kw = dict(lr=0.1, num_samples=16, average="auto")
+        iterates = _Iterates(lambda m: _fit(m, chunk_size=C, **kw).last_uparams)  # the ones the mean needs
+        r = _fit(n, chunk_size=C, **kw)
+        mean, count, restarts = _auto_by_hand(r.history, iterates, n, *rule)
+        assert 0 < count <= math.ceil(fm.AUTO_CAP * n)
+        keep = value(mean) >= value(iterates[n])
+        kept.append(keep)
+        want = mean if keep else iterates[n]
+        assert r.averaged_steps == (count if keep else 0)
+        for k in want:
+            np.testing.assert_allclose(np.asarray(r.uparams[k]), want[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(r.last_uparams["loc"]), np.asarray(iterates[n]["loc"]), rtol=1e-6)
+        if n == 60:
+            assert restarts >= 1 and count < math.ceil(fm.AUTO_CAP * n), (restarts, count)  # the rule acted
+            # the planted twin: a rule that never restarts averages the whole capped window, another mean
+            never = _fit(n, chunk_size=C, **{**kw, "average": rule[3]})  # the window of the last half (exact above)
+            assert not np.allclose(np.asarray(r.uparams["loc"]), np.asarray(never.uparams["loc"]), rtol=1e-5, atol=1e-6)
+        # one chunk (the whole fit as one program): the same fit
+        r1 = _fit(n, **kw)
+        assert r1.averaged_steps == r.averaged_steps
+        np.testing.assert_allclose(np.asarray(r1.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)
+    assert kept == [True, False]  # both outcomes of the final check are exercised
