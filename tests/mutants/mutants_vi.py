@@ -327,4 +327,13 @@ MUTANTS += [
         description="vi.fit's average=\"auto\" restarts when the objective worsens instead of when it improves.",
         area="estimator",
     ),
+    Mutant(
+        id="vi/fit-auto-average-skips-final-check",
+        file="inference/vi/fit.py",
+        find="            keep = (c > 0) & (value(m) >= value(u))",
+        replace="            keep = c > 0",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" keeps the average even when its objective is below the last iterate's.",
+        area="estimator",
+    ),
 ]
