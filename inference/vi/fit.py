@@ -456,7 +456,8 @@ class _FitPrograms:
             def value(x):
                 return objective.surrogate(k, x, *args, num_samples=AUTO_CHECK, baseline=None, **kwargs)[1]
 
-            keep = (c > 0) & (value(m) >= value(u))  # NaN at the average: the last iterate
+            vm, vu = jax.vmap(value)(jax.tree.map(lambda a, b: jnp.stack([a, b]), m, u))  # one trace for both
+            keep = (c > 0) & (vm >= vu)  # NaN at the average: the last iterate
             return (m, jnp.where(keep, c, 0)) + tuple(acc[2:])
 
         def finish(u, acc):
