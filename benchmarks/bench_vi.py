@@ -381,11 +381,18 @@ def _shared(name):
     return Path(__file__).resolve().parents[2] / "shared" / "data" / name
 
 
+_ELBO_FNS: dict = {}
+
+
 def _elbo_ours(obj, params, data, n=4000):
+    """Mean of ``n`` log weights of the guide with ``params`` (key 99); the program compiled once
+    per objective (h19: it was traced and compiled afresh on every call)."""
     from inference import vi
 
-    lw = jax.jit(jax.vmap(lambda k: vi.log_weight(obj.model, ppl_sim(obj.guide, params, k, data), data)))(
-        jax.random.split(jax.random.key(99), n))
+    if id(obj) not in _ELBO_FNS:
+        _ELBO_FNS[id(obj)] = (obj, jax.jit(lambda p, d, keys: jax.vmap(
+            lambda k: vi.log_weight(obj.model, ppl_sim(obj.guide, p, k, d), d))(keys)))
+    lw = _ELBO_FNS[id(obj)][1](params, data, jax.random.split(jax.random.key(99), n))
     return float(jnp.mean(lw))
 
 
@@ -525,32 +532,46 @@ def _numpyro_checkpoints(model_np, g_np, data, cps):
     return svi, elbo_np, loops
 
 
-def seed_rows(num_seeds=10, quick=False):
+def seed_rows(num_seeds=10, quick=False, averages=None):
     """Issue 19, third pass: is the ELBO gap at 2000 steps noise?  Ours and NumPyro's final ELBO
     (full-rank guides, Adam 1e-2 constant, the settings of ``--guides``) over ``num_seeds`` seeds
     each (seed s: ``vi.fit(key(s))``; NumPyro ``svi.init(key(s))`` then a jitted ``lax.scan`` of
     ``svi.update``), ELBO at every checkpoint as in ``--guides`` (4000 draws, key 99): mean and
     standard error over seeds, and the paired difference (same seed index; the two libraries'
     randomness is unrelated, so pairing only matters for the data).
-    ``python -m benchmarks.bench_vi --seeds [--quick]``."""
+    ``python -m benchmarks.bench_vi --seeds [--quick]``.
+
+    Issue 19, fourth pass: ``averages`` (``--averages 0,0.25,0.5``) adds, per fraction a, our ELBO
+    of ``vi.fit(..., average=a)`` (the mean of the iterates of the last a·n steps; 0: the last
+    iterate) as ``ours_avg[a]`` (same seeds; the last iterate of every arm is the same run)."""
     from inference import vi
     from numpyro.infer.autoguide import AutoMultivariateNormal
 
     cps = (50, 100) if quick else CHECKPOINTS
     seeds = range(3 if quick else num_seeds)
+    averages = tuple(averages or ())
     rows = []
     for name, model, model_np, data in _guide_problems():
         obj = vi.elbo(model, vi.auto_multivariate_normal(model, data))
         svi, elbo_np, loops = _numpyro_checkpoints(model_np, AutoMultivariateNormal(model_np), data, cps)
         ours = np.zeros((len(seeds), len(cps)))
         theirs = np.zeros_like(ours)
+        arms = {a: np.zeros_like(ours) for a in averages}
         for i, s in enumerate(seeds):
             for j, n in enumerate(cps):
                 r = vi.fit(jax.random.key(s), obj, optax.adam(1e-2), data, num_steps=n, progress=False)
                 ours[i, j] = _elbo_ours(obj, r.params, data)
+                for a in averages:
+                    r = vi.fit(jax.random.key(s), obj, optax.adam(1e-2), data, num_steps=n, average=a, progress=False)
+                    arms[a][i, j] = _elbo_ours(obj, r.params, data)
                 theirs[i, j] = float(elbo_np(loops[n](svi.init(jax.random.key(s), data))))
         se = lambda x: x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])  # noqa: E731
         row = {"problem": name, "checkpoints": list(cps), "seeds": len(seeds),
+               "ours_avg": {str(a): {"mean": v.mean(0).tolist(), "se": se(v).tolist(),
+                                     "diff_numpyro_mean": (v - theirs).mean(0).tolist(),
+                                     "diff_numpyro_se": se(v - theirs).tolist(),
+                                     "diff_last_mean": (v - ours).mean(0).tolist(), "diff_last_se": se(v - ours).tolist()}
+                            for a, v in arms.items()},
                "ours_mean": ours.mean(0).tolist(), "ours_se": se(ours).tolist(),
                "numpyro_mean": theirs.mean(0).tolist(), "numpyro_se": se(theirs).tolist(),
                "diff_mean": (ours - theirs).mean(0).tolist(), "diff_se": se(ours - theirs).tolist(),
@@ -558,6 +579,11 @@ def seed_rows(num_seeds=10, quick=False):
         rows.append(row)
         print(name, {c: f"ours {a:.3f}±{b:.3f} numpyro {c2:.3f}±{d:.3f}" for c, a, b, c2, d in
                      zip(cps, row["ours_mean"], row["ours_se"], row["numpyro_mean"], row["numpyro_se"])}, flush=True)
+        for a, v in row["ours_avg"].items():
+            print("   average", a, {c: f"{m:.3f}±{e:.3f} (−last {dl:+.3f}±{dle:.3f}, −numpyro {dn:+.3f}±{dne:.3f})"
+                                    for c, m, e, dl, dle, dn, dne in zip(cps, v["mean"], v["se"], v["diff_last_mean"],
+                                                                         v["diff_last_se"], v["diff_numpyro_mean"],
+                                                                         v["diff_numpyro_se"])}, flush=True)
     return rows
 
 
@@ -613,7 +639,8 @@ if __name__ == "__main__":
     elif "--seed-inits" in sys.argv:  # issue 19: the Brownian motion's starts crossed, over seeds
         print(json.dumps(seed_init_rows(quick="--quick" in sys.argv), indent=1))
     elif "--seeds" in sys.argv:  # issue 19: the ELBO at each checkpoint over seeds, both libraries
-        print(json.dumps(seed_rows(quick="--quick" in sys.argv), indent=1))
+        avg = sys.argv[sys.argv.index("--averages") + 1] if "--averages" in sys.argv else ""
+        print(json.dumps(seed_rows(quick="--quick" in sys.argv, averages=[a if a == "auto" else float(a) for a in avg.split(",") if a]), indent=1))
     elif "--guides" in sys.argv:  # issue 19: autoguides against NumPyro SVI
         print(json.dumps(guide_rows(quick="--quick" in sys.argv), indent=1))
     else:

@@ -74,7 +74,7 @@ def split(tree: Any, concrete_numpy: bool = False) -> tuple[Any, tuple, list]:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     statics = tuple((i, Concrete(v) if _is_numpy(v) else v) for i, v in enumerate(leaves)
                     if not is_dynamic(v, concrete_numpy))
-    dyn = [jnp.asarray(v) for v in leaves if is_dynamic(v, concrete_numpy)]
+    dyn = [v if isinstance(v, jax.Array) else jnp.asarray(v) for v in leaves if is_dynamic(v, concrete_numpy)]
     return treedef, statics, dyn
 
 

@@ -231,8 +231,8 @@ MUTANTS += [
     Mutant(
         id="vi/fit-constrain-key-collision",
         file="inference/vi/fit.py",
-        find='_compiled(objective, ("vi.constrain",), objective.constrain)',
-        replace='_compiled(objective, ("vi.optimizer_init", optimizer_key(optimizer)), objective.constrain)',
+        find="            params = objective.constrain(avg)",
+        replace="            params = avg",  # h19: the constraining moved into the fused finish program
         tests=("tests/test_vi_fit.py::test_warm_fit_compiles_nothing_and_constrains_like_the_objective",),
         description="vi.fit's cached constraining shares its cache key with the optimizer's init: the params returned are the optimizer state.",
         area="other",
@@ -245,8 +245,8 @@ MUTANTS += [
     Mutant(
         id="vi/fit-initial-params-weakly-typed",
         file="inference/vi/fit.py",
-        find='jax.numpy.asarray(v, dtype=v.dtype) if getattr(v, "weak_type", False) else v, uparams)',
-        replace='v, uparams)',
+        find='jnp.asarray(v, dtype=jnp.result_type(v)) if getattr(v, "weak_type", False) or not hasattr(v, "dtype") else v, u)',
+        replace='v, u)',  # h19: the retyping moved into ``_strong`` (the fused start program)
         tests=(f"{STEP}::test_fit_with_a_partial_last_chunk_is_the_one_chunk_fit_and_compiles_the_masked_chunk_once",),
         description="vi.fit starts from weakly typed parameters (ppl.param(.., 0.0)): the second chunk's carry has "
                     "another type, so the loop is traced and compiled again on every cold fit.",
@@ -269,6 +269,71 @@ MUTANTS += [
         replace="        if False:  # issue 19",
         tests=(f"{STEP}::test_reinforce_on_a_point_mass_site_is_refused_naming_it",),
         description="'reinforce' on a point-mass site of a joint guide is accepted: a silently wrong gradient.",
+        area="estimator",
+    ),
+]
+
+# -- engineer h19 (issue 19, fourth pass: iterate averaging; the fixed cost of a warm call) --
+AVG = "tests/test_vi_average.py"
+MUTANTS += [
+    Mutant(
+        id="vi/fit-average-window-off-by-one",
+        file="inference/vi/fit.py",
+        find="_average_in(acc, u2, t >= a0)",
+        replace="_average_in(acc, u2, t > a0)",
+        tests=(f"{AVG}::test_the_average_is_the_mean_of_the_last_iterates_and_the_last_iterate_is_kept",),
+        description="vi.fit's iterate average starts one step late: it averages ceil(a n) - 1 iterates, not the window asked.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/fit-average-running-mean-stale-count",
+        file="inference/vi/fit.py",
+        find="    f = live / jnp.maximum(c2, 1).astype(jnp.float32)",
+        replace="    f = live / jnp.maximum(c, 1).astype(jnp.float32)",
+        tests=(f"{AVG}::test_the_average_is_the_mean_of_the_last_iterates_and_the_last_iterate_is_kept",),
+        description="vi.fit's running mean divides by the count before the new iterate: a weighted average that "
+                    "over-weights the latest iterates (the first replaces the zero start).",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/fit-average-returns-last-iterate",
+        file="inference/vi/fit.py",
+        find="            avg = jax.tree.map(lambda a, b: jnp.where(c > 0, a, b), m, u)",
+        replace="            avg = u",
+        tests=(f"{AVG}::test_on_a_gaussian_posterior_the_averaged_fit_is_closer_to_log_z_than_the_last_iterate",),
+        description="vi.fit computes the iterate average but returns the last iterate as params.",
+        area="estimator",
+    ),
+]
+
+# -- engineer h19b (issue 19: average="auto", the adaptive window) --
+MUTANTS += [
+    Mutant(
+        id="vi/fit-auto-average-never-restarts",
+        file="inference/vi/fit.py",
+        find="    c0 = jnp.where(improving, 0, c)",
+        replace="    c0 = c",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" never restarts its running mean while the objective improves: "
+                    "a fixed window of the last half of the run, which lags while the fit moves.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/fit-auto-average-slow-ema-as-fast",
+        file="inference/vi/fit.py",
+        find="    improving = fast2 - slow2 > AUTO_MARGIN",
+        replace="    improving = slow2 - fast2 > AUTO_MARGIN",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" restarts when the objective worsens instead of when it improves.",
+        area="estimator",
+    ),
+    Mutant(
+        id="vi/fit-auto-average-skips-final-check",
+        file="inference/vi/fit.py",
+        find="            keep = (c > 0) & (vm >= vu)",
+        replace="            keep = c > 0",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" keeps the average even when its objective is below the last iterate's.",
         area="estimator",
     ),
 ]
