@@ -108,23 +108,20 @@ def _pd_floor(vals):
     return jnp.finfo(vals.dtype).eps * jnp.maximum(jnp.max(jnp.abs(vals)), jnp.finfo(vals.dtype).tiny)
 
 
-def _spd_mean(a, b):
-    """The SPD geometric mean a # b = b^{1/2} (b^{-1/2} a b^{-1/2})^{1/2} b^{1/2}."""
+def _spd_mean_inv(a, b):
+    """a # b⁻¹ = b^{-1/2} (b^{1/2} a b^{1/2})^{1/2} b^{-1/2}, the SPD geometric mean of a and
+    b⁻¹, from two eigendecompositions (b's eigenvalues floored at eps × their largest, which
+    caps its condition number at 1/eps as a floor on b⁻¹'s would).  Before the fourth pass of
+    issue 15 this was an explicit b⁻¹ and a # b⁻¹ from three: one eigendecomposition of a d×d
+    matrix fewer per estimate, the same value up to rounding."""
     vb, wb = jnp.linalg.eigh(b)
     vb = jnp.maximum(vb, _pd_floor(vb))
     sb = jnp.sqrt(vb)
-    m = (wb.T @ a @ wb) / sb[:, None] / sb[None, :]
+    m = (wb.T @ a @ wb) * sb[:, None] * sb[None, :]  # b^{1/2} a b^{1/2} in b's eigenbasis
     vm, wm = jnp.linalg.eigh(m)
     vm = jnp.maximum(vm, _pd_floor(vm))
-    w = wb @ (sb[:, None] * wm)
+    w = wb @ (wm / sb[:, None])  # b^{-1/2} (in b's basis) times m's eigenvectors
     return (w * jnp.sqrt(vm)[None, :]) @ w.T
-
-
-def _spd_inv(b):
-    """b⁻¹ for an SPD b, through its eigendecomposition (eigenvalues floored as in _spd_mean)."""
-    v, w = jnp.linalg.eigh(b)
-    v = jnp.maximum(v, _pd_floor(v))
-    return (w / v[None, :]) @ w.T
 
 
 def _top_right_singular(X, k):
@@ -186,7 +183,7 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
     # resolution helped diamonds further (9.3) but cost kilpisjarvi 3.6x (its −0.9999 correlation
     # is a real tiny eigenvalue), so γ stays nutpie's.
-    S = _spd_mean(cx, _spd_inv(cg))
+    S = _spd_mean_inv(cx, cg)
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
     r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
@@ -285,6 +282,9 @@ class FisherAdaptation:
         self.step_size_restart = bool(step_size_restart)
         self.step_size_search_first = bool(step_size_search_first) and self.adapt_step_size
         self.moved_only = bool(moved_only)
+        # with k ≥ d/2 directions the metric also carries A as a dense matrix: the leapfrog's
+        # velocity is then one d×d product instead of two d×k ones (LowRankMetric.with_matrix)
+        self.dense_velocity = kind == "low_rank" and 2 * self.max_rank >= self.dim
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
 
@@ -329,7 +329,8 @@ class FisherAdaptation:
         if self.kind == "fisher_diag":
             return a
         m = LowRankMetric.identity(d, self.max_rank, dtype)
-        return LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
+        m = LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
+        return m.with_matrix() if self.dense_velocity else m
 
     def init(self, key: Any, state: Any, num_warmup: int) -> FisherState:
         """The adaptation state at the chain's first state (a ``GradState``)."""
@@ -390,6 +391,8 @@ class FisherAdaptation:
         if self.low_rank_min_draws > 0:  # fewer draws than dimensions: the diagonal part alone
             few = jnp.sum(weights) < self.low_rank_min_draws
             new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))
+        if self.dense_velocity:
+            new = new.with_matrix()
         ok = jnp.all(jnp.isfinite(new.scale)) & jnp.all(jnp.isfinite(new.vectors)) & jnp.all(jnp.isfinite(new.values))
         ok = ok & jnp.all(_var_positive(X, weights)) & jnp.all(_var_positive(G, weights)) & (jnp.sum(weights) >= 3)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A)

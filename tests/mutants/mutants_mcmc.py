@@ -161,8 +161,8 @@ MUTANTS += [
     Mutant(
         id="mcmc/low-rank-score-covariance-not-inverted",
         file="inference/mcmc/adaptation_fisher.py",
-        find="S = _spd_mean(cx, _spd_inv(cg))",
-        replace="S = _spd_mean(cx, cg)",
+        find="S = _spd_mean_inv(cx, cg)",
+        replace="S = _spd_mean_inv(cx, jnp.linalg.inv(cg))",
         tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
         description="The low-rank estimate takes the geometric mean of the draws' and the scores' covariances, not of the scores' inverse.",
         area="estimator",
