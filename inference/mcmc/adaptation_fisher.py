@@ -358,7 +358,7 @@ class FisherAdaptation:
         """The step size and inverse mass matrix the next step uses."""
         return GradParams.make(adapt_state.step_size, adapt_state.inverse_mass_matrix)
 
-    def _accumulate(self, acc, t, x, g):
+    def _accumulate(self, acc, t, x, g, write=True):
         """Add the draw ``x`` (gradient ``g``) of step ``t`` to the estimators, if it moved
         (nutpie's filter, unless ``moved_only=False``): a rejected proposal repeats the last
         position, and repeats shrink var(x) towards 0 (measured on kilpisjarvi: the first
@@ -369,10 +369,16 @@ class FisherAdaptation:
             wx, wg, px, pg, _ = acc
             wx, wg = jax.lax.cond(moved, lambda: (self.w_update(x, wx), self.w_update(g, wg)), lambda: (wx, wg))
             return wx, wg, px, pg, x
-        X, G, rows, _ = acc
+        # ``write`` (the step is in a window) is decided here, not by a ``cond`` around this:
+        # XLA copies a buffer passed through a ``conditional`` (both branches' outputs), i.e.
+        # the whole cap × d draws and gradients of every chain at every step; one row written
+        # in place (a dynamic_update_slice, the old row where nothing is due) copies nothing.
+        X, G, rows, last = acc
         i = t % X.shape[0]
-        rows = rows.at[i].set(jnp.where(moved, t.astype(jnp.int32), rows[i]))
-        return X.at[i].set(jnp.where(moved, x, X[i])), G.at[i].set(jnp.where(moved, g, G[i])), rows, x
+        put = moved & write
+        rows = rows.at[i].set(jnp.where(put, t.astype(jnp.int32), rows[i]))
+        return (X.at[i].set(jnp.where(put, x, X[i])), G.at[i].set(jnp.where(put, g, G[i])), rows,
+                jnp.where(write, x, last))
 
     def _estimate(self, A, acc, start):
         """The metric estimated from the draws of the previous window and the current one so far
@@ -421,7 +427,10 @@ class FisherAdaptation:
             finfo = jnp.finfo(jnp.result_type(step_size))
             step_size = jnp.clip(step_size, finfo.tiny, finfo.max).astype(a.step_size.dtype)
         tt = jnp.minimum(t, n - 1)
-        acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
+        if self.kind == "low_rank":  # no cond around the buffers (see _accumulate)
+            acc = self._accumulate(a.acc, t, state.x, state.grad, jnp.asarray(in_window)[tt])
+        else:
+            acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
         a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n, a.key)
 
         def reestimate(a):
