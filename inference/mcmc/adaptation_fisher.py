@@ -413,8 +413,37 @@ class FisherAdaptation:
             return (w0, w0, wx, wg, last)
         return acc
 
-    def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict) -> FisherState:
-        """The adaptation state after warmup step ``t`` (0-based) that reached ``state``."""
+    def phase_update(self, adapt_state: FisherState, t: Any, state: Any, info: dict, warm: Any) -> FisherState:
+        """:meth:`update` where ``warm`` (traced) is true, else ``adapt_state`` unchanged: what
+        :meth:`~inference.mcmc.protocol.Adapted.phase_step` calls instead of a ``cond`` around
+        :meth:`update`.  ``low_rank``'s buffers are written outside any ``cond`` (a row written
+        in place only where due) and only the small part of the state goes through the ``cond``:
+        XLA copies every buffer that passes through a ``conditional``, so a ``cond`` around the
+        whole update copied the cap × d draws and gradients of every chain at every step.  The
+        same values as ``cond(warm, update, identity)``."""
+        a = adapt_state
+        if self.kind != "low_rank":
+            def upd(_):
+                b = self.update(a, t, state, info)
+                return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), b, a)
+            return jax.lax.cond(warm, upd, lambda _: a, None)
+        n = a.num_warmup
+        t32 = jnp.asarray(t, jnp.int32)
+        tt = jnp.minimum(t32, n - 1)
+        acc = self._accumulate(a.acc, t32, state.x, state.grad, warm & jnp.asarray(self._plan(n)[0])[tt])
+        small = (a.step_size, a.ss_state, a.inverse_mass_matrix, a.key)
+
+        def upd(_):
+            b = self.update(FisherState(a.step_size, a.ss_state, a.inverse_mass_matrix, acc, n, a.key), t, state, info,
+                            _accumulated=True)
+            return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), (b.step_size, b.ss_state, b.inverse_mass_matrix, b.key), small)
+
+        step_size, ss_state, A, key = jax.lax.cond(warm, upd, lambda _: small, None)
+        return FisherState(step_size, ss_state, A, acc, n, key)
+
+    def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict, *, _accumulated: bool = False) -> FisherState:
+        """The adaptation state after warmup step ``t`` (0-based) that reached ``state``
+        (``_accumulated``: the draw is already in ``low_rank``'s buffer, see :meth:`phase_update`)."""
         a = adapt_state
         n = a.num_warmup
         in_window, is_end, estimate, est_start, _ = self._plan(n)
@@ -427,7 +456,9 @@ class FisherAdaptation:
             finfo = jnp.finfo(jnp.result_type(step_size))
             step_size = jnp.clip(step_size, finfo.tiny, finfo.max).astype(a.step_size.dtype)
         tt = jnp.minimum(t, n - 1)
-        if self.kind == "low_rank":  # no cond around the buffers (see _accumulate)
+        if _accumulated:
+            acc = a.acc
+        elif self.kind == "low_rank":  # no cond around the buffers (see _accumulate)
             acc = self._accumulate(a.acc, t, state.x, state.grad, jnp.asarray(in_window)[tt])
         else:
             acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
