@@ -375,7 +375,15 @@ def _check_supplied_value(msg: dict) -> None:
         # every support is checked, the reals too: they exclude NaN and infinities
         try:
             with jax.ensure_compile_time_eval():  # concrete values are checked under jit too
-                ok = np.asarray(support(value))
+                # on a NumPy copy first: the usual supports are then NumPy comparisons, not
+                # eager JAX ops that each compile a small program (issue 15 fourth pass: three
+                # per observed site and trace of mcmc.sample's first call)
+                try:
+                    ok = np.asarray(support(np.asarray(value))) if hasattr(value, "dtype") else None
+                except Exception:  # noqa: BLE001 - evaluated with JAX below
+                    ok = None
+                if ok is None:
+                    ok = np.asarray(support(value))
         except Exception:  # a support that cannot be evaluated here is not checked
             return
         # masked-out entries (ppl.mask or a masked distribution) are not checked

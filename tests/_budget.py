@@ -154,3 +154,9 @@ declare("enum/dawid_skene_rand_index", alpha=1e-9,
         note="test_enum_dawid_skene: Rand index (label-free) of the MAP classes given 40 NUTS draws vs the "
              "annotators' majority vote > 0.9 (fixed threshold, level not derived: observed 0.97-0.98 at "
              "the fixed seed, the shared-class twin gives < 0.5)")
+# issue 15, fourth pass (engineer h15): low_rank's dense-matrix velocity (tests/test_mcmc_adaptation.py)
+
+declare("mcmc/adaptation_low_rank_dense_velocity_invariance", 4,
+        note="test_mcmc_adaptation: 4 exact-null statistics, NUTS with a fixed low-rank metric carrying A as a dense matrix, from exact draws of a dense Gaussian")
+declare("mcmc/adaptation_moves_dense_velocity", 1, alpha=1e-300,
+        note="test_mcmc_adaptation: moved fraction > 0.2 (dense-velocity NUTS) with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")

@@ -238,6 +238,35 @@ def test_low_rank_metric_leaves_dense_gaussian_invariant_and_twin_fails(kernel, 
     assert min(p_bug.values()) < ALPHA, f"planted bug (momentum factor) not detected: {p_bug}"
 
 
+# issue 15, fourth pass (h15): the same law when the metric carries A as a dense matrix (k ≥ d/2:
+# the leapfrog's velocity is one d×d product); the twin's matrix is built from Λ^0.9 while the
+# momenta stay N(0, A⁻¹) (the same size of error as the momentum twin above, so the same M)
+ALPHA_DENSE = BUDGET.level("mcmc/adaptation_low_rank_dense_velocity_invariance")
+assert math.exp(-2 * M * (0.5 - MOVED_MIN) ** 2) <= BUDGET.level("mcmc/adaptation_moves_dense_velocity")
+
+
+def _wrong_matrix(self):
+    m = LowRankMetric(self.scale, self.vectors, self.values**0.9).dense()
+    return LowRankMetric(self.scale, self.vectors, self.values, m)
+
+
+@pytest.mark.statistical
+@pytest.mark.slow
+def test_low_rank_dense_velocity_leaves_dense_gaussian_invariant_and_twin_fails(monkeypatch):
+    A = adapted_metric()
+    Ad = A.with_matrix()
+    np.testing.assert_allclose(Ad.velocity(jnp.eye(D_GAUSS)), A.dense(), rtol=1e-10, atol=1e-12)
+    kernel, twin = CASES[0]
+    key = jax.random.key(20261203)
+    x, moved = run_from_exact(kernel, mcmc.GradParams.make(jnp.asarray(kernel.step_size), Ad), key)
+    p = pvalues(x)
+    assert min(p.values()) >= ALPHA_DENSE, f"draws left the target (alpha = {ALPHA_DENSE:.2g}): {p}"
+    assert float(np.mean(np.asarray(moved))) > MOVED_MIN
+    monkeypatch.setattr(LowRankMetric, "with_matrix", _wrong_matrix)
+    p_bug = pvalues(run_from_exact(twin, mcmc.GradParams.make(jnp.asarray(kernel.step_size), A.with_matrix()), key)[0])
+    assert min(p_bug.values()) < ALPHA_DENSE, f"planted bug (dense velocity of another A) not detected: {p_bug}"
+
+
 # -- functional: warmup whitens a correlated Gaussian ---------------------------------------------------
 
 

@@ -108,23 +108,20 @@ def _pd_floor(vals):
     return jnp.finfo(vals.dtype).eps * jnp.maximum(jnp.max(jnp.abs(vals)), jnp.finfo(vals.dtype).tiny)
 
 
-def _spd_mean(a, b):
-    """The SPD geometric mean a # b = b^{1/2} (b^{-1/2} a b^{-1/2})^{1/2} b^{1/2}."""
+def _spd_mean_inv(a, b):
+    """a # b⁻¹ = b^{-1/2} (b^{1/2} a b^{1/2})^{1/2} b^{-1/2}, the SPD geometric mean of a and
+    b⁻¹, from two eigendecompositions (b's eigenvalues floored at eps × their largest, which
+    caps its condition number at 1/eps as a floor on b⁻¹'s would).  Before the fourth pass of
+    issue 15 this was an explicit b⁻¹ and a # b⁻¹ from three: one eigendecomposition of a d×d
+    matrix fewer per estimate, the same value up to rounding."""
     vb, wb = jnp.linalg.eigh(b)
     vb = jnp.maximum(vb, _pd_floor(vb))
     sb = jnp.sqrt(vb)
-    m = (wb.T @ a @ wb) / sb[:, None] / sb[None, :]
+    m = (wb.T @ a @ wb) * sb[:, None] * sb[None, :]  # b^{1/2} a b^{1/2} in b's eigenbasis
     vm, wm = jnp.linalg.eigh(m)
     vm = jnp.maximum(vm, _pd_floor(vm))
-    w = wb @ (sb[:, None] * wm)
+    w = wb @ (wm / sb[:, None])  # b^{-1/2} (in b's basis) times m's eigenvectors
     return (w * jnp.sqrt(vm)[None, :]) @ w.T
-
-
-def _spd_inv(b):
-    """b⁻¹ for an SPD b, through its eigendecomposition (eigenvalues floored as in _spd_mean)."""
-    v, w = jnp.linalg.eigh(b)
-    v = jnp.maximum(v, _pd_floor(v))
-    return (w / v[None, :]) @ w.T
 
 
 def _top_right_singular(X, k):
@@ -186,7 +183,7 @@ def low_rank_metric(draws: jax.Array, grads: jax.Array, weights: jax.Array, max_
     # (measured on diamonds: warmup 152 -> 16 leapfrog steps a draw).  A floor on γ at float32's
     # resolution helped diamonds further (9.3) but cost kilpisjarvi 3.6x (its −0.9999 correlation
     # is a real tiny eigenvalue), so γ stays nutpie's.
-    S = _spd_mean(cx, _spd_inv(cg))
+    S = _spd_mean_inv(cx, cg)
     vals, vecs = jnp.linalg.eigh((S + S.T) / 2)
     vals = jnp.maximum(vals, _pd_floor(vals))
     r = min(int(max_rank), q)  # (a buffer of B < k rows spans fewer directions)
@@ -285,6 +282,9 @@ class FisherAdaptation:
         self.step_size_restart = bool(step_size_restart)
         self.step_size_search_first = bool(step_size_search_first) and self.adapt_step_size
         self.moved_only = bool(moved_only)
+        # with k ≥ d/2 directions the metric also carries A as a dense matrix: the leapfrog's
+        # velocity is then one d×d product instead of two d×k ones (LowRankMetric.with_matrix)
+        self.dense_velocity = kind == "low_rank" and 2 * self.max_rank >= self.dim
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.w_init, self.w_update, _ = hmc_util.welford_covariance(diagonal=True)
 
@@ -329,7 +329,8 @@ class FisherAdaptation:
         if self.kind == "fisher_diag":
             return a
         m = LowRankMetric.identity(d, self.max_rank, dtype)
-        return LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
+        m = LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
+        return m.with_matrix() if self.dense_velocity else m
 
     def init(self, key: Any, state: Any, num_warmup: int) -> FisherState:
         """The adaptation state at the chain's first state (a ``GradState``)."""
@@ -357,7 +358,7 @@ class FisherAdaptation:
         """The step size and inverse mass matrix the next step uses."""
         return GradParams.make(adapt_state.step_size, adapt_state.inverse_mass_matrix)
 
-    def _accumulate(self, acc, t, x, g):
+    def _accumulate(self, acc, t, x, g, write=True):
         """Add the draw ``x`` (gradient ``g``) of step ``t`` to the estimators, if it moved
         (nutpie's filter, unless ``moved_only=False``): a rejected proposal repeats the last
         position, and repeats shrink var(x) towards 0 (measured on kilpisjarvi: the first
@@ -368,10 +369,16 @@ class FisherAdaptation:
             wx, wg, px, pg, _ = acc
             wx, wg = jax.lax.cond(moved, lambda: (self.w_update(x, wx), self.w_update(g, wg)), lambda: (wx, wg))
             return wx, wg, px, pg, x
-        X, G, rows, _ = acc
+        # ``write`` (the step is in a window) is decided here, not by a ``cond`` around this:
+        # XLA copies a buffer passed through a ``conditional`` (both branches' outputs), i.e.
+        # the whole cap × d draws and gradients of every chain at every step; one row written
+        # in place (a dynamic_update_slice, the old row where nothing is due) copies nothing.
+        X, G, rows, last = acc
         i = t % X.shape[0]
-        rows = rows.at[i].set(jnp.where(moved, t.astype(jnp.int32), rows[i]))
-        return X.at[i].set(jnp.where(moved, x, X[i])), G.at[i].set(jnp.where(moved, g, G[i])), rows, x
+        put = moved & write
+        rows = rows.at[i].set(jnp.where(put, t.astype(jnp.int32), rows[i]))
+        return (X.at[i].set(jnp.where(put, x, X[i])), G.at[i].set(jnp.where(put, g, G[i])), rows,
+                jnp.where(write, x, last))
 
     def _estimate(self, A, acc, start):
         """The metric estimated from the draws of the previous window and the current one so far
@@ -390,6 +397,8 @@ class FisherAdaptation:
         if self.low_rank_min_draws > 0:  # fewer draws than dimensions: the diagonal part alone
             few = jnp.sum(weights) < self.low_rank_min_draws
             new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))
+        if self.dense_velocity:
+            new = new.with_matrix()
         ok = jnp.all(jnp.isfinite(new.scale)) & jnp.all(jnp.isfinite(new.vectors)) & jnp.all(jnp.isfinite(new.values))
         ok = ok & jnp.all(_var_positive(X, weights)) & jnp.all(_var_positive(G, weights)) & (jnp.sum(weights) >= 3)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, A)
@@ -404,8 +413,37 @@ class FisherAdaptation:
             return (w0, w0, wx, wg, last)
         return acc
 
-    def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict) -> FisherState:
-        """The adaptation state after warmup step ``t`` (0-based) that reached ``state``."""
+    def phase_update(self, adapt_state: FisherState, t: Any, state: Any, info: dict, warm: Any) -> FisherState:
+        """:meth:`update` where ``warm`` (traced) is true, else ``adapt_state`` unchanged: what
+        :meth:`~inference.mcmc.protocol.Adapted.phase_step` calls instead of a ``cond`` around
+        :meth:`update`.  ``low_rank``'s buffers are written outside any ``cond`` (a row written
+        in place only where due) and only the small part of the state goes through the ``cond``:
+        XLA copies every buffer that passes through a ``conditional``, so a ``cond`` around the
+        whole update copied the cap × d draws and gradients of every chain at every step.  The
+        same values as ``cond(warm, update, identity)``."""
+        a = adapt_state
+        if self.kind != "low_rank":
+            def upd(_):
+                b = self.update(a, t, state, info)
+                return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), b, a)
+            return jax.lax.cond(warm, upd, lambda _: a, None)
+        n = a.num_warmup
+        t32 = jnp.asarray(t, jnp.int32)
+        tt = jnp.minimum(t32, n - 1)
+        acc = self._accumulate(a.acc, t32, state.x, state.grad, warm & jnp.asarray(self._plan(n)[0])[tt])
+        small = (a.step_size, a.ss_state, a.inverse_mass_matrix, a.key)
+
+        def upd(_):
+            b = self.update(FisherState(a.step_size, a.ss_state, a.inverse_mass_matrix, acc, n, a.key), t, state, info,
+                            _accumulated=True)
+            return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), (b.step_size, b.ss_state, b.inverse_mass_matrix, b.key), small)
+
+        step_size, ss_state, A, key = jax.lax.cond(warm, upd, lambda _: small, None)
+        return FisherState(step_size, ss_state, A, acc, n, key)
+
+    def update(self, adapt_state: FisherState, t: Any, state: Any, info: dict, *, _accumulated: bool = False) -> FisherState:
+        """The adaptation state after warmup step ``t`` (0-based) that reached ``state``
+        (``_accumulated``: the draw is already in ``low_rank``'s buffer, see :meth:`phase_update`)."""
         a = adapt_state
         n = a.num_warmup
         in_window, is_end, estimate, est_start, _ = self._plan(n)
@@ -418,7 +456,12 @@ class FisherAdaptation:
             finfo = jnp.finfo(jnp.result_type(step_size))
             step_size = jnp.clip(step_size, finfo.tiny, finfo.max).astype(a.step_size.dtype)
         tt = jnp.minimum(t, n - 1)
-        acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
+        if _accumulated:
+            acc = a.acc
+        elif self.kind == "low_rank":  # no cond around the buffers (see _accumulate)
+            acc = self._accumulate(a.acc, t, state.x, state.grad, jnp.asarray(in_window)[tt])
+        else:
+            acc = jax.lax.cond(jnp.asarray(in_window)[tt], lambda: self._accumulate(a.acc, t, state.x, state.grad), lambda: a.acc)
         a = FisherState(step_size, ss_state, a.inverse_mass_matrix, acc, n, a.key)
 
         def reestimate(a):

@@ -43,6 +43,9 @@ class LowRankMetric(eqx.Module):
     scale: jax.Array
     vectors: jax.Array
     values: jax.Array
+    #: A as a symmetric d×d matrix, or None: when set, :meth:`velocity` is one matrix-vector
+    #: product instead of two with the d×k factor (cheaper once k ≥ d/2; :meth:`with_matrix`)
+    matrix: jax.Array | None = None
 
     @property
     def dim(self) -> int:
@@ -55,7 +58,25 @@ class LowRankMetric(eqx.Module):
 
     def velocity(self, r: jax.Array) -> jax.Array:
         """A r (r may have leading axes)."""
+        if self.matrix is not None:
+            return r @ self.matrix  # (symmetric)
         return self.scale * self._core(self.scale * r, 1.0)
+
+    def with_matrix(self) -> "LowRankMetric":
+        """The same metric carrying A as a dense symmetric matrix, so that the leapfrog's
+        velocity A r costs one d×d product (2d² flops) instead of the factor's two d×k ones
+        (4dk): cheaper when k ≥ d/2 (measured on a 100-d Gaussian with k = 100, 4 chains: NUTS
+        12 → 9 µs per gradient, ``benchmarks/RESULTS.md``, issue 15 fourth pass).  Momenta,
+        noise and solves still use the exact factors.
+
+        Example:
+            >>> u = jnp.array([[1.0], [1.0]]) / jnp.sqrt(2.0)
+            >>> A = LowRankMetric(jnp.ones(2), u, jnp.array([4.0])).with_matrix()
+            >>> jnp.round(A.velocity(jnp.array([1.0, 0.0])), 6).tolist()
+            [2.5, 1.5]
+        """
+        m = LowRankMetric(self.scale, self.vectors, self.values).dense()
+        return LowRankMetric(self.scale, self.vectors, self.values, (m + m.T) / 2)
 
     def momentum(self, xi: jax.Array) -> jax.Array:
         """M^{1/2}-factor times ξ: ξ ~ N(0, I) gives a momentum r ~ N(0, M), M = A⁻¹."""
@@ -71,6 +92,8 @@ class LowRankMetric(eqx.Module):
 
     def dense(self) -> jax.Array:
         """A as a d×d matrix (for tests and small problems)."""
+        if self.matrix is not None:
+            return self.matrix
         return self.velocity(jnp.eye(self.dim, dtype=self.scale.dtype))
 
     @classmethod

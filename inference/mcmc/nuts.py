@@ -47,9 +47,10 @@ class Trajectory(NamedTuple):
 
 # Rows of the loop's vector carry: the two ends of the trajectory (index 0 = left, 1 = right:
 # position, momentum, gradient), the trajectory's draw (position, gradient), the current
-# doubling's draw, the momentum sums of the trajectory and of the doubling, then K checkpoint
-# momenta and K checkpoint momentum sums.
-_X_END, _R_END, _G_END, _X, _G, _SUB_X, _SUB_G, _R_SUM, _SUB_R_SUM, _R_CK = 0, 2, 4, 6, 7, 8, 9, 10, 11, 12
+# doubling's draw, the momentum sums of the trajectory and of the doubling, the velocities M⁻¹r
+# of the two ends (kept, not recomputed: with a dense or low-rank metric each is a d×d product),
+# then K checkpoint momenta and K checkpoint momentum sums.
+_X_END, _R_END, _G_END, _X, _G, _SUB_X, _SUB_G, _R_SUM, _SUB_R_SUM, _V_END, _R_CK = 0, 2, 4, 6, 7, 8, 9, 10, 11, 12, 14
 # the scalar carry: the draw's U and H, the trajectory's log weight, the doubling draw's U and H,
 # the doubling's log weight, the sum of acceptance probabilities
 _PE, _E, _W, _SUB_PE, _SUB_E, _SUB_W, _SUM_ACCEPT = range(7)
@@ -122,7 +123,8 @@ def nuts_trajectory(
     energy0 = potential_energy + 0.5 * jnp.dot(v0, r)
     # The carry is three arrays (under vmap each carry array costs a select per step).
     # V: vectors (rows), S: scalars, I: integers.
-    V0 = jnp.concatenate([jnp.stack([x, x, r, r, grad, grad, x, grad, x, grad, r, r]), jnp.zeros((2 * K,) + x.shape, dtype)])
+    V0 = jnp.concatenate([jnp.stack([x, x, r, r, grad, grad, x, grad, x, grad, r, r, v0, v0]),
+                          jnp.zeros((2 * K,) + x.shape, dtype)])
     S0 = jnp.stack([potential_energy, energy0, 0.0, potential_energy, energy0, 0.0, 0.0]).astype(dtype)
     I0 = jnp.zeros((5,), jnp.int32)
     ck = jnp.arange(K)
@@ -181,7 +183,7 @@ def nuts_trajectory(
         move = end & ~turning & ~diverging & (u_merge < _merge_probability(sw, S[_W]))
         r_left, r_right = jnp.where(right, V[_R_END], r1), jnp.where(right, r1, V[_R_END + 1])
         r_sum = V[_R_SUM] + s_r_sum
-        v_left, v_right = _velocity(inverse_mass_matrix, r_left), _velocity(inverse_mass_matrix, r_right)
+        v_left, v_right = jnp.where(right, V[_V_END], v1), jnp.where(right, v1, V[_V_END + 1])
         stop = end & (turning | diverging | _turning(v_left, v_right, r_left, r_right, r_sum) | (depth + 1 >= K))
 
         V = jnp.concatenate([
@@ -189,7 +191,7 @@ def nuts_trajectory(
                 jnp.where(right, V[_X_END], x1), jnp.where(right, x1, V[_X_END + 1]), r_left, r_right,
                 jnp.where(right, V[_G_END], g1), jnp.where(right, g1, V[_G_END + 1]),
                 jnp.where(move, sx, V[_X]), jnp.where(move, sg, V[_G]), sx, sg,
-                jnp.where(end, r_sum, V[_R_SUM]), s_r_sum,
+                jnp.where(end, r_sum, V[_R_SUM]), s_r_sum, v_left, v_right,
             ]),
             r_ck, r_sum_ck,
         ])

@@ -136,7 +136,11 @@ class Adapted:
             a = self.adaptation.update(chain.adapt_state, t, state, info)
             return jax.tree.map(lambda v, o: jnp.asarray(v, o.dtype), a, chain.adapt_state)
 
-        a = jax.lax.cond(warm, adapt, lambda _: chain.adapt_state, None)
+        own = getattr(self.adaptation, "phase_update", None)  # keeps big buffers out of the cond
+        if own is not None:
+            a = own(chain.adapt_state, t, state, info, warm)
+        else:
+            a = jax.lax.cond(warm, adapt, lambda _: chain.adapt_state, None)
         return Chain(state, a, self.adaptation.params(a)), info
 
     def samples(self, chain: Chain) -> dict:

@@ -161,8 +161,8 @@ MUTANTS += [
     Mutant(
         id="mcmc/low-rank-score-covariance-not-inverted",
         file="inference/mcmc/adaptation_fisher.py",
-        find="S = _spd_mean(cx, _spd_inv(cg))",
-        replace="S = _spd_mean(cx, cg)",
+        find="S = _spd_mean_inv(cx, cg)",
+        replace="S = _spd_mean_inv(cx, jnp.linalg.inv(cg))",
         tests=(f"{ADAPT}::test_fisher_estimates_are_exact_for_gaussian_targets",),
         description="The low-rank estimate takes the geometric mean of the draws' and the scores' covariances, not of the scores' inverse.",
         area="estimator",
@@ -249,5 +249,24 @@ MUTANTS += [  # issue 15, third pass: one low_rank default for every correlated 
         replace='"mass_matrix_update_every": pick(self.mass_matrix_update_every, None),',
         tests=(f"{ADAPT}::test_low_rank_defaults_resolve_per_dimension",),
         description="low_rank's default re-estimates the metric at window ends only instead of every max(1, round(d/10)) draws.",
+    ),
+]
+
+MUTANTS += [  # issue 15, fourth pass: wall time per gradient (engineer h15)
+    Mutant(
+        id="mcmc/nuts-end-velocities-swapped",
+        file="inference/mcmc/nuts.py",
+        find="jnp.where(end, r_sum, V[_R_SUM]), s_r_sum, v_left, v_right,",
+        replace="jnp.where(end, r_sum, V[_R_SUM]), s_r_sum, v_right, v_left,",
+        tests=(NUTS_LAW,),
+        description="The velocities kept for the trajectory's two ends are stored swapped, so the whole-trajectory U-turn check uses the wrong end's velocity.",
+    ),
+    Mutant(
+        id="mcmc/low-rank-dense-velocity-of-another-metric",
+        file="inference/mcmc/metric.py",
+        find="m = LowRankMetric(self.scale, self.vectors, self.values).dense()",
+        replace="m = LowRankMetric(self.scale, self.vectors, jnp.sqrt(self.values)).dense()",
+        tests=(f"{ADAPT}::test_low_rank_dense_velocity_leaves_dense_gaussian_invariant_and_twin_fails",),
+        description="low_rank's dense velocity matrix is built from Λ^{1/2} for Λ: the leapfrog moves with another metric than the momenta's.",
     ),
 ]
