@@ -211,6 +211,16 @@ def _laid_log_prob(d: Any, value: jax.Array, dim: int) -> jax.Array:
 _LAID_LOG_PROB = validate_sample(_laid_log_prob)
 
 
+def _categorical_base(fn: Any) -> Any:
+    """numpyro's own ``CategoricalProbs`` / ``CategoricalLogits`` under `fn` (through the
+    ``ExpandedDistribution`` that plates add) with argument validation on; None otherwise (the
+    site keeps numpyro's ``log_prob``)."""
+    base = fn.base_dist if type(fn) is dist.ExpandedDistribution else fn
+    if type(base) not in (dist.CategoricalProbs, dist.CategoricalLogits) or not base._validate_args:
+        return None
+    return base
+
+
 def _support_log_prob(fn: Any, value: jax.Array, dim: int) -> jax.Array | None:
     """The log density of an enumerated ``Categorical`` site at its support laid along its own
     dim `dim` (value ``arange(K)`` there), read without a gather; None for other sites.
@@ -220,10 +230,8 @@ def _support_log_prob(fn: Any, value: jax.Array, dim: int) -> jax.Array | None:
     bit for bit (numpyro's own log-probabilities, masked by numpyro's ``validate_sample``).
     Only for numpyro's ``CategoricalProbs`` / ``CategoricalLogits`` (through a plate's
     ``ExpandedDistribution``) with validation on and logits that do not vary along `dim`."""
-    base = fn
-    if type(base) is dist.ExpandedDistribution:
-        base = base.base_dist
-    if type(base) not in (dist.CategoricalProbs, dist.CategoricalLogits) or not base._validate_args:
+    base = _categorical_base(fn)
+    if base is None:
         return None
     shape = tuple(base.batch_shape)
     if -dim <= len(shape) and shape[dim] != 1:
@@ -248,10 +256,8 @@ def _observed_log_prob(fn: Any, value: Any, enum_dims) -> jax.Array | None:
     / ``CategoricalLogits`` (through the ``ExpandedDistribution`` that plates add) with
     argument validation on, integer data not varying along the enumeration dims; everything
     else keeps numpyro's ``log_prob``."""
-    base = fn
-    if type(base) is dist.ExpandedDistribution:
-        base = base.base_dist
-    if type(base) not in (dist.CategoricalProbs, dist.CategoricalLogits) or not base._validate_args:
+    base = _categorical_base(fn)
+    if base is None:
         return None
     shape = tuple(base.batch_shape)
     axes = tuple(d for d in enum_dims if -d <= len(shape) and shape[d] > 1)
