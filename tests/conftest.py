@@ -15,6 +15,8 @@
   read it.  The subprocesses the tests start inherit the setting; ``tests/test_config.py``
   checks the cache itself in probes with their own environment.  ``PPL_COMPILATION_CACHE=1
   make test`` turns it back on.
+- A test whose xdist worker dies (XLA has segfaulted inside its own code in this suite) runs
+  once more on a fresh worker and must pass there; see ``tests/_crash_rerun.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+from _crash_rerun import crash_summary, pytest_handlecrashitem, pytest_report_teststatus  # noqa: E402,F401
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from _budget import BUDGET
+
+    crash_summary(terminalreporter)
 
     terminalreporter.write_line(BUDGET.report(top=5))
