@@ -14,9 +14,22 @@ listed at the end of the run.  The rerun must *pass*: a second crash, and any or
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 CRASHED: dict[str, str] = {}  # test id -> the crash message (controller process)
+RAN: dict[str, list[str]] = {}  # worker id -> the tests it reported, in order (controller process)
+
+
+def pytest_runtest_logreport(report):
+    """Remember which worker ran what, so that a crash names the sequence that led to it (replay
+    it in one process: ``pytest -p no:randomly <ids...>``)."""
+    node = getattr(report, "node", None)
+    gateway = getattr(node, "gateway", None)
+    if gateway is not None and report.when == "call":
+        RAN.setdefault(str(gateway.id), []).append(report.nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -27,7 +40,12 @@ def pytest_handlecrashitem(crashitem, report, sched):
         sched.mark_test_pending(crashitem)
     except NotImplementedError:  # a scheduler that cannot requeue: the crash fails the run
         return
-    CRASHED[crashitem] = str(report.longrepr)
+    worker = str(getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "?"))
+    before = RAN.get(worker, [])
+    seq = Path(tempfile.gettempdir()) / f"ppl-crash-sequence-{worker}-{len(CRASHED)}.txt"
+    seq.write_text("\n".join([*before, crashitem]) + "\n")  # replay: pytest -p no:randomly $(cat seq)
+    CRASHED[crashitem] = f"{report.longrepr}; after {len(before)} tests on that worker, listed in {seq}"
+    RAN[worker] = []  # the worker is replaced by a fresh one under the same id
     report.outcome = "rerun"
 
 

@@ -53,7 +53,12 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-from _crash_rerun import crash_summary, pytest_handlecrashitem, pytest_report_teststatus  # noqa: E402,F401
+from _crash_rerun import (  # noqa: E402,F401
+    crash_summary,
+    pytest_handlecrashitem,
+    pytest_report_teststatus,
+    pytest_runtest_logreport,
+)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parent
 CONFTEST = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-from _crash_rerun import crash_summary, pytest_handlecrashitem, pytest_report_teststatus
+from _crash_rerun import crash_summary, pytest_handlecrashitem, pytest_report_teststatus, pytest_runtest_logreport
 
 def pytest_terminal_summary(terminalreporter):
     crash_summary(terminalreporter)
@@ -52,6 +52,8 @@ def test_a_crash_once_is_rerun_and_a_crash_twice_fails(tmp_path):
     once = _run(tmp_path / "once", always=False)
     assert once.returncode == 0, once.stdout[-3000:] + once.stderr[-3000:]
     assert "2 passed, 1 rerun" in once.stdout and "RERUN after a worker crash" in once.stdout
+    listed = once.stdout.split("listed in ")[1].split(")")[0]  # the crashed worker's sequence, to replay
+    assert Path(listed).read_text().splitlines()[-1].endswith("test_x.py::test_dies")
     twice = _run(tmp_path / "twice", always=True)
     assert twice.returncode != 0  # the twin: crashing again on the fresh worker fails the run
     assert "1 failed" in twice.stdout and "crashed while running" in twice.stdout, twice.stdout[-3000:]
