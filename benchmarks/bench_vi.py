@@ -376,9 +376,12 @@ def _guide_problems():
 
 
 def _shared(name):
+    import os
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / name
+    # $PPL_SHARED_DATA as the tests (tests/_data.py), else ../shared/data beside the checkout
+    env = os.environ.get("PPL_SHARED_DATA")
+    return (Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data") / name
 
 
 _ELBO_FNS: dict = {}

@@ -281,15 +281,16 @@ def _with_strategies(objective: Objective, strategies: Mapping[str, str]) -> Obj
     return PROGRAMS.get(objective, ("vi.with_strategies", skey), lambda: objective.with_strategies(strategies))
 
 
-def _default_chunk(num_steps: int, progress: bool) -> int:
+def _default_chunk(num_steps: int, progress: bool, extra: int = 0) -> int:
     """Steps per compiled chunk when the user gives none: about 20 chunks when progress is shown;
     without progress (and without early stopping) as few chunks as :data:`MAX_CHUNK` allows, since
     every chunk is a dispatch and a host sync (issue 19: 20 of them cost more than 2000 steps of a
-    small model; the result does not depend on the chunk size)."""
+    small model; the result does not depend on the chunk size).  ``extra`` iterations (the final
+    check of ``average="auto"``) follow the steps in the last chunk: they do not add a chunk."""
     if progress:
-        return choose_chunk_size(num_steps, phases=(num_steps,))
+        return choose_chunk_size(num_steps + extra, phases=(num_steps + extra,))
     n_chunks = -(-int(num_steps) // MAX_CHUNK)
-    return max(1, -(-int(num_steps) // max(n_chunks, 1)))
+    return max(1, -(-(int(num_steps) + extra) // max(n_chunks, 1)))
 
 
 _PLAIN = (bool, int, str, bytes, type(None))
@@ -375,9 +376,12 @@ def _average_in(acc: Any, u: Any, live: Any) -> Any:
 # fast and slow moving averages of the objective, and the margin (in standard errors of the
 # fast average) by which the fast one must exceed the slow one for the fit to count as improving
 AUTO_FAST, AUTO_SLOW, AUTO_MARGIN = 10.0, 50.0, 2.0
-# ... and the draws of the final check: the objective at the average and at the last iterate,
-# estimated with the same draws (common random numbers); the average is kept only if not worse
-AUTO_CHECK = 128
+# ... and the final check: the objective at the average and at the last iterate, estimated with
+# the same draws (common random numbers) at AUTO_CHECK pairs of extra iterations of the steps'
+# own compiled body (issue 19, h19c: no second compiled objective); the average is kept only if
+# not worse
+AUTO_CHECK = 32
+AUTO_EXTRA = 2 * AUTO_CHECK  # the iterations after the last step of a run with average="auto"
 
 
 def _auto_in(acc: Any, u: Any, v: Any, live: Any) -> Any:
@@ -438,27 +442,46 @@ class _FitPrograms:
 
             def step(k_t, carry, t):
                 u, st, acc = carry
+                if averaging == "auto":
+                    return auto_step(k_t, carry, t)
                 g, v = jax.grad(loss, has_aux=True)(u, k_t)
                 updates, st2 = optimizer.update(g, st, u)
                 u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
                 # no averaging asked (static): the step is the plain optimizer step
-                if averaging == "auto":
-                    return (u2, st2, _auto_in(acc, u2, v, t >= a0)), v
                 return (u2, st2, _average_in(acc, u2, t >= a0) if averaging else acc), v
 
-            return scan_chunk(step, k, (u, st, acc), t0, n_end, chunk, full=full)
+            def auto_step(k_t, carry, t):
+                # issue 19 (h19c): iterations t >= n_end are the final check of average="auto",
+                # run by this same body (one compiled objective): pair p = (t - n_end) // 2
+                # evaluates the objective at the running mean (even t - n_end) and at the last
+                # iterate (odd) with the key of step n_end + p, and changes nothing
+                u, st, acc = carry
+                chk = t >= n_end
+                at_mean = chk & ((t - n_end) % 2 == 0)
+                x = jax.tree.map(lambda a, b: jnp.where(at_mean, a, b), acc[0], u)
+                kk = jax.random.fold_in(k, jnp.where(chk, n_end + (t - n_end) // 2, t))
+                g, v = jax.grad(loss, has_aux=True)(x, kk)
+                updates, st2 = optimizer.update(g, st, u)
+                u2 = jax.tree_util.tree_map(lambda a, b: a + b, u, updates)
+                acc2 = _auto_in(acc, u2, v, t >= a0)
+                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(chk, b, a), new, old)  # noqa: E731
+                return (keep(u2, u), keep(st2, st), keep(acc2, acc)), v
 
-        def choose(u, acc, k, dyn):  # average="auto": the average only where its objective is not worse
+            # with "auto" the live iterations run AUTO_EXTRA past the last step (the check)
+            bound = n_end + AUTO_EXTRA if averaging == "auto" else n_end
+            return scan_chunk(step, k, (u, st, acc), t0, bound, chunk, full=full)
+
+        def choose(u, acc, k, n, dyn):
+            # average="auto" stopped (patience, Ctrl-C) after n steps, before its check ran: the
+            # same check (pair p: the key of step n + p) as a program of its own
             args, kwargs = join(treedef, statics, dyn)
-            m, c = acc[:2]
-            k = jax.random.fold_in(k, jnp.iinfo(jnp.int32).max)  # not a step's key
 
-            def value(x):
-                return objective.surrogate(k, x, *args, num_samples=AUTO_CHECK, baseline=None, **kwargs)[1]
+            def value(x, p):
+                return objective.surrogate(jax.random.fold_in(k, n + p), x, *args, num_samples=num_samples,
+                                           baseline=baseline, **kwargs)[1]
 
-            vm, vu = jax.vmap(value)(jax.tree.map(lambda a, b: jnp.stack([a, b]), m, u))  # one trace for both
-            keep = (c > 0) & (vm >= vu)  # NaN at the average: the last iterate
-            return (m, jnp.where(keep, c, 0)) + tuple(acc[2:])
+            both = jax.vmap(lambda p: jnp.stack([value(acc[0], p), value(u, p)]))(jnp.arange(AUTO_CHECK))
+            return _checked(acc, both)
 
         def finish(u, acc):
             m, c = acc[:2]
@@ -475,15 +498,26 @@ class _FitPrograms:
 
         def whole(key, dyn, a0):  # start, every step (one full chunk) and finish in one program
             u, st, acc, k_run = start(key, dyn)
-            n = jnp.int32(chunk)
-            (u, st, acc), vals = run_chunk(u, st, acc, k_run, jnp.int32(0), n, a0, dyn, True)
+            n = chunk - AUTO_EXTRA if averaging == "auto" else chunk  # the steps; then the check
+            (u, st, acc), vals = run_chunk(u, st, acc, k_run, jnp.int32(0), jnp.int32(n), a0, dyn, True)
             if averaging == "auto":
-                acc = choose(u, acc, k_run, dyn)
+                acc = _checked(acc, vals[n:])
+                vals = vals[:n]
             return (vals, u) + tuple(finish(u, acc))
 
         self.whole = jax.jit(whole)  # traced on its first call only
         self.averaging = averaging
         self.choose = jax.jit(choose)
+
+
+def _checked(acc: Any, check: Any) -> tuple:
+    """``acc`` with its count set to 0 (the last iterate is returned) unless the objective at the
+    mean is not below the one at the last iterate: ``check`` holds the :data:`AUTO_CHECK` pairs
+    (at the mean, at the last iterate) of estimates with common draws (NaN at the mean: refused)."""
+    pairs = jnp.reshape(check, (-1, 2))
+    vm, vu = jnp.mean(pairs[:, 0]), jnp.mean(pairs[:, 1])
+    keep = (acc[1] > 0) & (vm >= vu)
+    return (acc[0], jnp.where(keep, acc[1], 0)) + tuple(acc[2:])
 
 
 def _cached(objective: Objective, key: tuple, build: Any) -> Any:
@@ -700,10 +734,12 @@ def fit(
     parts = [getattr(objective, p, None) for p in ("model", "guide")]
     on = progress_default() if progress is None else bool(progress)
     opt_key = _optimizer_key_memo(optimizer)
+    # average="auto": the check's iterations follow the steps (none when a plateau may stop the run)
+    extra = AUTO_EXTRA if mode == "auto" and patience is None else 0
     if patience is not None:
         chunk = int(chunk_size or max(10, num_steps // 20))
     else:
-        chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on)
+        chunk = int(chunk_size) if chunk_size else _default_chunk(num_steps, on, extra)
     P = {"concrete": remembered(*parts)}  # issue 17: NumPy data concrete when the body needs it
 
     def programs(concrete: bool) -> None:
@@ -715,7 +751,8 @@ def fit(
     programs(P["concrete"])
     n_end, a0 = np.int32(num_steps), np.int32(num_steps - int(math.ceil(average * num_steps)))
     whole = None
-    if chunk_size is None and patience is None and not init_params and not on and chunk == num_steps:
+    n_run = num_steps + extra  # iterations run: the steps, then the check of average="auto"
+    if chunk_size is None and patience is None and not init_params and not on and chunk == n_run:
         # issue 19: one chunk, nothing to do between steps: the whole fit as one program (its
         # fixed cost one dispatch and one sync, as a jitted scan); on any failure (a model that
         # needs concrete data, ...) the chunked path below, with its fallbacks and errors
@@ -734,7 +771,7 @@ def fit(
 
     def dispatch(carry, t0):
         u, st, acc = carry
-        full = t0 + chunk <= num_steps  # no per-step branch unless the chunk runs past the end
+        full = t0 + chunk <= n_run  # no per-step branch unless the chunk runs past the end
         if t0 == 0:  # the first call traces and compiles (unless cached)
             with gc_paused():
                 try:
@@ -751,7 +788,11 @@ def fit(
 
     def after(carry, done, last):
         vals = history[-1]
-        display(done, f"objective {float(vals[-1]):.6g}")
+        if done > num_steps:  # the check's iterations of average="auto"
+            vals = vals[:max(0, len(vals) - (done - num_steps))]
+            if not len(vals):
+                return False
+        display(min(done, num_steps), f"objective {float(vals[-1]):.6g}")
         if patience is None or last:
             return False
         m = float(np.mean(vals))
@@ -770,13 +811,19 @@ def fit(
         with gc_paused():
             state = _start(objective, optimizer, opt_key, key, P, programs, parts, args, kwargs, init_params)
         try:
-            (last_u, _, acc), done, interrupted = host_loop(dispatch, state[:3], 0, num_steps, chunk, collect, after)
+            (last_u, _, acc), done, interrupted = host_loop(dispatch, state[:3], 0, n_run, chunk, collect, after)
         finally:
             display.close()
         hist = np.concatenate(history) if history else np.zeros((0,))
+        checked = extra and done >= n_run
+        hist, done = hist[:num_steps], min(done, num_steps)
         try:
-            if mode == "auto":
-                acc = P["progs"].choose(last_u, acc, state[3], P["dyn"])
+            if checked:  # the check ran in the loop (its iterations after the steps)
+                pairs = np.concatenate(history)[num_steps:n_run].reshape(-1, 2)  # (at the mean, at the last iterate)
+                keep = int(acc[1]) > 0 and bool(np.mean(pairs[:, 0]) >= np.mean(pairs[:, 1]))  # as _checked
+                acc = (acc[0], acc[1] if keep else jnp.zeros_like(acc[1])) + tuple(acc[2:])
+            elif mode == "auto":  # stopped before (patience, Ctrl-C): the check as a program of its own
+                acc = P["progs"].choose(last_u, acc, state[3], np.int32(done), P["dyn"])
             uparams, params, last_params, finite, count = P["progs"].finish(last_u, acc)
         except Exception:  # noqa: BLE001 - eager (e.g. a bijection that needs concrete values)
             uparams = jax.tree.map(lambda a, b: a if int(acc[1]) > 0 else b, acc[0], last_u)
