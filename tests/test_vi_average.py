@@ -163,10 +163,11 @@ def test_auto_average_restarts_the_mean_while_the_objective_improves():
 
     fm = sys.modules["inference.vi.fit"]
     rule = (fm.AUTO_FAST, fm.AUTO_SLOW, fm.AUTO_MARGIN, fm.AUTO_CAP)
-    k_check = jax.random.fold_in(jax.random.split(jax.random.key(0))[1], jnp.iinfo(jnp.int32).max)
+    k_run = jax.random.split(jax.random.key(0))[1]  # the steps' key: step t draws with fold_in(k_run, t)
 
-    def value(u):
-        return float(OBJ.surrogate(k_check, u, Y, num_samples=fm.AUTO_CHECK, baseline=None)[1])
+    def value(u, n):  # the check's pair p draws with the key of step n + p, as many draws as a step
+        return np.mean([float(OBJ.surrogate(jax.random.fold_in(k_run, n + p), u, Y, num_samples=16)[1])
+                        for p in range(fm.AUTO_CHECK)])
 
     kept = []
     for n in (60, 10):  # lr 0.1, 16 draws: at 60 steps still improving at steps 45-48 (in the capped window)
@@ -175,7 +176,7 @@ def test_auto_average_restarts_the_mean_while_the_objective_improves():
         r = _fit(n, chunk_size=C, **kw)
         mean, count, restarts = _auto_by_hand(r.history, iterates, n, *rule)
         assert 0 < count <= math.ceil(fm.AUTO_CAP * n)
-        keep = value(mean) >= value(iterates[n])
+        keep = value(mean, n) >= value(iterates[n], n)
         kept.append(keep)
         want = mean if keep else iterates[n]
         assert r.averaged_steps == (count if keep else 0)
@@ -191,4 +192,8 @@ def test_auto_average_restarts_the_mean_while_the_objective_improves():
         r1 = _fit(n, **kw)
         assert r1.averaged_steps == r.averaged_steps
         np.testing.assert_allclose(np.asarray(r1.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)
+        # with patience (never stopping here) the check is a program of its own: the same draws, the same fit
+        rp = _fit(n, chunk_size=C, patience=10**6, **kw)
+        assert rp.averaged_steps == r.averaged_steps
+        np.testing.assert_allclose(np.asarray(rp.uparams["loc"]), np.asarray(r.uparams["loc"]), rtol=1e-6)
     assert kept == [True, False]  # both outcomes of the final check are exercised

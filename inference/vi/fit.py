@@ -52,8 +52,9 @@ class VIResult:
 
     Attributes:
         params: address -> constrained value of every ``ppl.param`` site: the average of the
-            iterates of the last ``average`` fraction of the run (taken in the unconstrained
-            space, then constrained), or the last iterate when nothing was averaged.
+            last iterates that ``fit``'s ``average`` chose (by default ``"auto"``: those since the
+            objective stopped improving, kept only when not worse than the last iterate; taken in
+            the unconstrained space, then constrained), or the last iterate when nothing was averaged.
         uparams: the unconstrained values of ``params``.
         last_params: the last iterate, constrained (what the optimiser reached at the last
             step): continue a fit from it, ``vi.fit(..., init_params=result.last_params)``.
@@ -564,10 +565,11 @@ def _why_non_finite(objective: Objective, guide: Any, uparams: Any, args: tuple,
     return hint or "check the guide's initial scale and the learning rate"
 
 
-AVERAGE = 0.0
-"""The default ``average`` of :func:`fit`: the fraction of the run whose iterates are averaged
-(0: the last iterate; issue 19, fourth pass: a fixed fraction lags while the fit still moves, so
-it is off by default; ``benchmarks/RESULTS.md``, "Issue 19, fourth pass (h19)")."""
+AVERAGE = "auto"
+"""The default ``average`` of :func:`fit`: ``"auto"``, the adaptive window with its final check
+(issue 19, h19c: never below the last iterate on the benchmarks, and since its check runs in the
+steps' own compiled loop it costs no second compiled objective; ``benchmarks/RESULTS.md``, "h19c").
+A fixed fraction lags while the fit still moves (h19); 0 is the plain last iterate."""
 
 
 AUTO_CAP = 0.5
@@ -648,25 +650,29 @@ def fit(
     score-function sites).  `strategies` maps addresses to gradient strategies.
     `init_params` gives constrained initial values for some params (to continue a fit, pass
     ``init_params=result.last_params``: the last iterate; the optimizer's state starts afresh).
-    `average` (a fraction a in [0, 1], default 0: off; or ``"auto"``, below) returns as ``params`` the mean of the
-    iterates of the last ⌈a·num_steps⌉ steps (Polyak–Ruppert averaging, taken in the
+    `average` (default ``"auto"``, below; or a fraction a in [0, 1], 0: off) returns as
+    ``params`` an average of the last iterates (Polyak–Ruppert averaging, taken in the
     unconstrained space where the optimizer moves, then constrained; ``result.last_params`` is
+    the last iterate, ``result.averaged_steps`` counts the iterates averaged, 0 when ``params`` is
     the last iterate): at a constant learning rate the last iterate jitters on the optimum's
     plateau and the average does not (issue 19: the Brownian motion's full-rank fit at 2000 steps
-    of Adam 1e-2, ELBO 5.02 with ``average=0.25`` against 2.99 for the last iterate, log Z 5.61),
-    but while the fit is still moving the average lags (Howell m4.3 at 250 steps: 17 nats worse),
-    so it is not the default; averaging costs one running mean per step, in the same compiled
-    loop (with ``average=0`` the loop has none: another program than an averaging fit's).  With `patience` the window is the same steps of the requested ``num_steps``: a run
-    stopped before reaching it returns the last iterate (``result.averaged_steps`` counts).
-    ``average="auto"`` (issue 19, h19b) adapts the window: two moving averages of the objective
-    (10 and 50 steps) tell whether the fit is still improving (the fast one above the slow one by
-    more than two standard errors of the fast one), and while it is the running mean restarts,
-    so it covers only the steps since the objective stopped improving, within the last half of
-    the run; at the end the objective at the average and at the last iterate is estimated with
-    the same 128 draws and the average is kept only if it is not worse.  Over 10 seeds it was
-    never below the last iterate at 250/500/1000/2000 steps on three benchmark problems and
-    kept most of the plateau gain (Brownian at 2000: 4.81 against 2.99; ``benchmarks/RESULTS.md``);
-    it costs one compiled objective evaluation of 128 draws more (a cold fit compiles ~2 s more).
+    of Adam 1e-2, ELBO 5.02 with ``average=0.25`` against 2.99 for the last iterate, log Z 5.61).
+    A fixed fraction a averages the iterates of the last ⌈a·num_steps⌉ steps; while the fit is
+    still moving it lags (Howell m4.3 at 250 steps: 17 nats worse with 0.25).  With `patience`
+    its window is the same steps of the requested ``num_steps``: a run stopped before reaching it
+    returns the last iterate.  ``average="auto"`` (issue 19, h19b/h19c) adapts the window: two
+    moving averages of the objective (10 and 50 steps) tell whether the fit is still improving
+    (the fast one above the slow one by more than two standard errors of the fast one), and while
+    it is the running mean restarts, so it covers only the steps since the objective stopped
+    improving, within the last half of the run; after the last step the objective at the average
+    and at the last iterate is estimated with the same draws, in :data:`AUTO_CHECK` pairs of extra
+    iterations of the steps' own compiled body (each as many draws as a step; they change no
+    parameter and are not in ``history``), and the average is kept only if it is not worse.  Over
+    10 seeds it was never below the last iterate at 250/500/1000/2000 steps on three benchmark
+    problems and kept most of the plateau gain (``benchmarks/RESULTS.md``).  Its cost: a few
+    scalar operations per step and 2·:data:`AUTO_CHECK` more gradient evaluations per fit, no
+    second compiled objective.  ``average=0`` gives the plain optimizer's last iterate (a loop
+    with no running mean: another program).
     The steps run in compiled
     chunks of `chunk_size` steps (None: about 20 chunks when progress is shown, else as few as
     possible, at most 1024 steps each; the result does not depend on it).
@@ -819,9 +825,7 @@ def fit(
         hist, done = hist[:num_steps], min(done, num_steps)
         try:
             if checked:  # the check ran in the loop (its iterations after the steps)
-                pairs = np.concatenate(history)[num_steps:n_run].reshape(-1, 2)  # (at the mean, at the last iterate)
-                keep = int(acc[1]) > 0 and bool(np.mean(pairs[:, 0]) >= np.mean(pairs[:, 1]))  # as _checked
-                acc = (acc[0], acc[1] if keep else jnp.zeros_like(acc[1])) + tuple(acc[2:])
+                acc = _checked(acc, np.concatenate(history)[num_steps:n_run])
             elif mode == "auto":  # stopped before (patience, Ctrl-C): the check as a program of its own
                 acc = P["progs"].choose(last_u, acc, state[3], np.int32(done), P["dyn"])
             uparams, params, last_params, finite, count = P["progs"].finish(last_u, acc)

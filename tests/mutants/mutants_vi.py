@@ -330,8 +330,8 @@ MUTANTS += [
     Mutant(
         id="vi/fit-auto-average-skips-final-check",
         file="inference/vi/fit.py",
-        find="            keep = (c > 0) & (vm >= vu)",
-        replace="            keep = c > 0",
+        find="    keep = (acc[1] > 0) & (vm >= vu)",
+        replace="    keep = acc[1] > 0",
         tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
         description="vi.fit's average=\"auto\" keeps the average even when its objective is below the last iterate's.",
         area="estimator",
