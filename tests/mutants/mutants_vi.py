@@ -255,8 +255,8 @@ MUTANTS += [
     Mutant(
         id="vi/fit-partial-chunk-taken-as-full",
         file="inference/vi/fit.py",
-        find="        full = t0 + chunk <= num_steps  # no per-step branch",
-        replace="        full = t0 + chunk <= num_steps + 1  # no per-step branch",
+        find="        full = t0 + chunk <= n_run  # no per-step branch",
+        replace="        full = t0 + chunk <= n_run + 1  # no per-step branch",
         tests=(f"{STEP}::test_fit_with_a_partial_last_chunk_is_the_one_chunk_fit_and_compiles_the_masked_chunk_once",),
         description="vi.fit runs a last chunk that is one step short as a full one: one step past num_steps "
                     "changes the fitted parameters.",
