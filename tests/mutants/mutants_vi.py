@@ -337,3 +337,17 @@ MUTANTS += [
         area="estimator",
     ),
 ]
+
+# -- engineer h19c (issue 19: the check of average="auto" in the steps' own loop) --
+MUTANTS += [
+    Mutant(
+        id="vi/fit-auto-check-iterations-move-params",
+        file="inference/vi/fit.py",
+        find="                return (keep(u2, u), keep(st2, st), keep(acc2, acc)), v",
+        replace="                return (u2, keep(st2, st), keep(acc2, acc)), v",
+        tests=(f"{AVG}::test_auto_average_restarts_the_mean_while_the_objective_improves",),
+        description="vi.fit's average=\"auto\" lets the check's iterations after the last step update the "
+                    "parameters: the returned last iterate is not the last step's.",
+        area="estimator",
+    ),
+]
