@@ -185,7 +185,7 @@ def test_auto_average_restarts_the_mean_while_the_objective_improves():
         np.testing.assert_allclose(np.asarray(r.last_uparams["loc"]), np.asarray(iterates[n]["loc"]), rtol=1e-6)
         # the check's iterations after the last step change nothing: the trajectory of the plain fit
         plain = _fit(n, chunk_size=C, **{**kw, "average": 0})
-        np.testing.assert_array_equal(r.history, plain.history)
+        np.testing.assert_allclose(r.history, plain.history, rtol=1e-5, atol=1e-6)  # other programs: rounding
         for k in plain.last_uparams:
             np.testing.assert_allclose(np.asarray(r.last_uparams[k]), np.asarray(plain.last_uparams[k]), rtol=1e-6)
         if n == 60:
