@@ -156,8 +156,12 @@ class _Start(Provide):
 def _default_init(dim: int, dtype) -> jax.Array:
     """The views' default initial point of length ``dim`` (concrete even inside a trace; one per
     length and dtype in a process, so views bound again by a driver do not draw it again)."""
-    with jax.ensure_compile_time_eval():
-        return jax.random.uniform(jax.random.key(0), (dim,), dtype, minval=-2.0, maxval=2.0)
+    draw = lambda: jax.random.uniform(jax.random.key(0), (dim,), dtype, minval=-2.0, maxval=2.0)  # noqa: E731
+    x = draw()  # eagerly outside a trace (the same compiled programs as the user's own key(0))
+    if isinstance(x, jax.core.Tracer):  # inside one: evaluated now, not staged
+        with jax.ensure_compile_time_eval():
+            x = draw()
+    return x
 
 
 def _abstract_run(fn, args, kwargs, *handlers) -> dict:
@@ -240,7 +244,17 @@ class UnconstrainedView:
         than element by element, checked at the concrete inputs ``args``, ``kwargs`` (of this
         view's shapes) and the default initial point: once per (model, inputs), cached by
         :func:`ppl.enum._check_elementwise`.  A view built while a program is traced skips the
-        check (its inputs are not concrete); a driver calls this with the concrete inputs."""
+        check (its inputs are not concrete); a driver calls this with the concrete inputs.
+
+        Example:
+            >>> @ppl.model
+            ... def ones(y):
+            ...     with ppl.plate("data", y.shape[0]):
+            ...         z = ppl.sample("z", dist.Bernoulli(0.3))
+            ...         ppl.sample("y", dist.Normal(z * 1.0, 1.0), obs=y)
+            >>> view = ppl.unconstrained(ones, jnp.array([0.1, 2.0]))
+            >>> view.check_elementwise((jnp.array([0.5, -1.0]),), {})  # element by element: passes
+        """
         if self.discrete and _enum._concrete((args, kwargs)):
             _enum._check_elementwise(self.model.fn, tuple(args), dict(kwargs),
                                      (_Unconstrain(self.unravel(self.init)),), self._nesting, values=self.init)
