@@ -243,7 +243,11 @@ class BoundGradient:
         # one loop whose body proposes (first with k0, then retry i with fold_in(k_x, i)), started
         # from a non-finite placeholder so the body always runs: the model's gradient appears
         # once in the init program instead of twice (a third of its size: issue 14, compile time)
-        shapes = jax.eval_shape(propose, k0)
+        def point(k):  # the proposal's types without tracing the gradient (∇U has x's type)
+            x = self.view.init_point(k, strategy, values=values)
+            return x, self.potential(x), x
+
+        shapes = jax.eval_shape(point, k0)
         c0 = (0,) + tuple(jnp.full(s.shape, jnp.nan, s.dtype) for s in shapes) + (k0, k_x)
 
         def body(c):
