@@ -12,6 +12,7 @@ bounds that depend on other parameters (``Uniform(0, a)`` with ``a`` latent) are
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -151,6 +152,40 @@ class _Start(Provide):
         self.put(msg, v, "transformed", u=t.inv(v))
 
 
+@functools.lru_cache(maxsize=64)
+def _default_init(dim: int, dtype) -> jax.Array:
+    """The views' default initial point of length ``dim`` (concrete even inside a trace; one per
+    length and dtype in a process, so views bound again by a driver do not draw it again)."""
+    draw = lambda: jax.random.uniform(jax.random.key(0), (dim,), dtype, minval=-2.0, maxval=2.0)  # noqa: E731
+    x = draw()  # eagerly outside a trace (the same compiled programs as the user's own key(0))
+    if isinstance(x, jax.core.Tracer):  # inside one: evaluated now, not staged
+        with jax.ensure_compile_time_eval():
+            x = draw()
+    return x
+
+
+def _abstract_run(fn, args, kwargs, *handlers) -> dict:
+    """``run(fn, args, kwargs, *handlers)``'s sites under ``jax.eval_shape`` (nothing staged into
+    an enclosing trace): name -> {"type", "value"} with each value a ``jax.ShapeDtypeStruct``."""
+    out: dict = {}
+
+    def go():
+        _, sites = run(fn, args, kwargs, *handlers)
+        for n, r in sites.items():
+            v = r["value"]
+            dtype = getattr(v, "dtype", None)
+            if dtype is None:
+                try:
+                    dtype = np.result_type(v)
+                except TypeError:  # not an array value: only its (empty) shape is read
+                    dtype = np.float32
+            out[n] = {"type": r["type"], "value": jax.ShapeDtypeStruct(tuple(np.shape(v)), dtype)}
+        return jnp.zeros(())
+
+    jax.eval_shape(go)
+    return out
+
+
 class UnconstrainedView:
     """A model's latent space as one flat unconstrained vector (see the module docstring).
 
@@ -176,7 +211,14 @@ class UnconstrainedView:
         self.kwargs = dict(kwargs)
         proto = _Prototype()
         fill = _enum._Fill()  # finite discrete latent sites are summed out (raises for infinite ones)
-        _, sites = run(self.model.fn, self.args, self.kwargs, fill, proto)
+        concrete = _enum._concrete((self.args, self.kwargs))
+        if concrete:
+            _, sites = run(self.model.fn, self.args, self.kwargs, fill, proto)
+        else:
+            # inside a trace (a driver's program binds a view in every program it traces): only
+            # the sites' shapes are read, so the prototype run is abstract and its operations are
+            # not staged into the caller's program as dead code (issue 14: compile time)
+            sites = _abstract_run(self.model.fn, self.args, self.kwargs, fill, proto)
         #: the finite discrete latent sites that log_density sums out exactly (ppl.enum)
         self.discrete: tuple[str, ...] = tuple(fill.discrete)
         self._nesting = fill.nesting
@@ -188,14 +230,43 @@ class UnconstrainedView:
         self.sites = shapes
         self._sizes = [int(np.prod(s)) for s in shapes.values()]
         self.dim = int(sum(self._sizes))
-        self.init = jax.random.uniform(jax.random.key(0), (self.dim,), minval=-2.0, maxval=2.0)
+        self._init = None  # ``init``, made when first read
         self._dropped: frozenset = frozenset()
         if self.discrete:
             self._dropped = self._depends_on_discrete(sites)
             # a summed-out plated site used across its plate would give a wrong marginal: refuse it
             # (checked once, at the concrete initial point; skipped when the data are traced)
-            _enum._check_elementwise(self.model.fn, self.args, self.kwargs,
+            if concrete:
+                self.check_elementwise(self.args, self.kwargs)
+
+    def check_elementwise(self, args: tuple, kwargs: dict) -> None:
+        """Refuse (ModelError naming the site) a model that uses a summed-out plated site other
+        than element by element, checked at the concrete inputs ``args``, ``kwargs`` (of this
+        view's shapes) and the default initial point: once per (model, inputs), cached by
+        :func:`ppl.enum._check_elementwise`.  A view built while a program is traced skips the
+        check (its inputs are not concrete); a driver calls this with the concrete inputs.
+
+        Example:
+            >>> @ppl.model
+            ... def ones(y):
+            ...     with ppl.plate("data", y.shape[0]):
+            ...         z = ppl.sample("z", dist.Bernoulli(0.3))
+            ...         ppl.sample("y", dist.Normal(z * 1.0, 1.0), obs=y)
+            >>> view = ppl.unconstrained(ones, jnp.array([0.1, 2.0]))
+            >>> view.check_elementwise((jnp.array([0.5, -1.0]),), {})  # element by element: passes
+        """
+        if self.discrete and _enum._concrete((args, kwargs)):
+            _enum._check_elementwise(self.model.fn, tuple(args), dict(kwargs),
                                      (_Unconstrain(self.unravel(self.init)),), self._nesting, values=self.init)
+
+    @property
+    def init(self) -> jax.Array:
+        """A default initial point: uniform in (-2, 2) on every coordinate, key 0 (made when
+        first read, concrete even inside a trace: a view bound while a program is traced does
+        not stage the draw into it)."""
+        if self._init is None:
+            self._init = _default_init(self.dim, jax.dtypes.canonicalize_dtype(np.float64))
+        return self._init
 
     # -- flat <-> dict ----------------------------------------------------------------------------
 
@@ -239,7 +310,7 @@ class UnconstrainedView:
             shapes.update({n: tuple(np.shape(r["value"])) for n, r in s.items() if r["type"] == "deterministic"})
             return jnp.zeros(())
 
-        jax.eval_shape(go, self.init)
+        jax.eval_shape(go, jax.ShapeDtypeStruct((self.dim,), jax.dtypes.canonicalize_dtype(np.float64)))
         return frozenset(
             n for n, r in sites.items()
             if r["type"] == "deterministic" and shapes.get(n) != tuple(np.shape(r["value"]))

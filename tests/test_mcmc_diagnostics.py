@@ -389,3 +389,39 @@ def test_run_summary_is_the_summary_of_its_draws(hmc_run):
     assert float(s["z"]["r_hat"]) == pytest.approx(float(_quiet(az.rhat, z, method="rank")), rel=1e-10)
     assert float(s["z"]["ess_bulk"]) == pytest.approx(_bulk_ref(z), rel=1e-10)
     assert float(s["z"]["ess_tail"]) == pytest.approx(_tail_ref(z), rel=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(8, 500), (8, 500, 3, 2), (2, 3), (1, 1, 2)])
+def test_rank_normalisation_is_scipy_stats_bit_for_bit(shape):
+    """The ranks and normal scores are computed on NumPy (importing scipy.stats cost a fresh
+    process 0.3-1 s at its first health check, issue 14); they must be scipy.stats' values
+    exactly: average ranks of ties, a NaN column all NaN, ±inf ranked at the ends."""
+    from inference.mcmc import diagnostics as D
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    if x.size > 20:
+        x.reshape(-1)[:20] = np.repeat(np.arange(5.0), 4)  # ties
+    ti = rng.integers(0, 3, size=shape).astype(float)
+    y = rng.normal(size=(4, 50, 3))
+    y[3, 7, 1], y[0, 0, 2], y[1, 2, 2], y[2, 2, 0], y[2, 3, 0], y[1, 1, 0] = np.nan, np.inf, -np.inf, 0.0, 0.0, -0.0
+    for a in (x, ti, y):
+        c, n = a.shape[:2]
+        flat = a.reshape((c * n,) + a.shape[2:])
+        r = stats.rankdata(flat, axis=0, method="average")
+        assert np.array_equal(D._rankdata0(flat), r, equal_nan=True)
+        z = stats.norm.ppf((r - 0.375) / (c * n + 0.25))
+        assert np.array_equal(D._rank_normalize(a).reshape(z.shape), z, equal_nan=True)
+
+
+def test_diagnostics_do_not_import_scipy_stats():
+    """R̂ and ESS run without importing scipy.stats (a fresh process's first run paid it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom inference.mcmc import diagnostics as D\n"
+            "x = np.random.default_rng(0).normal(size=(4, 100, 2))\n"
+            "D.r_hat(x); D.ess_bulk(x); D.ess_tail(x)\n"
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

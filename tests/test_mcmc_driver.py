@@ -412,3 +412,31 @@ def test_load_of_a_missing_path_names_it(tmp_path):
     missing = tmp_path / "no-such-run"
     with pytest.raises(ModelError, match="no-such-run.*does not exist"):
         mcmc.load(missing, mcmc.NUTS(), normal_mean, jnp.ones(2))
+
+
+def test_gradient_init_retries_in_key_order_and_gives_up_after_100():
+    """BoundGradient.init proposes with k0, then retry i with fold_in(k_x, i) (k0, k_x =
+    split(key)), and keeps the first proposal with a finite U and ∇U; after 100 retries it
+    returns the last one (the driver then names the site).  Exact: the expected point is found
+    here from the view's own proposals."""
+    import jax.numpy as jnp
+
+    @ppl.model
+    def cut(lo):
+        x = ppl.sample("x", dist.Normal(0.0, 1.0))
+        ppl.factor("cut", jnp.where(x > lo, 0.0, -jnp.inf))
+
+    first = []
+    for lo, key in ((1.0, jax.random.key(3)), (1.0, jax.random.key(11)), (5.0, jax.random.key(3))):
+        bg = mcmc.NUTS().bind(cut, (lo,)).kernel  # the BoundGradient (the Adapted pair's kernel)
+        view = bg.view
+        k0, k_x = jax.random.split(key)
+        keys = [k0] + [jax.random.fold_in(k_x, i) for i in range(100)]
+        xs = [view.init_point(k, "uniform") for k in keys]
+        ok = [bool(np.isfinite(view.potential(x))) for x in xs]
+        first.append(ok.index(True) if any(ok) else None)
+        want = xs[ok.index(True)] if any(ok) else xs[-1]
+        got = jax.jit(bg.init)(key)
+        np.testing.assert_array_equal(np.asarray(got.x), np.asarray(want))
+        assert any(ok) == bool(np.isfinite(got.potential_energy))
+    assert first[2] is None and max(first[:2]) > 0, first  # retries exercised, and giving up

@@ -10,8 +10,11 @@ from typing import Mapping
 
 import numpy as np
 
-# numpyro.diagnostics and scipy.stats are imported when first used: importing them costs ~0.6 s,
-# which a fresh process would pay before its first draw.
+# numpyro.diagnostics is imported when first used; scipy.stats is not used at all: importing it
+# costs 0.3-1 s, which every fresh process paid at its first run's health check (issue 14: a
+# quarter of the cold mixture's time outside compilation).  The ranks and the normal quantile
+# below are scipy.stats' own algorithm (`rankdata(method="average")`, `norm.ppf` = `ndtri`) on
+# NumPy and scipy.special (imported by JAX already), equal to them bit for bit.
 
 __all__ = ["ess_bulk", "ess_tail", "r_hat", "summary", "Summary"]
 
@@ -22,13 +25,36 @@ def _split(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, :h], x[:, n - h :]], axis=0)
 
 
+def _rankdata0(x: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(x, axis=0, method="average")`` (ties share their mean rank; a
+    column holding a NaN is all NaN), with scipy's algorithm on NumPy."""
+    y = np.moveaxis(x, 0, -1)
+    shape = y.shape
+    if y.size == 0:
+        return np.empty(x.shape, dtype=float)
+    j = np.argsort(y, axis=-1, kind="stable")
+    ordinal = np.broadcast_to(np.arange(1, shape[-1] + 1, dtype=float), shape)
+    ys = np.take_along_axis(y, j, axis=-1)
+    first = np.concatenate([np.ones(shape[:-1] + (1,), dtype=bool), ys[..., :-1] != ys[..., 1:]], axis=-1)
+    idx = np.arange(ys.size)[first.reshape(-1)]
+    counts = np.diff(idx, append=np.asarray([ys.size], dtype=idx.dtype))
+    ranks = ordinal[first] + (counts.astype(float) - 1) / 2
+    ranks = np.repeat(ranks, counts).reshape(shape)
+    out = np.empty(shape, dtype=float)
+    np.put_along_axis(out, j, ranks, axis=-1)
+    nan = np.isnan(y).any(axis=-1)
+    if nan.any():
+        out[nan] = np.nan
+    return np.moveaxis(out, -1, 0)
+
+
 def _rank_normalize(x: np.ndarray) -> np.ndarray:
     c, n = x.shape[:2]
     flat = x.reshape((c * n,) + x.shape[2:])
-    from scipy import stats
+    from scipy.special import ndtri  # scipy.stats.norm.ppf's own function
 
-    r = stats.rankdata(flat, axis=0, method="average")
-    z = stats.norm.ppf((r - 0.375) / (c * n + 0.25))
+    r = _rankdata0(flat)
+    z = ndtri((r - 0.375) / (c * n + 0.25))
     return z.reshape(x.shape)
 
 

@@ -155,6 +155,7 @@ def sample(
     strategy = None if isinstance(init, Mapping) else init
     prog, dyn = _prepared("mcmc.sample", kernel, model, args, kwargs, num_chains, num_warmup, chunk_size, key,
                           init_values, strategy, int(num_warmup) + num_samples, int(thinning))
+    _check_summed_out(prog, dyn)
     model = prog.model
     num_warmup = prog.num_warmup
     state, log_dens, k_warm, k_samp = prog.init(key, dyn, init_values, strategy=strategy)
@@ -173,3 +174,28 @@ def sample(
             "init={...} with valid values."
         )
     return _phases(prog, dyn, state, k_warm, k_samp, 0, num_samples, on, directory)
+
+
+def _check_summed_out(prog, dyn: list) -> None:
+    """Refuse a model whose summed-out discrete sites are used other than element by element
+    (:meth:`ppl.UnconstrainedView.check_elementwise`), at the run's concrete inputs: the
+    programs bind their view to traced inputs, where the check is skipped.  The view's structure
+    comes from an abstract bind, once per program; the check itself runs once per (model,
+    inputs).  Kernels without an unconstrained view (trace kernels: Gibbs handles such models by
+    an exact MH correction) are not checked."""
+    view = getattr(prog, "_summed_out_view", None)
+    if view is None:
+        box: dict = {}
+
+        def bind(d):
+            box["view"] = getattr(prog.bound(d), "view", None)
+            return jax.numpy.zeros(())
+
+        jax.eval_shape(bind, dyn)
+        v = box["view"]
+        view = v if v is not None and getattr(v, "discrete", ()) else False
+        if view is not False:
+            view.args = view.kwargs = None  # its traced inputs are not kept; only the structure is
+        prog._summed_out_view = view
+    if view is not False:
+        view.check_elementwise(*prog.args(dyn))

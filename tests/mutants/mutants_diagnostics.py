@@ -55,8 +55,8 @@ MUTANTS = [
     Mutant(
         id="diagnostics/rank-normalisation-offset",
         file=D,
-        find="    z = stats.norm.ppf((r - 0.375) / (c * n + 0.25))",
-        replace="    z = stats.norm.ppf((r - 0.5) / (c * n))",
+        find="    z = ndtri((r - 0.375) / (c * n + 0.25))",
+        replace="    z = ndtri((r - 0.5) / (c * n))",
         tests=(T,),
         description="Rank normalisation with Hazen's offset (r - 1/2)/S instead of Blom's (r - 3/8)/(S + 1/4).",
         area="diagnostic",

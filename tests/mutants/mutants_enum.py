@@ -154,3 +154,18 @@ MUTANTS += [
         area="law",
     ),
 ]
+
+# --- issue 14, fifth pass (h14c): mcmc.sample checks summed-out sites at its concrete inputs -------
+MUTANTS += [
+    Mutant(
+        id="enum/nuts-skips-the-elementwise-check",
+        file="inference/mcmc/driver.py",
+        find="    _check_summed_out(prog, dyn)\n",
+        replace="",
+        tests=(
+            "tests/test_enum_reductions.py::test_nuts_refuses_a_reduction_across_the_plate_before_sampling",
+        ),
+        description="mcmc.sample does not check the model at its concrete inputs (its programs bind the view to traced ones, where the check is skipped): NUTS samples the wrong marginal of a model that reduces a summed-out site across its plate, silently.",
+        area="law",
+    ),
+]
