@@ -126,6 +126,60 @@ def test_schedule_windows_cover_warmup_but_its_last_15_percent():
 
 
 @pytest.mark.exact
+def test_estimate_rows_reach_back_until_the_estimate_has_more_draws_than_dimensions():
+    """``estimate_min_rows`` (issue 15, h15c): each low-rank estimate starts at the latest earlier
+    window beginning at least that many steps before the current window (0: the previous window,
+    nutpie's foreground/background pair), so a 100-d target gets estimates from > d draws from
+    step d + 1 on instead of from <= 20 draws for the first 30 % of warmup."""
+    n, d = 1000, 100
+    w = fisher_schedule(n)
+    old = FisherAdaptation(None, d, kind="low_rank")._plan(n)
+    new = FisherAdaptation(None, d, kind="low_rank", estimate_min_rows=d + 1)._plan(n)
+    for i, (a, b) in enumerate(w[1:], 1):  # 0: nutpie's pair, exactly as before
+        assert old[3][a] == w[i - 1][0] and np.all(old[3][a:b] == old[3][a])
+    t = np.arange(n)
+    rows = (t - new[3] + 1)[new[0]]  # rows an estimate at step t can use (in a window)
+    assert np.all(rows[t[new[0]] >= d + 1] >= d + 1) and np.all(new[3][new[0] & (t <= d)] == 0)
+    assert (t - old[3] + 1)[new[0]][290] <= 20  # before: 20 rows at step 290
+    assert new[4] == old[4] == 470  # the buffer's capacity is unchanged at this length
+    # a short warmup: the buffer grows to what the estimates reach back to, never past warmup
+    assert FisherAdaptation(None, d, kind="low_rank", estimate_min_rows=d + 1)._plan(200)[4] <= 200
+    with pytest.raises(ArgumentError, match="estimate_min_rows must be a non-negative integer, got -1"):
+        FisherAdaptation(None, 2, kind="low_rank", estimate_min_rows=-1)
+    with pytest.raises(ArgumentError, match="mass_matrix_estimate_rows must be None, or an integer >= 0 with .*got 5"):
+        mcmc.NUTS(adapt_mass_matrix="fisher_diag", mass_matrix_estimate_rows=5)
+    with pytest.raises(ArgumentError, match="early_max_tree_depth must be None, or a positive integer with .*got 0"):
+        mcmc.NUTS(adapt_mass_matrix="low_rank", early_max_tree_depth=0)
+    with pytest.raises(ArgumentError, match="early_max_tree_depth must be None or a positive integer, got 0"):
+        FisherAdaptation(None, 2, kind="low_rank", early_max_tree_depth=0)
+
+
+def test_early_tree_depth_cap_holds_until_the_first_full_estimate_then_lifts():
+    """``early_max_tree_depth`` (issue 15, h15c): NUTS's trees in warmup stop at that depth until
+    the step after the first estimate from more than d draws (here d = 8, estimates every draw:
+    step 9), then run to ``max_tree_depth``; without the cap the same first steps go deeper (the
+    test can fail), and sampling is never capped."""
+    d = 8
+    L = jnp.linalg.cholesky(_random_cov(jax.random.key(3), d, 1e4))
+
+    @ppl.model
+    def g8():
+        ppl.sample("x", dist.MultivariateNormal(jnp.zeros(d), scale_tril=L))
+
+    def depths(**kw):
+        run = mcmc.sample(jax.random.key(0), mcmc.NUTS(adapt_mass_matrix="low_rank", **kw), g8, num_warmup=60,
+                          num_samples=20, num_chains=2, progress=False)
+        return np.asarray(run.warmup_info["tree_depth"]), np.asarray(run.info["tree_depth"])
+
+    fa = mcmc.NUTS(adapt_mass_matrix="low_rank").bind(g8, num_warmup=60).adaptation
+    assert fa._depth_lift(60) == min(d + 1, 18)
+    w, s = depths(early_max_tree_depth=2)
+    assert w[:, : d + 1].max() <= 2 and w[:, d + 1:].max() > 2 and s.max() > 2
+    w0, _ = depths(early_max_tree_depth=10)  # no cap: the first steps go deeper
+    assert w0[:, : d + 1].max() > 2
+
+
+@pytest.mark.exact
 def test_bad_options_are_refused_by_name():
     with pytest.raises(ArgumentError, match="adapt_mass_matrix.*'fisher_diag'.*got 'lowrank'"):
         mcmc.NUTS(adapt_mass_matrix="lowrank")
@@ -553,16 +607,18 @@ def test_low_rank_defaults_resolve_per_dimension():
     averaging after a search at the first estimate; what the user sets wins; Stan's windows and ``fisher_diag`` keep theirs."""
     o = mcmc.NUTS(adapt_mass_matrix="low_rank").fisher_options
     assert o(3) == {"mass_matrix_rank": 3, "mass_matrix_update_every": 1, "mass_matrix_min_draws": 0,
-                    "step_size_restart": "search_first"}
+                    "step_size_restart": "search_first", "mass_matrix_estimate_rows": 4,
+                    "early_max_tree_depth": 4}
     assert (o(26)["mass_matrix_update_every"], o(100)["mass_matrix_update_every"], o(400)["mass_matrix_rank"]) == (3, 10, 100)
     mine = mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=5, mass_matrix_update_every=7,
                      mass_matrix_min_draws=9, step_size_restart="average").fisher_options(26)
     assert mine == {"mass_matrix_rank": 5, "mass_matrix_update_every": 7, "mass_matrix_min_draws": 9,
-                    "step_size_restart": "average"}
+                    "step_size_restart": "average", "mass_matrix_estimate_rows": 27,
+                    "early_max_tree_depth": 4}
     assert mcmc.NUTS(adapt_mass_matrix="fisher_diag").fisher_options(26)["step_size_restart"] == "average"
     # they reach the adaptation object the kernel builds
     fa = mcmc.NUTS(adapt_mass_matrix="low_rank").bind(gaussian).adaptation
-    assert (fa.max_rank, fa.update_every, fa.low_rank_min_draws, fa.step_size_restart, fa.step_size_search_first) == (
-        D_GAUSS, 1, 0, False, True)
+    assert (fa.max_rank, fa.update_every, fa.low_rank_min_draws, fa.step_size_restart, fa.step_size_search_first,
+            fa.estimate_min_rows, fa.early_max_tree_depth) == (D_GAUSS, 1, 0, False, True, D_GAUSS + 1, 4)
     wa = mcmc.NUTS().bind(gaussian).adaptation
     assert type(wa).__name__ == "WindowAdaptation"

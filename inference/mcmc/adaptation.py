@@ -40,6 +40,9 @@ class GradParams(eqx.Module):
     inverse_mass_matrix: jax.Array
     mass_matrix_sqrt: jax.Array
     mass_matrix_sqrt_inv: jax.Array
+    #: a cap on NUTS's tree depth below its ``max_tree_depth`` (traced), or None: set by an
+    #: adaptation for its early warmup steps (``FisherAdaptation(early_max_tree_depth=...)``)
+    max_tree_depth: Any = None
 
     @classmethod
     def make(cls, step_size: Any, inverse_mass_matrix: jax.Array, dense_mass: bool | None = None) -> "GradParams":

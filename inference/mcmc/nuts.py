@@ -97,13 +97,14 @@ def nuts_trajectory(
     key: Any,
     max_tree_depth: int = 10,
     max_delta_energy: float = 1000.0,
+    depth_limit: Any = None,
 ) -> Trajectory:
     """One NUTS transition from ``x`` with momentum ``r`` (a draw from N(0, M)).
 
     ``value_and_grad(x) -> (U(x), ∇U(x))``.  The trajectory doubles in the direction of a fair
     coin until its ends make a U-turn, a sub-tree of the last doubling makes one, a leapfrog
     step's energy error exceeds ``max_delta_energy`` (a divergence), or ``max_tree_depth``
-    doublings; the returned point is a multinomial draw from the trajectory (biased towards the
+    doublings (or ``depth_limit``, traced, if smaller: an adaptation's cap in early warmup); the returned point is a multinomial draw from the trajectory (biased towards the
     last doubling), which leaves π ∝ exp(−U) invariant.
 
     Example:
@@ -128,6 +129,7 @@ def nuts_trajectory(
     S0 = jnp.stack([potential_energy, energy0, 0.0, potential_energy, energy0, 0.0, 0.0]).astype(dtype)
     I0 = jnp.zeros((5,), jnp.int32)
     ck = jnp.arange(K)
+    K_stop = K if depth_limit is None else jnp.minimum(K, jnp.asarray(depth_limit, jnp.int32))
 
     def body(c):
         V, S, I = c
@@ -184,7 +186,7 @@ def nuts_trajectory(
         r_left, r_right = jnp.where(right, V[_R_END], r1), jnp.where(right, r1, V[_R_END + 1])
         r_sum = V[_R_SUM] + s_r_sum
         v_left, v_right = jnp.where(right, V[_V_END], v1), jnp.where(right, v1, V[_V_END + 1])
-        stop = end & (turning | diverging | _turning(v_left, v_right, r_left, r_right, r_sum) | (depth + 1 >= K))
+        stop = end & (turning | diverging | _turning(v_left, v_right, r_left, r_right, r_sum) | (depth + 1 >= K_stop))
 
         V = jnp.concatenate([
             jnp.stack([
