@@ -11,6 +11,7 @@ the driver).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -183,20 +184,22 @@ class _Program:
             # over all of them: the chains' while loops (NUTS trees) then stop when this
             # device's chains are done, with no cross-device all-reduce per iteration.  Nothing
             # in a step crosses chains (each chain adapts its own tuning), so no collective.
-            chunk = sharding.per_device(self._chunk_chains, in_axes=(None, 0, None, None, None, None),
-                                        out_axes=(0, 1))
+            chunk = sharding.per_device(functools.partial(self._chunk_chains, per_device=True),
+                                        in_axes=(None, 0, None, None, None, None), out_axes=(0, 1))
             return chunk(key, state, dyn, t0, n_end, warm)
         return self._chunk_chains(key, state, dyn, t0, n_end, warm)
 
-    def _chunk_chains(self, key, state, dyn, t0, n_end, warm):
-        """The chunk of the chains in ``state`` (this device's under :func:`sharding.per_device`)."""
+    def _chunk_chains(self, key, state, dyn, t0, n_end, warm, per_device=False):
+        """The chunk of the chains in ``state`` (this device's under :func:`sharding.per_device`
+        when ``per_device``)."""
         b = self.bound(dyn)
         chains = self.num_chains
         active = getattr(b, "active", None)
 
         def one(k, state, t):
-            # every chain's key as on one device, then this device's
-            keys = sharding.device_slice(jax.random.split(k, chains)) if self._per_device() else jax.random.split(k, chains)
+            keys = jax.random.split(k, chains)  # every chain's key as on one device
+            if per_device:  # then this device's
+                keys = sharding.device_slice(keys)
             return self.step(keys, state, dyn, t, warm)
 
         if self.thinning == 1:
