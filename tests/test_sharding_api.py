@@ -25,6 +25,16 @@ def test_layout_on_this_process(monkeypatch):
     assert not sharding.enabled() and sharding.num_devices() == 1
 
 
+def test_per_device_and_device_slice_on_this_process():
+    import jax.numpy as jnp
+    import numpy as np
+
+    n = jax.device_count()
+    f = jax.jit(sharding.per_device(lambda x, c: x * c + sharding.device_slice(jnp.arange(4.0 * n)), in_axes=(0, None),
+                                    out_axes=0))
+    np.testing.assert_array_equal(f(jnp.ones(4 * n), 2.0), 2.0 + np.arange(4.0 * n))
+
+
 def test_four_devices_split_the_leading_axis():
     out = run_on_devices(
         """
