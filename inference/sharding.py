@@ -4,10 +4,12 @@ Every inference family keeps its many independent copies on a leading axis.  Whe
 several devices (several GPUs, several hosts after ``jax.distributed.initialize()``, or CPU
 devices forced with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``), the functions here
 lay that axis out across all of them; with one device they do nothing.  The computation itself
-is unchanged: sharding only decides *where* each slice of the axis lives, and XLA inserts the
-collectives (a resampling gather, a mean over particles) that cross devices.  So results are
-the same numbers as on one device for the same key, up to floating-point reassociation in
-cross-device reductions.
+is unchanged: :func:`constrain_batch` only decides *where* each slice of the axis lives, and
+XLA inserts the collectives (a resampling gather, a mean over particles) that cross devices;
+:func:`per_device` runs work that never crosses the batch (MCMC chains) as one program per
+device.  So results are the same numbers as on one device for the same key, up to
+floating-point rounding (a device's share of the batch, or a cross-device reduction, is
+vectorised differently).
 
 Control: ``PPL_SHARDING=0`` in the environment turns sharding off (read through
 :func:`ppl.config.sharding_requested`, at trace time, so it is part of
