@@ -62,6 +62,48 @@ def test_nuts_chains_sharded_over_eight_devices_equal_unsharded():
     assert out.strip().endswith("ok")
 
 
+def test_nuts_chains_on_two_devices_run_as_separate_loops_with_the_unsharded_draws():
+    """Each device runs its own chains' NUTS trees (``sharding.per_device``): the compiled init
+    and chunk hold no cross-device collective (under GSPMD every leapfrog iteration all-reduced
+    the vmapped tree loop's predicate), and the draws are the unsharded ones."""
+    out = run_on_devices(
+        """
+        import numpy as np, jax, jax.numpy as jnp
+        import ppl
+        from ppl import dist
+        from inference import mcmc, sharding
+
+        @ppl.model
+        def normal_mean(y):
+            mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+            s = ppl.sample("s", dist.HalfNormal(1.0))
+            with ppl.plate("data", y.shape[0]):
+                ppl.sample("y", dist.Normal(mu, s), obs=y)
+
+        y = jnp.array([0.8, 1.9, 0.4, 1.3])
+        kw = dict(num_warmup=30, num_samples=20, num_chains=4, chunk_size=25, progress=False)
+        a = mcmc.sample(jax.random.key(5), mcmc.NUTS(), normal_mean, y, **kw)
+        assert len(a.state.x.sharding.device_set) == 2, a.state.x.sharding
+        prog, dyn, key = a._program, a._dyn, jax.random.key(0)
+        chunk = prog.chunk.lower(key, a.state, dyn, np.int32(0), np.int32(0), np.bool_(True)).compile().as_text()
+        init = prog.init.lower(key, dyn, None, strategy=None).compile().as_text()
+        for hlo in (chunk, init):
+            assert "while" in hlo
+            for op in ("all-reduce", "all-gather", "all-to-all", "collective-permute"):
+                assert op not in hlo, op
+        os.environ["PPL_SHARDING"] = "0"
+        b = mcmc.sample(jax.random.key(5), mcmc.NUTS(), normal_mean, y, **kw)
+        assert len(b.state.x.sharding.device_set) == 1
+        for k in a.samples:
+            np.testing.assert_allclose(a.samples[k], b.samples[k], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(a.info["tree_depth"], b.info["tree_depth"])
+        print("ok")
+        """,
+        n=2,
+    )
+    assert out.strip().endswith("ok")
+
+
 @ppl.model
 def standard_normal():
     ppl.sample("x", dist.Normal(0.0, 1.0))

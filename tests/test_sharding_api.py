@@ -25,6 +25,16 @@ def test_layout_on_this_process(monkeypatch):
     assert not sharding.enabled() and sharding.num_devices() == 1
 
 
+def test_per_device_and_device_slice_on_this_process():
+    import jax.numpy as jnp
+    import numpy as np
+
+    n = jax.device_count()
+    f = jax.jit(sharding.per_device(lambda x, c: x * c + sharding.device_slice(jnp.arange(4.0 * n)), in_axes=(0, None),
+                                    out_axes=0))
+    np.testing.assert_array_equal(f(jnp.ones(4 * n), 2.0), 2.0 + np.arange(4.0 * n))
+
+
 def test_four_devices_split_the_leading_axis():
     out = run_on_devices(
         """
@@ -42,6 +52,40 @@ def test_four_devices_split_the_leading_axis():
         assert not odd.sharding.is_equivalent_to(sharding.batch_sharding(2), 2)
         os.environ["PPL_SHARDING"] = "0"
         assert not sharding.enabled() and sharding.num_devices() == 1
+        print("ok")
+        """,
+        n=4,
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_per_device_runs_each_devices_loops_alone_and_device_slice_hands_out_its_rows():
+    out = run_on_devices(
+        """
+        import numpy as np, jax, jax.numpy as jnp
+        from inference import sharding
+
+        def count_up(n):  # a while loop per element: its trip count is the element's
+            return jax.lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] * 1.5), (0, 1.0))[1]
+
+        n = jnp.arange(8)
+        f = jax.jit(sharding.per_device(jax.vmap(count_up), in_axes=0, out_axes=0))
+        np.testing.assert_allclose(f(n), 1.5 ** np.arange(8))
+        assert f(n).sharding.is_equivalent_to(sharding.batch_sharding(1), 1)
+        # each device runs its own loop: nothing crosses devices (GSPMD all-reduces the
+        # vmapped loop's predicate on every iteration)
+        hlo = f.lower(n).compile().as_text()
+        assert "all-reduce" not in hlo and "all-gather" not in hlo, hlo
+        gspmd = jax.jit(jax.vmap(count_up), in_shardings=sharding.batch_sharding(1))
+        assert "all-reduce" in gspmd.lower(n).compile().as_text()   # so the check above can fail
+        # replicated in, each device's rows out: the rows a sharded batch gives it
+        g = jax.jit(sharding.per_device(lambda k, c: sharding.device_slice(k) * c, in_axes=(None, None), out_axes=0))
+        np.testing.assert_array_equal(g(jnp.arange(8.0), 3.0), 3.0 * np.arange(8.0))
+        keys = jax.random.split(jax.random.key(0), 8)
+        h = jax.jit(sharding.per_device(lambda k: jax.random.normal(sharding.device_slice(jax.random.split(k, 8))[0])[None],
+                                        in_axes=None, out_axes=0))
+        np.testing.assert_array_equal(np.asarray(h(jax.random.key(0))),   # one number per device
+                                      np.asarray(jax.vmap(jax.random.normal)(keys))[::2])
         print("ok")
         """,
         n=4,

@@ -11,6 +11,7 @@ the driver).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -76,25 +77,36 @@ class _Program:
         args, kwargs = self.args(dyn)
         return self.kernel.bind(self.model, args, kwargs, self.num_warmup)
 
+    def _per_device(self) -> bool:
+        """Whether the chains run as one independent program per device (at trace time)."""
+        n = sharding.num_devices()
+        return n > 1 and self.num_chains % n == 0
+
     def _init(self, key, dyn, init_values, strategy=None):
         """(state, log densities, warmup key, sampling key) from the run's key."""
-        b = self.bound(dyn)
         k_init, k_warm, k_samp = jax.random.split(key, 3)
         init = init_values if init_values is not None else strategy
-        keys = sharding.constrain_batch(jax.random.split(k_init, self.num_chains))
+        keys = jax.random.split(k_init, self.num_chains)
         shared, per_chain = self._split_init_values(key, dyn, init_values)
 
-        def one(k, pc):
-            return b.init(k, {**shared, **pc} if init_values is not None else init)
+        def chains(keys, per_chain, dyn, shared):  # these chains (this device's, when split)
+            b = self.bound(dyn)
 
-        if self.num_chains <= _MAP_INIT_CHAINS and sharding.num_devices() == 1:
-            # a loop over a few chains: tracing ``vmap`` of the init's while loops (retries, the
-            # step-size heuristic) costs more than running them one chain at a time
-            state = jax.lax.map(lambda a: one(*a), (keys, per_chain))
-        else:
-            state = jax.vmap(one)(keys, per_chain)
-        state = sharding.constrain_batch(state)
-        return state, jax.vmap(b.log_density)(state), k_warm, k_samp
+            def one(k, pc):
+                return b.init(k, {**shared, **pc} if init_values is not None else init)
+
+            if keys.shape[0] <= _MAP_INIT_CHAINS:
+                # a loop over a few chains: tracing ``vmap`` of the init's while loops (retries,
+                # the step-size heuristic) costs more than running them one chain at a time
+                state = jax.lax.map(lambda a: one(*a), (keys, per_chain))
+            else:
+                state = jax.vmap(one)(keys, per_chain)
+            return state, jax.vmap(b.log_density)(state)
+
+        if self._per_device():  # each device inits its own chains: no loop waits for another's
+            chains = sharding.per_device(chains, in_axes=(0, 0, None, None), out_axes=0)
+        state, log_density = chains(keys, per_chain, dyn, shared)
+        return state, log_density, k_warm, k_samp
 
     def _split_init_values(self, key, dyn, init_values) -> tuple[dict, dict]:
         """(values shared by every chain, values with a leading chain axis) of ``init=`` dict:
@@ -167,12 +179,27 @@ class _Program:
         return dataclasses.replace(tr, args=args, kwargs=kwargs)
 
     def _chunk(self, key, state, dyn, t0, n_end, warm):
+        if self._per_device():
+            # one program per device over its own chains (``shard_map``), not one GSPMD program
+            # over all of them: the chains' while loops (NUTS trees) then stop when this
+            # device's chains are done, with no cross-device all-reduce per iteration.  Nothing
+            # in a step crosses chains (each chain adapts its own tuning), so no collective.
+            chunk = sharding.per_device(functools.partial(self._chunk_chains, per_device=True),
+                                        in_axes=(None, 0, None, None, None, None), out_axes=(0, 1))
+            return chunk(key, state, dyn, t0, n_end, warm)
+        return self._chunk_chains(key, state, dyn, t0, n_end, warm)
+
+    def _chunk_chains(self, key, state, dyn, t0, n_end, warm, per_device=False):
+        """The chunk of the chains in ``state`` (this device's under :func:`sharding.per_device`
+        when ``per_device``)."""
         b = self.bound(dyn)
         chains = self.num_chains
         active = getattr(b, "active", None)
 
         def one(k, state, t):
-            keys = sharding.constrain_batch(jax.random.split(k, chains))
+            keys = jax.random.split(k, chains)  # every chain's key as on one device
+            if per_device:  # then this device's
+                keys = sharding.device_slice(keys)
             return self.step(keys, state, dyn, t, warm)
 
         if self.thinning == 1:
@@ -191,7 +218,6 @@ class _Program:
                 )
 
         def record(new, info):
-            new = sharding.constrain_batch(new)
             out = {"samples": jax.vmap(b.samples)(new), "info": info}
             if active is not None:
                 out["active"] = jax.vmap(active)(new)
@@ -211,7 +237,10 @@ class _Program:
             # t as the chunk's body makes it: int32 start + arange index (int64 under x64)
             t = jax.eval_shape(lambda: jnp.int32(0) + jnp.arange(1)[0])
             warm = jax.ShapeDtypeStruct((), np.bool_)
-            info = jax.eval_shape(self.step, keys, state, dyn, t, warm)[1]
+            step = self.step
+            if self._per_device():  # as the chunk calls it: on this device's chains
+                step = sharding.per_device(step, in_axes=(0, 0, None, None, None), out_axes=0)
+            info = jax.eval_shape(step, keys, state, dyn, t, warm)[1]
             one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), state)
             samples = jax.eval_shape(lambda dyn, s: self.bound(dyn).samples(s), dyn, one)
             per_step = sum(np.prod(v.shape) * v.dtype.itemsize for v in jax.tree.leaves(samples)) * self.num_chains
