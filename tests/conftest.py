@@ -17,6 +17,9 @@
   make test`` turns it back on.
 - A test whose xdist worker dies (XLA has segfaulted inside its own code in this suite) runs
   once more on a fresh worker and must pass there; see ``tests/_crash_rerun.py``.
+- The worker crashes had one cause: a long-lived process's compiled executables reaching the
+  kernel's limit on memory mappings (``vm.max_map_count``).  ``tests/_maps_guard.py`` drops
+  JAX's caches at a module boundary when a process holds more than 40% of that limit.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from _crash_rerun import (  # noqa: E402,F401
     pytest_report_teststatus,
     pytest_runtest_logreport,
 )
+from _maps_guard import pytest_runtest_teardown  # noqa: E402,F401
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
