@@ -150,6 +150,8 @@ def test_estimate_rows_reach_back_until_the_estimate_has_more_draws_than_dimensi
         mcmc.NUTS(adapt_mass_matrix="fisher_diag", mass_matrix_estimate_rows=5)
     with pytest.raises(ArgumentError, match="early_max_tree_depth must be None, or a positive integer with .*got 0"):
         mcmc.NUTS(adapt_mass_matrix="low_rank", early_max_tree_depth=0)
+    with pytest.raises(ArgumentError, match="HMC: early_max_tree_depth .*kernel without trees.*got 3"):
+        mcmc.HMC(adapt_mass_matrix="low_rank", early_max_tree_depth=3)  # not silently ignored
     with pytest.raises(ArgumentError, match="early_max_tree_depth must be None or a positive integer, got 0"):
         FisherAdaptation(None, 2, kind="low_rank", early_max_tree_depth=0)
 

@@ -137,8 +137,9 @@ class _GradientKernel(Kernel):
         _check(name, "mass_matrix_estimate_rows", er, er is None or (mm == "low_rank" and _is_int(er) and er >= 0),
                "None, or an integer >= 0 with adapt_mass_matrix='low_rank'")
         ed = self.early_max_tree_depth
-        _check(name, "early_max_tree_depth", ed, ed is None or (mm == "low_rank" and _is_int(ed) and ed >= 1),
-               "None, or a positive integer with adapt_mass_matrix='low_rank'")
+        _check(name, "early_max_tree_depth", ed, ed is None or (mm == "low_rank" and hasattr(self, "max_tree_depth")
+                                                               and _is_int(ed) and ed >= 1),
+               "None, or a positive integer with NUTS(adapt_mass_matrix='low_rank') (a kernel without trees has no depth to cap)")
         _check(name, "adapt_mass_matrix", mm, isinstance(mm, bool) or mm in MASS_MATRIX_ADAPTATIONS,
                f"True, False or one of {MASS_MATRIX_ADAPTATIONS}")
         rank = self.mass_matrix_rank
