@@ -37,17 +37,20 @@ $(STAMP): pyproject.toml constraints.txt $(PKG_LIST)
 demo: venv
 	$(PY) examples/quickstart.py
 
-# The suite in file order (what CI runs). Plain `pytest` shuffles (pytest-randomly); the suite
-# must pass both ways: `make test-shuffled SEED=<n>` repeats one shuffled order.
+# The suite in file order, modules with a slow test first (what CI runs; see tests/conftest.py).
+# Plain `pytest` shuffles (pytest-randomly); the suite must pass both ways: `make test-shuffled
+# SEED=<n>` repeats one shuffled order. `--dist worksteal`: an idle worker takes half of the
+# other's queue, so the run does not end on one worker's long test started last.
 SEED         ?= 20261202
+XDIST        := -n 2 --dist worksteal
 test: venv
-	$(PY) -m pytest -n 2 -q -p no:randomly $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -q -p no:randomly $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -n 2 -q -p no:randomly -m "not slow and not statistical" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -q -p no:randomly -m "not slow and not statistical" $(PYTEST_ARGS)
 
 test-shuffled: venv
-	$(PY) -m pytest -n 2 -q --randomly-seed=$(SEED) $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -q --randomly-seed=$(SEED) $(PYTEST_ARGS)
 
 # Mutation testing (on demand, not in CI): plant each catalogued bug, run the tests that must
 # catch it, report the score. MUTANTS_ARGS="--only mcmc/" runs a subset.

@@ -20,6 +20,12 @@
 - The worker crashes had one cause: a long-lived process's compiled executables reaching the
   kernel's limit on memory mappings (``vm.max_map_count``).  ``tests/_maps_guard.py`` drops
   JAX's caches at a module boundary when a process holds more than 40% of that limit.
+- Long tests start first: in a run that is not shuffled (``-p no:randomly``, as ``make test``),
+  the modules that hold a ``slow`` test run before the others, each module whole and in file
+  order (module fixtures are built once, the maps guard still sees module boundaries).  With
+  xdist's ``worksteal`` scheduler (``make test``) an idle worker takes half of the other's queue
+  from its end, so the run ends on short tests instead of a long one started last (the docs
+  build alone takes minutes).  A shuffled run keeps pytest-randomly's order.
 """
 
 from __future__ import annotations
@@ -63,6 +69,19 @@ from _crash_rerun import (  # noqa: E402,F401
     pytest_runtest_logreport,
 )
 from _maps_guard import pytest_runtest_teardown  # noqa: E402,F401
+
+
+def long_modules_first(items: list) -> list:
+    """``items`` with the modules that hold a ``slow`` test first, each module whole, file order
+    kept within both groups (a stable sort on one key)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    return sorted(items, key=lambda item: item.path not in slow)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if config.pluginmanager.hasplugin("randomly"):
+        return  # a shuffled run (make test-shuffled, plain pytest): pytest-randomly's order
+    items[:] = long_modules_first(items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -1,5 +1,6 @@
 """The suite's crash policy (``tests/_crash_rerun.py``): a test whose xdist worker dies runs once
-more on a fresh worker and must pass there; a test that crashes twice, or fails, fails the run."""
+more on a fresh worker and must pass there; a test that crashes twice, or fails, fails the run.
+Run under the scheduler `make test` uses (`--dist worksteal`)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _run(tmp_path: Path, always: bool) -> subprocess.CompletedProcess:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_x.py").write_text(BODY.format(always=always))
     env = {**os.environ, "CRASH_FLAG": str(tmp_path / "flag")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:randomly",
+    return subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "worksteal", "-q", "-p", "no:randomly",
                            "-p", "no:cacheprovider", "-p", "no:faulthandler", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
