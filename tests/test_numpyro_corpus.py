@@ -32,7 +32,7 @@ from _budget import BUDGET
 from corpus import MODULES
 from inference import mcmc
 
-pytestmark = [pytest.mark.statistical]
+pytestmark = [pytest.mark.statistical, pytest.mark.slow]  # each case compiles and runs NUTS (10-27 s at load 11)
 
 REF = Path(__file__).resolve().parent / "corpus" / "reference"
 Z = st.norm.isf(BUDGET.level("corpus/means") / 2)
