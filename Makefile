@@ -13,7 +13,7 @@ export PIP_NO_INPUT := 1
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: FORCE all venv demo test test-fast test-shuffled mutants docs serve-docs bench clean distclean
+.PHONY: FORCE all venv demo test test-all test-fast test-shuffled mutants docs serve-docs bench clean distclean
 
 all: test
 
@@ -43,7 +43,12 @@ demo: venv
 # other's queue, so the run does not end on one worker's long test started last.
 SEED         ?= 20261202
 XDIST        := -n 2 --dist worksteal
+# `make test` deselects the `extended` tests: long statistical tests whose law a default-run test
+# also checks (each listed with that test in docs/design/testing.md); `make test-all` runs them too.
 test: venv
+	$(PY) -m pytest $(XDIST) -q -p no:randomly -m "not extended" $(PYTEST_ARGS)
+
+test-all: venv
 	$(PY) -m pytest $(XDIST) -q -p no:randomly $(PYTEST_ARGS)
 
 test-fast: venv

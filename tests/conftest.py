@@ -26,11 +26,16 @@
   xdist's ``worksteal`` scheduler (``make test``) an idle worker takes half of the other's queue
   from its end, so the run ends on short tests instead of a long one started last (the docs
   build alone takes minutes).  A shuffled run keeps pytest-randomly's order.
+- ``make test`` deselects the ``extended`` tests (``make test-all`` runs them): each must be listed
+  in ``docs/design/testing.md`` with the default-run tests that still check its law
+  (``tests/_targets.py``); an unlisted one stops the collection.
 """
 
 from __future__ import annotations
 
 import os
+
+import pytest
 
 os.environ.setdefault("PPL_COMPILATION_CACHE", "0")
 
@@ -78,7 +83,13 @@ def long_modules_first(items: list) -> list:
     return sorted(items, key=lambda item: item.path not in slow)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the registry check sees every test
 def pytest_collection_modifyitems(session, config, items):
+    from _targets import unlisted
+
+    wrong = unlisted(items)  # before -m deselects them: an extended test must say what still covers it
+    if wrong:
+        raise pytest.UsageError("\n".join(wrong))
     if config.pluginmanager.hasplugin("randomly"):
         return  # a shuffled run (make test-shuffled, plain pytest): pytest-randomly's order
     items[:] = long_modules_first(items)
