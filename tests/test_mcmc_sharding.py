@@ -62,6 +62,7 @@ def test_nuts_chains_sharded_over_eight_devices_equal_unsharded():
     assert out.strip().endswith("ok")
 
 
+@pytest.mark.slow  # a subprocess with 2 devices compiling NUTS twice: 30 s at load 8
 def test_nuts_chains_on_two_devices_run_as_separate_loops_with_the_unsharded_draws():
     """Each device runs its own chains' NUTS trees (``sharding.per_device``): the compiled init
     and chunk hold no cross-device collective (under GSPMD every leapfrog iteration all-reduced
