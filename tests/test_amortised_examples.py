@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # each runs an example script in a subprocess: 27-30 s at load 9
 
 
 def test_sequential_gaussian_example_runs_quick_and_tracks_the_exact_posterior(tmp_path):

@@ -266,6 +266,7 @@ def _nuts(model, key=7, warmup=500, draws=1000):
                        num_samples=draws, num_chains=2, progress=False)
 
 
+@pytest.mark.slow  # NUTS on eight schools: 10 s at load 9
 def test_nuts_on_reparameterised_centred_eight_schools_matches_posteriordb():
     run = _nuts(ppl.reparam(eight_schools_centred, "auto"))
     assert set(run.samples) >= {"mu", "tau", "theta", "theta_decentered"}
@@ -274,6 +275,7 @@ def test_nuts_on_reparameterised_centred_eight_schools_matches_posteriordb():
     assert int(np.sum(run.diagnostics["divergences"])) <= 10
 
 
+@pytest.mark.slow  # NUTS on eight schools: 10 s at load 9
 def test_planted_twin_reparam_without_loc_fails_the_reference():
     run = _nuts(ppl.reparam(eight_schools_centred, {"theta": DropLoc(0)}), warmup=200, draws=300)
     z = _mean_z(run)
