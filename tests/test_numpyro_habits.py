@@ -486,6 +486,7 @@ def test_init_mean_and_median_are_the_sites_centres():
     np.testing.assert_allclose([some["mu"], some["tau"], some["s"]], [0.0, 7.0, 1.0], rtol=1e-5)
 
 
+@pytest.mark.slow  # 23 s at load 9, compile-bound
 def test_init_through_the_driver_values_for_some_sites_and_one_start_per_chain():
     med = _start("median")
     assert np.all(np.abs(med["mu"] - 3.0) < 1.0) and len(np.unique(med["mu"])) == 3
@@ -541,6 +542,7 @@ def _dept_guide(dept, y=None):
         ppl.sample("a", dist.Normal(ppl.param("a_loc", jnp.zeros(n)), 0.5))
 
 
+@pytest.mark.slow  # 31 s at load 9, compile-bound
 def test_vi_fit_keeps_numpy_data_concrete_where_the_model_needs_it():
     """Before: ``ModelError: model 'by_dept' uses a traced value in Python control flow``."""
     dept = np.array([0, 1, 1, 2, 0])
@@ -585,6 +587,7 @@ def test_vi_fit_new_numpy_data_of_the_same_shape_compiles_nothing_when_not_neede
     assert c.n == 0 and np.all(np.isfinite(r.history))
 
 
+@pytest.mark.slow  # 53 s at load 9, compile-bound
 def test_smc_drivers_run_models_that_need_numpy_data_concrete():
     dept = np.array([0, 1, 1, 2, 0])
     y = np.array([0.1, 0.5, 1.2, -0.3, 0.2])
