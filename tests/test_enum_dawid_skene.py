@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.special import logsumexp
 
 import ppl
@@ -59,6 +60,7 @@ def _by_hand(v):
     return prior + float(logsumexp(joint, axis=1).sum()), joint
 
 
+@pytest.mark.slow  # 33 s at load 9, compile-bound
 def test_marginal_is_exact_and_equals_the_hand_marginalised_model():
     mld = jax.jit(lambda m, v: ppl.marginal_log_density(m, v, *ARGS), static_argnums=0)
     for seed in (0, 1):
@@ -96,6 +98,7 @@ def _rand_index(z, labels):
     return float((same_z == same_l)[iu].mean())
 
 
+@pytest.mark.slow  # 22 s at load 9
 def test_nuts_runs_the_model_as_written_and_recovers_the_classes():
     run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), DS, *ARGS, num_warmup=100, num_samples=40, progress=False)
     assert set(run.samples) == {"beta", "pi"}
