@@ -37,6 +37,7 @@ def mix_by_hand(y):
 Y = jnp.array([-4.1, -5.2, 0.3, 0.1, 4.8, 5.5, 5.1, -0.4])
 
 
+@pytest.mark.slow  # 16 s at load 10
 def test_unconstrained_view_of_a_mixture_is_the_hand_marginalised_view():
     v, h = ppl.unconstrained(mix, Y), ppl.unconstrained(mix_by_hand, Y)
     assert v.discrete == ("z",) and v.sites == h.sites
@@ -50,6 +51,7 @@ def test_unconstrained_view_of_a_mixture_is_the_hand_marginalised_view():
     assert set(v.to_constrained(x)) == {"w", "mu"}
 
 
+@pytest.mark.slow  # 17 s at load 10
 def test_nuts_runs_the_mixture_as_written_and_recovers_z():
     run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), mix, Y, num_warmup=100, num_samples=60, progress=False)
     assert set(run.samples) == {"w", "mu"}
@@ -75,6 +77,7 @@ def test_infinite_support_discrete_latent_is_refused_naming_the_site_and_the_rem
         mcmc.sample(jax.random.key(0), mcmc.NUTS(), m, num_warmup=2, num_samples=2, progress=False)
 
 
+@pytest.mark.slow  # 18 s at load 10
 def test_memory_guard_names_the_sites_and_the_size_before_allocating():
     @ppl.model
     def joint():
@@ -140,6 +143,7 @@ def hmm_forward(K, y):
     ppl.factor("lik", jax.nn.logsumexp(la))
 
 
+@pytest.mark.slow  # 31 s at load 10
 def test_scan_hmm_marginal_equals_the_hand_written_forward_algorithm_on_hmm_example():
     K, y = _hmm_data()
     v, h = ppl.unconstrained(hmm_scan, K, y), ppl.unconstrained(hmm_forward, K, y)
