@@ -403,6 +403,7 @@ def student5(df):
     ppl.sample("x", dist.StudentT(df, 0.0, 1.0).expand([5]).to_event(1))
 
 
+@pytest.mark.slow  # 23 s at load 11
 def test_laplace_and_pathfinder_of_a_heavy_tailed_posterior_warn_with_pareto_k():
     with pytest.warns(ppl.InferenceWarning, match=r"vi.laplace: degraded: Pareto k̂ = .* > 0.7"):
         lap = vi.laplace(student5, 1.0)  # Cauchy: a Gaussian at the mode misses the tails
