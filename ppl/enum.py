@@ -65,6 +65,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.distributions.util import validate_sample
 
 from . import core, randomness
+from .checks import exact_zeros
 from .core import Messenger
 from .errors import ModelError
 from .messengers import Provide, scope
@@ -277,6 +278,19 @@ def _observed_log_prob(fn: Any, value: Any, enum_dims) -> jax.Array | None:
     return lp
 
 
+def _exact_zeros(fn: Any, value: Any, lp: jax.Array) -> jax.Array:
+    """``ppl.checks.exact_zeros`` as ``ppl.core.site_log_prob`` applies it: −inf where the value
+    has probability zero (NumPyro clamps ``Bernoulli`` / ``Binomial(probs=)`` away from 0 and 1,
+    so impossible data got a finite marginal, e.g. −1416.8 for y = 1 under probs 0 at every z
+    instead of −inf).  ``Categorical(probs=)`` is left as it is: its ``log_prob`` reads
+    ``log(probs)``, already −inf at a zero (tests/test_enum_entry_points.py checks it), and the
+    check would add a gather on the whole enumeration grid."""
+    base = fn
+    while type(base).__name__ in ("Independent", "ExpandedDistribution"):
+        base = base.base_dist
+    return lp if type(base).__name__ == "CategoricalProbs" else exact_zeros(fn, value, lp)
+
+
 class _Enum(Messenger):
     """Enumerate finite discrete latent sites in parallel and record every site's log factor."""
 
@@ -369,7 +383,7 @@ class _Enum(Messenger):
             elif laid is not None and msg["value"] is laid[1]:
                 lp = _support_log_prob(msg["fn"], laid[1], laid[0])
             if lp is None:
-                lp = msg["fn"].log_prob(msg["value"])
+                lp = _exact_zeros(msg["fn"], msg["value"], msg["fn"].log_prob(msg["value"]))
         if msg["mask"] is not None:
             lp = jnp.where(msg["mask"], lp, 0.0)
         if msg["scale"] is not None:
