@@ -13,8 +13,8 @@ so the objective's value is the ELBO of the *marginal* model, E_q[log w] ≤ log
 ``grad`` is unbiased for ∇ ELBO (the sum over d is exact and differentiable; the guide's own
 sites keep their strategies: ``"reparam"``, ``"reinforce"``, ``"enum"``, ...).  The model must
 use a summed-out plated site element by element (see ``docs/design/enumeration.md``); a model
-that reduces it across its plate is refused when the objective first runs on concrete values
-(e.g. ``init_params``), naming the site.
+that reduces it across its plate is refused, naming the site, by ``vi.fit`` at its concrete
+inputs (:func:`check_summed_out`) and whenever the objective runs with concrete data.
 
 Example:
     >>> @ppl.model
