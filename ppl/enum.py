@@ -942,6 +942,28 @@ class _StandIn(Provide):
         self.put(msg, v, "latent")
 
 
+def _stand_ins(fn, args, kwargs, values) -> dict | None:
+    """address -> stand-in (see _StandIn), from one run of the model compiled as one program
+    (run eagerly, each operation would be compiled on its own in a cold process: seconds)."""
+
+    def go():
+        stand = _StandIn(values)
+        run(fn, args, kwargs, _Fill(), stand)
+        return stand.made
+
+    try:
+        return jax.jit(go).lower().compile(_FAST_COMPILE)()
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - an XLA build without these options, or a model closing over
+        try:  # a caller's traced values: eagerly (inside a trace the stand-ins may then be traced)
+            return go()
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - not checkable here; the caller's own run reports errors
+            return None
+
+
 def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None = None,
                      values: Mapping[str, Any] | None = None, max_elements: int | None = None) -> bool:
     """Refuse (``ModelError`` naming the sites) a model that uses a summed-out plated discrete
@@ -976,21 +998,20 @@ def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | N
     args, kwargs = tuple(args), dict(kwargs or {})
     if not _concrete((args, kwargs)):
         return False
-    with jax.ensure_compile_time_eval():  # inside a caller's trace: the stand-ins are concrete values
-        if values is not None and _concrete(values):
-            given = dict(values)
-        else:
-            stand = _StandIn(dict(values or {}))
-            run(fn, args, kwargs, _Fill(), stand)
-            given = {**stand.made}
-            if any(v is None for v in given.values()) or not _concrete(given):
-                return False  # a site without one stand-in (in a scan step): not checked here
-        if _digest(fn, (args, kwargs, given)) in _CHECKED:
-            return True
-        handlers = (_Given(given),)
-        fill = _probe(fn, args, kwargs, handlers)
-        if fill.discrete:
-            _check_elementwise(fn, args, kwargs, handlers, fill.nesting, max_elements, given)
+    # (no ensure_compile_time_eval here: inside a caller's trace the compiled programs below
+    # return concrete values, and evaluated op by op they would cost a compile per operation)
+    if values is not None and _concrete(values):
+        given = dict(values)
+    else:
+        given = _stand_ins(fn, args, kwargs, dict(values or {}))
+        if given is None or any(v is None for v in given.values()) or not _concrete(given):
+            return False  # a site without one stand-in (in a scan step): not checked here
+    if _digest(fn, (args, kwargs, given)) in _CHECKED:
+        return True
+    handlers = (_Given(given),)
+    fill = _probe(fn, args, kwargs, handlers)
+    if fill.discrete:
+        _check_elementwise(fn, args, kwargs, handlers, fill.nesting, max_elements, given)
     return True
 
 
