@@ -61,15 +61,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from numpyro.distributions.transforms import biject_to
 from numpyro.distributions.util import validate_sample
 
 from . import core, randomness
+from .checks import exact_zeros
 from .core import Messenger
 from .errors import ModelError
 from .messengers import Provide, scope
 from .model import as_model, run
 
-__all__ = ["marginal_log_density", "infer_discrete", "enumerable_sites", "MAX_ELEMENTS"]
+__all__ = ["marginal_log_density", "infer_discrete", "enumerable_sites", "check_summed_out", "MAX_ELEMENTS"]
 
 #: the memory guard: the most elements one tensor of an enumeration may have (float64: 8 bytes each)
 MAX_ELEMENTS = 1 << 26
@@ -276,6 +278,19 @@ def _observed_log_prob(fn: Any, value: Any, enum_dims) -> jax.Array | None:
     return lp
 
 
+def _exact_zeros(fn: Any, value: Any, lp: jax.Array) -> jax.Array:
+    """``ppl.checks.exact_zeros`` as ``ppl.core.site_log_prob`` applies it: −inf where the value
+    has probability zero (NumPyro clamps ``Bernoulli`` / ``Binomial(probs=)`` away from 0 and 1,
+    so impossible data got a finite marginal, e.g. −1416.8 for y = 1 under probs 0 at every z
+    instead of −inf).  ``Categorical(probs=)`` is left as it is: its ``log_prob`` reads
+    ``log(probs)``, already −inf at a zero (tests/test_enum_entry_points.py checks it), and the
+    check would add a gather on the whole enumeration grid."""
+    base = fn
+    while type(base).__name__ in ("Independent", "ExpandedDistribution"):
+        base = base.base_dist
+    return lp if type(base).__name__ == "CategoricalProbs" else exact_zeros(fn, value, lp)
+
+
 class _Enum(Messenger):
     """Enumerate finite discrete latent sites in parallel and record every site's log factor."""
 
@@ -368,7 +383,7 @@ class _Enum(Messenger):
             elif laid is not None and msg["value"] is laid[1]:
                 lp = _support_log_prob(msg["fn"], laid[1], laid[0])
             if lp is None:
-                lp = msg["fn"].log_prob(msg["value"])
+                lp = _exact_zeros(msg["fn"], msg["value"], msg["fn"].log_prob(msg["value"]))
         if msg["mask"] is not None:
             lp = jnp.where(msg["mask"], lp, 0.0)
         if msg["scale"] is not None:
@@ -891,6 +906,115 @@ def _refuse(site, fa, base, fn, args, kwargs, handlers, nesting, max_elements):
     )
 
 
+class _StandIn(Provide):
+    """Concrete stand-ins at latent sites, for the element-by-element check when the values a
+    caller holds are traced: a given concrete value is kept; a given traced value, or a
+    continuous site not given, becomes ``biject_to(support)(u)`` with u uniform in (-2, 2) (a
+    key per address; the shape of the given value, else the site's); a given discrete one its
+    first support value (a draw for an infinite support).  Finite discrete sites not given are
+    left to the enumeration.  ``made``: address -> the value put there (None for a site seen
+    twice, e.g. in a ``ppl.scan`` step: no stand-in is made for it)."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        super().__init__(None, data, strict=False)
+        self.made: dict[str, Any] = {}
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or msg["intervened"] or msg["value"] is not None:
+            return
+        fn, name = msg["fn"], msg["name"]
+        found, v = self.lookup(msg)
+        if found and _concrete(v):
+            v = jnp.asarray(v)
+        elif found or not fn.support.is_discrete:
+            shape = tuple(np.shape(v)) if found else tuple(fn.batch_shape) + tuple(fn.event_shape)
+            key = jax.random.key(zlib.crc32(name.encode()))
+            if fn.support.is_discrete:
+                first = _support(msg)[0] if getattr(fn, "has_enumerate_support", False) else fn.sample(key).reshape(-1)[0]
+                s = jnp.broadcast_to(first, shape)
+            else:
+                t = biject_to(fn.support)
+                s = t(jax.random.uniform(key, tuple(t.inverse_shape(shape)), minval=-2.0, maxval=2.0))
+            v = s.astype(getattr(v, "dtype", s.dtype)) if found else s
+        else:
+            return  # a finite discrete site not given: summed out (_Fill gives it a placeholder)
+        self.made[name] = None if name in self.made else v
+        self.put(msg, v, "latent")
+
+
+def _stand_ins(fn, args, kwargs, values) -> dict | None:
+    """address -> stand-in (see _StandIn), from one run of the model compiled as one program
+    (run eagerly, each operation would be compiled on its own in a cold process: seconds)."""
+
+    def go():
+        stand = _StandIn(values)
+        run(fn, args, kwargs, _Fill(), stand)
+        return stand.made
+
+    try:
+        return jax.jit(go).lower().compile(_FAST_COMPILE)()
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - an XLA build without these options, or a model closing over
+        try:  # a caller's traced values: eagerly (inside a trace the stand-ins may then be traced)
+            return go()
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - not checkable here; the caller's own run reports errors
+            return None
+
+
+def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None = None,
+                     values: Mapping[str, Any] | None = None, max_elements: int | None = None) -> bool:
+    """Refuse (``ModelError`` naming the sites) a model that uses a summed-out plated discrete
+    site other than element by element (``jnp.sum(z)`` across its plate): the one check that
+    every entry point running a model with summed-out sites goes through, at concrete inputs.
+
+    The model is run with the latent sites in `values` held there and its other finite discrete
+    latent sites summed out (:func:`marginal_log_density`'s model).  With ``values=None`` every
+    continuous latent site, and with traced `values` (e.g. a guide's draw inside a compiled
+    objective) each of them, is replaced by a concrete stand-in in its support (concrete
+    `values` are used as they are), so the check also runs where only the
+    model's inputs `args`, `kwargs` are concrete.  It is a structural check (see
+    ``docs/design/enumeration.md``), run once per (model, inputs) and cached.  Returns True when
+    the model was checked (or has nothing summed out), False when it cannot be checked here
+    because `args` / `kwargs` are traced: a driver then calls it with its concrete inputs.
+
+    Example:
+        >>> @ppl.model
+        ... def counts(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+        ...     with ppl.plate("data", y.shape[0]):
+        ...         z = ppl.sample("z", dist.Bernoulli(0.3))
+        ...         ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
+        ...     ppl.factor("few_ones", -0.5 * jnp.sum(z))    # z reduced across its plate
+        >>> try:
+        ...     ppl.enum.check_summed_out(counts, (jnp.array([0.1, 2.0]),))
+        ... except ppl.ModelError as e:
+        ...     print(str(e)[:60])
+        site 'few_ones' uses the summed-out discrete site(s) 'z' (pl
+    """
+    fn = as_model(model).fn
+    args, kwargs = tuple(args), dict(kwargs or {})
+    if not _concrete((args, kwargs)):
+        return False
+    # (no ensure_compile_time_eval here: inside a caller's trace the compiled programs below
+    # return concrete values, and evaluated op by op they would cost a compile per operation)
+    if values is not None and _concrete(values):
+        given = dict(values)
+    else:
+        given = _stand_ins(fn, args, kwargs, dict(values or {}))
+        if given is None or any(v is None for v in given.values()) or not _concrete(given):
+            return False  # a site without one stand-in (in a scan step): not checked here
+    if _digest(fn, (args, kwargs, given)) in _CHECKED:
+        return True
+    handlers = (_Given(given),)
+    fill = _probe(fn, args, kwargs, handlers)
+    if fill.discrete:
+        _check_elementwise(fn, args, kwargs, handlers, fill.nesting, max_elements, given)
+    return True
+
+
 def _total(enum: _Enum, buckets=None) -> jax.Array:
     t = _contract(enum.factors, enum.vars, enum.plates, set(), frozenset(), enum._op, enum._guard, buckets)
     return jnp.sum(t) + enum.extra
@@ -916,8 +1040,7 @@ def marginal_log_density(model: Any, values: Mapping[str, Any], *args: Any,
     m = as_model(model)
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
-    if _concrete(values):
-        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
+    check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, nesting=nesting, max_elements=max_elements)
     return _total(enum)
 
@@ -973,8 +1096,7 @@ def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any =
     op = "max" if temperature == 0 else "sum"
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
-    if _concrete(values):
-        _check_elementwise(m.fn, args, kwargs, handlers, nesting, max_elements, values)
+    check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, op=op, record=True, nesting=nesting,
                           max_elements=max_elements)
     buckets: list = []

@@ -39,7 +39,7 @@ from inference._run.cache import PROGRAMS
 from inference._run.concrete import join, split, with_concrete_retry
 from inference._result import WeightedDraws
 from ppl.checks import validate
-from ppl.errors import ArgumentError
+from ppl.errors import ArgumentError, ModelError
 
 from . import blocks
 from .particles import Particles, map_particles
@@ -106,6 +106,16 @@ class TemperedTarget:
         self.model = ppl.as_model(model)
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs)
+        if self.view.discrete:
+            # issue 14: the view sums these sites out, but the path below tempers L(x) = p(y | x, z)
+            # at one prior draw of z, not the marginal likelihood: a wrong evidence and posterior
+            raise ModelError(
+                f"smc.tempered_smc: model {self.model.name!r} has finite discrete latent sites "
+                f"{list(self.view.discrete)}, which its unconstrained view sums out; tempered SMC "
+                "does not temper that sum (its weights would use one prior draw of them, a wrong "
+                "evidence and posterior). Use mcmc.sample(key, mcmc.NUTS(), model, ...) on the "
+                "marginal model, or smc.resample_move with an mcmc.Gibbs kernel on those sites."
+            )
         self.tempered = tempered_model(self.model)
 
     def log_likelihood(self, x: jax.Array) -> jax.Array:

@@ -13,8 +13,8 @@ so the objective's value is the ELBO of the *marginal* model, E_q[log w] ≤ log
 ``grad`` is unbiased for ∇ ELBO (the sum over d is exact and differentiable; the guide's own
 sites keep their strategies: ``"reparam"``, ``"reinforce"``, ``"enum"``, ...).  The model must
 use a summed-out plated site element by element (see ``docs/design/enumeration.md``); a model
-that reduces it across its plate is refused when the objective first runs on concrete values
-(e.g. ``init_params``), naming the site.
+that reduces it across its plate is refused, naming the site, by ``vi.fit`` at its concrete
+inputs (:func:`check_summed_out`) and whenever the objective runs with concrete data.
 
 Example:
     >>> @ppl.model
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 import ppl
@@ -70,4 +71,18 @@ def trace_enum_elbo(model: Any, guide: Any, num_particles: int = 1, strategies: 
     def trace_enum_elbo_program(*args: Any, **kwargs: Any) -> Any:
         return jnp.mean(particles(K, lambda: enum_log_weight(m, sample(guide, *args, **kwargs), *args, **kwargs)))
 
-    return Objective(trace_enum_elbo_program, strategies, name="trace_enum_elbo", model=model, guide=guide)
+    obj = Objective(trace_enum_elbo_program, strategies, name="trace_enum_elbo", model=model, guide=guide)
+    obj.summed_out = True  # vi.fit checks the model's summed-out sites at its concrete inputs (check_summed_out)
+    return obj
+
+
+def check_summed_out(objective: Objective, key: Any, args: tuple, kwargs: dict) -> None:
+    """Refuse an objective whose model uses a summed-out site other than element by element,
+    at the concrete inputs `args`, `kwargs` (:func:`ppl.enum.check_summed_out`): the objective's
+    program is traced once abstractly with them as constants, so each
+    :func:`ppl.marginal_log_density` inside checks its model there, with the guide's traced
+    draws replaced by concrete stand-ins (once per (model, inputs), cached).  A driver calls it
+    before compiling its programs, whose inputs are traced (where the check cannot run); only
+    for objectives marked ``summed_out`` (:func:`trace_enum_elbo`)."""
+    if getattr(objective, "summed_out", False):
+        jax.eval_shape(lambda k: objective.init_params(k, *args, **kwargs), key)

@@ -41,6 +41,7 @@ from .._run.chunking import MAX_CHUNK, choose_chunk_size
 from .._run.loop import host_loop, scan_chunk
 from .._run.progress import Progress, progress_default
 from .core import Objective, VIError
+from .enum_elbo import check_summed_out
 
 __all__ = ["fit", "VIResult", "sample_posterior"]
 
@@ -736,6 +737,9 @@ def fit(
     if strategies:
         objective = _with_strategies(objective, strategies)
     args, kwargs = _args_from(data, args, kwargs)
+    # issue 14: the programs below trace the data, where the element-by-element check of a model's
+    # summed-out sites cannot run: it runs here, at the concrete inputs (cached per model, inputs)
+    check_summed_out(objective, key, args, kwargs)
     # issue 17: NumPy data traced unless the model's body needs it concrete (inference._run.concrete)
     parts = [getattr(objective, p, None) for p in ("model", "guide")]
     on = progress_default() if progress is None else bool(progress)

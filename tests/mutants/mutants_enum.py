@@ -169,3 +169,51 @@ MUTANTS += [
         area="law",
     ),
 ]
+
+# --- issue 14 audit (haudit): every entry point checks summed-out sites; exact zeros ----------------
+MUTANTS += [
+    Mutant(
+        id="enum/vi-fit-skips-the-elementwise-check",
+        file="inference/vi/fit.py",
+        find="    check_summed_out(objective, key, args, kwargs)\n",
+        replace="",
+        tests=(
+            "tests/test_enum_entry_points.py::test_every_entry_point_refuses_a_reduction_across_the_plate",
+        ),
+        description="vi.fit does not check a trace_enum_elbo's model at its concrete inputs (its programs trace the data, where the check cannot run): the ELBO of the wrong marginal is optimised silently for a model that reduces a summed-out site across its plate.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/traced-values-not-stood-in",
+        file="ppl/enum.py",
+        find="        if given is None or any(v is None for v in given.values()) or not _concrete(given):",
+        replace="        if True:",
+        tests=(
+            "tests/test_enum_entry_points.py::test_every_entry_point_refuses_a_reduction_across_the_plate",
+        ),
+        description="check_summed_out gives up when the values are traced instead of checking at concrete stand-ins: a jitted marginal_log_density / infer_discrete (and so Run.discrete) returns the wrong marginal silently.",
+        area="law",
+    ),
+    Mutant(
+        id="smc/tempered-accepts-summed-out-sites",
+        file="inference/smc/tempering.py",
+        find="        if self.view.discrete:\n",
+        replace="        if False:\n",
+        tests=(
+            "tests/test_enum_entry_points.py::test_tempered_smc_refuses_summed_out_sites_by_name",
+        ),
+        description="tempered_smc runs a model whose discrete sites its view sums out, weighting with the likelihood at one prior draw of them: a wrong evidence and posterior (log Z -13.35 against the exact -9.04 on the test's mixture).",
+        area="law",
+    ),
+    Mutant(
+        id="enum/exact-zeros-skipped",
+        file="ppl/enum.py",
+        find='                lp = _exact_zeros(msg["fn"], msg["value"], msg["fn"].log_prob(msg["value"]))',
+        replace='                lp = msg["fn"].log_prob(msg["value"])',
+        tests=(
+            "tests/test_enum_exact_zeros.py::test_marginal_with_probability_zero_data_is_the_enumerated_mass",
+        ),
+        description="The enumeration scores sites with NumPyro's log_prob as it is: Bernoulli/Binomial probs clamped away from 0 and 1 give data of probability zero a finite marginal (-1416.8) instead of -inf.",
+        area="law",
+    ),
+]
