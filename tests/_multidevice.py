@@ -41,9 +41,13 @@ def run_on_devices(code: str, n: int = 8, timeout: float = 600.0) -> str:
     """Run ``code`` with ``n`` host devices; return its stdout (raises AssertionError on failure)."""
     env = _env(n)
     script = textwrap.dedent(PRELUDE.format(n=n)) + textwrap.dedent(code)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:  # a hang (e.g. issue 15's LAPACK deadlock) is a failure
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        raise AssertionError(f"multi-device check did not finish in {timeout:g} s (killed):\n{out}") from None
     if proc.returncode != 0:
         raise AssertionError(f"multi-device check failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout

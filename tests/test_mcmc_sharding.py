@@ -105,6 +105,55 @@ def test_nuts_chains_on_two_devices_run_as_separate_loops_with_the_unsharded_dra
     assert out.strip().endswith("ok")
 
 
+def test_low_rank_and_dense_adaptation_finish_on_two_devices():
+    """Issue 15: ``NUTS(adapt_mass_matrix="low_rank")`` (and ``"dense"``) never returned with 2 CPU
+    devices on a 2-core machine: a batch of LAPACK calls (``eigh`` / Cholesky of a device's chains)
+    in each device's program, which jaxlib 0.10 spreads over XLA's intra-op pool and waits for
+    from a worker of that pool, deadlocked it (:mod:`inference._lapack`).  Before the fix both runs
+    hung (the subprocess's timeout turns that into a failure); the estimates now call LAPACK one
+    chain at a time, which the lowered chunk shows whatever the machine's cores (no
+    ``num_batch_dims`` other than 0 on a LAPACK call), and the draws stay the unsharded ones.  d = 40 (low_rank)
+    and 64 (dense) are above jaxlib's 2·10⁵-flop threshold for two matrices; 30 / 40 warmup steps
+    reach an estimate."""
+    out = run_on_devices(
+        """
+        import re
+        import numpy as np, jax, jax.numpy as jnp
+        import ppl
+        from ppl import dist
+        from inference import mcmc
+
+        for kind, d, warmup in (("low_rank", 40, 30), ("dense", 64, 40)):
+            @ppl.model
+            def gauss():
+                ppl.sample("x", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
+
+            run = mcmc.sample(jax.random.key(0), mcmc.NUTS(adapt_mass_matrix=kind), gauss, num_warmup=warmup,
+                              num_samples=5, num_chains=4, progress=False)
+            assert len(run.state.x.sharding.device_set) == 2
+            assert np.all(np.isfinite(run.samples["x"]))
+            prog, key = run._program, jax.random.key(0)
+            hlo = prog.chunk.lower(key, run.state, run._dyn, np.int32(0), np.int32(0), np.bool_(True)).as_text()
+            calls = [l for l in hlo.splitlines() if re.search(r"custom_call @lapack_", l)]
+            assert calls, kind
+            batched = [l for l in calls if 'num_batch_dims = "0"' not in l]
+            assert not batched, (kind, batched[:2])
+            if kind == "low_rank":  # the draws are the unsharded run's (up to rounding, as above)
+                os.environ["PPL_SHARDING"] = "0"
+                b = mcmc.sample(jax.random.key(0), mcmc.NUTS(adapt_mass_matrix=kind), gauss, num_warmup=warmup,
+                                num_samples=5, num_chains=4, progress=False)
+                del os.environ["PPL_SHARDING"]
+                assert len(b.state.x.sharding.device_set) == 1
+                np.testing.assert_allclose(run.samples["x"], b.samples["x"], rtol=1e-6, atol=1e-9)
+                np.testing.assert_array_equal(run.info["tree_depth"], b.info["tree_depth"])
+        print("ok")
+        """,
+        n=2,
+        timeout=180,
+    )
+    assert out.strip().endswith("ok")
+
+
 @ppl.model
 def standard_normal():
     ppl.sample("x", dist.Normal(0.0, 1.0))

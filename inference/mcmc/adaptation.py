@@ -24,6 +24,7 @@ from numpyro.infer.hmc_util import IntegratorState
 
 from ppl.errors import ArgumentError
 
+from .._lapack import one_at_a_time
 from .metric import LowRankMetric
 
 __all__ = ["GradParams", "WindowAdaptation", "WindowAdapter", "search_step_size"]
@@ -95,6 +96,12 @@ def search_step_size(value_and_grad, step_size, inverse_mass_matrix, z_info, key
     return _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info, xi)
 
 
+def _dense_momenta(A, xi):
+    """Rows L⁻ᵀ ξ for A = L Lᵀ: momenta with covariance A⁻¹ from standard normal rows ``xi``."""
+    L = jnp.linalg.cholesky(A)
+    return jax.scipy.linalg.solve_triangular(L.T, xi.T, lower=False).T
+
+
 def _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info, xi):
     """:func:`search_step_size` with standard normal draws ``xi`` (rows; used in turn)."""
     x, _, pe, g = z_info
@@ -108,9 +115,8 @@ def _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info,
         momenta = xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
         kinetic = lambda r: 0.5 * jnp.sum(A * r * r)  # noqa: E731
         velocity = lambda r: A * r  # noqa: E731
-    else:  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹
-        L = jnp.linalg.cholesky(A)
-        momenta = jax.scipy.linalg.solve_triangular(L.T, xi.T, lower=False).T
+    else:  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹ (one chain at a time: :mod:`inference._lapack`)
+        momenta = one_at_a_time(_dense_momenta)(A, xi)
         kinetic = lambda r: 0.5 * r @ (A @ r)  # noqa: E731
         velocity = lambda r: A @ r  # noqa: E731
     log_target = jnp.log(jnp.asarray(0.8, dtype))
@@ -168,6 +174,7 @@ class WindowAdapter:
             raise ArgumentError(f"WindowAdapter: restart must be 'search' or 'average', got {restart!r}.")
         self.num_warmup = int(num_warmup)
         self.adapt_step_size, self.adapt_mass_matrix = bool(adapt_step_size), bool(adapt_mass_matrix)
+        self.dense_mass = bool(dense_mass)
         self.target_accept_prob, self.restart = target_accept_prob, restart
         self.ss_init, self.ss_update = hmc_util.dual_averaging()
         self.mm_init, self.mm_update, self.mm_final = hmc_util.welford_covariance(diagonal=not dense_mass)
@@ -195,7 +202,10 @@ class WindowAdapter:
 
     def _window_end(self, z_info, key, state):
         if self.adapt_mass_matrix:
-            inv_mm, mm_sqrt, mm_sqrt_inv = self.mm_final(state.mm_state, regularize=True)
+            final = lambda mm_state: self.mm_final(mm_state, regularize=True)  # noqa: E731
+            if self.dense_mass:  # Cholesky factors: one chain at a time (:mod:`inference._lapack`)
+                final = one_at_a_time(final)
+            inv_mm, mm_sqrt, mm_sqrt_inv = final(state.mm_state)
             state = state._replace(inverse_mass_matrix=inv_mm, mass_matrix_sqrt=mm_sqrt, mass_matrix_sqrt_inv=mm_sqrt_inv,
                                    mm_state=self.mm_init(inv_mm.shape[-1]))
         if self.adapt_step_size:

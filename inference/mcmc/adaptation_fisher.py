@@ -47,6 +47,7 @@ from numpyro.infer import hmc_util
 
 from ppl.errors import ArgumentError
 
+from .._lapack import one_at_a_time
 from .adaptation import GradParams, search_step_size
 from .metric import LowRankMetric
 
@@ -446,7 +447,11 @@ class FisherAdaptation:
             return jnp.where(ok, new, A)
         X, G, rows, _ = acc
         weights = (rows >= start).astype(X.dtype)
-        new = low_rank_metric(X, G, weights, self.max_rank, self.gamma, self.cutoff)
+        # one chain at a time under ``vmap`` over chains: a batch of eighs is the jaxlib 0.10
+        # LAPACK deadlock with several CPU devices (:mod:`inference._lapack`; issue 15)
+        estimate = one_at_a_time(functools.partial(low_rank_metric, max_rank=self.max_rank, gamma=self.gamma,
+                                                   cutoff=self.cutoff))
+        new = estimate(X, G, weights)
         if self.low_rank_min_draws > 0:  # fewer draws than dimensions: the diagonal part alone
             few = jnp.sum(weights) < self.low_rank_min_draws
             new = LowRankMetric(new.scale, jnp.where(few, 0.0, new.vectors), jnp.where(few, 1.0, new.values))

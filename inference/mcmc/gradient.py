@@ -41,6 +41,7 @@ from numpyro.infer.hmc_util import IntegratorState
 import ppl
 from ppl.errors import ArgumentError
 
+from .._lapack import one_at_a_time
 from ._base import Kernel, metropolis_accept, split
 from . import metric
 from .adaptation import GradParams, WindowAdaptation, WindowAdapter, search_step_size  # noqa: F401  (re-exported)
@@ -419,7 +420,7 @@ class MALA(_GradientKernel):
             return -0.5 * jnp.sum(d * d / A) / eps**2
         mean = x - 0.5 * eps**2 * A @ g
         d = x_to - mean
-        return -0.5 * d @ jnp.linalg.solve(A, d) / eps**2
+        return -0.5 * d @ one_at_a_time(jnp.linalg.solve)(A, d) / eps**2  # inference._lapack
 
     def transition(self, bound, key, state, params):
         k_prop, k_acc = split(key, 2)
