@@ -138,23 +138,27 @@ class StepSizeSearch:
         self.step_size, self.inverse_mass_matrix, self.xi = step_size, inverse_mass_matrix, xi
 
     def _metric(self, g):
-        """(momenta, kinetic energy, velocity) of the search's metric."""
+        """(the search's inverse mass matrix A, its momenta: rows r = M^{1/2} ξ with M = A⁻¹)."""
         A = self.inverse_mass_matrix(g) if callable(self.inverse_mass_matrix) else self.inverse_mass_matrix
         xi = self.xi
         if isinstance(A, LowRankMetric):
-            momenta = A.momentum(xi)
-            kinetic = lambda r: 0.5 * jnp.dot(r, A.velocity(r))  # noqa: E731
-            velocity = A.velocity
-        elif A.ndim == 1:
-            momenta = xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
-            kinetic = lambda r: 0.5 * jnp.sum(A * r * r)  # noqa: E731
-            velocity = lambda r: A * r  # noqa: E731
-        else:  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹
-            L = jnp.linalg.cholesky(A)
-            momenta = jax.scipy.linalg.solve_triangular(L.T, xi.T, lower=False).T
-            kinetic = lambda r: 0.5 * r @ (A @ r)  # noqa: E731
-            velocity = lambda r: A @ r  # noqa: E731
-        return momenta, kinetic, velocity
+            return A, A.momentum(xi)
+        if A.ndim == 1:
+            return A, xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
+        L = jnp.linalg.cholesky(A)  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹
+        return A, jax.scipy.linalg.solve_triangular(L.T, xi.T, lower=False).T
+
+    @staticmethod
+    def _velocity(A, r):
+        if isinstance(A, LowRankMetric):
+            return A.velocity(r)
+        return A * r if A.ndim == 1 else A @ r
+
+    @staticmethod
+    def _kinetic(A, r):
+        if isinstance(A, LowRankMetric):
+            return 0.5 * jnp.dot(r, A.velocity(r))
+        return 0.5 * jnp.sum(A * r * r) if A.ndim == 1 else 0.5 * r @ (A @ r)
 
     def start(self, dtype) -> tuple:
         """The carry before the first trial: (step size, last direction, direction, trials)."""
@@ -172,21 +176,20 @@ class StepSizeSearch:
     def trial(self, c, x, g) -> tuple[jax.Array, tuple]:
         """The point of the next trial's leapfrog step, and what :meth:`next` needs of it."""
         eps, _, direction, i = c
-        momenta, _, velocity = self._metric(g)
+        A, momenta = self._metric(g)
         eps = jnp.where(direction == 1, 2.0 * eps, jnp.where(direction == -1, 0.5 * eps, eps))
         r = momenta[i % self.xi.shape[0]]
         r_half = r - 0.5 * eps * g
-        return x + eps * velocity(r_half), (eps, r, r_half, g)
+        return x + eps * self._velocity(A, r_half), (eps, r, r_half, A)
 
     def next(self, c, aux, pe, pe1, g1) -> tuple:
         """The carry after the trial ``aux`` reached U = ``pe1``, ∇U = ``g1`` (``pe``: U at the
         start point)."""
         _, _, direction, i = c
-        eps, r, r_half, g = aux
-        _, kinetic, _ = self._metric(g)
+        eps, r, r_half, A = aux
         log_target = jnp.log(jnp.asarray(0.8, eps.dtype))
         r1 = r_half - 0.5 * eps * g1
-        delta = (pe1 + kinetic(r1)) - (pe + kinetic(r))
+        delta = (pe1 + self._kinetic(A, r1)) - (pe + self._kinetic(A, r))
         new_direction = jnp.where(log_target < -delta, 1, -1).astype(jnp.int32)  # a NaN delta halves
         return eps, direction, new_direction, i + 1
 
