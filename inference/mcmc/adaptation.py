@@ -207,7 +207,8 @@ class WindowAdapter:
       NumPyro's ``warmup_adapter`` pair (``tests/test_mcmc_nuts.py`` checks the states are equal at every
       step);
     - ``restart="average"``: its own averaged step size (Blackjax), no search (the search is a
-      second copy of the model's gradient in every compiled warmup program).
+      second copy of the model's gradient in every compiled warmup program); the state's
+      ``rng_key`` is then left as it is (NumPyro splits it at every update for the search).
 
     The initial step size is searched for in ``init`` (unless ``search=False``) in both modes.
 
@@ -266,8 +267,11 @@ class WindowAdapter:
     def update(self, t, accept_prob, z_info, state):
         """The adaptation state after warmup step ``t`` (0-based) with acceptance ``accept_prob``
         and new integrator state ``z_info``."""
-        key, key_ss = jax.random.split(state.rng_key)
-        state = state._replace(rng_key=key)
+        key_ss = None
+        if self.restart == "search":  # only a window-end search uses a key: no random call
+            # per step otherwise (a threefry hash in every chunk program; issue 14, compile time)
+            key, key_ss = jax.random.split(state.rng_key)
+            state = state._replace(rng_key=key)
         if self.adapt_step_size:
             ss_state = self.ss_update(self.target_accept_prob - accept_prob, state.ss_state)
             log_step_size, log_step_size_avg, *_ = ss_state
