@@ -27,7 +27,7 @@ from ppl.errors import ArgumentError
 from .._lapack import one_at_a_time
 from .metric import LowRankMetric
 
-__all__ = ["GradParams", "WindowAdaptation", "WindowAdapter", "search_step_size"]
+__all__ = ["GradParams", "WindowAdaptation", "WindowAdapter", "search_step_size", "StepSizeSearch"]
 
 
 class GradParams(eqx.Module):
@@ -105,42 +105,100 @@ def _dense_momenta(A, xi):
 def _search_with_momenta(value_and_grad, step_size, inverse_mass_matrix, z_info, xi):
     """:func:`search_step_size` with standard normal draws ``xi`` (rows; used in turn)."""
     x, _, pe, g = z_info
-    A = inverse_mass_matrix
-    dtype = x.dtype
-    if isinstance(A, LowRankMetric):
-        momenta = A.momentum(xi)
-        kinetic = lambda r: 0.5 * jnp.dot(r, A.velocity(r))  # noqa: E731
-        velocity = A.velocity
-    elif A.ndim == 1:
-        momenta = xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
-        kinetic = lambda r: 0.5 * jnp.sum(A * r * r)  # noqa: E731
-        velocity = lambda r: A * r  # noqa: E731
-    else:  # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹ (one chain at a time: :mod:`inference._lapack`)
-        momenta = one_at_a_time(_dense_momenta)(A, xi)
-        kinetic = lambda r: 0.5 * r @ (A @ r)  # noqa: E731
-        velocity = lambda r: A @ r  # noqa: E731
-    log_target = jnp.log(jnp.asarray(0.8, dtype))
-    finfo = jnp.finfo(dtype)
+    search = StepSizeSearch(step_size, inverse_mass_matrix, xi)
 
     def body(c):
-        eps, _, direction, i = c
-        eps = jnp.where(direction == 1, 2.0 * eps, jnp.where(direction == -1, 0.5 * eps, eps))
-        r = momenta[i % xi.shape[0]]
-        r_half = r - 0.5 * eps * g
-        pe1, g1 = value_and_grad(x + eps * velocity(r_half))
-        r1 = r_half - 0.5 * eps * g1
-        delta = (pe1 + kinetic(r1)) - (pe + kinetic(r))
-        new_direction = jnp.where(log_target < -delta, 1, -1).astype(jnp.int32)  # a NaN delta halves
-        return eps, direction, new_direction, i + 1
+        x1, aux = search.trial(c, x, g)
+        return search.next(c, aux, pe, *value_and_grad(x1))
 
-    def cond(c):
+    eps, *_ = jax.lax.while_loop(search.running, body, search.start(x.dtype))
+    return eps
+
+
+class StepSizeSearch:
+    """:func:`search_step_size` as a state machine, so that a caller can run its leapfrog steps
+    through a gradient call it already has (``BoundGradient.init`` runs the initial point's
+    retries and the initial search in one loop: the model's gradient appears once in the
+    ``init`` program instead of twice; issue 14, compile time).
+
+    ``start(dtype)`` is the search's carry; while ``running(carry)``: ``x1, aux = trial(carry,
+    x, g)`` is the point where the next trial step needs U and ∇U (from the point ``x`` with
+    gradient ``g``), ``next(carry, aux, U(x), U(x1), ∇U(x1))`` the carry after it; the step size
+    found is ``carry[0]``.  ``inverse_mass_matrix`` may be a function of ``g`` (an adaptation
+    whose first metric comes from the initial gradient): it is then evaluated at each trial, on
+    the same ``g``.  The same arithmetic as :func:`search_step_size`, step by step.
+
+    Example:
+        >>> from inference.mcmc.adaptation import StepSizeSearch
+        >>> vg = jax.value_and_grad(lambda x: 0.5 * jnp.sum(x**2))
+        >>> x = jnp.ones(2); pe, g = vg(x)
+        >>> s = StepSizeSearch(1.0, jnp.ones(2), jax.random.normal(jax.random.key(0), (16, 2)))
+        >>> c = s.start(x.dtype)
+        >>> while bool(s.running(c)):
+        ...     x1, aux = s.trial(c, x, g)
+        ...     c = s.next(c, aux, pe, *vg(x1))
+        >>> bool(c[0] > 0)
+        True
+    """
+
+    def __init__(self, step_size: Any, inverse_mass_matrix: Any, xi: jax.Array):
+        self.step_size, self.inverse_mass_matrix, self.xi = step_size, inverse_mass_matrix, xi
+
+    def _metric(self, g):
+        """(the search's inverse mass matrix A, its momenta: rows r = M^{1/2} ξ with M = A⁻¹)."""
+        A = self.inverse_mass_matrix(g) if callable(self.inverse_mass_matrix) else self.inverse_mass_matrix
+        xi = self.xi
+        if isinstance(A, LowRankMetric):
+            return A, A.momentum(xi)
+        if A.ndim == 1:
+            return A, xi / jnp.sqrt(A)  # r ~ N(0, A⁻¹)
+        # A = L Lᵀ: r = L⁻ᵀ ξ has covariance A⁻¹ (one chain at a time: :mod:`inference._lapack`)
+        return A, one_at_a_time(_dense_momenta)(A, xi)
+
+    @staticmethod
+    def _velocity(A, r):
+        if isinstance(A, LowRankMetric):
+            return A.velocity(r)
+        return A * r if A.ndim == 1 else A @ r
+
+    @staticmethod
+    def _kinetic(A, r):
+        if isinstance(A, LowRankMetric):
+            return 0.5 * jnp.dot(r, A.velocity(r))
+        return 0.5 * jnp.sum(A * r * r) if A.ndim == 1 else 0.5 * r @ (A @ r)
+
+    def start(self, dtype) -> tuple:
+        """The carry before the first trial: (step size, last direction, direction, trials)."""
+        zero = jnp.zeros((), jnp.int32)
+        return jnp.asarray(self.step_size, dtype), zero, zero, zero
+
+    def running(self, c) -> jax.Array:
+        """Whether another trial is due: the direction has not changed and the step size is
+        not at the type's extremes."""
         eps, last, direction, _ = c
+        finfo = jnp.finfo(eps.dtype)
         not_extreme = ((eps > finfo.tiny) | (direction >= 0)) & ((eps < finfo.max) | (direction <= 0))
         return not_extreme & ((last == 0) | (direction == last))
 
-    zero = jnp.zeros((), jnp.int32)
-    eps, *_ = jax.lax.while_loop(cond, body, (jnp.asarray(step_size, dtype), zero, zero, zero))
-    return eps
+    def trial(self, c, x, g) -> tuple[jax.Array, tuple]:
+        """The point of the next trial's leapfrog step, and what :meth:`next` needs of it."""
+        eps, _, direction, i = c
+        A, momenta = self._metric(g)
+        eps = jnp.where(direction == 1, 2.0 * eps, jnp.where(direction == -1, 0.5 * eps, eps))
+        r = momenta[i % self.xi.shape[0]]
+        r_half = r - 0.5 * eps * g
+        return x + eps * self._velocity(A, r_half), (eps, r, r_half, A)
+
+    def next(self, c, aux, pe, pe1, g1) -> tuple:
+        """The carry after the trial ``aux`` reached U = ``pe1``, ∇U = ``g1`` (``pe``: U at the
+        start point)."""
+        _, _, direction, i = c
+        eps, r, r_half, A = aux
+        log_target = jnp.log(jnp.asarray(0.8, eps.dtype))
+        r1 = r_half - 0.5 * eps * g1
+        delta = (pe1 + self._kinetic(A, r1)) - (pe + self._kinetic(A, r))
+        new_direction = jnp.where(log_target < -delta, 1, -1).astype(jnp.int32)  # a NaN delta halves
+        return eps, direction, new_direction, i + 1
 
 
 class WindowAdapter:
@@ -156,7 +214,8 @@ class WindowAdapter:
       NumPyro's ``warmup_adapter`` pair (``tests/test_mcmc_nuts.py`` checks the states are equal at every
       step);
     - ``restart="average"``: its own averaged step size (Blackjax), no search (the search is a
-      second copy of the model's gradient in every compiled warmup program).
+      second copy of the model's gradient in every compiled warmup program); the state's
+      ``rng_key`` is then left as it is (NumPyro splits it at every update for the search).
 
     The initial step size is searched for in ``init`` (unless ``search=False``) in both modes.
 
@@ -219,8 +278,11 @@ class WindowAdapter:
     def update(self, t, accept_prob, z_info, state):
         """The adaptation state after warmup step ``t`` (0-based) with acceptance ``accept_prob``
         and new integrator state ``z_info``."""
-        key, key_ss = jax.random.split(state.rng_key)
-        state = state._replace(rng_key=key)
+        key_ss = None
+        if self.restart == "search":  # only a window-end search uses a key: no random call
+            # per step otherwise (a threefry hash in every chunk program; issue 14, compile time)
+            key, key_ss = jax.random.split(state.rng_key)
+            state = state._replace(rng_key=key)
         if self.adapt_step_size:
             ss_state = self.ss_update(self.target_accept_prob - accept_prob, state.ss_state)
             log_step_size, log_step_size_avg, *_ = ss_state
@@ -286,13 +348,30 @@ class WindowAdaptation:
             self._adapters[n] = WindowAdapter(n, find_reasonable_step_size=find, **self.options)
         return self._adapters[n]
 
-    def init(self, key: Any, state: Any, num_warmup: int) -> WindowState:
-        """The adaptation state at the chain's first state (a ``GradState``)."""
+    def init(self, key: Any, state: Any, num_warmup: int, step_size: Any = None) -> WindowState:
+        """The adaptation state at the chain's first state (a ``GradState``); ``step_size``:
+        the result of :meth:`initial_search` run by the caller (then not searched again)."""
         z_info = IntegratorState(state.x, None, state.potential_energy, state.grad)
-        step_size = jnp.asarray(self.step_size, dtype=state.x.dtype)
         n = max(int(num_warmup), 1)
+        if step_size is not None:
+            hmc = self.adapter(n).init(z_info, key, step_size, mass_matrix_size=self.dim, search=False)
+            return WindowState(hmc, n)
+        step_size = jnp.asarray(self.step_size, dtype=state.x.dtype)
         hmc = self.adapter(n).init(z_info, key, step_size, mass_matrix_size=self.dim)
         return WindowState(hmc, n)
+
+    def initial_search(self, key: Any, like: Any) -> "StepSizeSearch | None":
+        """The step-size search :meth:`init` (with ``key``) makes at a position shaped like
+        ``like``, as a :class:`StepSizeSearch` for a caller to run (``BoundGradient.init_searching``),
+        or None when there is none.  Its key is the one NumPyro's ``warmup_adapter`` gives the
+        search (the second half of ``key``), its metric the initial (unit) one."""
+        if not (self.find_heuristic_step_size and self.options["adapt_step_size"]):
+            return None
+        _, key_ss = jax.random.split(key)
+        dense = self.options["dense_mass"]
+        A = hmc_util._initialize_mass_matrix(jnp.zeros(like.shape, like.dtype), None, dense)[0]
+        xi = jax.random.normal(key_ss, (_SEARCH_MOMENTA,) + tuple(like.shape), like.dtype)
+        return StepSizeSearch(jnp.asarray(self.step_size, like.dtype), A, xi)
 
     def params(self, adapt_state: WindowState) -> GradParams:
         """The step size and inverse mass matrix the next step uses."""

@@ -48,7 +48,7 @@ from numpyro.infer import hmc_util
 from ppl.errors import ArgumentError
 
 from .._lapack import one_at_a_time
-from .adaptation import GradParams, search_step_size
+from .adaptation import _SEARCH_MOMENTA, GradParams, StepSizeSearch, search_step_size
 from .metric import LowRankMetric
 
 __all__ = ["FisherAdaptation", "FisherState", "fisher_schedule", "fisher_diagonal", "low_rank_metric"]
@@ -380,16 +380,18 @@ class FisherAdaptation:
         m = LowRankMetric(jnp.sqrt(a), m.vectors, m.values)
         return m.with_matrix() if self.dense_velocity else m
 
-    def init(self, key: Any, state: Any, num_warmup: int) -> FisherState:
-        """The adaptation state at the chain's first state (a ``GradState``)."""
+    def init(self, key: Any, state: Any, num_warmup: int, step_size: Any = None) -> FisherState:
+        """The adaptation state at the chain's first state (a ``GradState``); ``step_size``:
+        the result of :meth:`initial_search` run by the caller (then not searched again)."""
         x, dtype = state.x, state.x.dtype
         n = max(int(num_warmup), 1)
         A = self._initial_metric(state.grad, dtype)
-        step_size = jnp.asarray(self.step_size, dtype)
+        searched = step_size is not None
+        step_size = jnp.asarray(self.step_size if step_size is None else step_size, dtype)
         key_first = None
         if self.step_size_search_first:  # (only then: the default's init search keeps its key)
             key, key_first = jax.random.split(key)
-        if self.find_heuristic_step_size and self.adapt_step_size:
+        if self.find_heuristic_step_size and self.adapt_step_size and not searched:
             step_size = search_step_size(self.value_and_grad, step_size, A, (x, None, state.potential_energy, state.grad), key)
         ss_state = self.ss_init(jnp.log(10.0 * step_size))
         d = self.dim
@@ -404,6 +406,19 @@ class FisherAdaptation:
         if self.early_max_tree_depth is not None:
             cap = jnp.asarray(self.early_max_tree_depth if int(num_warmup) > 0 and self._depth_lift(n) > 0 else 30, jnp.int32)
         return FisherState(step_size, ss_state, A, acc, n, key_first, cap)
+
+    def initial_search(self, key: Any, like: Any) -> "StepSizeSearch | None":
+        """The step-size search :meth:`init` (with ``key``) makes at a position shaped like
+        ``like``, as a :class:`~inference.mcmc.adaptation.StepSizeSearch` for a caller to run
+        (``BoundGradient.init_searching``), or None when there is none; its metric is the
+        initial one, a function of the initial gradient."""
+        if not (self.find_heuristic_step_size and self.adapt_step_size):
+            return None
+        if self.step_size_search_first:
+            key, _ = jax.random.split(key)
+        dtype = like.dtype
+        xi = jax.random.normal(key, (_SEARCH_MOMENTA,) + tuple(like.shape), dtype)
+        return StepSizeSearch(jnp.asarray(self.step_size, dtype), lambda g: self._initial_metric(g, dtype), xi)
 
     def params(self, adapt_state: FisherState) -> GradParams:
         """The step size and inverse mass matrix the next step uses."""

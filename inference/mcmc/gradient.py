@@ -250,17 +250,43 @@ class BoundGradient:
         """Start at the given constrained values, or at a point from ``init`` / the kernel's
         ``init_strategy`` ("uniform" in (−2, 2), "prior", "zeros"), retried (up to 100 times)
         while U or ∇U is not finite."""
+        return self.init_searching(key, init, lambda like: None)[0]
+
+    def init_searching(self, key: Any, init: Any, make_search: Any) -> tuple[GradState, Any]:
+        """:meth:`init`, then the step-size search ``make_search(like)`` returns (a
+        :class:`~inference.mcmc.adaptation.StepSizeSearch` for a position shaped like ``like``,
+        or None: no search) from the initial state: ``(state, step size found or None)``.
+
+        The retries of the initial point and the search's trial steps run in **one** loop
+        whose body evaluates U and ∇U once, at the next proposal while the point is not
+        finite, then at the search's next trial point, so the model's gradient appears once in
+        the ``init`` program (issue 14: the search's own copy was half of it).  Keys and
+        arithmetic are those of :meth:`init` followed by the search on its own (tested equal).
+        :class:`~inference.mcmc.protocol.Adapted` calls this with its adaptation's
+        ``initial_search``.
+
+        Example:
+            >>> from inference.mcmc.adaptation import StepSizeSearch
+            >>> bound = mcmc.NUTS().bind(ppl.Model(lambda: ppl.sample("x", dist.Normal(0.0, 2.0)))).kernel
+            >>> xi = jax.random.normal(jax.random.key(1), (16, 1))
+            >>> state, eps = bound.init_searching(jax.random.key(0), None, lambda like: StepSizeSearch(1.0, jnp.ones(1), xi))
+            >>> bool(jnp.isfinite(state.potential_energy)), bool(eps > 0)
+            (True, True)
+        """
         values = init if isinstance(init, Mapping) else None
         if values is not None and all(a in values for a in self.view.sites):
-            return self.state_at(self.view.to_unconstrained(values))
+            state = self.state_at(self.view.to_unconstrained(values))
+            search = make_search(jax.ShapeDtypeStruct(state.x.shape, state.x.dtype))
+            if search is None:
+                return state, None
+            return state, _run_search(search, self.vg, state)
         strategy = (None if values is not None else init) or self.kernel.init_strategy
-
-        def propose(k):
-            x = self.view.init_point(k, strategy, values=values)
-            return (x,) + tuple(self.vg(x))
 
         def bad(c):
             return ~(jnp.isfinite(c[2]) & jnp.all(jnp.isfinite(c[3])))
+
+        def retrying(c):
+            return (c[0] < 101) & bad(c)
 
         k0, k_x = jax.random.split(key)
         # one loop whose body proposes (first with k0, then retry i with fold_in(k_x, i)), started
@@ -271,15 +297,35 @@ class BoundGradient:
             return x, self.potential(x), x
 
         shapes = jax.eval_shape(point, k0)
+        search = make_search(shapes[0])
         c0 = (0,) + tuple(jnp.full(s.shape, jnp.nan, s.dtype) for s in shapes) + (k0, k_x)
+        if search is None:
+            def body(c):
+                i, k_x = c[0], c[5]
+                x = self.view.init_point(c[4], strategy, values=values)
+                return (i + 1, x) + tuple(self.vg(x)) + (jax.random.fold_in(k_x, i), k_x)
 
-        def body(c):
-            i, k_x = c[0], c[5]
-            return (i + 1,) + propose(c[4]) + (jax.random.fold_in(k_x, i), k_x)
+            c = jax.lax.while_loop(retrying, body, c0)
+            _, x, pe, g, _, _ = c
+            return GradState(x, pe, g), None
 
-        c = jax.lax.while_loop(lambda c: (c[0] < 101) & bad(c), body, c0)
-        _, x, pe, g, _, _ = c
-        return GradState(x, pe, g)
+        # with a search: the same loop goes on after the point is found, its body now taking
+        # the search's trial steps from that point (one ``vg`` call site for both)
+        def body_searching(c):
+            i, x, pe, g, k, k_x, sc = c
+            proposing = retrying(c)
+            x_prop = self.view.init_point(k, strategy, values=values)
+            x_try, aux = search.trial(sc, x, g)
+            pe1, g1 = self.vg(jnp.where(proposing, x_prop, x_try))
+            sc_next = search.next(sc, aux, pe, pe1, g1)
+            sc = jax.tree.map(lambda old, new: jnp.where(proposing, old, new), sc, sc_next)
+            x, pe, g = (jnp.where(proposing, new, old) for new, old in ((x_prop, x), (pe1, pe), (g1, g)))
+            return (jnp.where(proposing, i + 1, i), x, pe, g, jax.random.fold_in(k_x, i), k_x, sc)
+
+        c = jax.lax.while_loop(lambda c: retrying(c) | search.running(c[6]), body_searching,
+                               (jnp.int32(0),) + c0[1:] + (search.start(shapes[0].dtype),))
+        _, x, pe, g, _, _, sc = c
+        return GradState(x, pe, g), sc[0]
 
     def state_at(self, x: jax.Array) -> GradState:
         """The state at the unconstrained point ``x`` (U and ∇U evaluated there)."""
@@ -338,6 +384,16 @@ class BoundGradient:
 
     def integrator(self):
         return hmc_util.velocity_verlet(self.potential, metric.kinetic_energy)
+
+
+def _run_search(search: Any, vg: Any, state: GradState) -> jax.Array:
+    """The step size found by ``search`` (a :class:`~inference.mcmc.adaptation.StepSizeSearch`)
+    from ``state``, in a loop of its own."""
+    def body(c):
+        x1, aux = search.trial(c, state.x, state.grad)
+        return search.next(c, aux, state.potential_energy, *vg(x1))
+
+    return jax.lax.while_loop(search.running, body, search.start(state.x.dtype))[0]
 
 
 def _mh_update(kernel, key, state: GradState, x_new, pe_new, g_new, log_alpha) -> tuple[GradState, dict]:

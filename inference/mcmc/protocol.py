@@ -111,8 +111,16 @@ class Adapted:
 
     def init(self, key: Any, init: Any = None) -> Chain:
         k_state, k_adapt = list(jax.random.split(key, 2))
-        state = self.kernel.init(k_state, init)
-        adapt_state = self.adaptation.init(k_adapt, state, self.num_warmup)
+        searching = getattr(self.kernel, "init_searching", None)
+        plan = getattr(self.adaptation, "initial_search", None)
+        if searching is not None and plan is not None:
+            # the kernel runs the adaptation's initial step-size search in its own init loop
+            # (one gradient call site in the program: BoundGradient.init_searching)
+            state, step_size = searching(k_state, init, lambda like: plan(k_adapt, like))
+            adapt_state = self.adaptation.init(k_adapt, state, self.num_warmup, step_size=step_size)
+        else:
+            state = self.kernel.init(k_state, init)
+            adapt_state = self.adaptation.init(k_adapt, state, self.num_warmup)
         return Chain(state, adapt_state, self.adaptation.params(adapt_state))
 
     def step(self, key: Any, chain: Chain, params: Any = None) -> tuple[Chain, dict]:

@@ -288,3 +288,22 @@ MUTANTS += [  # issue 15, fourth pass: wall time per gradient (engineer h15)
         description="low_rank's dense velocity matrix is built from Λ^{1/2} for Λ: the leapfrog moves with another metric than the momenta's.",
     ),
 ]
+
+MUTANTS += [  # issue 14, sixth pass: the initial point's retries and the step-size search in one loop (hcompile)
+    Mutant(
+        id="mcmc/init-search-gradient-at-the-start-point",
+        file="inference/mcmc/gradient.py",
+        find="pe1, g1 = self.vg(jnp.where(proposing, x_prop, x_try))",
+        replace="pe1, g1 = self.vg(jnp.where(proposing, x_prop, x))",
+        tests=("tests/test_mcmc_driver.py::test_init_with_the_search_in_one_loop_equals_init_then_search",),
+        description="The shared loop evaluates the search's trial at the start point instead of the trial point (U, ∇U of the wrong point).",
+    ),
+    Mutant(
+        id="mcmc/init-search-starts-before-the-point-is-found",
+        file="inference/mcmc/gradient.py",
+        find="sc = jax.tree.map(lambda old, new: jnp.where(proposing, old, new), sc, sc_next)",
+        replace="sc = sc_next",
+        tests=("tests/test_mcmc_driver.py::test_init_with_the_search_in_one_loop_equals_init_then_search",),
+        description="The search's carry advances during the initial point's retries too (trials from a placeholder or a rejected point).",
+    ),
+]
