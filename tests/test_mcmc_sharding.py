@@ -177,7 +177,7 @@ def test_a_models_own_lapack_calls_finish_on_two_devices():
             k = jnp.exp(-0.5 * ((x[:, None] - x[None, :]) / ls) ** 2) + 0.1 * jnp.eye(x.shape[0])
             ppl.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), k), obs=y)
 
-        kw = dict(num_warmup=20, num_samples=10, num_chains=4, progress=False)
+        kw = dict(num_warmup=10, num_samples=5, num_chains=4, progress=False)
         run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), gp, x, jnp.sin(6 * x), **kw)
         assert len(run.state.x.sharding.device_set) == 2
         prog, key = run._program, jax.random.key(0)
