@@ -154,6 +154,80 @@ def test_low_rank_and_dense_adaptation_finish_on_two_devices():
     assert out.strip().endswith("ok")
 
 
+def test_a_models_own_lapack_calls_finish_on_two_devices():
+    """Issue 15, the model's side: a GP whose ``MultivariateNormal`` covariance (60×60) depends on
+    a sampled length scale calls a Cholesky and triangular solves per chain in its log density;
+    batched over a device's chains, jaxlib 0.10 spreads them over the intra-op pool and waits
+    from a worker of it, which hung default NUTS with 4 chains on 2 CPU devices of a 2-core
+    machine (this test timed out before the fix; d = 50 did not hang, 60 did).  The device's
+    chains now step one at a time (``_Program._one_at_a_time``): no LAPACK call in the lowered
+    chunk is batched, and the draws are the unsharded run's."""
+    out = run_on_devices(
+        """
+        import re
+        import numpy as np, jax, jax.numpy as jnp
+        import ppl
+        from ppl import dist
+        from inference import mcmc
+
+        x = jnp.linspace(0.0, 1.0, 60)
+
+        @ppl.model
+        def gp(x, y):
+            ls = ppl.sample("ls", dist.LogNormal(0.0, 1.0))
+            k = jnp.exp(-0.5 * ((x[:, None] - x[None, :]) / ls) ** 2) + 0.1 * jnp.eye(x.shape[0])
+            ppl.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), k), obs=y)
+
+        kw = dict(num_warmup=10, num_samples=5, num_chains=4, progress=False)
+        run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), gp, x, jnp.sin(6 * x), **kw)
+        assert len(run.state.x.sharding.device_set) == 2
+        prog, key = run._program, jax.random.key(0)
+        hlo = prog.chunk.lower(key, run.state, run._dyn, np.int32(0), np.int32(0), np.bool_(True)).as_text()
+        calls = [l for l in hlo.splitlines() if re.search(r"custom_call @lapack_", l)]
+        assert calls and not [l for l in calls if 'num_batch_dims = "0"' not in l], calls[:2]
+        os.environ["PPL_SHARDING"] = "0"
+        b = mcmc.sample(jax.random.key(0), mcmc.NUTS(), gp, x, jnp.sin(6 * x), **kw)
+        del os.environ["PPL_SHARDING"]
+        assert len(b.state.x.sharding.device_set) == 1
+        np.testing.assert_allclose(run.samples["ls"], b.samples["ls"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(run.info["tree_depth"], b.info["tree_depth"])
+        print("ok")
+        """,
+        n=2,
+        timeout=120,
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_calls_lapack_sees_a_models_cholesky_and_not_one_at_a_time():
+    """The detection behind the above: a model's Cholesky (inside ``MultivariateNormal``'s log
+    density, under ``jit`` / ``cond``, and in its gradient) is found in one chain's unbatched
+    jaxpr; a model without LAPACK and LAPACK under :func:`inference._lapack.one_at_a_time` (the
+    samplers' own, already unbatched) are not."""
+    import jax.numpy as jnp
+
+    from inference._lapack import calls_lapack, one_at_a_time
+
+    v = jax.ShapeDtypeStruct((), jnp.float32)
+    m = jax.ShapeDtypeStruct((4, 4), jnp.float32)
+
+    def mvn(ls):
+        k = jnp.exp(-0.5 * (jnp.arange(4.0)[:, None] - jnp.arange(4.0)[None, :]) ** 2 / ls**2) + 0.1 * jnp.eye(4)
+        return dist.MultivariateNormal(jnp.zeros(4), k).log_prob(jnp.ones(4))
+
+    def normal(ls):
+        return dist.Normal(0.0, ls).log_prob(1.0)
+
+    assert calls_lapack(mvn, v)
+    assert calls_lapack(jax.grad(mvn), v)
+    f32 = lambda f: (lambda ls: f(ls).astype(jnp.float32))  # noqa: E731 - the branches' common type
+    assert calls_lapack(lambda ls: jax.lax.cond(ls > 0, f32(jax.jit(mvn)), f32(normal), ls), v)
+    assert calls_lapack(lambda a, b: jnp.linalg.solve(a, b), m, jax.ShapeDtypeStruct((4,), jnp.float32))
+    assert not calls_lapack(normal, v)
+    assert not calls_lapack(jax.value_and_grad(normal), v)
+    assert not calls_lapack(one_at_a_time(lambda a: jnp.linalg.eigh(a)[0]), m)
+
+
 @ppl.model
 def standard_normal():
     ppl.sample("x", dist.Normal(0.0, 1.0))

@@ -23,6 +23,7 @@ from ppl.errors import ArgumentError, ArgumentTypeError
 from ppl.model import Trace
 
 from .. import sharding
+from .._lapack import calls_lapack
 from .._run import chunking
 from .._run.cache import PROGRAMS
 from .._run.concrete import Concrete, join, remembered, split, with_concrete_retry
@@ -82,6 +83,22 @@ class _Program:
         n = sharding.num_devices()
         return n > 1 and self.num_chains % n == 0
 
+    def _one_at_a_time(self, fun, *chain_args) -> bool:
+        """Whether this device's chains must run ``fun`` one chain at a time (``lax.map``)
+        rather than as a ``vmap`` batch (decided at trace time; ``chain_args``: the arguments
+        with a leading chain axis, the others closed over): when the chains run per device on
+        CPU, more than one per device, and one chain's ``fun`` calls LAPACK.  jaxlib 0.10 splits
+        a batched LAPACK call over the intra-op pool that every CPU device's program shares and
+        waits for it from a worker of that pool, which deadlocks with as many devices as cores
+        (:mod:`inference._lapack`); a batch of one runs inline.  Everywhere else the ``vmap``
+        stays (and nothing extra is traced)."""
+        if not self._per_device() or jax.tree.leaves(chain_args)[0].shape[0] < 2:
+            return False
+        if sharding.mesh().devices.flat[0].platform != "cpu":
+            return False
+        one = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), chain_args)
+        return calls_lapack(fun, *one)
+
     def _init(self, key, dyn, init_values, strategy=None):
         """(state, log densities, warmup key, sampling key) from the run's key."""
         k_init, k_warm, k_samp = jax.random.split(key, 3)
@@ -95,12 +112,15 @@ class _Program:
             def one(k, pc):
                 return b.init(k, {**shared, **pc} if init_values is not None else init)
 
-            if keys.shape[0] <= _MAP_INIT_CHAINS:
+            if keys.shape[0] <= _MAP_INIT_CHAINS or self._one_at_a_time(one, keys, per_chain):
                 # a loop over a few chains: tracing ``vmap`` of the init's while loops (retries,
-                # the step-size heuristic) costs more than running them one chain at a time
+                # the step-size heuristic) costs more than running them one chain at a time;
+                # and a model's LAPACK calls must not be batched on several CPU devices
                 state = jax.lax.map(lambda a: one(*a), (keys, per_chain))
             else:
                 state = jax.vmap(one)(keys, per_chain)
+            if self._one_at_a_time(b.log_density, state):
+                return state, jax.lax.map(b.log_density, state)
             return state, jax.vmap(b.log_density)(state)
 
         if self._per_device():  # each device inits its own chains: no loop waits for another's
@@ -165,6 +185,8 @@ class _Program:
             new, info = phase_step(b, k, _with_args(s, self._concrete_args), t, warm)
             return _with_args(new, lambda tr: _restore_args(tr, s)), info
 
+        if self._one_at_a_time(one, keys, state):  # a model's own LAPACK on several CPU devices
+            return jax.lax.map(lambda a: one(*a), (keys, state))
         return jax.vmap(one)(keys, state)
 
     def _concrete_args(self, tr: Trace) -> Trace:
