@@ -121,6 +121,7 @@ declare("mcmc/adaptation_low_rank_invariance", 8,
 declare("mcmc/adaptation_moves", 2, alpha=1e-300,
         note="test_mcmc_adaptation: moved fraction > 0.2 with M chains whose true rate is > 0.5; Hoeffding exp(-2M 0.3^2) < 1e-300")
 declare("mcmc/adaptation_sbc", 2, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank Fisher adaptation, mu and sigma")
+declare("mcmc/adaptation_sbc_regression", 4, note="test_mcmc_adaptation: chi2 on SBC ranks of NUTS with the low-rank and diagonal Fisher adaptations on a correlated regression, a and b")
 
 
 # ---------------------------------------------------------------------------------------------
