@@ -34,6 +34,7 @@ declare("mcmc/diagnostics_ar1_ess", 2, z=6.0,
              "|ratio - 1| < 6 sd + bias, sd measured over 200 seeds")
 
 declare("mcmc/gradient_invariance", 16, note="test_mcmc_gradient: 4 exact-null statistics x 4 kernels (RWM, MALA, HMC, NUTS) from exact draws")
+declare("mcmc/nuts_bits", 2, note="test_mcmc_bits: chi2 of 7 bits of a NUTS step's draws over their 128 cells, KS of the momentum")
 declare("mcmc/nuts_law", 4, note="test_mcmc_nuts: chi2 homogeneity of our NUTS tree vs NumPyro's build_tree, 4 cases")
 declare("mcmc/nuts_stan_restart", note="test_mcmc_nuts: posterior mean with step_size_restart='search', sd from ESS")
 declare("mcmc/reference_means", 21, alpha=1e-9, note="test_mcmc_reference: posteriordb means, 10 + 3 + 8 parameters")

@@ -52,6 +52,7 @@ from .metric import LowRankMetric
 MASS_MATRIX_ADAPTATIONS = ("diag", "dense", "fisher_diag", "low_rank")
 #: ``low_rank``'s default rank: every direction up to this many (the velocity costs O(d · rank))
 LOW_RANK_MAX_RANK = 100
+from . import _bits
 from .nuts import nuts_trajectory
 from .protocol import Adapted
 
@@ -72,6 +73,17 @@ def _momentum(key: Any, mass_matrix_sqrt: Any) -> jax.Array:
     d = mass_matrix_sqrt.dim if isinstance(mass_matrix_sqrt, LowRankMetric) else mass_matrix_sqrt.shape[0]
     eps = jax.random.normal(key, (d,))
     return metric.momentum(mass_matrix_sqrt, eps)
+
+
+def _momentum_and_word(key: Any, mass_matrix_sqrt: Any) -> tuple[jax.Array, jax.Array]:
+    """(r ~ N(0, M), one uniform uint32 word) from one hash of ``key`` (block 0 of
+    :mod:`inference.mcmc._bits`): the normals as ``jax.random.normal`` makes them from bits, in
+    the default float type as :func:`_momentum`, and the block's next word."""
+    d = mass_matrix_sqrt.dim if isinstance(mass_matrix_sqrt, LowRankMetric) else mass_matrix_sqrt.shape[0]
+    dtype = jnp.zeros(()).dtype  # jax.random.normal's default: float32, float64 under x64
+    n = d * _bits.words_per_value(dtype)
+    w = _bits.step_words(key, n + 1)
+    return metric.momentum(mass_matrix_sqrt, _bits.normal_from_words(w[:n], dtype)), w[n]
 
 
 def _scaled_noise(params: Any, xi: jax.Array) -> jax.Array:
@@ -608,13 +620,14 @@ class NUTS(_GradientKernel):
         _check(type(self).__name__, "max_delta_energy", self.max_delta_energy, _is_positive(self.max_delta_energy), "a positive finite number")
 
     def transition(self, bound, key, state, params):
-        k_r, k_tree = split(key, 2)
+        # one hash of the key gives the momentum and the doubling directions, one per leapfrog
+        # step the step's uniforms (inference.mcmc._bits: fewer inlined threefry calls)
         a = params
-        r = _momentum(k_r, a.mass_matrix_sqrt)
+        r, directions = _momentum_and_word(key, a.mass_matrix_sqrt)
         tree = nuts_trajectory(
-            bound.vg, state.x, state.potential_energy, state.grad, r, a.inverse_mass_matrix, a.step_size, k_tree,
+            bound.vg, state.x, state.potential_energy, state.grad, r, a.inverse_mass_matrix, a.step_size, key,
             max_tree_depth=self.max_tree_depth, max_delta_energy=self.max_delta_energy,
-            depth_limit=getattr(a, "max_tree_depth", None),
+            depth_limit=getattr(a, "max_tree_depth", None), directions=directions,
         )
         new = GradState(tree.x, tree.potential_energy, tree.grad)
         info = {

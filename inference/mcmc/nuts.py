@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _bits
 from .metric import velocity as metric_velocity
 
 __all__ = ["Trajectory", "nuts_trajectory"]
@@ -98,6 +99,7 @@ def nuts_trajectory(
     max_tree_depth: int = 10,
     max_delta_energy: float = 1000.0,
     depth_limit: Any = None,
+    directions: Any = None,
 ) -> Trajectory:
     """One NUTS transition from ``x`` with momentum ``r`` (a draw from N(0, M)).
 
@@ -106,6 +108,11 @@ def nuts_trajectory(
     step's energy error exceeds ``max_delta_energy`` (a divergence), or ``max_tree_depth``
     doublings (or ``depth_limit``, traced, if smaller: an adaptation's cap in early warmup); the returned point is a multinomial draw from the trajectory (biased towards the
     last doubling), which leaves π ∝ exp(−U) invariant.
+
+    Randomness (:mod:`inference.mcmc._bits`): bit i of ``directions`` (a uint32 word; default:
+    word 0 of ``key``'s block 0) is the direction of doubling i (1 = right); leapfrog step s
+    draws its two uniforms from block 1 + s of ``key``, one hash per step.  A caller that
+    draws the momentum from ``key``'s block 0 passes the block's next word as ``directions``.
 
     Example:
         >>> from inference.mcmc.nuts import nuts_trajectory
@@ -118,8 +125,9 @@ def nuts_trajectory(
     K = int(max_tree_depth)
     dtype = x.dtype
     step_size = jnp.asarray(step_size, dtype)
-    k_dir, k_step = jax.random.split(key)
-    directions = jax.random.bernoulli(k_dir, 0.5, (K,))  # of each doubling: True = right
+    if directions is None:
+        directions = _bits.step_words(key, 1)[0]
+    directions = jnp.asarray(directions, jnp.uint32)  # bit i: doubling i goes right
     v0 = _velocity(inverse_mass_matrix, r)
     energy0 = potential_energy + 0.5 * jnp.dot(v0, r)
     # The carry is three arrays (under vmap each carry array costs a select per step).
@@ -128,14 +136,14 @@ def nuts_trajectory(
                           jnp.zeros((2 * K,) + x.shape, dtype)])
     S0 = jnp.stack([potential_energy, energy0, 0.0, potential_energy, energy0, 0.0, 0.0]).astype(dtype)
     I0 = jnp.zeros((5,), jnp.int32)
-    ck = jnp.arange(K)
+    ck = jnp.arange(K)  # checkpoint slots
     K_stop = K if depth_limit is None else jnp.minimum(K, jnp.asarray(depth_limit, jnp.int32))
 
     def body(c):
         V, S, I = c
         depth, n, steps = I[_DEPTH], I[_LEAF], I[_STEPS]
-        # (selects, not indexing: under vmap a per-chain index is a gather, slow on CPU)
-        right = jnp.any((ck == depth) & directions)
+        # (a shift, not indexing: under vmap a per-chain index is a gather, slow on CPU)
+        right = (jax.lax.shift_right_logical(directions, depth.astype(jnp.uint32)) & 1) == 1
         # one leapfrog step from the end of the trajectory in this doubling's direction
         x0 = jnp.where(right, V[_X_END + 1], V[_X_END])
         r0 = jnp.where(right, V[_R_END + 1], V[_R_END])
@@ -152,7 +160,7 @@ def nuts_trajectory(
         w1 = -delta
         diverging = delta > max_delta_energy
         accept = jnp.minimum(1.0, jnp.exp(-delta))
-        u_leaf, u_merge = jax.random.uniform(jax.random.fold_in(k_step, steps), (2,), dtype)
+        u_leaf, u_merge = _bits.loop_uniforms(key, steps, 2, dtype)  # one hash of (key, steps)
 
         # the sub-tree of this doubling: uniform progressive sampling of its draw
         first = n == 0

@@ -57,6 +57,14 @@ MUTANTS = [
         description="MALA proposes with half the Langevin drift, but scores q with the full drift.",
     ),
     Mutant(
+        id="mcmc/nuts-bits-loop-block-collides",
+        file="inference/mcmc/_bits.py",
+        find="jnp.asarray(step, jnp.uint32) + jnp.uint32(1)",
+        replace="jnp.asarray(step, jnp.uint32)",
+        tests=("tests/test_mcmc_bits.py::test_a_steps_draws_are_independent_and_fair",),
+        description="Leapfrog step s draws its uniforms from counter block s, not 1 + s: step 0 reuses the momentum's words.",
+    ),
+    Mutant(
         id="mcmc/nuts-merge-weight",
         file="inference/mcmc/nuts.py",
         find="return jnp.minimum(1.0, jnp.exp(w_new - w_old))",
