@@ -19,6 +19,16 @@ bound to ``(tempered_model(model), (β, *args))`` leaves γ_β invariant, unchan
 
 The log evidence estimate is the population's log Ẑ.  With a fixed schedule (``betas=``) Ẑ is
 exactly unbiased; the adaptive schedule depends on the particles, which adds a bias of order 1/N.
+
+**Summed-out discrete sites (issue 14).**  A model with finite discrete latent sites z, which
+its unconstrained view sums out, is tempered as the *marginal* model on the continuous x:
+log γ_β(x) = log p_0(x) + β (log p_1(x) − log p_0(x)) with p_1(x) = Σ_z p(x, z, y) (the view's
+density) and p_0(x) = Σ_z p(x, z) (the view of :func:`prior_model`, the likelihood left out),
+both with x's Jacobian.  The increments stay linear in β (ℓ = log p_1 − log p_0 = log p(y | x)),
+so :func:`next_beta` is unchanged; Z_1/Z_0 = p(y).  The kernel is bound to that path
+(:class:`TemperedView`, through ``BoundGradient(..., view=)``), not to :func:`tempered_model`,
+whose view at β sums z out under p(y | x, z)^β — another path, whose weights these are not.
+Models without such sites run the code they ran before (draws bit for bit the same: tested).
 """
 
 from __future__ import annotations
@@ -81,7 +91,9 @@ def tempered_model(model: Any) -> ppl.Model:
     """The model ``tempered(beta, *args, **kwargs)`` denoting p(x) L(x)^β (same latent sites).
 
     Its unconstrained potential is −log p_u(x) − β ℓ(x), so ``kernel.bind(tempered_model(m),
-    (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.
+    (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.  (With summed-out
+    discrete sites z its view is log Σ_z p(x, z) p(y | x, z)^β, which is not the path
+    :func:`tempered_smc` follows on such a model: see :class:`TemperedView`.)
 
     Example:
         >>> @ppl.model
@@ -394,6 +406,14 @@ def tempered_smc(
         an ``inference.mcmc`` kernel bound to :func:`tempered_model` at β') and every block keeps
         the weighted measure, so with a fixed schedule E[Ẑ] = p(y).
 
+    Finite discrete latent sites (a mixture's assignments, an HMM's states) are summed out at
+    every temperature, as the gradient samplers do (:mod:`ppl.enum`): the path is that of the
+    marginal model on the continuous sites (:class:`TemperedView`), ``log_evidence`` estimates
+    log p(y) with z summed out, and ``samples`` hold the continuous sites only.  Recover z from
+    the particles with ``ppl.infer_discrete(model, {site: particle values}, *args, key=k)``
+    (vmapped over the particles; weights ``particles.weights``).  A model that reduces a
+    summed-out site across its plate (``jnp.sum(z)``) is refused by name, as by ``mcmc.sample``.
+
     The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule); the
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
     It is compiled once per (model, settings, argument shapes): new data of the same shapes
@@ -408,6 +428,23 @@ def tempered_smc(
         >>> out = smc.tempered_smc(jax.random.key(0), normal_mean, 0.5, num_particles=64, kernel="hmc", num_leapfrog=3)
         >>> out.samples["mu"].shape, bool(jnp.isfinite(out.log_evidence))
         ((64,), True)
+
+        With a discrete site summed out (log p(y) exactly: −9.04):
+
+        >>> @ppl.model
+        ... def spikes(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 2.0))
+        ...     with ppl.plate("data", y.shape[0]):
+        ...         z = ppl.sample("z", dist.Bernoulli(0.3))
+        ...         ppl.sample("y", dist.Normal(mu * z, 1.0), obs=y)
+        >>> y = jnp.array([0.1, 2.5, 3.0, -1.0])
+        >>> out = smc.tempered_smc(jax.random.key(0), spikes, y, num_particles=512, kernel="hmc", num_leapfrog=3)
+        >>> bool(abs(out.log_evidence + 9.04) < 0.3), sorted(out.samples)
+        (True, ['mu'])
+        >>> z = jax.vmap(lambda k, mu: ppl.infer_discrete(spikes, {"mu": mu}, y, key=k)["z"])(
+        ...     jax.random.split(jax.random.key(1), 512), out.samples["mu"])
+        >>> z.shape
+        (512, 4)
     """
     from inference import sharding
 
