@@ -34,6 +34,7 @@ Models without such sites run the code they ran before (draws bit for bit the sa
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import equinox as eqx
@@ -485,18 +486,45 @@ def _check_summed_out(model: Any, args: tuple, kwargs: dict) -> None:
     """Refuse a model whose summed-out discrete sites are used other than element by element
     (:func:`ppl.enum.check_summed_out`), here where the inputs are concrete (the program binds
     its views to traced inputs, where the view skips the check).  Whether there are such sites
-    is read from one abstract run (no compile); a model without them is not checked further."""
+    is read from one abstract run (no compile); a model without them is not checked further.
+    Both answers are kept per (model, argument structure, shapes and dtypes)."""
     if not ppl.enum._concrete((args, kwargs)):
         return
-    fn = ppl.as_model(model).fn
+    m = ppl.as_model(model)
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    # the probe's answer per (model, argument structure, shapes, dtypes): a model without such
+    # sites pays the probe (ms) once, not at every call
+    key = (treedef, tuple((type(v).__name__, tuple(jnp.shape(v)), str(getattr(v, "dtype", ""))) for v in leaves))
+    seen = _PROBED.setdefault(m, {})
     try:
-        discrete = ppl.enum._probe(fn, tuple(args), dict(kwargs), (ppl.enum._StandIn({}),)).discrete
-    except ModelError:
-        raise
-    except Exception:  # noqa: BLE001 - not readable abstractly here: the program reports its own errors
-        return
-    if discrete:
+        discrete = seen[key]
+    except TypeError:  # an unhashable argument: probed every time
+        discrete = None
+    except KeyError:
+        discrete = None
+    if discrete is None:
+        try:
+            discrete = bool(ppl.enum._probe(m.fn, tuple(args), dict(kwargs), (ppl.enum._StandIn({}),)).discrete)
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - not readable abstractly here: the program reports its own errors
+            return
+        try:
+            seen[key] = discrete
+        except TypeError:
+            pass
+    if discrete is True:
+        # (check_summed_out builds its stand-ins, a compile, before its own cache: 0.2 s a call
+        # on a small mixture; a model that passed is not checked again at the same shapes)
         ppl.enum.check_summed_out(model, args, kwargs)
+        try:
+            seen[key] = "checked"
+        except TypeError:
+            pass
+
+
+#: Model -> {argument structure and shapes: whether it has finite discrete latent sites}
+_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, adaptive, num_mcmc_steps, scheme,
