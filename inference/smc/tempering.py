@@ -200,14 +200,17 @@ class TemperedView:
             raise AttributeError(name)
         return getattr(self.view, name)
 
+    def _parts(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        lp0 = self.prior_view.log_density(x)
+        return lp0, _finite_or_minus_inf(self.view.log_density(x) - lp0)
+
     def log_likelihood(self, x: jax.Array) -> jax.Array:
         """log p_1(x) − log p_0(x) = log p(y | x), z summed out (−∞ where not finite)."""
-        return _finite_or_minus_inf(self.view.log_density(x) - self.prior_view.log_density(x))
+        return self._parts(x)[1]
 
     def log_density(self, x: jax.Array) -> jax.Array:
         """log γ_β(x) = log p_0(x) + β (log p_1(x) − log p_0(x)); exactly log p_0(x) at β = 0."""
-        lp0 = self.prior_view.log_density(x)
-        ll = self.log_likelihood(x)
+        lp0, ll = self._parts(x)
         beta = jnp.asarray(self.beta, ll.dtype)
         return _finite_or_minus_inf(lp0 + jnp.where(beta == 0, jnp.zeros_like(ll), beta * ll))
 
