@@ -63,6 +63,7 @@ declare("smc/resampler_freq", 4, note="each scheme's jax.random sampler against 
 declare("smc/shared_key_draws", 2, note="one random call per site: E[e] = 0 and E[e²] = 1 (z-tests, known sd)")
 declare("smc/resample_move_evidence", 2, note="resample-move on a conjugate model: E[Ẑ/Z] = 1 and E[(Ẑ/Z) Σ W mu] = E[mu | y] (t-tests, 400 runs)")
 declare("smc/sharded_evidence", 1, note="E[Ẑ/Z] = 1 with the particles split over 8 devices (t-test, 400 runs)")
+declare("smc/tempered_marginal", 3, note="fixed-schedule tempered SMC on a model with a summed-out Bernoulli site in a plate (issue 14): E[Ẑ/Z] = 1, E[(Ẑ/Z) Σ W mu] = E[mu | y], E[(Ẑ/Z) Σ W Σ_j z_j] = E[Σ_j z_j | y] with z by ppl.infer_discrete (t-tests, 400 runs)")
 
 
 

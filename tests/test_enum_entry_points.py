@@ -7,9 +7,10 @@ model (a user's ``jit``, a driver's compiled programs) used to skip it and retur
 marginal silently.  Before this audit these returned numbers for the ``counts`` model below:
 ``jit`` of ``ppl.marginal_log_density`` and of ``ppl.infer_discrete`` (so ``Run.discrete`` of a
 run that was not checked, which is a ``jit(vmap(infer_discrete))``), ``vi.fit`` with
-``vi.trace_enum_elbo``, and ``smc.tempered_smc`` (which is wrong for *any* model with
-summed-out sites: its weights temper the likelihood at one prior draw of them, so it now
-refuses such models by name).  Already refusing: ``mcmc.sample`` (gradient kernels; its own
+``vi.trace_enum_elbo``, and ``smc.tempered_smc`` (which was wrong for *any* model with
+summed-out sites: its weights tempered the likelihood at one prior draw of them; it refused
+such models by name, and now tempers the marginal model and checks at its concrete inputs:
+``test_smc_marginal.py``).  Already refusing: ``mcmc.sample`` (gradient kernels; its own
 test is in ``test_enum_reductions.py``), ``vi.map`` / ``vi.laplace`` / ``vi.pathfinder`` and
 the autoguides (they build the view at concrete inputs), ``sequential`` (through its
 ``infer``).  Not enumerating at all (nothing to check): ``mcmc.Gibbs`` and ``block_gibbs``
@@ -68,6 +69,7 @@ ENTRY_POINTS = {
         jnp.zeros(2)),
     "vi.fit(trace_enum_elbo)": lambda m: vi.fit(jax.random.key(0), vi.trace_enum_elbo(m, guide), optax.adam(1e-2), Y,
                                                 num_steps=2, progress=False),
+    "smc.tempered_smc": lambda m: smc.tempered_smc(jax.random.key(0), m, np.asarray(Y), num_particles=64),
     # refused before too (the unconstrained view is built at concrete inputs)
     "mcmc.sample(RWM)": lambda m: mcmc.sample(jax.random.key(0), mcmc.RWM(), m, Y, num_warmup=2, num_samples=2,
                                               progress=False),
@@ -87,7 +89,8 @@ def test_every_entry_point_refuses_a_reduction_across_the_plate(entry):
         ENTRY_POINTS[entry](counts)
 
 
-@pytest.mark.parametrize("entry", ["jit(marginal_log_density)", "jit(infer_discrete)", "vi.fit(trace_enum_elbo)"])
+@pytest.mark.parametrize("entry", ["jit(marginal_log_density)", "jit(infer_discrete)", "vi.fit(trace_enum_elbo)",
+                                   "smc.tempered_smc"])
 def test_the_newly_checked_entry_points_still_run_an_elementwise_model(entry):
     ENTRY_POINTS[entry](fine)
 
@@ -119,10 +122,12 @@ def test_check_summed_out_cannot_check_traced_inputs_and_says_so():
     assert jax.jit(lambda y: jnp.asarray(ppl.enum.check_summed_out(counts, (y,))))(Y).item() is False
 
 
-def test_tempered_smc_refuses_summed_out_sites_by_name():
-    """It returned numbers: for this element-by-element mixture a log evidence of -13.35 against
-    the exact -9.04 (4000 particles, three seeds agreeing), its weights tempering p(y | x, z) at
-    one prior draw of z instead of the marginal likelihood."""
+def test_tempered_smc_tempers_the_marginal_model():
+    """It returned numbers before issue 14's marginal path: for this element-by-element mixture a
+    log evidence of -13.35 against the exact -9.04 (4000 particles, three seeds agreeing), its
+    weights tempering p(y | x, z) at one prior draw of z instead of the marginal likelihood; then
+    it refused such models.  Now it tempers the marginal model (laws: test_smc_marginal.py and
+    test_smc_stats.py); the model reducing z across its plate is refused above, by name."""
 
     @ppl.model
     def mixture(y):
@@ -131,8 +136,5 @@ def test_tempered_smc_refuses_summed_out_sites_by_name():
             z = ppl.sample("z", dist.Bernoulli(0.3))
             ppl.sample("y", dist.Normal(mu * z, 1.0), obs=y)
 
-    with pytest.raises(ModelError, match=r"tempered_smc: model 'mixture' has finite discrete latent sites \['z'\]"):
-        smc.tempered_smc(jax.random.key(0), mixture, jnp.array([0.1, 2.5, 3.0, -1.0]), num_particles=8,
-                         betas=jnp.linspace(0.0, 1.0, 3))
-    with pytest.raises(ModelError, match="tempered_smc: model 'counts'"):
-        smc.tempered_smc(jax.random.key(0), counts, np.asarray(Y), num_particles=8, betas=jnp.linspace(0.0, 1.0, 3))
+    out = smc.tempered_smc(jax.random.key(0), mixture, jnp.array([0.1, 2.5, 3.0, -1.0]), num_particles=256, kernel="hmc")
+    assert bool(jnp.isfinite(out.log_evidence)) and out.samples["mu"].shape == (256,)

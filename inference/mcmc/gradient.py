@@ -246,13 +246,19 @@ class BoundGradient:
     """A gradient kernel bound to a model: the protocol of :mod:`inference.mcmc.protocol` on
     :class:`GradState` (x unconstrained, with U(x), ∇U(x)); ``step(key, state, params)`` makes
     one transition with the tuning ``params`` (:class:`~inference.mcmc.adaptation.GradParams`),
-    which leaves π ∝ exp(−U) invariant."""
+    which leaves π ∝ exp(−U) invariant.
 
-    def __init__(self, kernel: _GradientKernel, model: Any, args: tuple, kwargs: dict):
+    ``view`` (optional) is the target to bind instead of the model's unconstrained view: any
+    object with that view's interface (``dim``, ``sites``, ``potential``, ``log_density``,
+    ``init_point``, ``to_constrained``, ...), whose ``potential`` is then U.  Tempered SMC binds
+    its kernels this way to the tempered path of a model with summed-out discrete sites
+    (:class:`inference.smc.tempering.TemperedView`), which is not the view of any one model."""
+
+    def __init__(self, kernel: _GradientKernel, model: Any, args: tuple, kwargs: dict, view: Any = None):
         self.kernel = kernel
         self.model = ppl.as_model(model)
         self.args, self.kwargs = tuple(args), dict(kwargs)
-        self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs)
+        self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs) if view is None else view
         self.potential = kernel.target_potential(self.view)
         self.vg = jax.value_and_grad(self.potential)
 

@@ -19,11 +19,22 @@ bound to ``(tempered_model(model), (β, *args))`` leaves γ_β invariant, unchan
 
 The log evidence estimate is the population's log Ẑ.  With a fixed schedule (``betas=``) Ẑ is
 exactly unbiased; the adaptive schedule depends on the particles, which adds a bias of order 1/N.
+
+**Summed-out discrete sites (issue 14).**  A model with finite discrete latent sites z, which
+its unconstrained view sums out, is tempered as the *marginal* model on the continuous x:
+log γ_β(x) = log p_0(x) + β (log p_1(x) − log p_0(x)) with p_1(x) = Σ_z p(x, z, y) (the view's
+density) and p_0(x) = Σ_z p(x, z) (the view of :func:`prior_model`, the likelihood left out),
+both with x's Jacobian.  The increments stay linear in β (ℓ = log p_1 − log p_0 = log p(y | x)),
+so :func:`next_beta` is unchanged; Z_1/Z_0 = p(y).  The kernel is bound to that path
+(:class:`TemperedView`, through ``BoundGradient(..., view=)``), not to :func:`tempered_model`,
+whose view at β sums z out under p(y | x, z)^β — another path, whose weights these are not.
+Models without such sites run the code they ran before (draws bit for bit the same: tested).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import equinox as eqx
@@ -44,7 +55,8 @@ from ppl.errors import ArgumentError, ModelError
 from . import blocks
 from .particles import Particles, map_particles
 
-__all__ = ["TemperedResult", "tempered_smc", "next_beta", "tempered_model", "TemperedTarget", "temper_likelihood"]
+__all__ = ["TemperedResult", "tempered_smc", "next_beta", "tempered_model", "TemperedTarget", "temper_likelihood",
+           "TemperedView", "prior_model", "drop_likelihood"]
 
 
 class temper_likelihood(Messenger):
@@ -80,7 +92,9 @@ def tempered_model(model: Any) -> ppl.Model:
     """The model ``tempered(beta, *args, **kwargs)`` denoting p(x) L(x)^β (same latent sites).
 
     Its unconstrained potential is −log p_u(x) − β ℓ(x), so ``kernel.bind(tempered_model(m),
-    (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.
+    (beta, *args))`` is an MCMC kernel leaving the tempered posterior invariant.  (With summed-out
+    discrete sites z its view is log Σ_z p(x, z) p(y | x, z)^β, which is not the path
+    :func:`tempered_smc` follows on such a model: see :class:`TemperedView`.)
 
     Example:
         >>> @ppl.model
@@ -99,27 +113,146 @@ def tempered_model(model: Any) -> ppl.Model:
     return ppl.Model(tempered, name=m.name)
 
 
+class drop_likelihood(Messenger):
+    """Leave the likelihood out: every observed sample site and every factor inside contributes
+    nothing (its log density is replaced by 0, not multiplied by 0, so an observation impossible
+    at some values gives 0 rather than 0·(−∞) = NaN).  A model run inside denotes its prior p(x, z).
+
+    Example:
+        >>> @ppl.model
+        ... def normal_mean(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> from inference.smc.tempering import drop_likelihood
+        >>> with drop_likelihood():
+        ...     tr = normal_mean.simulate(jax.random.key(0), 0.5)
+        >>> bool(tr.log_density == tr.log_probs["mu"])
+        True
+    """
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "factor" or (msg["type"] == "sample" and msg["is_observed"]):
+            msg["log_prob"] = jnp.zeros(())
+
+
+def prior_model(model: Any) -> ppl.Model:
+    """The model ``prior(*args, **kwargs)`` denoting the prior p(x, z) of ``model`` (same latent
+    sites; the observations and factors left out by :class:`drop_likelihood`).  Its unconstrained
+    view sums the finite discrete latent sites z out like the model's own: its ``log_density`` is
+    log Σ_z p(x, z) (Jacobian included), the start p_0 of tempered SMC's path on such a model.
+
+    Example:
+        >>> @ppl.model
+        ... def coin(y):
+        ...     z = ppl.sample("z", dist.Bernoulli(0.25))
+        ...     mu = ppl.sample("mu", dist.Normal(2.0 * z, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> view = ppl.unconstrained(smc.tempering.prior_model(coin), 0.5)     # p_0(mu) = Σ_z p(z) p(mu | z)
+        >>> want = jnp.log(0.75 * jnp.exp(dist.Normal(0.0, 1.0).log_prob(1.0)) + 0.25 * jnp.exp(dist.Normal(2.0, 1.0).log_prob(1.0)))
+        >>> bool(jnp.isclose(view.log_density(jnp.array([1.0])), want))
+        True
+    """
+    m = ppl.as_model(model)
+
+    def prior(*args, **kwargs):
+        with drop_likelihood():
+            return m(*args, **kwargs)
+
+    return ppl.Model(prior, name=m.name)
+
+
+def _finite_or_minus_inf(v: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isnan(v), -jnp.inf, v)
+
+
+class TemperedView:
+    """The tempered path of a model with summed-out discrete sites, at one β, as a target with
+    the interface of its unconstrained view (``dim``, ``sites``, ``to_constrained``, ... are the
+    model's view's): log γ_β(x) = log p_0(x) + β (log p_1(x) − log p_0(x)), where
+    p_1(x) = Σ_z p(x, z, y) is the model's view's density and p_0(x) = Σ_z p(x, z) its prior
+    view's (:func:`prior_model`), both in unconstrained space, both summed over z exactly.
+
+    It is the path whose incremental weights are p_1/p_0 to the power β' − β (linear in β, so
+    :func:`next_beta` applies), ending at the marginal posterior with Z_1/Z_0 = p(y).  (The view
+    of :func:`tempered_model` at β is another path, log Σ_z p(x, z) p(y | x, z)^β, whose weights
+    are not these.)  A gradient kernel bound to it (``BoundGradient(kernel, model, args, kwargs,
+    view=...)``) leaves γ_β invariant: its potential is −log γ_β.
+
+    Example:
+        >>> @ppl.model
+        ... def coin(y):
+        ...     z = ppl.sample("z", dist.Bernoulli(0.25))
+        ...     mu = ppl.sample("mu", dist.Normal(2.0 * z, 1.0))
+        ...     ppl.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> target = smc.tempering.TemperedTarget(coin, (0.5,))
+        >>> x = jnp.array([1.0])
+        >>> v = target.view_at(0.3)
+        >>> lp0, lp1 = target.prior_view.log_density(x), target.view.log_density(x)
+        >>> bool(jnp.isclose(v.log_density(x), 0.7 * lp0 + 0.3 * lp1)), bool(v.potential(x) == -v.log_density(x))
+        (True, True)
+    """
+
+    def __init__(self, view: Any, prior_view: Any, beta: Any):
+        self.view, self.prior_view, self.beta = view, prior_view, beta
+
+    def __getattr__(self, name: str) -> Any:  # the latent space is the model's view's
+        if name in ("view", "prior_view", "beta"):
+            raise AttributeError(name)
+        return getattr(self.view, name)
+
+    def _parts(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        lp0 = self.prior_view.log_density(x)
+        return lp0, _finite_or_minus_inf(self.view.log_density(x) - lp0)
+
+    def log_likelihood(self, x: jax.Array) -> jax.Array:
+        """log p_1(x) − log p_0(x) = log p(y | x), z summed out (−∞ where not finite)."""
+        return self._parts(x)[1]
+
+    def log_density(self, x: jax.Array) -> jax.Array:
+        """log γ_β(x) = log p_0(x) + β (log p_1(x) − log p_0(x)); exactly log p_0(x) at β = 0."""
+        lp0, ll = self._parts(x)
+        beta = jnp.asarray(self.beta, ll.dtype)
+        return _finite_or_minus_inf(lp0 + jnp.where(beta == 0, jnp.zeros_like(ll), beta * ll))
+
+    def potential(self, x: jax.Array) -> jax.Array:
+        """−log γ_β(x): the potential a kernel bound to this view targets."""
+        return -self.log_density(x)
+
+
 class TemperedTarget:
-    """The tempered path of a model on its unconstrained view: log γ_β(x) = log p_u(x) + β ℓ(x)."""
+    """The tempered path of a model on its unconstrained view: log γ_β(x) = log p_u(x) + β ℓ(x).
+
+    With finite discrete latent sites (``view.discrete``), which the view sums out, the path is
+    that of the *marginal* model on the continuous x (:class:`TemperedView`): p_0(x) = Σ_z p(x, z)
+    (``prior_view``), p_1(x) = Σ_z p(x, z, y) (``view``), ℓ(x) = log p_1(x) − log p_0(x).
+    """
 
     def __init__(self, model: Any, args: tuple = (), kwargs: dict | None = None):
         self.model = ppl.as_model(model)
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.view = ppl.unconstrained(self.model, *self.args, **self.kwargs)
-        if self.view.discrete:
-            # issue 14: the view sums these sites out, but the path below tempers L(x) = p(y | x, z)
-            # at one prior draw of z, not the marginal likelihood: a wrong evidence and posterior
-            raise ModelError(
-                f"smc.tempered_smc: model {self.model.name!r} has finite discrete latent sites "
-                f"{list(self.view.discrete)}, which its unconstrained view sums out; tempered SMC "
-                "does not temper that sum (its weights would use one prior draw of them, a wrong "
-                "evidence and posterior). Use mcmc.sample(key, mcmc.NUTS(), model, ...) on the "
-                "marginal model, or smc.resample_move with an mcmc.Gibbs kernel on those sites."
-            )
+        #: whether the view sums finite discrete latent sites out (then the path is the marginal's)
+        self.marginal = bool(self.view.discrete)
+        self.prior_view = (ppl.unconstrained(prior_model(self.model), *self.args, **self.kwargs)
+                           if self.marginal else None)
         self.tempered = tempered_model(self.model)
 
+    def view_at(self, beta: Any) -> TemperedView:
+        """γ_β as a view a gradient kernel binds to (models with summed-out sites)."""
+        return TemperedView(self.view, self.prior_view, beta)
+
+    def bind(self, kern: Any, beta: Any) -> Any:
+        """``kern`` (a gradient kernel of :mod:`inference.mcmc`) bound to γ_β: the transition
+        kernel itself (a :class:`~inference.mcmc.gradient.BoundGradient`), its potential −log γ_β."""
+        if self.marginal:
+            return mcmc.BoundGradient(kern, self.model, self.args, self.kwargs, view=self.view_at(beta))
+        return kern.bind(self.tempered, (beta,) + self.args, self.kwargs).kernel
+
     def log_likelihood(self, x: jax.Array) -> jax.Array:
-        """ℓ(x): log density of the observations and factors at the latent values T(x)."""
+        """ℓ(x): log density of the observations and factors at the latent values T(x) (with
+        summed-out sites: log p(y | x) = log p_1(x) − log p_0(x), z summed out)."""
+        if self.marginal:
+            return self.view_at(1.0).log_likelihood(x)
         vals = self.view.to_constrained(x)
         vals = {k: v for k, v in vals.items() if k in self.view.sites}
         tr, _ = self.model.generate(jax.random.key(0), vals, *self.args, **self.kwargs)
@@ -128,12 +261,15 @@ class TemperedTarget:
 
     def log_density(self, x: jax.Array, beta: Any) -> jax.Array:
         """log γ_β(x) = log p_u(x) + β ℓ(x) (p_u: the prior in unconstrained space)."""
+        if self.marginal:
+            return self.view_at(beta).log_density(x)
         view = ppl.unconstrained(self.tempered, beta, *self.args, **self.kwargs)
         lp = view.log_density(x)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
     def prior_draw(self, key: Any) -> jax.Array:
-        """x ~ the prior, pushed to unconstrained space."""
+        """x ~ the prior, pushed to unconstrained space (with summed-out sites: (x, z) drawn
+        jointly and z dropped, so x ~ p_0)."""
         tr = self.model.simulate(key, *self.args, **self.kwargs)
         return self.view.to_unconstrained({n: tr.choices[n] for n in self.view.sites})
 
@@ -274,6 +410,14 @@ def tempered_smc(
         an ``inference.mcmc`` kernel bound to :func:`tempered_model` at β') and every block keeps
         the weighted measure, so with a fixed schedule E[Ẑ] = p(y).
 
+    Finite discrete latent sites (a mixture's assignments, an HMM's states) are summed out at
+    every temperature, as the gradient samplers do (:mod:`ppl.enum`): the path is that of the
+    marginal model on the continuous sites (:class:`TemperedView`), ``log_evidence`` estimates
+    log p(y) with z summed out, and ``samples`` hold the continuous sites only.  Recover z from
+    the particles with ``ppl.infer_discrete(model, {site: particle values}, *args, key=k)``
+    (vmapped over the particles; weights ``particles.weights``).  A model that reduces a
+    summed-out site across its plate (``jnp.sum(z)``) is refused by name, as by ``mcmc.sample``.
+
     The loop is one ``lax.while_loop`` (adaptive) or ``lax.scan`` (fixed schedule); the
     particle axis is split across devices when there are several (:mod:`inference.sharding`).
     It is compiled once per (model, settings, argument shapes): new data of the same shapes
@@ -288,6 +432,23 @@ def tempered_smc(
         >>> out = smc.tempered_smc(jax.random.key(0), normal_mean, 0.5, num_particles=64, kernel="hmc", num_leapfrog=3)
         >>> out.samples["mu"].shape, bool(jnp.isfinite(out.log_evidence))
         ((64,), True)
+
+        With a discrete site summed out (log p(y) exactly: −9.04):
+
+        >>> @ppl.model
+        ... def spikes(y):
+        ...     mu = ppl.sample("mu", dist.Normal(0.0, 2.0))
+        ...     with ppl.plate("data", y.shape[0]):
+        ...         z = ppl.sample("z", dist.Bernoulli(0.3))
+        ...         ppl.sample("y", dist.Normal(mu * z, 1.0), obs=y)
+        >>> y = jnp.array([0.1, 2.5, 3.0, -1.0])
+        >>> out = smc.tempered_smc(jax.random.key(0), spikes, y, num_particles=512, kernel="hmc", num_leapfrog=3)
+        >>> bool(abs(out.log_evidence + 9.04) < 0.3), sorted(out.samples)
+        (True, ['mu'])
+        >>> z = jax.vmap(lambda k, mu: ppl.infer_discrete(spikes, {"mu": mu}, y, key=k)["z"])(
+        ...     jax.random.split(jax.random.key(1), 512), out.samples["mu"])
+        >>> z.shape
+        (512, 4)
     """
     from inference import sharding
 
@@ -305,6 +466,7 @@ def tempered_smc(
     validate("smc.tempered_smc", key, num_particles=(num_particles, 2), num_mcmc_steps=(num_mcmc_steps, 1),
              num_leapfrog=(num_leapfrog, 1), max_steps=(max_steps, 1))  # issue 18
     kern = _as_kernel(kernel, num_leapfrog)
+    _check_summed_out(model, args, kwargs)
     settings = (kern, int(num_particles), float(target_ess), betas is None, int(num_mcmc_steps), scheme,
                 ess_threshold, int(max_steps), sharding.num_devices())
     sched_in = None if betas is None else jnp.asarray(betas)
@@ -321,6 +483,51 @@ def tempered_smc(
 
     res = with_concrete_retry([model], (tuple(args), dict(kwargs)), attempt)
     return enforce(res.health, res) if checkable(res.log_evidence) else res  # issue 18: raise or warn
+
+
+def _check_summed_out(model: Any, args: tuple, kwargs: dict) -> None:
+    """Refuse a model whose summed-out discrete sites are used other than element by element
+    (:func:`ppl.enum.check_summed_out`), here where the inputs are concrete (the program binds
+    its views to traced inputs, where the view skips the check).  Whether there are such sites
+    is read from one abstract run (no compile); a model without them is not checked further.
+    Both answers are kept per (model, argument structure, shapes and dtypes)."""
+    if not ppl.enum._concrete((args, kwargs)):
+        return
+    m = ppl.as_model(model)
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    # the probe's answer per (model, argument structure, shapes, dtypes): a model without such
+    # sites pays the probe (ms) once, not at every call
+    key = (treedef, tuple((type(v).__name__, tuple(jnp.shape(v)), str(getattr(v, "dtype", ""))) for v in leaves))
+    seen = _PROBED.setdefault(m, {})
+    try:
+        discrete = seen[key]
+    except TypeError:  # an unhashable argument: probed every time
+        discrete = None
+    except KeyError:
+        discrete = None
+    if discrete is None:
+        try:
+            discrete = bool(ppl.enum._probe(m.fn, tuple(args), dict(kwargs), (ppl.enum._StandIn({}),)).discrete)
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - not readable abstractly here: the program reports its own errors
+            return
+        try:
+            seen[key] = discrete
+        except TypeError:
+            pass
+    if discrete is True:
+        # (check_summed_out builds its stand-ins, a compile, before its own cache: 0.2 s a call
+        # on a small mixture; a model that passed is not checked again at the same shapes)
+        ppl.enum.check_summed_out(model, args, kwargs)
+        try:
+            seen[key] = "checked"
+        except TypeError:
+            pass
+
+
+#: Model -> {argument structure and shapes: whether it has finite discrete latent sites}
+_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, adaptive, num_mcmc_steps, scheme,
@@ -354,9 +561,12 @@ def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, 
                 inv_mass = (x - mean).T @ ((x - mean) * W[:, None]) + 1e-9 * jnp.eye(d, dtype=dtype)
             else:
                 inv_mass = W @ (x - mean) ** 2 + 1e-9
-            bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
-            # the transition kernel itself (its window adaptation unused), stepped with explicit params
-            step_kernel = bound.kernel
+            if target.marginal:  # summed-out sites: the kernel bound to the marginal path's γ_β'
+                step_kernel = target.bind(kern, new_beta)
+            else:
+                bound = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs)
+                # the transition kernel itself (its window adaptation unused), stepped with explicit params
+                step_kernel = bound.kernel
             params = step_kernel.params(step_size, inv_mass)
             states = jax.vmap(step_kernel.state_at)(x)
 

@@ -291,3 +291,31 @@ MUTANTS += [
         area="other",
     ),
 ]
+
+# --- issue 14 (helper hsmc): tempered SMC on models with summed-out discrete sites ---------------
+MARGINAL = "tests/test_smc_marginal.py"
+MUTANTS += [
+    Mutant(
+        id="smc/tempered-marginal-kernel-on-tempered-model",
+        file=T,
+        find="step_kernel = target.bind(kern, new_beta)",
+        replace="step_kernel = kern.bind(target.tempered, (new_beta,) + target.args, target.kwargs).kernel",
+        tests=(f"{STATS}::test_tempered_smc_on_summed_out_sites_is_unbiased_for_evidence_and_posterior",
+               f"{MARGINAL}::test_the_loop_binds_its_kernel_through_the_marginal_path"),
+        description="With summed-out sites the rejuvenation kernel is bound to tempered_model at β' "
+                    "(log Σ_z p(x, z) p(y | x, z)^β'), another path than the one the weights follow "
+                    "((1 − β') log Σ_z p(x, z) + β' log Σ_z p(x, z, y)): E[Ẑ/Z] ≈ 0.84.",
+        area="kernel",
+    ),
+    Mutant(
+        id="smc/tempered-marginal-one-prior-draw",
+        file=T,
+        find="        if self.marginal:\n            return self.view_at(1.0).log_likelihood(x)\n",
+        replace="",
+        tests=(f"{STATS}::test_tempered_smc_on_summed_out_sites_is_unbiased_for_evidence_and_posterior",
+               f"{MARGINAL}::test_the_path_at_zero_and_one_is_the_enumerated_prior_and_joint_marginal"),
+        description="The incremental weights temper p(y | x, z) at one prior draw of z (the code before "
+                    "issue 14's marginal path) instead of p(y | x) = Σ_z p(x, z, y) / Σ_z p(x, z).",
+        area="estimator",
+    ),
+]
