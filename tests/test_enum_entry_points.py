@@ -32,26 +32,9 @@ import semantics
 from inference import mcmc, sequential, smc, vi
 from ppl import dist
 from ppl.errors import ModelError
+from tests._enum_models import REFUSED, counts, fine, mixture
 
-REFUSED = "site 'few_ones' uses the summed-out discrete site"
 Y = jnp.array([0.1, 2.0, -1.0])
-
-
-@ppl.model
-def counts(y):
-    mu = ppl.sample("mu", dist.Normal(0, 5).expand([2]).to_event(1))
-    with ppl.plate("data", y.shape[0]):
-        z = ppl.sample("z", dist.Bernoulli(0.3))
-        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-    ppl.factor("few_ones", -0.5 * jnp.sum(z))  # couples the elements: not summable one by one
-
-
-@ppl.model
-def fine(y):
-    mu = ppl.sample("mu", dist.Normal(0, 5).expand([2]).to_event(1))
-    with ppl.plate("data", y.shape[0]):
-        z = ppl.sample("z", dist.Bernoulli(0.3))
-        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
 
 
 @ppl.model
@@ -148,11 +131,7 @@ def _reducing(prior):
 
     @ppl.model
     def reducing(y):
-        mu = ppl.sample("mu", prior())
-        with ppl.plate("data", y.shape[0]):
-            z = ppl.sample("z", dist.Bernoulli(0.3))
-            ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-        ppl.factor("few_ones", -0.5 * jnp.sum(z))
+        mixture(y, prior)
 
     return reducing
 

@@ -186,8 +186,8 @@ MUTANTS += [
     Mutant(
         id="enum/traced-values-not-stood-in",
         file="ppl/enum.py",
-        find="        if given is None or any(v is None for v in given.values()) or not _concrete(given):",
-        replace="        if True:",
+        find="        if isinstance(given, str):\n            return _not_checked(m, given)\n",
+        replace="        return False\n",
         tests=(
             "tests/test_enum_entry_points.py::test_every_entry_point_refuses_a_reduction_across_the_plate",
         ),
