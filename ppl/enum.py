@@ -913,7 +913,8 @@ class _StandIn(Provide):
     """Concrete stand-ins at latent sites, for the element-by-element check when the values a
     caller holds are traced: a given concrete value is kept; a given traced value, or a
     continuous site not given, becomes ``biject_to(support)(u)`` with u uniform in (-2, 2) (a
-    key per address; the shape of the given value, else the site's); a given discrete one its
+    prior draw where the support has no bijection; a key per address; the shape of the given
+    value, else the site's); a given discrete one its
     first support value (a draw for an infinite support).  Finite discrete sites not given are
     left to the enumeration.  ``made``: address -> the value put there (None for a site seen
     twice, e.g. in a ``ppl.scan`` step: no stand-in is made for it)."""
