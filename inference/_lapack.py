@@ -42,13 +42,15 @@ from typing import Callable
 import jax
 import jax.extend
 
-__all__ = ["one_at_a_time", "calls_lapack", "LAPACK_PRIMITIVES"]
+__all__ = ["one_at_a_time", "calls_lapack", "batches_lapack", "lowers_to_lapack", "map_batch", "LAPACK_PRIMITIVES"]
 
-#: the primitives jaxlib 0.10 lowers to a ``lapack_*`` custom call on CPU (checked against the
+#: the primitives jaxlib 0.10.2 lowers to a ``lapack_*`` custom call on CPU (checked against the
 #: lowered HLO of each: potrf, syevd/sytrd, getrf, geqrf/orgqr, gesdd, gees, geev, gehrd, trsm,
-#: gtsv); ``lu`` inside ``jnp.linalg.solve`` / ``inv`` / ``det`` and ``qr`` inside ``lstsq`` included
+#: gtsv; tests/test_lapack_devices.py lists them); ``lu`` inside ``jnp.linalg.solve`` / ``inv`` /
+#: ``det`` and ``qr`` inside ``lstsq`` included.  Only a fast path: :func:`calls_lapack` decides
+#: every other primitive by what its CPU lowering emits (:func:`lowers_to_lapack`).
 LAPACK_PRIMITIVES = frozenset({
-    "cholesky", "cholesky_update", "eigh", "eig", "lu", "qr", "geqrf", "geqp3", "householder_product",
+    "cholesky", "eigh", "eig", "lu", "qr", "geqrf", "geqp3", "householder_product",
     "svd", "schur", "hessenberg", "triangular_solve", "tridiagonal", "tridiagonal_solve",
 })
 
@@ -74,16 +76,43 @@ def _sub_jaxprs(value):
             yield from _sub_jaxprs(v)
 
 
-def _is_lapack(eqn) -> bool:
+_LOWERED: dict = {}  # (primitive name, input dtypes) -> whether its CPU lowering calls LAPACK
+
+
+def _has_sub_jaxprs(eqn) -> bool:
+    return any(True for v in eqn.params.values() for _ in _sub_jaxprs(v))
+
+
+def lowers_to_lapack(eqn) -> bool:
+    """Whether one jaxpr equation's primitive, lowered for CPU on its own, emits a custom call
+    to a ``lapack_*`` kernel (:data:`LAPACK_PRIMITIVES` at once; any other decided once per
+    primitive name and input dtypes, then cached; one that cannot be lowered alone: no).
+    Equations holding sub-jaxprs (``jit``, ``cond``, ``scan``, ...) are not lowered here: their
+    bodies are searched instead."""
     name = eqn.primitive.name
-    if name in LAPACK_PRIMITIVES or "lapack" in name:
+    if "lapack" in name or "lapack" in str(eqn.params.get("target_name", "")).lower():  # a hand-written ffi_call
         return True
-    return "lapack" in str(eqn.params.get("target_name", "")).lower()  # a hand-written ffi_call
+    if name in LAPACK_PRIMITIVES:
+        return True
+    key = (name, tuple(str(getattr(v.aval, "dtype", "")) for v in eqn.invars))
+    hit = _LOWERED.get(key)
+    if hit is None:
+        try:
+            avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+            prim, params = eqn.primitive, dict(eqn.params)
+            traced = jax.jit(lambda *a: prim.bind(*a, **params)).trace(*avals)
+            text = traced.lower(lowering_platforms=("cpu",)).as_text()
+            hit = "lapack_" in text
+        except Exception:  # noqa: BLE001 - not lowerable alone (none of jax's linalg primitives)
+            hit = False
+        _LOWERED[key] = hit
+    return hit
 
 
 def calls_lapack(fun: Callable, *args, **kwargs) -> bool:
     """Whether ``fun(*args, **kwargs)`` (arrays or ``jax.ShapeDtypeStruct``; traced, not run) calls
-    a LAPACK-backed primitive (:data:`LAPACK_PRIMITIVES`, or a custom call naming ``lapack``),
+    a LAPACK-backed primitive (one whose CPU lowering emits a ``lapack_*`` custom call:
+    :func:`lowers_to_lapack`, a few milliseconds per new primitive, then cached),
     looking inside every sub-jaxpr (``jit``, ``cond``, ``while``, ``scan``, ``custom_jvp``,
     ``custom_linear_solve``, ...) except those under :func:`one_at_a_time`, whose LAPACK calls
     are never batched.  Trace ``fun`` unbatched (one chain): what ``vmap`` would batch.
@@ -95,7 +124,17 @@ def calls_lapack(fun: Callable, *args, **kwargs) -> bool:
         >>> calls_lapack(lambda a: jnp.linalg.cholesky(a).sum(), m), calls_lapack(lambda a: (a @ a).sum(), m)
         (True, False)
     """
-    jaxpr = jax.make_jaxpr(functools.partial(fun, **kwargs))(*args).jaxpr
+    leaves = []  # the equations without sub-jaxprs, to be decided by their lowering
+    for eqn in _leaf_eqns(jax.make_jaxpr(functools.partial(fun, **kwargs))(*args).jaxpr):
+        if eqn.primitive.name in LAPACK_PRIMITIVES:  # the known ones first: no lowering
+            return True
+        leaves.append(eqn)
+    return any(lowers_to_lapack(eqn) for eqn in leaves)
+
+
+def _leaf_eqns(jaxpr):
+    """Every equation without sub-jaxprs in ``jaxpr`` and its sub-jaxprs, except under
+    :func:`one_at_a_time` (``custom_vmap_call``: one matrix per call)."""
     seen: set[int] = set()
     todo = [jaxpr]
     while todo:
@@ -104,10 +143,95 @@ def calls_lapack(fun: Callable, *args, **kwargs) -> bool:
             continue
         seen.add(id(j))
         for eqn in j.eqns:
-            if eqn.primitive.name == "custom_vmap_call":  # one_at_a_time: one matrix per call
+            if eqn.primitive.name == "custom_vmap_call":
                 continue
-            if _is_lapack(eqn):
-                return True
-            for v in eqn.params.values():
-                todo.extend(_sub_jaxprs(v))
+            if _has_sub_jaxprs(eqn):
+                for v in eqn.params.values():
+                    todo.extend(_sub_jaxprs(v))
+            else:
+                yield eqn
+
+
+_PROBE = 7919  # a batch length no model's own dimension is likely to equal (traced, never run)
+
+
+def batches_lapack(fun, *args) -> bool:
+    """Whether ``jax.vmap(fun)`` over ``args`` (arrays or ``jax.ShapeDtypeStruct`` with a leading
+    batch axis; traced, not run) makes a LAPACK call whose operands carry that batch axis: a
+    call on per-element matrices (a covariance depending on each particle's parameters), not
+    one on a matrix shared by the whole batch (a fixed covariance: unbatched under ``vmap``,
+    it runs inline and cannot deadlock).  Found by tracing the ``vmap`` at a batch length of
+    7919 and looking for that length in the batch dims of the LAPACK equations' matrices.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from inference._lapack import batches_lapack
+        >>> xs, k = jax.ShapeDtypeStruct((4, 3), jnp.float32), jnp.eye(3)
+        >>> batches_lapack(lambda x: jnp.linalg.cholesky(k + jnp.diag(x ** 2)).sum(), xs)
+        True
+        >>> batches_lapack(lambda x: jnp.linalg.solve(k, x).sum(), xs)
+        False
+    """
+    probe = jax.tree.map(lambda v: jax.ShapeDtypeStruct((_PROBE,) + tuple(v.shape[1:]), v.dtype), args)
+    for eqn in _leaf_eqns(jax.make_jaxpr(jax.vmap(fun))(*probe).jaxpr):
+        if eqn.invars and _PROBE in _batch_dims(eqn) and lowers_to_lapack(eqn):
+            return True
     return False
+
+
+def _batch_dims(eqn) -> tuple:
+    """The dims of a LAPACK equation's first operand that jaxlib treats as a batch (all but the
+    matrix's two; all but the vector's one for ``tridiagonal_solve``'s diagonals).  A right-hand
+    side batched against one matrix (``solve(k, x)`` under ``vmap``) is folded into its columns:
+    one call, not a batch."""
+    shape = tuple(getattr(eqn.invars[0].aval, "shape", ()))
+    return shape[:-1] if eqn.primitive.name == "tridiagonal_solve" else shape[:-2]
+
+
+def _inside_per_device() -> bool:
+    """Whether this trace is inside :func:`inference.sharding.per_device` (its axis is bound)."""
+    from inference import sharding
+
+    try:
+        jax.lax.axis_size(sharding.AXIS)
+    except NameError:
+        return False
+    return True
+
+
+def map_batch(fun: Callable, *args):
+    """``jax.vmap(fun)(*args)`` (every argument with a leading batch axis), except where batching
+    ``fun``'s LAPACK calls could deadlock (module docstring): in a program on several CPU devices
+    (:func:`inference.sharding.num_devices` > 1: traced, or run now on a batch spread over
+    devices), for a batch of two or more in which ``vmap`` would batch a LAPACK call
+    (:func:`batches_lapack`).  There each device loops over its own share of
+    the batch (``lax.map`` inside :func:`inference.sharding.per_device`; over the whole batch,
+    which the devices then hold whole, when it does not split evenly).  The values are the
+    vmapped ones up to rounding; the loop costs the vectorisation, on those runs only.  For the
+    batch axes of SMC particles and VI particles (MCMC chains: ``_Program._one_at_a_time``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inference._lapack import map_batch
+        >>> map_batch(lambda m: jnp.linalg.cholesky(m)[1, 1], jnp.stack([jnp.eye(2), 4.0 * jnp.eye(2)])).tolist()
+        [1.0, 2.0]
+    """
+    from inference import sharding
+
+    n = sharding.num_devices()
+    leaves = jax.tree.leaves(args)
+    size = leaves[0].shape[0] if leaves else 0
+    if n == 1 or size < 2 or sharding.mesh().devices.flat[0].platform != "cpu":
+        return jax.vmap(fun)(*args)
+    if not any(isinstance(v, jax.core.Tracer) for v in leaves) and all(
+            len(getattr(v, "sharding", None).device_set) == 1 for v in leaves if hasattr(v, "sharding")):
+        return jax.vmap(fun)(*args)  # run now on one device: one program, nothing to deadlock
+    if not batches_lapack(fun, *args):
+        return jax.vmap(fun)(*args)
+
+    def loop(*a):
+        return jax.lax.map(lambda t: fun(*t), a)
+
+    if size % n or _inside_per_device():
+        return loop(*args)
+    return sharding.per_device(loop, in_axes=tuple(0 for _ in args), out_axes=0)(*args)

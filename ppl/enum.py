@@ -51,9 +51,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import itertools
+import warnings
 import zlib
 from typing import Any, Callable, Mapping
 
@@ -67,7 +70,7 @@ from numpyro.distributions.util import validate_sample
 from . import core, randomness
 from .checks import exact_zeros
 from .core import Messenger
-from .errors import ModelError
+from .errors import InferenceWarning, ModelError
 from .messengers import Provide, scope
 from .model import as_model, run
 
@@ -910,7 +913,8 @@ class _StandIn(Provide):
     """Concrete stand-ins at latent sites, for the element-by-element check when the values a
     caller holds are traced: a given concrete value is kept; a given traced value, or a
     continuous site not given, becomes ``biject_to(support)(u)`` with u uniform in (-2, 2) (a
-    key per address; the shape of the given value, else the site's); a given discrete one its
+    prior draw where the support has no bijection; a key per address; the shape of the given
+    value, else the site's); a given discrete one its
     first support value (a draw for an infinite support).  Finite discrete sites not given are
     left to the enumeration.  ``made``: address -> the value put there (None for a site seen
     twice, e.g. in a ``ppl.scan`` step: no stand-in is made for it)."""
@@ -927,24 +931,42 @@ class _StandIn(Provide):
         if found and _concrete(v):
             v = jnp.asarray(v)
         elif found or not fn.support.is_discrete:
-            shape = tuple(np.shape(v)) if found else tuple(fn.batch_shape) + tuple(fn.event_shape)
-            key = jax.random.key(zlib.crc32(name.encode()))
-            if fn.support.is_discrete:
-                first = _support(msg)[0] if getattr(fn, "has_enumerate_support", False) else fn.sample(key).reshape(-1)[0]
-                s = jnp.broadcast_to(first, shape)
-            else:
-                t = biject_to(fn.support)
-                s = t(jax.random.uniform(key, tuple(t.inverse_shape(shape)), minval=-2.0, maxval=2.0))
+            try:
+                s = self._make(fn, name, tuple(np.shape(v)) if found else tuple(fn.batch_shape) + tuple(fn.event_shape))
+            except ModelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported by check_summed_out (a warning)
+                raise _NoStandIn(f"no stand-in can be made at site {name!r} ({type(e).__name__}: {e})") from e
             v = s.astype(getattr(v, "dtype", s.dtype)) if found else s
         else:
             return  # a finite discrete site not given: summed out (_Fill gives it a placeholder)
         self.made[name] = None if name in self.made else v
         self.put(msg, v, "latent")
 
+    @staticmethod
+    def _make(fn, name: str, shape: tuple) -> jax.Array:
+        key = jax.random.key(zlib.crc32(name.encode()))
+        if fn.support.is_discrete:
+            first = (_support({"fn": fn, "name": name})[0] if getattr(fn, "has_enumerate_support", False)
+                     else fn.sample(key).reshape(-1)[0])
+            return jnp.broadcast_to(first, shape)
+        try:
+            t = biject_to(fn.support)
+        except NotImplementedError:  # a support without a bijection (ProjectedNormal's sphere): a prior draw
+            return jnp.broadcast_to(fn.sample(key), shape)
+        return t(jax.random.uniform(key, tuple(t.inverse_shape(shape)), minval=-2.0, maxval=2.0))
 
-def _stand_ins(fn, args, kwargs, values) -> dict | None:
+
+class _NoStandIn(Exception):
+    """No concrete stand-in can be made at a site (its distribution can neither be sampled nor
+    reached by a bijection): the element-by-element check cannot run (check_summed_out warns)."""
+
+
+def _stand_ins(fn, args, kwargs, values, model_name: str) -> dict | str:
     """address -> stand-in (see _StandIn), from one run of the model compiled as one program
-    (run eagerly, each operation would be compiled on its own in a cold process: seconds)."""
+    (run eagerly, each operation would be compiled on its own in a cold process: seconds).
+    Returns why not (a str) where no stand-in can be made at some site; raises ``ModelError``
+    (naming the model and the cause) where the model itself fails when run at the stand-ins."""
 
     def go():
         stand = _StandIn(values)
@@ -955,13 +977,48 @@ def _stand_ins(fn, args, kwargs, values) -> dict | None:
         return jax.jit(go).lower().compile(_FAST_COMPILE)()
     except ModelError:
         raise
-    except Exception:  # noqa: BLE001 - an XLA build without these options, or a model closing over
-        try:  # a caller's traced values: eagerly (inside a trace the stand-ins may then be traced)
-            return go()
-        except ModelError:
-            raise
-        except Exception:  # noqa: BLE001 - not checkable here; the caller's own run reports errors
-            return None
+    except Exception:  # noqa: BLE001 - an XLA build without these options, a model closing over a
+        pass  # caller's traced values, or one failing anyway (below): eagerly (inside a trace the
+    try:  # stand-ins may then be traced)
+        return go()
+    except ModelError:
+        raise
+    except _NoStandIn as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - the model is broken at values in its supports
+        raise ModelError(
+            f"model {model_name!r} raised {type(e).__name__} ({e}) when run at values in its sites' "
+            "supports, for the element-by-element check of its summed-out discrete sites "
+            "(ppl.enum.check_summed_out). Fix the model: it would fail at such values in inference too."
+        ) from e
+
+
+_ENTRY: contextvars.ContextVar = contextvars.ContextVar("ppl_enum_entry_point", default=None)
+_WARNED: set = set()  # (model function, entry point) pairs already warned about
+
+
+@contextlib.contextmanager
+def _entry_point(name: str):
+    """Name the entry point (e.g. ``vi.fit(trace_enum_elbo)``) in what check_summed_out says,
+    for the checks made inside (the outermost name wins)."""
+    token = _ENTRY.set(_ENTRY.get() or name)
+    try:
+        yield
+    finally:
+        _ENTRY.reset(token)
+
+
+def _not_checked(m, why: str) -> bool:
+    """Warn (once per model and entry point) that the element-by-element check could not run."""
+    entry = _ENTRY.get() or "ppl.enum.check_summed_out"
+    if (m.fn, entry) not in _WARNED:
+        _WARNED.add((m.fn, entry))
+        warnings.warn(
+            f"{entry}: the element-by-element check of model {m.name!r}'s summed-out discrete sites "
+            f"could not run: {why}. A use of a summed-out site across its plate (e.g. jnp.sum(z)) is "
+            "not refused here, and would give a wrong marginal.",
+            InferenceWarning, stacklevel=3)
+    return False
 
 
 def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None = None,
@@ -978,7 +1035,12 @@ def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | N
     model's inputs `args`, `kwargs` are concrete.  It is a structural check (see
     ``docs/design/enumeration.md``), run once per (model, inputs) and cached.  Returns True when
     the model was checked (or has nothing summed out), False when it cannot be checked here
-    because `args` / `kwargs` are traced: a driver then calls it with its concrete inputs.
+    because `args` / `kwargs` are traced: a driver then calls it with its concrete inputs.  It
+    also returns False, with an ``InferenceWarning`` (once per model and entry point) naming the
+    model, the entry point and why, where no concrete stand-ins can be had (a site sampled in
+    each step of a ``ppl.scan``, a model closing over its caller's traced values, a site that
+    can neither be sampled nor reached by a bijection); a model that fails when run at values
+    in its supports is refused (``ModelError`` naming it and the cause).
 
     Example:
         >>> @ppl.model
@@ -994,7 +1056,8 @@ def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | N
         ...     print(str(e)[:60])
         site 'few_ones' uses the summed-out discrete site(s) 'z' (pl
     """
-    fn = as_model(model).fn
+    m = as_model(model)
+    fn = m.fn
     args, kwargs = tuple(args), dict(kwargs or {})
     if not _concrete((args, kwargs)):
         return False
@@ -1003,9 +1066,19 @@ def check_summed_out(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | N
     if values is not None and _concrete(values):
         given = dict(values)
     else:
-        given = _stand_ins(fn, args, kwargs, dict(values or {}))
-        if given is None or any(v is None for v in given.values()) or not _concrete(given):
-            return False  # a site without one stand-in (in a scan step): not checked here
+        given = _stand_ins(fn, args, kwargs, dict(values or {}), m.name)
+        if isinstance(given, str):
+            return _not_checked(m, given)
+        twice = [k for k, v in given.items() if v is None]
+        if twice:
+            return _not_checked(m, f"site(s) {twice} are sampled more than once (in a ppl.scan step), "
+                                   "so no one stand-in value can be held there")
+        traced = [k for k, v in given.items() if not _concrete(v)]
+        if traced:
+            return _not_checked(m, f"the stand-ins at {traced} are traced: the site is sampled inside a "
+                                   "ppl.scan step, or the model depends on a value "
+                                   "traced by its caller's jit/vmap/grad other than through its inputs "
+                                   "(e.g. it closes over one)")
     if _digest(fn, (args, kwargs, given)) in _CHECKED:
         return True
     handlers = (_Given(given),)
@@ -1040,7 +1113,8 @@ def marginal_log_density(model: Any, values: Mapping[str, Any], *args: Any,
     m = as_model(model)
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
-    check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
+    with _entry_point("ppl.marginal_log_density"):
+        check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, nesting=nesting, max_elements=max_elements)
     return _total(enum)
 
@@ -1096,7 +1170,8 @@ def infer_discrete(model: Any, values: Mapping[str, Any], *args: Any, key: Any =
     op = "max" if temperature == 0 else "sum"
     handlers = (_Given(values),)
     nesting = _probe(m.fn, args, kwargs, handlers).nesting
-    check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
+    with _entry_point("ppl.infer_discrete"):
+        check_summed_out(m, args, kwargs, values, max_elements)  # traced values: at concrete stand-ins
     enum, _ = _enumerated(m.fn, args, kwargs, handlers, op=op, record=True, nesting=nesting,
                           max_elements=max_elements)
     buckets: list = []

@@ -20,6 +20,8 @@ kernels), ``ppl.predictive``, ``inference.causal``.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,26 +33,9 @@ import semantics
 from inference import mcmc, sequential, smc, vi
 from ppl import dist
 from ppl.errors import ModelError
+from tests._enum_models import REFUSED, counts, fine, mixture
 
-REFUSED = "site 'few_ones' uses the summed-out discrete site"
 Y = jnp.array([0.1, 2.0, -1.0])
-
-
-@ppl.model
-def counts(y):
-    mu = ppl.sample("mu", dist.Normal(0, 5).expand([2]).to_event(1))
-    with ppl.plate("data", y.shape[0]):
-        z = ppl.sample("z", dist.Bernoulli(0.3))
-        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-    ppl.factor("few_ones", -0.5 * jnp.sum(z))  # couples the elements: not summable one by one
-
-
-@ppl.model
-def fine(y):
-    mu = ppl.sample("mu", dist.Normal(0, 5).expand([2]).to_event(1))
-    with ppl.plate("data", y.shape[0]):
-        z = ppl.sample("z", dist.Bernoulli(0.3))
-        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
 
 
 @ppl.model
@@ -138,3 +123,77 @@ def test_tempered_smc_tempers_the_marginal_model():
 
     out = smc.tempered_smc(jax.random.key(0), mixture, jnp.array([0.1, 2.5, 3.0, -1.0]), num_particles=256, kernel="hmc")
     assert bool(jnp.isfinite(out.log_evidence)) and out.samples["mu"].shape == (256,)
+
+
+# --- the check's own failures are explicit (hcheck): before, each of these returned False with no
+# word, and the entry point went on without the refusal of cross-plate reductions -----------------
+
+def _reducing(prior):
+    """``counts`` with its continuous site drawn from `prior` (a function of the model's inputs)."""
+
+    @ppl.model
+    def reducing(y):
+        mixture(y, prior)
+
+    return reducing
+
+
+def test_a_site_without_a_bijection_gets_a_prior_draw_as_stand_in_and_is_checked():
+    """ProjectedNormal's support (the sphere) has no bijection: no stand-in was made, the check
+    was skipped, and a jitted marginal returned numbers of the wrong marginal (-6.26)."""
+    m = _reducing(lambda: dist.ProjectedNormal(jnp.ones(2)))
+    with pytest.raises(ModelError, match=REFUSED):
+        jax.jit(lambda u: ppl.marginal_log_density(m, {"mu": u}, Y))(jnp.array([0.6, 0.8]))
+
+
+def test_a_model_failing_at_values_in_its_supports_is_refused_naming_it_and_the_cause():
+    def broken():
+        raise IndexError("tuple index out of range")
+
+    with pytest.raises(ModelError, match=r"model 'reducing' raised IndexError \(tuple index out of range\)"):
+        ppl.enum.check_summed_out(_reducing(broken), (Y,))
+
+
+@ppl.model
+def _stepped(y):
+    mu = ppl.sample("mu", dist.Normal(0, 5).expand([2]).to_event(1))
+
+    def step(c, t):
+        x = ppl.sample("x", dist.Normal(c, 1.0))
+        return x, x
+
+    ppl.scan(step, 0.0, jnp.arange(2))
+    with ppl.plate("data", y.shape[0]):
+        z = ppl.sample("z", dist.Bernoulli(0.3))
+        ppl.sample("y", dist.Normal(mu[z], 1.0), obs=y)
+    ppl.factor("few_ones", -0.5 * jnp.sum(z))
+
+
+def _closing_over_a_tracer(scale):
+    m = _reducing(lambda: dist.Normal(0.0, scale).expand([2]).to_event(1))
+    return ppl.marginal_log_density(m, {"mu": jnp.zeros(2)}, Y) + ppl.marginal_log_density(m, {"mu": jnp.ones(2)}, Y)
+
+
+def test_where_the_check_cannot_run_the_entry_point_warns_once_naming_the_model_and_why(recwarn):
+    """Three models the check cannot stand values in for: it says so (an InferenceWarning naming
+    the entry point and the model, once per pair), instead of going on silently."""
+    guide_u = ppl.model(lambda y: ppl.sample("mu", dist.ProjectedNormal(ppl.param("loc", jnp.ones(2)))))
+    no_stand_in = _reducing(lambda: dist.ImproperUniform(dist.constraints.sphere, (), (2,)))
+    cases = [
+        # a site with neither a bijection nor a sampler, inside vi.fit's check
+        (lambda: vi.fit(jax.random.key(0), vi.trace_enum_elbo(no_stand_in, guide_u), optax.adam(1e-2), Y,
+                        num_steps=2, progress=False),
+         r"vi\.fit\(trace_enum_elbo\): .* model 'reducing'.* no stand-in can be made at site 'mu'"),
+        # a site sampled in each step of a ppl.scan
+        (lambda: ppl.enum.check_summed_out(_stepped, (Y,)),
+         r"ppl\.enum\.check_summed_out: .* model '_stepped'.* \['step/x'\] are traced"),
+        # a model closing over its caller's traced value (two calls: one warning)
+        (lambda: jax.jit(_closing_over_a_tracer)(5.0),
+         r"ppl\.marginal_log_density: .* model 'reducing'.* the model depends on a value traced"),
+    ]
+    for run, says in cases:
+        recwarn.clear()
+        run()
+        got = [str(w.message) for w in recwarn if issubclass(w.category, ppl.InferenceWarning)]
+        assert len(got) == 1 and re.search(says, got[0]), got
+        assert "could not run" in got[0] and "would give a wrong marginal" in got[0]

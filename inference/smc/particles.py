@@ -23,6 +23,7 @@ import numpy as np
 from ppl import randomness
 from ppl.core import is_concrete
 from ppl.errors import ArgumentError
+from inference._lapack import map_batch
 
 __all__ = ["Particles", "ess", "log_mean_exp", "map_particles", "index_particles", "shared_key_draws"]
 
@@ -138,7 +139,7 @@ def map_particles(fn: Any, key: Any, *stacked: Any, shared_key: bool = False) ->
         keys = list(keys)
         outs = [fn(keys[i], *jax.tree.map(lambda v: jnp.asarray(v[i]), host)) for i in range(N)]
         return jax.tree.map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *outs)
-    return jax.vmap(fn)(keys, *stacked)
+    return map_batch(fn, keys, *stacked)  # vmap, or a loop where batched LAPACK could deadlock
 
 
 def _concrete(x: Any) -> bool:

@@ -33,6 +33,7 @@ Models without such sites run the code they ran before (draws bit for bit the sa
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Any
@@ -45,6 +46,7 @@ import ppl
 from ppl.core import Messenger
 from inference import mcmc
 from inference._calling import check_option_clash, given_options, is_algorithm, model_keywords
+from inference._lapack import map_batch
 from inference._health import checkable, enforce
 from inference._run.cache import PROGRAMS
 from inference._run.concrete import join, split, with_concrete_retry
@@ -546,7 +548,7 @@ def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, 
         dtype = x0.dtype
         goal = float(kern.target_accept_prob)  # the kernel's own target acceptance rate
         dense = bool(kern.dense_mass)
-        log_lik = jax.vmap(target.log_likelihood)
+        log_lik = functools.partial(map_batch, target.log_likelihood)  # vmap (or a loop: inference._lapack)
 
         def advance(p: Particles, ll, beta, new_beta, step_size, k):
             k_res, k_mv, _ = jax.random.split(k, 3)  # (the third key once fed the adaptation's init)
@@ -568,7 +570,7 @@ def _tempered_program(model, treedef, statics, kern, num_particles, target_ess, 
                 # the transition kernel itself (its window adaptation unused), stepped with explicit params
                 step_kernel = bound.kernel
             params = step_kernel.params(step_size, inv_mass)
-            states = jax.vmap(step_kernel.state_at)(x)
+            states = map_batch(step_kernel.state_at, x)
 
             def move(kk, st):
                 return step_kernel.step(kk, st, params)

@@ -85,4 +85,5 @@ def check_summed_out(objective: Objective, key: Any, args: tuple, kwargs: dict) 
     before compiling its programs, whose inputs are traced (where the check cannot run); only
     for objectives marked ``summed_out`` (:func:`trace_enum_elbo`)."""
     if getattr(objective, "summed_out", False):
-        jax.eval_shape(lambda k: objective.init_params(k, *args, **kwargs), key)
+        with ppl.enum._entry_point("vi.fit(trace_enum_elbo)"):
+            jax.eval_shape(lambda k: objective.init_params(k, *args, **kwargs), key)

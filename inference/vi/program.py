@@ -35,6 +35,7 @@ from ppl.randomness import draw, requires_eager
 from . import strategies as _strategies
 from .strategies import Choice, Strategy, _EnumWalker
 from .terms import VIError, _MVDTerm, _NeedsLoop, _NeedsTwoPasses, _Score
+from inference._lapack import map_batch
 
 __all__ = ["sample", "particles", "expectation"]
 
@@ -460,6 +461,7 @@ def _particles_vmapped(ctx: Run, num: int, fn: Callable[[], Any]) -> Any:
         out = jax.tree_util.tree_map(jnp.asarray, out)
         recs, meta["records"] = _partition(ctx.records)
         scores = [(t.log_q, jnp.asarray(t.baseline, dtype=jnp.result_type(t.log_q))) for t in ctx.scores]
+        restore()  # each trace of the body (map_batch may trace it twice) starts from the same state
         return out, recs, scores
 
     def restore() -> None:
@@ -467,7 +469,7 @@ def _particles_vmapped(ctx: Run, num: int, fn: Callable[[], Any]) -> Any:
             setattr(ctx, f, v)
 
     try:
-        out, recs, scores = jax.vmap(body)(keys, in_leaves)
+        out, recs, scores = map_batch(body, keys, in_leaves)  # vmap, or a loop where batched LAPACK could deadlock
     except BaseException:
         restore()
         raise

@@ -186,8 +186,8 @@ MUTANTS += [
     Mutant(
         id="enum/traced-values-not-stood-in",
         file="ppl/enum.py",
-        find="        if given is None or any(v is None for v in given.values()) or not _concrete(given):",
-        replace="        if True:",
+        find="        if isinstance(given, str):\n            return _not_checked(m, given)\n",
+        replace="        return False\n",
         tests=(
             "tests/test_enum_entry_points.py::test_every_entry_point_refuses_a_reduction_across_the_plate",
         ),
@@ -217,6 +217,43 @@ MUTANTS += [
             "tests/test_enum_exact_zeros.py::test_marginal_with_probability_zero_data_is_the_enumerated_mass",
         ),
         description="The enumeration scores sites with NumPyro's log_prob as it is: Bernoulli/Binomial probs clamped away from 0 and 1 give data of probability zero a finite marginal (-1416.8) instead of -inf.",
+        area="law",
+    ),
+]
+
+# --- hcheck: the element-by-element check's own failures are explicit -------------------------------
+MUTANTS += [
+    Mutant(
+        id="enum/unchecked-model-silent",
+        file="ppl/enum.py",
+        find='    entry = _ENTRY.get() or "ppl.enum.check_summed_out"\n',
+        replace="    return False\n",
+        tests=(
+            "tests/test_enum_entry_points.py::test_where_the_check_cannot_run_the_entry_point_warns_once_naming_the_model_and_why",
+        ),
+        description="check_summed_out gives up without a word where no concrete stand-ins can be had (a ppl.scan step, a closure over a caller's tracer, a site with neither bijection nor sampler): vi.fit / jitted marginals go on without the refusal of cross-plate reductions, silently.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/broken-model-unchecked",
+        file="ppl/enum.py",
+        find="    except Exception as e:  # noqa: BLE001 - the model is broken at values in its supports\n",
+        replace="    except Exception as e:  # noqa: BLE001 - the model is broken at values in its supports\n        return None\n",
+        tests=(
+            "tests/test_enum_entry_points.py::test_a_model_failing_at_values_in_its_supports_is_refused_naming_it_and_the_cause",
+        ),
+        description="The stand-in run's failure is swallowed (the old `return None`): check_summed_out reports a broken model as checked-or-not without a word.",
+        area="law",
+    ),
+    Mutant(
+        id="enum/no-bijection-no-stand-in",
+        file="ppl/enum.py",
+        find="            return jnp.broadcast_to(fn.sample(key), shape)\n",
+        replace="            raise\n",
+        tests=(
+            "tests/test_enum_entry_points.py::test_a_site_without_a_bijection_gets_a_prior_draw_as_stand_in_and_is_checked",
+        ),
+        description="A site whose support has no bijection (ProjectedNormal) gets no stand-in: a jitted marginal of a model reducing a summed-out site across its plate is not refused (it returned -6.26, the wrong marginal).",
         area="law",
     ),
 ]

@@ -28,3 +28,27 @@ MUTANTS = [
         area="other",
     ),
 ]
+
+# --- hcheck: a model's batched LAPACK in SMC and VI particles on several CPU devices -------------------
+MUTANTS += [
+    Mutant(
+        id="sharding/particles-lapack-batched",
+        file="inference/_lapack.py",
+        find="    if not batches_lapack(fun, *args):\n        return jax.vmap(fun)(*args)\n",
+        replace="    return jax.vmap(fun)(*args)\n",
+        tests=("tests/test_lapack_devices.py::test_smc_and_vi_particles_with_a_models_lapack_finish_on_two_devices",),
+        description="SMC and VI particles stay a vmap batch on several CPU devices even where it batches a "
+                    "model's LAPACK calls: tempered_smc and vi.fit of a GP never return (jaxlib 0.10 deadlock).",
+        area="other",
+    ),
+    Mutant(
+        id="sharding/lapack-detector-list-only",
+        file="inference/_lapack.py",
+        find='            hit = "lapack_" in text\n',
+        replace="            hit = False\n",
+        tests=("tests/test_lapack_devices.py::test_calls_lapack_agrees_with_the_cpu_lowering_for_each_linalg_function",),
+        description="calls_lapack trusts its hand list only: a primitive missing from it (a new jax's linalg "
+                    "primitive) is not seen, and its batched LAPACK calls can deadlock several CPU devices.",
+        area="other",
+    ),
+]
