@@ -26,7 +26,10 @@ from ppl import dist
 from semantics import stats
 from _budget import BUDGET
 
-pytestmark = [pytest.mark.statistical, pytest.mark.slow]
+# `extended` (deselected by `make test`, run by `make test-all`): default NUTS's law is checked in
+# the default run by the reference posteriors (test_mcmc_reference.py, whose Jacobian twin is this
+# one's) and the conjugate invariance test (test_mcmc_gradient.py); docs/design/testing.md lists it.
+pytestmark = [pytest.mark.statistical, pytest.mark.slow, pytest.mark.extended]
 
 N_OBS, S, L, THIN, WARMUP, BINS = 3, 600, 19, 4, 200, 4
 
