@@ -164,7 +164,7 @@ def test_sbc_many_is_sbc_of_each_component_from_one_run():
         return jnp.stack([f(key, y, L) for f in (exact_posterior, overconfident_posterior, shifted_posterior)], axis=1)
 
     for vectorized in (True, False):
-        n = 2000 if vectorized else 300
+        n = 2000 if vectorized else 30
         calls.clear()
         many = stats.sbc_many(prior3, post3, num_simulations=n, num_draws=19, seed=3, alpha=ALPHA, bins=5, vectorized=vectorized)
         assert len(calls) == (1 if vectorized else n)
