@@ -48,6 +48,7 @@ __all__ = [
     "check_mean",
     "check_frequencies",
     "sbc",
+    "sbc_many",
     "SBCResult",
 ]
 
@@ -351,6 +352,39 @@ def sbc(
         >>> sbc(prior, post, num_simulations=500, seed=0).ok
         True
     """
+    return _sbc(prior_predictive, posterior_draws, num_simulations, num_draws, seed, alpha, bins, vectorized, scalar=True)[0]
+
+
+def sbc_many(
+    prior_predictive: Callable[[Any], tuple[Any, Any]],
+    posterior_draws: Callable[[Any, Any, int], Any],
+    num_simulations: int = 1000,
+    num_draws: int = 19,
+    seed: int = 0,
+    alpha: float | None = None,
+    bins: int | None = None,
+    vectorized: bool = True,
+) -> tuple[SBCResult, ...]:
+    """:func:`sbc` of each scalar of a vector quantity, from one run of the sampler.
+
+    ``prior_predictive(key)`` returns (θ*, y) with θ* of shape (P,), and ``posterior_draws(key,
+    y, L)`` draws of shape (L, P).  The result's entry p is the :func:`sbc` of component p, with
+    the same keys (so equal to ``sbc`` run on ``θ*[p]`` and ``draws[:, p]``), each a decision at
+    level ``alpha``; the sampler runs once instead of once per component.
+
+    Example:
+        >>> def prior(k):
+        ...     th = jax.random.normal(jax.random.fold_in(k, 1), (2,))
+        ...     return th, th + jax.random.normal(k, (2,))
+        >>> post = lambda k, y, L: y / 2 + jnp.sqrt(0.5) * jax.random.normal(k, (L, 2))
+        >>> [r.ok for r in sbc_many(prior, post, num_simulations=500, seed=0)]
+        [True, True]
+    """
+    return _sbc(prior_predictive, posterior_draws, num_simulations, num_draws, seed, alpha, bins, vectorized, scalar=False)
+
+
+def _sbc(prior_predictive, posterior_draws, num_simulations, num_draws, seed, alpha, bins, vectorized, scalar):
+    """:func:`sbc` (``scalar``) and :func:`sbc_many`: the same keys, one run of the sampler."""
     alpha = alpha_per_test() if alpha is None else alpha
     key = jax.random.key(seed)
     k1, k2 = jax.random.split(key)
@@ -358,21 +392,31 @@ def sbc(
     ks2 = jax.random.split(k2, num_simulations)
     L = int(num_draws)
     if vectorized:
-        theta, y = jax.vmap(prior_predictive)(ks1)
-        draws = jax.vmap(lambda k, yy: posterior_draws(k, yy, L))(ks2, y)
-        theta = np.asarray(theta, dtype=np.float64).reshape(num_simulations)
-        draws = np.asarray(draws, dtype=np.float64).reshape(num_simulations, L)
+        theta_all, y = jax.vmap(prior_predictive)(ks1)
+        draws_all = jax.vmap(lambda k, yy: posterior_draws(k, yy, L))(ks2, y)
+        theta_all = np.asarray(theta_all, dtype=np.float64).reshape(num_simulations, -1)
+        draws_all = np.asarray(draws_all, dtype=np.float64).reshape(num_simulations, L, -1)
     else:
         th_l, dr_l = [], []
         for i in range(num_simulations):
             th, yy = prior_predictive(ks1[i])
-            th_l.append(float(np.asarray(th)))
-            dr_l.append(np.asarray(posterior_draws(ks2[i], yy, L), dtype=np.float64).reshape(L))
-        theta, draws = np.array(th_l), np.stack(dr_l)
-    ranks = np.sum(draws < theta[:, None], axis=1)
+            th_l.append(np.asarray(th, dtype=np.float64).reshape(-1))
+            dr_l.append(np.asarray(posterior_draws(ks2[i], yy, L), dtype=np.float64).reshape(L, -1))
+        theta_all, draws_all = np.stack(th_l), np.stack(dr_l)
+    if scalar and theta_all.shape[1] != 1:
+        raise ArgumentError(f"sbc: the quantity must be a scalar (got {theta_all.shape[1]} values per simulation); "
+                            "use sbc_many for a vector")
+    if draws_all.shape[2] != theta_all.shape[1]:
+        raise ArgumentError(f"sbc_many: posterior_draws gives {draws_all.shape[2]} values per draw, "
+                            f"prior_predictive {theta_all.shape[1]}")
     nb = bins or (L + 1)
     if (L + 1) % nb:
         raise ArgumentError(f"sbc: bins={nb} must divide num_draws + 1 = {L + 1}")
-    counts = np.bincount(ranks * nb // (L + 1), minlength=nb)
-    r = chi2_test(counts, np.full(nb, 1.0 / nb), alpha)
-    return SBCResult("sbc", r.ok, r.statistic, r.pvalue, alpha, "ranks: " + r.message, {"ranks": ranks, "counts": counts})
+    out = []
+    for p in range(theta_all.shape[1]):
+        theta, draws = theta_all[:, p], draws_all[:, :, p]
+        ranks = np.sum(draws < theta[:, None], axis=1)
+        counts = np.bincount(ranks * nb // (L + 1), minlength=nb)
+        r = chi2_test(counts, np.full(nb, 1.0 / nb), alpha)
+        out.append(SBCResult("sbc", r.ok, r.statistic, r.pvalue, alpha, "ranks: " + r.message, {"ranks": ranks, "counts": counts}))
+    return tuple(out)

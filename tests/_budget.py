@@ -23,7 +23,7 @@ declare = BUDGET.declare
 # ---------------------------------------------------------------------------------------------
 # semantics (tests/test_semantics_*.py)
 
-declare("semantics/stats_helpers", 4, note="check_mean, check_frequencies, two SBC runs on exact samplers")
+declare("semantics/stats_helpers", 5, note="check_mean, check_frequencies, three SBC runs on exact samplers (one by sbc_many)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -387,19 +387,18 @@ def test_low_rank_adapted_nuts_is_calibrated_and_twin_without_jacobian_is_not():
     ``mcmc/adaptation_sbc``.  Twin: the same kernel forgetting sigma's log-Jacobian."""
     import test_mcmc_sbc as sbc
 
-    def run(kernel, q):
-        return stats.sbc(
-            lambda k: (lambda th, y: (th[q], y))(*sbc.prior_predictive(k)),
-            lambda k, y, n: sbc.nuts_draws(kernel, k, y)[:, q],
+    def run(kernel):  # mu's and sigma's SBC from one run of the chains (stats.sbc_many: the same keys as sbc)
+        return stats.sbc_many(
+            sbc.prior_predictive,
+            lambda k, y, n: sbc.nuts_draws(kernel, k, y),
             num_simulations=sbc.S, num_draws=sbc.L, seed=12, bins=sbc.BINS,
             alpha=BUDGET.level("mcmc/adaptation_sbc"),
         )
 
     kernel = mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=2)
-    for q, name in enumerate(("mu", "sigma")):
-        r = run(kernel, q)
+    for r, name in zip(run(kernel), ("mu", "sigma")):
         assert r.ok, f"{name}: {r.message}"
-    bug = run(sbc.NUTSNoJacobian(adapt_mass_matrix="low_rank", mass_matrix_rank=2), 1)
+    bug = run(sbc.NUTSNoJacobian(adapt_mass_matrix="low_rank", mass_matrix_rank=2))[1]
     assert not bug.ok, bug.message
 
 
@@ -450,21 +449,20 @@ def test_fisher_adapted_nuts_is_calibrated_on_a_correlated_regression_and_widene
     level ``mcmc/adaptation_sbc_regression`` (2 kernels × 2 parameters).  Twin: the low-rank
     kernel sampling the posterior to the power 1/4 (too wide), which must fail on b."""
 
-    def run(kernel, q):
+    def run(kernel):  # a's and b's SBC from one run of the chains (stats.sbc_many: the same keys as sbc)
         def prior(k):
             tr = correlated_regression.simulate(k)
-            return jnp.stack([tr["a"], tr["b"]])[q], tr["y"]
+            return jnp.stack([tr["a"], tr["b"]]), tr["y"]
 
-        return stats.sbc(prior, lambda k, y, n: _regression_draws(kernel, k, y)[:, q],
-                         num_simulations=600, num_draws=19, seed=15, bins=4,
-                         alpha=BUDGET.level("mcmc/adaptation_sbc_regression"))
+        return stats.sbc_many(prior, lambda k, y, n: _regression_draws(kernel, k, y),
+                              num_simulations=600, num_draws=19, seed=15, bins=4,
+                              alpha=BUDGET.level("mcmc/adaptation_sbc_regression"))
 
     for kernel in (mcmc.NUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=2),
                    mcmc.NUTS(adapt_mass_matrix="fisher_diag")):
-        for q, name in enumerate(("a", "b")):
-            r = run(kernel, q)
+        for r, name in zip(run(kernel), ("a", "b")):
             assert r.ok, f"{kernel.adapt_mass_matrix} {name}: {r.message}"
-    bug = run(_QuarterPotentialNUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=2), 1)
+    bug = run(_QuarterPotentialNUTS(adapt_mass_matrix="low_rank", mass_matrix_rank=2))[1]
     assert not bug.ok, bug.message
 
 

@@ -67,7 +67,15 @@ def test_the_corpus_has_at_least_ten_models_each_with_a_reference():
     assert not missing, f"no NumPyro reference for {missing}: run benchmarks/numpyro_reference.py"
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+#: Cases whose posterior the default run checks elsewhere, so ``make test`` deselects them (marker
+#: ``extended``; docs/design/testing.md lists each with the tests that still check it): eight
+#: schools non-centred is posteriordb's eight_schools_noncentered, reproduced by
+#: test_mcmc_reference.py, and its TransformReparam's Jacobian is checked exactly in test_reparam.py.
+EXTENDED = ("eight_schools_noncentered",)
+CASE_PARAMS = [pytest.param(c, marks=pytest.mark.extended) if c in EXTENDED else c for c in sorted(CASES)]
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
 def test_posterior_means_agree_with_numpyro(case):
     model, data = CASES[case]
     ref = json.loads((REF / f"{case}.json").read_text())

@@ -150,6 +150,38 @@ def test_sbc_unvectorised_path():
     assert r.ok and r.details["counts"].sum() == 200
 
 
+def test_sbc_many_is_sbc_of_each_component_from_one_run():
+    """Components: the exact posterior, the overconfident twin, the shifted twin, on the same y;
+    each entry equals ``sbc`` of that component (same keys, same ranks), the sampler called once."""
+    calls = []
+
+    def prior3(key):
+        th, y = prior_predictive(key)
+        return jnp.stack([th, th, th]), y
+
+    def post3(key, y, L):
+        calls.append(1)
+        return jnp.stack([f(key, y, L) for f in (exact_posterior, overconfident_posterior, shifted_posterior)], axis=1)
+
+    for vectorized in (True, False):
+        n = 2000 if vectorized else 30
+        calls.clear()
+        many = stats.sbc_many(prior3, post3, num_simulations=n, num_draws=19, seed=3, alpha=ALPHA, bins=5, vectorized=vectorized)
+        assert len(calls) == (1 if vectorized else n)
+        assert len(many) == 3
+        for p, r in enumerate(many):
+            one = stats.sbc(lambda k: (prior3(k)[0][p], prior3(k)[1]), lambda k, y, L: post3(k, y, L)[:, p],
+                            num_simulations=n, num_draws=19, seed=3, alpha=ALPHA, bins=5, vectorized=vectorized)
+            np.testing.assert_array_equal(r.details["ranks"], one.details["ranks"])
+            assert (r.ok, r.pvalue) == (one.ok, one.pvalue)
+        if vectorized:
+            assert [r.ok for r in many] == [True, False, False]
+    with pytest.raises(ppl.ArgumentError, match="sbc_many"):
+        stats.sbc_many(prior3, lambda k, y, L: post3(k, y, L)[:, :2], num_simulations=10, num_draws=4, alpha=ALPHA)
+    with pytest.raises(ppl.ArgumentError, match="use sbc_many"):
+        stats.sbc(prior3, post3, num_simulations=10, num_draws=4, alpha=ALPHA)
+
+
 def test_z_test_rejects_samples_it_cannot_summarise():
     # a "forget Z" bug gives ratios so large that their variance overflows: that must not pass
     huge = np.full(10, 1e275) * np.arange(1, 11)

@@ -1,4 +1,11 @@
-"""The SMC examples run end to end (in process, so their programs compile once)."""
+"""The SMC examples run end to end (in process, so their programs compile once).
+
+``examples/smc_inference_time_search.py`` is run by the SMC tutorial (docs/tutorials/smc.md), which
+the docs build executes (``tests/test_docs.py::test_mkdocs_build_strict``): its block asserts what
+a test here used to check on a second run of the same script (the search scores at least greedy's
+tilted log-density and finds a higher true reward, and the SMC posterior's mean reward beats the
+language model's), so the script runs once per suite.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +26,6 @@ def _load(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_inference_time_search_example_runs_and_smc_beats_greedy(capsys):
-    out = _load("smc_inference_time_search").main()
-    printed = capsys.readouterr().out
-    assert "greedy" in printed and "SMC best of 256" in printed
-    # fixed seeds: the search finds a sequence at least as good as greedy under the tilted target,
-    # and SMC's posterior has a higher true reward than the language model alone
-    assert out["SMC best of 256"][0] >= out["greedy"][0]
-    assert out["smc_mean"] > out["lm_mean"]
 
 
 def test_stochastic_volatility_example_runs(capsys):

@@ -72,6 +72,7 @@ print("ok")
 
 
 @pytest.mark.statistical
+@pytest.mark.extended  # its law: sharded = unsharded (the test above) and the unsharded filter's unbiasedness (docs/design/testing.md)
 def test_sharded_particle_filter_evidence_ratio_has_mean_one_and_its_planted_bug_fails():
     # one decision declared in the suite's false-alarm budget (a t-test at a quarter of its
     # level: Ẑ/Z is right-skewed, see test_smc_stats.py); the twin (the copy step of resampling,
