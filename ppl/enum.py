@@ -78,6 +78,9 @@ __all__ = ["marginal_log_density", "infer_discrete", "enumerable_sites", "check_
 
 #: the memory guard: the most elements one tensor of an enumeration may have (float64: 8 bytes each)
 MAX_ELEMENTS = 1 << 26
+#: the most array dimensions a parallel enumeration may use (plates and summed-out sites
+#: together); numpy's arrays have at most 32, and a factor adds an event dimension
+MAX_DIMS = 30
 
 
 def _dist_name(fn: Any) -> str:
@@ -340,6 +343,15 @@ class _Enum(Messenger):
                     "batch dimension declared by a ppl.plate."
                 )
         dim = self.next_dim
+        if -dim > MAX_DIMS:
+            raise ModelError(
+                f"site {name!r} would be the {len(self.vars) + 1}th finite discrete site summed out "
+                f"in parallel, on array dimension {dim}: past {MAX_DIMS} dimensions arrays cannot "
+                "hold them. Each site summed out in parallel takes a dimension of its own, so a chain "
+                "of discrete states written as a Python loop (`for t in range(T)`, NumPyro's "
+                "`markov`) needs one per step: write the chain with ppl.scan, which sums it out step "
+                "by step (T*K^2 work), or sample the states with mcmc.Gibbs."
+            )
         self.next_dim -= 1
         k = int(sup.shape[0])
         value = sup.reshape((k,) + (1,) * (-dim - 1))
@@ -350,7 +362,13 @@ class _Enum(Messenger):
         real = tuple(sizes.get(d, 1) for d in range(-depth, 0))  # its shape in a run without enumeration
         self.vars[dim] = _Var(name, dim, k, frozenset(f.name for f in frames), sup, real)
         if self.relabel is not None:
-            value = sup[jnp.asarray(self.relabel(name, k, shape))]
+            # one support value per plate element, constant along every enumeration dim (its
+            # own and the other sites'): broadcasting it along the others' dims would give each
+            # site of a Markov chain written as a Python loop all its predecessors' dims (K^T)
+            nd = len(shape)
+            enum_dims = set(self.vars) | set(self.known)
+            rshape = tuple(s if i == 0 or (i - nd) not in enum_dims else 1 for i, s in enumerate(shape))
+            value = sup[jnp.asarray(self.relabel(name, k, rshape))]
         else:
             self.laid[name] = (dim, value)  # the support itself along `dim`: see _support_log_prob
         msg["value"] = value

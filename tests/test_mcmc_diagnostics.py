@@ -7,10 +7,12 @@ References, none computed by the code under test:
   implementation independent of ours (ours wraps ``numpyro.diagnostics``).  R̂ agrees to 1e-10.
   ArviZ's ESS adds one more autocorrelation term at the truncation point ("improved" Geyer
   estimator, Vehtari et al. 2021) and caps ESS at N·log10(N); NumPyro's follows the Stan 2.18
-  manual without them, so on long chains the two agree to a few per cent only.
+  manual without the extra term, so on long chains the two agree to a few per cent only.  The
+  cap (τ̂ >= 1/log10 N, Stan's too) is applied to NumPyro's estimate by ours: without it short
+  chains gave ESS above N log10 N and even negative ESS.
 * A plain-loop implementation, in this file, of the estimator as the Stan 2.18 reference manual
   writes it (the one NumPyro cites): split chains, rank-normalise, ρ̂_t = 1 − (W − mean_m
-  γ̂_{m,t}) / var⁺, Geyer's initial positive and monotone sequences, ESS = MN / τ̂.  Ours must
+  γ̂_{m,t}) / var⁺, Geyer's initial positive and monotone sequences, ESS = MN / max(τ̂, 1/log10 MN).  Ours must
   agree with it to 1e-10 on every fixed array.
 * Closed forms: for a Gaussian AR(1) chain with coefficient ρ, ESS/N → (1 − ρ)/(1 + ρ) (bulk);
   the indicator chain 1{x ≤ q_p} has lag-k covariance Φ₂(q_p, q_p; ρ^k) − p² (tail).  These two
@@ -111,6 +113,7 @@ def _ess_ref(x: np.ndarray) -> float:
         # second pair by the first, which differs only for antithetic chains, ρ̂₂ + ρ̂₃ > 1 + ρ̂₁)
         tau_pairs.append(min(p, tau_pairs[-1]) if len(tau_pairs) > 1 else p)
     tau = -1.0 + 2.0 * sum(tau_pairs)
+    tau = max(tau, 1.0 / math.log10(M * N))  # Stan's and ArviZ's bound: ESS <= MN log10(MN)
     return M * N / tau
 
 
@@ -242,6 +245,22 @@ def test_constant_chains_give_nan():
     x = np.full((4, 100), 2.5)
     assert np.isnan(mcmc.r_hat(x)) and np.isnan(mcmc.ess_bulk(x)) and np.isnan(mcmc.ess_tail(x))
     assert np.isnan(_quiet(az.rhat, x, method="rank"))
+
+
+def test_ess_is_never_negative_and_capped_as_arviz_on_short_chains():
+    """NumPyro's estimator has no bound on the autocorrelation time; on 4 chains of 6 draws (three
+    stuck near 5, one near 0) its tail τ was negative and the health report said "ESS is -720".
+    Now bounded as ArviZ and Stan bound it (τ >= 1/log10 N): both ESS equal ArviZ's here."""
+    x = np.array([[4.82, 4.4, 5.73, 5.1, 4.55, 4.86], [4.3, 6.34, 4.46, 5.8, 4.73, 5.91],
+                  [0.17, -1.03, 0.17, 0.69, -0.22, 0.39], [5.01, 4.2, 5.91, 4.51, 5.19, 4.07]])
+    assert float(mcmc.ess_tail(x)) == pytest.approx(float(_quiet(az.ess, x, method="tail")), rel=1e-6)
+    rng = np.random.default_rng(1)
+    for _ in range(300):  # short chains in different modes: never below 0, never above N log10 N
+        n = int(rng.integers(4, 40))
+        y = rng.normal(size=(4, n)) * rng.uniform(0.01, 1, (4, 1)) + 5 * rng.integers(0, 3, (4, 1))
+        N = 4 * (n // 2 * 2)
+        for e in (float(mcmc.ess_bulk(y)), float(mcmc.ess_tail(y))):
+            assert np.isnan(e) or 0 < e <= N * np.log10(N) + 1e-9
 
 
 @pytest.mark.parametrize("draws", [1, 2, 3])

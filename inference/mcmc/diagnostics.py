@@ -72,7 +72,13 @@ def _ess(x: np.ndarray) -> np.ndarray:
         return np.full(x.shape[2:], np.nan)
     nd = _nd()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(nd.effective_sample_size(x))
+        ess = np.asarray(nd.effective_sample_size(x))
+    # ArviZ's (and Stan's) bound on the autocorrelation time, τ >= 1 / log10(N): ESS at most
+    # N log10(N).  NumPyro's estimator has none, and on short chains whose pairs of
+    # autocorrelations go below -1 its τ is negative: an ESS of -720 from 24 draws.
+    n = x.shape[0] * x.shape[1]
+    cap = n * np.log10(n)
+    return np.where((ess < 0) | (ess > cap), cap, ess)
 
 
 def ess_bulk(x: np.ndarray) -> np.ndarray:

@@ -8,6 +8,15 @@ T = "tests/test_mcmc_diagnostics.py"
 
 MUTANTS = [
     Mutant(
+        id="diagnostics/ess-uncapped",
+        file=D,
+        find="    return np.where((ess < 0) | (ess > cap), cap, ess)",
+        replace="    return ess",
+        tests=("tests/test_mcmc_diagnostics.py::test_ess_is_never_negative_and_capped_as_arviz_on_short_chains",),
+        description="NumPyro's ESS without Stan's and ArviZ's bound on the autocorrelation time: short chains report an ESS above N log10 N, or negative (-720 from 24 draws).",
+        area="diagnostic",
+    ),
+    Mutant(
         id="diagnostics/ess-bulk-doubled",
         file=D,
         find="    return _ess(_rank_normalize(_split(np.asarray(x, dtype=float))))",
