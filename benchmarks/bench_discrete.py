@@ -258,7 +258,7 @@ def _compile_within(t0: float, t1: float) -> float:
     return total
 
 
-def one(case: str, variant: str, warmup: int, samples: int, chains: int) -> dict:
+def one(case: str, variant: str, warmup: int, samples: int, chains: int, seeds: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -287,6 +287,12 @@ def one(case: str, variant: str, warmup: int, samples: int, chains: int) -> dict
         jax.block_until_ready(run2.samples)
         warm = {"warm_s": time.perf_counter() - t2, "min_ess_warm": _ess(dict(run2.samples))}
         warm["ess_per_s_warm"] = warm["min_ess_warm"] / warm["warm_s"]
+        seed_ess = [_ess(dict(run.samples)), warm["min_ess_warm"]][:seeds]
+        for s in range(2, seeds):  # further keys, warm (the programs are cached)
+            r_s = mcmc.sample(jax.random.key(s), mcmc.NUTS(), m, *args, num_warmup=warmup,
+                              num_samples=samples, num_chains=chains, progress=False)
+            seed_ess.append(_ess(dict(r_s.samples)))
+        seed_walls = [wall]  # only the first run is cold
     else:
         from numpyro.infer import MCMC, NUTS
         from numpyro.infer.util import initialize_model
@@ -305,12 +311,23 @@ def one(case: str, variant: str, warmup: int, samples: int, chains: int) -> dict
         draws = {k: v for k, v in s.items() if k in CONTINUOUS}
         grads = int(np.sum(np.asarray(mc.get_extra_fields()["num_steps"])))
         warm = {}  # NumPyro recompiles on every run: no warm rerun
+        seed_ess, seed_walls = [_ess(draws)], [wall]  # the first run's wall, as ours
+        for s in range(1, seeds):  # further keys (for their ESS only), a fresh MCMC each
+            mc = MCMC(NUTS(m), num_warmup=warmup, num_samples=samples, num_chains=chains,
+                      chain_method="vectorized", progress_bar=False)
+            mc.run(jax.random.key(s), *args)
+            s_s = mc.get_samples(group_by_chain=True)
+            seed_ess.append(_ess({k: v for k, v in s_s.items() if k in CONTINUOUS}))
     ess = _ess(draws)
     run_s = wall - comp
     return {"case": case, "variant": variant, "grad_us": cost, "grad_temp_mib": temp,
             "wall_s": wall, "compile_s": comp, "run_s": run_s, "min_ess": ess,
             "ess_per_s": ess / run_s, "ess_per_s_wall": ess / wall, "ess_per_1000_grad": 1000 * ess / grads,
-            "grads": grads, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **warm}
+            "grads": grads, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seeds": len(seed_ess), "min_ess_seed_mean": float(np.mean(seed_ess)),
+            "min_ess_seed_sd": float(np.std(seed_ess, ddof=1)) if len(seed_ess) > 1 else float("nan"),
+            "cold_wall_s": float(np.mean(seed_walls)),
+            "ess_per_s_wall_seed_mean": float(np.mean(seed_ess)) / float(np.mean(seed_walls)), **warm}
 
 
 _unravel = None
@@ -337,9 +354,12 @@ def main() -> None:
     ap.add_argument("--cases", default="mixture,hmm,dawid_skene")
     ap.add_argument("--variants", default="ppl-enum,ppl-hand,numpyro-funsor")
     ap.add_argument("--repeat", type=int, default=1, help="processes per (case, variant), interleaved")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="keys per process: min ESS averaged over keys 0..seeds-1 (one seed's min ESS varies by ~7%%), "
+                         "divided by the first (cold) run's wall time, for both")
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], a.one[1], a.warmup, a.samples, a.chains)))
+        print(json.dumps(one(a.one[0], a.one[1], a.warmup, a.samples, a.chains, a.seeds)))
         return
     rows = []
     root = os.path.dirname(HERE)
@@ -348,7 +368,8 @@ def main() -> None:
         for _ in range(a.repeat):
             for variant in a.variants.split(","):
                 cmd = [pythons[variant], "-m", "benchmarks.bench_discrete", "--one", case, variant,
-                       "--warmup", str(a.warmup), "--samples", str(a.samples), "--chains", str(a.chains)]
+                       "--warmup", str(a.warmup), "--samples", str(a.samples), "--chains", str(a.chains),
+                       "--seeds", str(a.seeds)]
                 env = dict(os.environ, PPL_COMPILATION_CACHE="0", PYTHONPATH=root)
                 load = os.getloadavg()[0]
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
@@ -368,6 +389,14 @@ def main() -> None:
               f"{r['ess_per_s'] / base['ess_per_s']:.2f} | {r['ess_per_s_wall']:.1f} | {r['ess_per_1000_grad']:.1f} | "
               f"{r['peak_rss_mib']:.0f} | {r['load']:.1f} | {r.get('warm_s', float('nan')):.1f} | "
               f"{r.get('ess_per_s_warm', float('nan')):.1f} |")
+    if a.seeds > 1:
+        print(f"\n| case | variant | seeds | min ESS mean ± sd | cold wall (s) | min-ESS/s (cold wall, seed-mean ESS) | ÷ ppl-enum |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            base = next((b for b in rows if b["case"] == r["case"] and b["variant"] == "ppl-enum"), r)
+            print(f"| {r['case']} | {r['variant']} | {r['seeds']} | {r['min_ess_seed_mean']:.0f} ± {r['min_ess_seed_sd']:.0f} | "
+                  f"{r['cold_wall_s']:.2f} | {r['ess_per_s_wall_seed_mean']:.1f} | "
+                  f"{r['ess_per_s_wall_seed_mean'] / base['ess_per_s_wall_seed_mean']:.2f} |")
 
 
 if __name__ == "__main__":
