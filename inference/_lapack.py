@@ -132,6 +132,31 @@ def calls_lapack(fun: Callable, *args, **kwargs) -> bool:
     return any(lowers_to_lapack(eqn) for eqn in leaves)
 
 
+def runs_loop(fun: Callable, *args) -> bool:
+    """Whether ``fun(*args)`` (arrays or ``jax.ShapeDtypeStruct``; traced, not run) runs a
+    sequential loop: a ``scan`` or ``while`` primitive anywhere in its jaxpr or sub-jaxprs.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from inference._lapack import runs_loop
+        >>> x = jax.ShapeDtypeStruct((5,), jnp.float32)
+        >>> runs_loop(lambda x: jax.lax.scan(lambda c, v: (c + v, None), 0.0, x)[0], x), runs_loop(jnp.sum, x)
+        (True, False)
+    """
+    todo, seen = [jax.make_jaxpr(fun)(*args).jaxpr], set()
+    while todo:
+        j = todo.pop()
+        if id(j) in seen:
+            continue
+        seen.add(id(j))
+        for eqn in j.eqns:
+            if eqn.primitive.name in ("scan", "while"):
+                return True
+            for v in eqn.params.values():
+                todo.extend(_sub_jaxprs(v))
+    return False
+
+
 def _leaf_eqns(jaxpr):
     """Every equation without sub-jaxprs in ``jaxpr`` and its sub-jaxprs, except under
     :func:`one_at_a_time` (``custom_vmap_call``: one matrix per call)."""

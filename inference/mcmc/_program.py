@@ -23,7 +23,7 @@ from ppl.errors import ArgumentError, ArgumentTypeError
 from ppl.model import Trace
 
 from .. import sharding
-from .._lapack import calls_lapack
+from .._lapack import calls_lapack, runs_loop
 from .._run import chunking
 from .._run.cache import PROGRAMS
 from .._run.concrete import Concrete, join, remembered, split, with_concrete_retry
@@ -185,9 +185,33 @@ class _Program:
             new, info = phase_step(b, k, _with_args(s, self._concrete_args), t, warm)
             return _with_args(new, lambda tr: _restore_args(tr, s)), info
 
-        if self._one_at_a_time(one, keys, state):  # a model's own LAPACK on several CPU devices
+        if self._one_at_a_time(one, keys, state) or self._in_turn(keys, dyn):
             return jax.lax.map(lambda a: one(*a), (keys, state))
         return jax.vmap(one)(keys, state)
+
+    def _in_turn(self, keys, dyn) -> bool:
+        """Whether this device's chains take each step in turn (``lax.map``) rather than as one
+        ``vmap`` batch, because the model runs a sequential loop (a ``ppl.scan``,
+        whose log density is then a forward recursion over its steps, a ``while_loop``) and the
+        chains run on CPU (decided at trace time; ``keys``: one per chain of this device).
+
+        XLA:CPU compiles a loop whose state is small into one function and runs a larger one
+        operation by operation; a batch of chains multiplies the loop's state.  Measured on the
+        enumerated HMM (K = 3, T = 500; ``benchmarks/RESULTS.md``, issue 14): one chain's
+        gradient 55 µs, four chains' batched gradient 450 µs; NUTS on four chains 9 s batched,
+        4 s in turn.  Chains in turn also build their NUTS trees independently (a batch waits for
+        its longest tree).  Nothing crosses chains in a step, so each chain's draws depend on its
+        key alone either way (up to rounding: a batched and an unbatched program may round
+        differently).  Models without such a loop keep the batch (and their draws).  The loop is
+        looked for in a trace of the model's generative run (its body, whatever the kernel)."""
+        if jax.default_backend() != "cpu" or keys.shape[0] < 2:
+            return False
+        args, kwargs = self.args(dyn)
+        try:
+            return runs_loop(lambda k: self.model.simulate(k, *args, **kwargs).choices,
+                             jax.ShapeDtypeStruct((), keys.dtype))
+        except Exception:  # noqa: BLE001 - not traceable alone: the batch (correct either way)
+            return False
 
     def _concrete_args(self, tr: Trace) -> Trace:
         """``tr`` with its static argument leaves replaced by this program's concrete values."""

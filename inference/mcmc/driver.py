@@ -88,7 +88,9 @@ def sample(
         num_warmup: adaptation (gradient kernels) or burn-in steps, not recorded as draws.
         num_samples: draws recorded per chain.
         num_chains: chains, run vectorised as a leading axis (split across devices when there
-            are several; see :mod:`inference.sharding`).
+            are several; see :mod:`inference.sharding`); on CPU, a model with a sequential loop
+            (``ppl.scan``) has its chains take each step in turn instead (faster there: see the
+            devices guide), with the same draws up to rounding.
         init: None (the kernel's default: uniform in (−2, 2) unconstrained for gradient kernels,
             a prior draw for trace kernels); a strategy ``"uniform"`` / ``"prior"`` / ``"zeros"``
             / ``"median"`` / ``"mean"``, ``ppl.init_to_uniform(radius=...)`` and the others of

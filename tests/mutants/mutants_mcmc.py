@@ -314,4 +314,12 @@ MUTANTS += [  # issue 14, sixth pass: the initial point's retries and the step-s
         tests=("tests/test_mcmc_driver.py::test_init_with_the_search_in_one_loop_equals_init_then_search",),
         description="The search's carry advances during the initial point's retries too (trials from a placeholder or a rejected point).",
     ),
+    Mutant(
+        id="mcmc/in-turn-keys-reversed",
+        file="inference/mcmc/_program.py",
+        find="return jax.lax.map(lambda a: one(*a), (keys, state))",
+        replace="return jax.lax.map(lambda a: one(*a), (keys[::-1], state))",
+        tests=("tests/test_mcmc_in_turn.py::test_chains_in_turn_draw_what_the_batch_draws",),
+        description="Chains taking their steps in turn (a model with a ppl.scan, on CPU) get one another's keys: not the batch's draws.",
+    ),
 ]
