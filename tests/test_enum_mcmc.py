@@ -164,3 +164,22 @@ def test_scan_hmm_states_by_viterbi_follow_the_data():
     assert z.shape == (100,)
     # with well separated means the mode labels each point by its nearest mean
     assert (z == (np.asarray(y) > 6.0)).mean() > 0.95
+
+
+@ppl.model
+def per_point(y):
+    w = ppl.sample("w", dist.Beta(2.0, 2.0))
+    with ppl.plate("data", y.shape[0]):
+        u = ppl.sample("u", dist.Normal(0.0, 1.0))
+        z = ppl.sample("z", dist.Bernoulli(w))
+        ppl.sample("y", dist.Normal(u + 2.0 * z, 0.5), obs=y)
+
+
+def test_the_summed_out_check_follows_the_data_shape_of_each_run():
+    # one compiled program serves both sizes (traced again per shape); the driver's check of
+    # the summed-out sites must use the view of each size (it kept the first size's: the
+    # second run's check unravelled a point of the first size's dimension)
+    kw = dict(num_warmup=3, num_samples=3, num_chains=1, progress=False)
+    for n in (4, 6):
+        run = mcmc.sample(jax.random.key(0), mcmc.NUTS(), per_point, jnp.linspace(-1.0, 2.0, n), **kw)
+        assert run.samples["u"].shape == (1, 3, n)

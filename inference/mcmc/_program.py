@@ -10,6 +10,7 @@ the driver).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from typing import Any, Mapping
@@ -76,7 +77,15 @@ class _Program:
 
     def bound(self, dyn: list):
         args, kwargs = self.args(dyn)
-        return self.kernel.bind(self.model, args, kwargs, self.num_warmup)
+        b = self.kernel.bind(self.model, args, kwargs, self.num_warmup)
+        views = self.__dict__.setdefault("summed_out_views", {})
+        sig = shapes_of(dyn)
+        if sig not in views:
+            # the structure of the kernel's unconstrained view at these input shapes, from the
+            # first bind (the trace of ``init``), for the driver's check of summed-out sites at
+            # the concrete inputs (``driver._check_summed_out``): no separate bind of the kernel
+            views[sig] = summed_out_structure(b)
+        return b
 
     def _per_device(self) -> bool:
         """Whether the chains run as one independent program per device (at trace time)."""
@@ -293,6 +302,23 @@ class _Program:
             per_step += sum(np.prod(v.shape) * v.dtype.itemsize for v in jax.tree.leaves(info))
             self.chunk_size = chunking.choose_chunk_size(num_steps, per_step, (self.num_warmup, num_steps - self.num_warmup))
         return self.chunk_size
+
+
+def shapes_of(dyn: list) -> tuple:
+    """The shapes and dtypes of a program's array inputs (arrays or tracers)."""
+    return tuple((tuple(np.shape(v)), str(getattr(v, "dtype", type(v).__name__))) for v in jax.tree.leaves(dyn))
+
+
+def summed_out_structure(bound: Any) -> Any:
+    """The unconstrained view of a bound kernel, without its (traced) inputs, when it sums out
+    finite discrete sites; False otherwise (trace kernels have no view: Gibbs handles such models
+    by an exact MH correction)."""
+    v = getattr(bound, "view", None)
+    if v is None or not getattr(v, "discrete", ()):
+        return False
+    v = copy.copy(v)  # the bound kernel keeps its own view (and inputs) for the trace under way
+    v.args = v.kwargs = None  # the traced inputs are not kept; only the structure is
+    return v
 
 
 def _is_trace(x: Any) -> bool:

@@ -182,22 +182,15 @@ def _check_summed_out(prog, dyn: list) -> None:
     """Refuse a model whose summed-out discrete sites are used other than element by element
     (:meth:`ppl.UnconstrainedView.check_elementwise`), at the run's concrete inputs: the
     programs bind their view to traced inputs, where the check is skipped.  The view's structure
-    comes from an abstract bind, once per program; the check itself runs once per (model,
-    inputs).  Kernels without an unconstrained view (trace kernels: Gibbs handles such models by
-    an exact MH correction) are not checked."""
-    view = getattr(prog, "_summed_out_view", None)
-    if view is None:
-        box: dict = {}
+    comes from the program's first bind at these input shapes (tracing ``init``; else an
+    abstract bind); the check itself runs once per (model, inputs).  Kernels without an
+    unconstrained view (trace kernels: Gibbs handles such models by an exact MH correction) are
+    not checked."""
+    from ._program import shapes_of
 
-        def bind(d):
-            box["view"] = getattr(prog.bound(d), "view", None)
-            return jax.numpy.zeros(())
-
-        jax.eval_shape(bind, dyn)
-        v = box["view"]
-        view = v if v is not None and getattr(v, "discrete", ()) else False
-        if view is not False:
-            view.args = view.kwargs = None  # its traced inputs are not kept; only the structure is
-        prog._summed_out_view = view
+    views = prog.__dict__.setdefault("summed_out_views", {})
+    if shapes_of(dyn) not in views:
+        jax.eval_shape(lambda d: (prog.bound(d), jax.numpy.zeros(()))[1], dyn)  # records it
+    view = views[shapes_of(dyn)]
     if view is not False:
         view.check_elementwise(*prog.args(dyn))
