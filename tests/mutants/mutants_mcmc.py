@@ -322,4 +322,12 @@ MUTANTS += [  # issue 14, sixth pass: the initial point's retries and the step-s
         tests=("tests/test_mcmc_in_turn.py::test_chains_in_turn_draw_what_the_batch_draws",),
         description="Chains taking their steps in turn (a model with a ppl.scan, on CPU) get one another's keys: not the batch's draws.",
     ),
+    Mutant(
+        id="mcmc/summed-out-view-once-per-program",
+        file="inference/mcmc/_program.py",
+        find="        sig = shapes_of(dyn)\n",
+        replace="        sig = ()\n",
+        tests=("tests/test_enum_mcmc.py::test_the_summed_out_check_follows_the_data_shape_of_each_run",),
+        description="The driver's check of summed-out sites keeps the view of the program's first input shapes: a run at another data size checks a point of the wrong dimension (a crash).",
+    ),
 ]
