@@ -143,23 +143,12 @@ def runs_loop(fun: Callable, *args) -> bool:
         >>> runs_loop(lambda x: jax.lax.scan(lambda c, v: (c + v, None), 0.0, x)[0], x), runs_loop(jnp.sum, x)
         (True, False)
     """
-    todo, seen = [jax.make_jaxpr(fun)(*args).jaxpr], set()
-    while todo:
-        j = todo.pop()
-        if id(j) in seen:
-            continue
-        seen.add(id(j))
-        for eqn in j.eqns:
-            if eqn.primitive.name in ("scan", "while"):
-                return True
-            for v in eqn.params.values():
-                todo.extend(_sub_jaxprs(v))
-    return False
+    return any(eqn.primitive.name in ("scan", "while") for eqn in _eqns(jax.make_jaxpr(fun)(*args).jaxpr))
 
 
-def _leaf_eqns(jaxpr):
-    """Every equation without sub-jaxprs in ``jaxpr`` and its sub-jaxprs, except under
-    :func:`one_at_a_time` (``custom_vmap_call``: one matrix per call)."""
+def _eqns(jaxpr, skip: tuple = ()):
+    """Every equation of ``jaxpr`` and of its sub-jaxprs (each visited once), not looking inside
+    the equations whose primitive is named in ``skip``."""
     seen: set[int] = set()
     todo = [jaxpr]
     while todo:
@@ -168,13 +157,18 @@ def _leaf_eqns(jaxpr):
             continue
         seen.add(id(j))
         for eqn in j.eqns:
-            if eqn.primitive.name == "custom_vmap_call":
-                continue
-            if _has_sub_jaxprs(eqn):
+            yield eqn
+            if eqn.primitive.name not in skip:
                 for v in eqn.params.values():
                     todo.extend(_sub_jaxprs(v))
-            else:
-                yield eqn
+
+
+def _leaf_eqns(jaxpr):
+    """Every equation without sub-jaxprs in ``jaxpr`` and its sub-jaxprs, except under
+    :func:`one_at_a_time` (``custom_vmap_call``: one matrix per call)."""
+    for eqn in _eqns(jaxpr, skip=("custom_vmap_call",)):
+        if eqn.primitive.name != "custom_vmap_call" and not _has_sub_jaxprs(eqn):
+            yield eqn
 
 
 _PROBE = 7919  # a batch length no model's own dimension is likely to equal (traced, never run)
