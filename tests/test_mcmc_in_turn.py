@@ -88,7 +88,10 @@ def test_chains_in_turn_draw_what_the_batch_draws(monkeypatch):
     # the same keys, adaptation and trees per chain: a planted swap of the chains' keys or states
     # in the map, or a state shared across chains, makes the two runs differ
     kw = dict(num_warmup=15, num_samples=10, num_chains=3, progress=False)
-    a = mcmc.sample(jax.random.key(11), mcmc.NUTS(), hmm, Y, chunk_size=4, **kw)
+    with monkeypatch.context() as m:
+        seen = _decisions(m)
+        a = mcmc.sample(jax.random.key(11), mcmc.NUTS(), hmm, Y, chunk_size=4, **kw)
+    assert seen and all(seen)  # run a took its steps in turn (else the comparison says nothing)
     with monkeypatch.context() as m:
         m.setattr(_program._Program, "_in_turn", lambda self, keys, dyn: False)  # the batch
         b = mcmc.sample(jax.random.key(11), mcmc.NUTS(), hmm, Y, chunk_size=5, **kw)

@@ -71,6 +71,8 @@ class _Program:
         # (e.g. the vmapped NUTS tree builder, the costliest part to trace) is traced once
         self.step = jax.jit(self._step)
         self._prepared: set = set()
+        # input shapes -> the kernel's unconstrained view without its inputs, or False (see bound)
+        self.summed_out_views: dict = {}
 
     def args(self, dyn: list) -> tuple[tuple, dict]:
         return join(self.treedef, self.statics, dyn)
@@ -78,7 +80,7 @@ class _Program:
     def bound(self, dyn: list):
         args, kwargs = self.args(dyn)
         b = self.kernel.bind(self.model, args, kwargs, self.num_warmup)
-        views = self.__dict__.setdefault("summed_out_views", {})
+        views = self.summed_out_views
         sig = shapes_of(dyn)
         if sig not in views:
             # the structure of the kernel's unconstrained view at these input shapes, from the
@@ -200,9 +202,8 @@ class _Program:
 
     def _in_turn(self, keys, dyn) -> bool:
         """Whether this device's chains take each step in turn (``lax.map``) rather than as one
-        ``vmap`` batch, because the model runs a sequential loop (a ``ppl.scan``,
-        whose log density is then a forward recursion over its steps, a ``while_loop``) and the
-        chains run on CPU (decided at trace time; ``keys``: one per chain of this device).
+        ``vmap`` batch, because the model runs a sequential loop (a ``ppl.scan``, a
+        ``while_loop``; its log density and gradient then loop too) and the chains run on CPU (decided at trace time; ``keys``: one per chain of this device).
 
         XLA:CPU compiles a loop whose state is small into one function and runs a larger one
         operation by operation; a batch of chains multiplies the loop's state.  Measured on the

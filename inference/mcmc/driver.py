@@ -188,7 +188,7 @@ def _check_summed_out(prog, dyn: list) -> None:
     not checked."""
     from ._program import shapes_of
 
-    views = prog.__dict__.setdefault("summed_out_views", {})
+    views = prog.summed_out_views
     if shapes_of(dyn) not in views:
         jax.eval_shape(lambda d: (prog.bound(d), jax.numpy.zeros(()))[1], dyn)  # records it
     view = views[shapes_of(dyn)]
